@@ -1,0 +1,1 @@
+pub mod http; pub mod ws; pub mod utf8;
