@@ -1,8 +1,15 @@
 //! Herald: a real-time messaging server.
 //!
-//! Three rings (see ../shared/DESIGN.md and README.md):
-//! - [`proto`]: pure cores over bytes (HTTP, WebSocket, SSE); no sockets, no clock.
-//! - [`hub`] and [`transport`]: per-worker channel state and adapters between a
-//!   connection and the hub.
+//! Three rings (see README.md "Architecture"):
+//! - [`proto`]: pure cores over bytes (HTTP, WebSocket); no sockets, no clock.
+//! - [`hub`] and [`transport`]: channels, history and per-worker subscriber sets; adapters
+//!   between a connection and the hub for each transport.
 //! - [`reactor`]: the only IO layer: mio poll loop, slab of connections, timers.
+//!
+//! [`config`] and [`logger`] serve `main`.
+pub mod config;
+pub mod hub;
+pub mod logger;
 pub mod proto;
+pub mod reactor;
+pub mod transport;

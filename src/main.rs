@@ -1,1 +1,129 @@
-fn main(){}
+//! `herald`: reads configuration, raises the open-files limit, starts one worker per core
+//! and waits for SIGINT/SIGTERM to drain them. Nothing else lives here.
+
+use clap::Parser;
+use herald::config::Config;
+use herald::reactor::Server;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Herald: a real-time messaging server (polling, long-polling, server push, SSE,
+/// WebSocket).
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    /// JSON config file (every key optional; see README "Configuration").
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<String>,
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long)]
+    bind: Option<String>,
+    /// Port to listen on [default: 8000].
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// Worker threads (event loops) [default: number of cores].
+    #[arg(long, short = 'w')]
+    workers: Option<usize>,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(b) = &cli.bind {
+        cfg.bind = b.clone();
+    }
+    if let Some(p) = cli.port {
+        cfg.port = p;
+    }
+    if let Some(w) = cli.workers {
+        cfg.workers = w;
+    }
+    if let Some(l) = &cli.log_level {
+        cfg.log_level = l.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Raise the soft open-files limit to the hard limit; log both.
+fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return;
+        }
+        let soft = rl.rlim_cur;
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                rl.rlim_cur = soft;
+            }
+        }
+        log::info!(
+            "open files limit: soft {} (was {soft}), hard {}",
+            rl.rlim_cur,
+            rl.rlim_max
+        );
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::exit(2);
+        }
+    };
+    herald::logger::init(&cfg.log_level);
+    raise_nofile();
+    let workers = cfg.worker_count();
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    log::info!(
+        "herald {} listening on {} with {workers} workers",
+        env!("CARGO_PKG_VERSION"),
+        server.addr
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            log::warn!("cannot handle signal {sig}: {e}");
+        }
+    }
+    let shared = server.shared.clone();
+    let mut last_sweep = 0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = shared.now_ms();
+        if now - last_sweep >= 1000 {
+            shared.engine.sweep(now);
+            last_sweep = now;
+        }
+    }
+    log::info!(
+        "signal received: draining {} connections (at most {} ms)",
+        server.connections(),
+        shared.cfg.shutdown_timeout_ms
+    );
+    server.shutdown();
+    server.join();
+    log::info!("stopped");
+}

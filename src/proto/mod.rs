@@ -1,1 +1,4 @@
-pub mod http; pub mod ws; pub mod utf8;
+pub mod http;
+pub mod query;
+pub mod utf8;
+pub mod ws;

@@ -1,0 +1,319 @@
+//! Configuration: every option with its default, loaded from an optional JSON file and then
+//! overridden by command-line flags.
+//!
+//! Owns: the `Config` struct and its validation. Called by `main` once at start-up; workers
+//! get an `Arc<Config>` and never re-read it. Must never panic on a bad file: every problem
+//! is an `Err(String)` that names the key.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// All of Herald's settings. Field names are the JSON keys of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// TCP port to listen on.
+    pub port: u16,
+    /// Worker threads (event loops); 0 = one per core.
+    pub workers: usize,
+    /// error, warn, info, debug or trace.
+    pub log_level: String,
+
+    /// A client must finish its request head within this many ms of connecting (or of
+    /// starting a new request on a kept-alive connection): slowloris protection.
+    pub handshake_timeout_ms: u64,
+    /// An HTTP keep-alive connection with no request in flight is closed after this long.
+    pub idle_timeout_ms: u64,
+    /// Longest request line (414 above it).
+    pub max_request_line: usize,
+    /// Most request headers (431 above it).
+    pub max_headers: usize,
+    /// Longest request head in bytes, request line included (431 above it).
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (413 above it); also the largest publish.
+    pub max_body: usize,
+    /// Most simultaneous connections per process; beyond it HTTP gets 503. 0 = no limit
+    /// other than the open-files limit.
+    pub max_connections: usize,
+
+    /// Largest WebSocket message (close 1009 above it).
+    pub ws_max_message: usize,
+    /// Largest single WebSocket frame (close 1009 above it).
+    pub ws_max_frame: usize,
+    /// Server ping interval; a peer that sends nothing for two intervals is dropped.
+    pub ws_ping_interval_ms: u64,
+    /// Subprotocols the server accepts, in order of preference (empty: none selected).
+    pub ws_subprotocols: Vec<String>,
+    /// If non-empty, WebSocket handshakes whose Origin is not listed get 403.
+    pub ws_allowed_origins: Vec<String>,
+
+    /// Per-connection cap on queued outgoing bytes; a client that falls this far behind is
+    /// dropped (WebSocket: close 1008) rather than slowing anyone else.
+    pub max_out_queue: usize,
+    /// On SIGINT/SIGTERM, connections get this long to close before the process exits.
+    pub shutdown_timeout_ms: u64,
+
+    /// Messages kept per channel for `since` / `Last-Event-ID` resume.
+    pub history_size: usize,
+    /// How long a message stays in a channel's history.
+    pub history_ttl_ms: u64,
+    /// How long `/listen/` holds a request with no message before answering empty.
+    pub longpoll_timeout_ms: u64,
+    /// Interval of keep-alive comments / padding on `/stream/` and `/sse/`.
+    pub stream_keepalive_ms: u64,
+    /// `retry:` sent to SSE clients (ms).
+    pub sse_retry_ms: u64,
+    /// Addresses (CIDR or single IP) allowed to publish; default loopback only.
+    pub publish_allow: Vec<String>,
+    /// If set, a request with header `X-API-Key: <key>` may publish from any address.
+    pub publish_api_key: Option<String>,
+    /// Whether messages WebSocket subscribers send on `/ws/` are published to the channel.
+    pub ws_client_publish: bool,
+    /// Origins allowed by CORS on the subscribe endpoints; "*" = any.
+    pub cors_origins: Vec<String>,
+    /// Most channels one subscription may name (`cid=a,b,...`).
+    pub max_channels_per_conn: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "0.0.0.0".into(),
+            port: 8000,
+            workers: 0,
+            log_level: "info".into(),
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_request_line: 8192,
+            max_headers: 64,
+            max_header_bytes: 16384,
+            max_body: 1 << 20,
+            max_connections: 0,
+            ws_max_message: 1 << 20,
+            ws_max_frame: 1 << 20,
+            ws_ping_interval_ms: 25_000,
+            ws_subprotocols: Vec::new(),
+            ws_allowed_origins: Vec::new(),
+            max_out_queue: 4 << 20,
+            shutdown_timeout_ms: 5_000,
+            history_size: 100,
+            history_ttl_ms: 300_000,
+            longpoll_timeout_ms: 30_000,
+            stream_keepalive_ms: 15_000,
+            sse_retry_ms: 2_000,
+            publish_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            publish_api_key: None,
+            ws_client_publish: false,
+            cors_origins: vec!["*".into()],
+            max_channels_per_conn: 64,
+        }
+    }
+}
+
+/// An allow-list entry: network address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parse `10.0.0.0/8`, `::1/128` or a bare address.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` falls inside this network (IPv4-mapped IPv6 addresses match IPv4 nets).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Config {
+    /// Read a JSON config file; unknown keys and bad values are errors naming the key.
+    pub fn from_file(path: &str) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+        Self::from_json(&text).map_err(|e| format!("config file {path}: {e}"))
+    }
+
+    /// Parse JSON text into a config (see [`Config::from_file`]).
+    pub fn from_json(text: &str) -> Result<Config, String> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path.is_empty() {
+                format!("{inner}")
+            } else {
+                format!("key `{path}`: {inner}")
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check values that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |k: &str, why: &str| Err(format!("key `{k}`: {why}"));
+        if self.bind.parse::<IpAddr>().is_err() {
+            return bad("bind", "must be an IP address such as 0.0.0.0 or 127.0.0.1");
+        }
+        if self.workers > 256 {
+            return bad("workers", "must be 0 (one per core) to 256");
+        }
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return bad(
+                "log_level",
+                "must be one of error, warn, info, debug, trace",
+            );
+        }
+        for (k, v) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("ws_ping_interval_ms", self.ws_ping_interval_ms),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms),
+            ("history_ttl_ms", self.history_ttl_ms),
+            ("longpoll_timeout_ms", self.longpoll_timeout_ms),
+            ("stream_keepalive_ms", self.stream_keepalive_ms),
+        ] {
+            if v == 0 || v > 86_400_000 {
+                return bad(k, "must be between 1 and 86400000 ms");
+            }
+        }
+        for (k, v, min) in [
+            ("max_request_line", self.max_request_line, 64),
+            ("max_headers", self.max_headers, 4),
+            ("max_header_bytes", self.max_header_bytes, 256),
+            ("max_body", self.max_body, 1),
+            ("ws_max_message", self.ws_max_message, 125),
+            ("ws_max_frame", self.ws_max_frame, 125),
+            ("max_out_queue", self.max_out_queue, 1024),
+            ("max_channels_per_conn", self.max_channels_per_conn, 1),
+        ] {
+            if v < min {
+                return bad(k, &format!("must be at least {min}"));
+            }
+        }
+        if self.max_header_bytes < self.max_request_line {
+            return bad("max_header_bytes", "must be at least max_request_line");
+        }
+        if self.history_size > 1_000_000 {
+            return bad("history_size", "must be at most 1000000");
+        }
+        for p in &self.publish_allow {
+            Cidr::parse(p).map_err(|e| format!("key `publish_allow`: {e}"))?;
+        }
+        if let Some(k) = &self.publish_api_key {
+            if k.len() < 8 {
+                return bad("publish_api_key", "must be at least 8 characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of workers to start: `workers`, or the number of cores when 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// The publish allow-list, parsed (validated at load time).
+    pub fn publish_cidrs(&self) -> Vec<Cidr> {
+        self.publish_allow
+            .iter()
+            .filter_map(|p| Cidr::parse(p).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::from_json("{}").unwrap().port, 8000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_json(r#"{"prot": 1}"#).unwrap_err();
+        assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::from_json(r#"{"port": "eighty"}"#).unwrap_err();
+        assert!(e.contains("key `port`"), "{e}");
+        let e = Config::from_json(r#"{"bind": "nowhere"}"#).unwrap_err();
+        assert!(e.contains("key `bind`"), "{e}");
+        let e = Config::from_json(r#"{"publish_allow": ["10.0.0.0/33"]}"#).unwrap_err();
+        assert!(e.contains("publish_allow"), "{e}");
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let c = Cidr::parse("127.0.0.0/8").unwrap();
+        assert!(c.contains("127.1.2.3".parse().unwrap()));
+        assert!(c.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.contains("10.0.0.1".parse().unwrap()));
+        let c = Cidr::parse("::1").unwrap();
+        assert!(c.contains("::1".parse().unwrap()));
+        assert!(!c.contains("::2".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+    }
+}

@@ -1,0 +1,78 @@
+//! The cross-worker bus: one inbox per worker, a lock-free MPSC queue plus a `mio::Waker`.
+//!
+//! Owns: handing messages from whoever publishes (any worker, the main thread) to a worker.
+//! A pending flag makes a burst of sends cost one wake-up; the worker drains the whole queue
+//! at once. Must never block the sender.
+
+use super::engine::Message;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// What a worker can be told.
+pub enum Note {
+    /// A sequenced message for a channel this worker has (or had) subscribers on.
+    Publish(Arc<Message>),
+    /// Start the graceful drain.
+    Shutdown,
+}
+
+/// The sending side of one worker's inbox, shared by all senders.
+pub struct Inbox {
+    // `Sender` is Sync since Rust 1.72; the Mutex only guards the one-time install of the
+    // waker, never the send path.
+    tx: Sender<Note>,
+    waker: Mutex<Option<Arc<mio::Waker>>>,
+    waker_fast: std::sync::OnceLock<Arc<mio::Waker>>,
+    pending: AtomicBool,
+    depth: std::sync::atomic::AtomicUsize,
+}
+
+impl Inbox {
+    /// A new inbox and its receiving end (kept by the worker).
+    pub fn new() -> (Arc<Inbox>, Receiver<Note>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inbox = Inbox {
+            tx,
+            waker: Mutex::new(None),
+            waker_fast: std::sync::OnceLock::new(),
+            pending: AtomicBool::new(false),
+            depth: Default::default(),
+        };
+        (Arc::new(inbox), rx)
+    }
+
+    /// Install the worker's waker (once, when the worker's Poll exists).
+    pub fn set_waker(&self, w: Arc<mio::Waker>) {
+        let _ = self.waker_fast.set(w.clone());
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+    }
+
+    /// Queue a note and wake the worker if it is not already due to drain.
+    pub fn send(&self, n: Note) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(n).is_err() {
+            return; // worker gone (shutting down)
+        }
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            if let Some(w) = self.waker_fast.get() {
+                let _ = w.wake();
+            }
+        }
+    }
+
+    /// Called by the worker before draining: later sends wake it again.
+    pub fn clear_pending(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+
+    /// Notes taken off the queue (for the inbox-depth metric).
+    pub fn taken(&self, n: usize) {
+        self.depth.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Notes queued and not yet taken.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,216 @@
+//! WebSocket on a connection: the upgrade (RFC 6455 §4.2), frames in, frames out, pings, and
+//! the close handshake (§7).
+//!
+//! Owns: the `Ws` state of a connection. Called by the router (upgrade), by
+//! `transport::process` (input) and by the timer (pings). The frame codec itself is the pure
+//! `proto::ws`. Must never read or write the socket.
+
+use super::http::{error, respond, Req};
+use crate::proto::http::{Method, Response};
+use crate::proto::ws::{self as codec, Decoder, Opcode, Payload, WsEvent};
+use crate::reactor::conn::{Conn, State, WsMode, WsState};
+use crate::reactor::worker::Ctx;
+use std::sync::atomic::Ordering;
+
+/// Check the handshake and switch the connection to WebSocket. Returns false (after
+/// queueing the error response) when the request is not a valid upgrade.
+pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused: Vec<()>) -> bool {
+    let h = req.head;
+    let cfg = ctx.shared.cfg.clone();
+    if h.method != Method::Get || h.minor_version < 1 {
+        error(
+            ctx,
+            conn,
+            req,
+            400,
+            "a WebSocket handshake is an HTTP/1.1 GET",
+        );
+        return false;
+    }
+    if !h.header_has_token("Upgrade", "websocket") || !h.header_has_token("Connection", "upgrade") {
+        let keep = req.keep_alive();
+        let r = Response::new(426)
+            .keep_alive(keep)
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .body(
+                "application/json",
+                b"{\"error\":\"this endpoint speaks WebSocket: send Upgrade: websocket\"}",
+            );
+        respond(ctx, conn, r, keep);
+        return false;
+    }
+    if h.header_str("Sec-WebSocket-Version") != Some("13") {
+        // RFC 6455 §4.4: answer with the versions we support.
+        let keep = req.keep_alive();
+        let r = Response::new(426)
+            .keep_alive(keep)
+            .header("Sec-WebSocket-Version", "13")
+            .body(
+                "application/json",
+                b"{\"error\":\"unsupported WebSocket version; this server speaks 13\"}",
+            );
+        respond(ctx, conn, r, keep);
+        return false;
+    }
+    let Some(key) = h
+        .header("Sec-WebSocket-Key")
+        .filter(|k| codec::valid_key(k.trim_ascii()))
+    else {
+        error(ctx, conn, req, 400, "missing or invalid Sec-WebSocket-Key");
+        return false;
+    };
+    if !cfg.ws_allowed_origins.is_empty() {
+        let origin = h.header_str("Origin").unwrap_or("");
+        if !cfg
+            .ws_allowed_origins
+            .iter()
+            .any(|o| o == origin || o == "*")
+        {
+            log::debug!(
+                "conn {}:{} from {}: origin {origin:?} refused",
+                ctx.id,
+                conn.id.key,
+                conn.peer
+            );
+            error(ctx, conn, req, 403, "origin not allowed");
+            return false;
+        }
+    }
+    // Subprotocol: the first of the server's preferences that the client offers.
+    let offered: Vec<&str> = h
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Protocol"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim())
+        .collect();
+    let proto = cfg
+        .ws_subprotocols
+        .iter()
+        .find(|p| offered.contains(&p.as_str()))
+        .map(|s| s.as_str());
+    let accept = codec::accept_key(key.trim_ascii());
+    ctx.queue(conn, Response::upgrade_websocket(&accept, proto));
+    conn.state = State::Ws(Box::new(WsState {
+        decoder: Decoder::new(ctx.ws_limits),
+        mode,
+        next_ping_ms: ctx.now_ms + cfg.ws_ping_interval_ms,
+        close_sent: false,
+    }));
+    log::debug!(
+        "conn {}:{} from {}: websocket {:?}",
+        ctx.id,
+        conn.id.key,
+        conn.peer,
+        mode
+    );
+    true
+}
+
+/// Decode at most one event from `buf` and act on it; returns bytes consumed.
+pub fn on_data(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
+    let State::Ws(ws) = &mut conn.state else {
+        return 0;
+    };
+    let (mode, close_sent) = (ws.mode, ws.close_sent);
+    let decoded = ws.decoder.decode(buf);
+    match decoded {
+        Ok((None, used)) => used,
+        Ok((Some(ev), used)) => {
+            match ev {
+                WsEvent::Text(p) | WsEvent::Binary(p) if close_sent => drop(p),
+                WsEvent::Text(p) => on_message(ctx, conn, mode, Opcode::Text, payload(buf, &p)),
+                WsEvent::Binary(p) => on_message(ctx, conn, mode, Opcode::Binary, payload(buf, &p)),
+                WsEvent::Ping(r) => {
+                    if !close_sent {
+                        let pong = codec::frame(Opcode::Pong, &buf[r]);
+                        ctx.queue(conn, pong);
+                    }
+                }
+                WsEvent::Pong(_) => {}
+                WsEvent::Close { code, .. } => {
+                    if close_sent {
+                        // Our close was answered: the handshake is complete.
+                        ctx.close_after_flush(conn);
+                    } else {
+                        // Echo the status code (RFC 6455 §5.5.1), then close.
+                        close(ctx, conn, code.unwrap_or(1000), "");
+                    }
+                }
+            }
+            used.max(1)
+        }
+        Err(e) => {
+            ctx.shared
+                .stats
+                .ws_protocol_errors
+                .fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "conn {}:{} from {}: websocket error: {}",
+                ctx.id,
+                conn.id.key,
+                conn.peer,
+                e.reason()
+            );
+            close(ctx, conn, e.close_code(), e.reason());
+            buf.len()
+        }
+    }
+}
+
+fn payload<'a>(buf: &'a [u8], p: &'a Payload) -> &'a [u8] {
+    match p {
+        Payload::Buf(r) => &buf[r.clone()],
+        Payload::Owned(v) => v,
+    }
+}
+
+fn on_message(ctx: &mut Ctx, conn: &mut Conn, mode: WsMode, op: Opcode, data: &[u8]) {
+    match mode {
+        WsMode::Echo => {
+            let f = codec::frame(op, data);
+            ctx.queue(conn, f);
+            super::pubsub::check_backpressure(ctx, conn);
+        }
+        WsMode::Sub => super::pubsub::ws_client_message(ctx, conn, data),
+    }
+}
+
+/// Send a close frame and finish the connection once it is flushed (the peer's close frame
+/// or FIN is awaited for at most the linger time).
+pub fn close(ctx: &mut Ctx, conn: &mut Conn, code: u16, reason: &str) {
+    if let State::Ws(ws) = &mut conn.state {
+        if ws.close_sent {
+            return;
+        }
+        ws.close_sent = true;
+    }
+    let f = codec::close_frame(code, reason);
+    ctx.queue(conn, f);
+    ctx.close_after_flush(conn);
+}
+
+/// Ping timer: a peer that has sent nothing for two ping intervals is dropped; otherwise
+/// ping it.
+pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
+    let interval = ctx.shared.cfg.ws_ping_interval_ms;
+    if ctx.now_ms.saturating_sub(conn.last_active_ms) >= 2 * interval {
+        log::debug!(
+            "conn {}:{} from {}: no answer to pings, dropping",
+            ctx.id,
+            conn.id.key,
+            conn.peer
+        );
+        ctx.kill(conn);
+        return;
+    }
+    if let State::Ws(ws) = &mut conn.state {
+        ws.next_ping_ms = ctx.now_ms + interval;
+    }
+    ctx.queue(conn, bytes::Bytes::from_static(PING));
+}
+
+/// A server ping with an empty payload (FIN + opcode 9, length 0).
+const PING: &[u8] = &[0x89, 0x00];
