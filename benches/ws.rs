@@ -30,9 +30,7 @@ fn masked_binary(n: usize) -> Vec<u8> {
 }
 
 fn bench_accept(c: &mut Criterion) {
-    c.bench_function("ws/accept_key", |b| {
-        b.iter(|| accept_key(black_box(b"dGhlIHNhbXBsZSBub25jZQ==")))
-    });
+    c.bench_function("ws/accept_key", |b| b.iter(|| accept_key(black_box(b"dGhlIHNhbXBsZSBub25jZQ=="))));
 }
 
 fn bench_decode(c: &mut Criterion) {
@@ -62,9 +60,7 @@ fn bench_encode(c: &mut Criterion) {
     for (n, name) in SIZES {
         let payload = vec![0xA5u8; n];
         g.throughput(Throughput::Bytes(n as u64));
-        g.bench_function(name, |b| {
-            b.iter(|| frame(Opcode::Binary, black_box(&payload)))
-        });
+        g.bench_function(name, |b| b.iter(|| frame(Opcode::Binary, black_box(&payload))));
     }
     g.finish();
 }

@@ -126,10 +126,7 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let addr: IpAddr = a.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             Some(p) => p
@@ -151,19 +148,11 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -174,8 +163,7 @@ impl Cidr {
 impl Config {
     /// Read a JSON config file; unknown keys and bad values are errors naming the key.
     pub fn from_file(path: &str) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {path}: {e}"))?;
         Self::from_json(&text).map_err(|e| format!("config file {path}: {e}"))
     }
 
@@ -204,14 +192,8 @@ impl Config {
         if self.workers > 256 {
             return bad("workers", "must be 0 (one per core) to 256");
         }
-        if !matches!(
-            self.log_level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            return bad(
-                "log_level",
-                "must be one of error, warn, info, debug, trace",
-            );
+        if !matches!(self.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
+            return bad("log_level", "must be one of error, warn, info, debug, trace");
         }
         for (k, v) in [
             ("handshake_timeout_ms", self.handshake_timeout_ms),
@@ -262,18 +244,13 @@ impl Config {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
 
     /// The publish allow-list, parsed (validated at load time).
     pub fn publish_cidrs(&self) -> Vec<Cidr> {
-        self.publish_allow
-            .iter()
-            .filter_map(|p| Cidr::parse(p).ok())
-            .collect()
+        self.publish_allow.iter().filter_map(|p| Cidr::parse(p).ok()).collect()
     }
 }
 
@@ -312,8 +289,6 @@ mod tests {
         let c = Cidr::parse("::1").unwrap();
         assert!(c.contains("::1".parse().unwrap()));
         assert!(!c.contains("::2".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
     }
 }

@@ -32,9 +32,7 @@ impl Log for Stderr {
 
 /// UTC time as RFC 3339 with milliseconds (civil-from-days, H. Hinnant's algorithm).
 fn timestamp() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

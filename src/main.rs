@@ -53,10 +53,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
 
 /// Raise the soft open-files limit to the hard limit; log both.
 fn raise_nofile() {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
@@ -69,11 +66,7 @@ fn raise_nofile() {
                 rl.rlim_cur = soft;
             }
         }
-        log::info!(
-            "open files limit: soft {} (was {soft}), hard {}",
-            rl.rlim_cur,
-            rl.rlim_max
-        );
+        log::info!("open files limit: soft {} (was {soft}), hard {}", rl.rlim_cur, rl.rlim_max);
     }
 }
 
@@ -96,11 +89,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    log::info!(
-        "herald {} listening on {} with {workers} workers",
-        env!("CARGO_PKG_VERSION"),
-        server.addr
-    );
+    log::info!("herald {} listening on {} with {workers} workers", env!("CARGO_PKG_VERSION"), server.addr);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

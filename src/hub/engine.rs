@@ -41,13 +41,7 @@ pub trait Engine: Send + Sync {
     fn publish(&self, channel: &str, body: Bytes, now_ms: u64) -> u64;
     /// Register `worker` as having subscribers on `channel` and read history after `since`
     /// in the same step, so no message falls between the two.
-    fn subscribe(
-        &self,
-        channel: &str,
-        worker: usize,
-        since: Option<u64>,
-        now_ms: u64,
-    ) -> HistoryRead;
+    fn subscribe(&self, channel: &str, worker: usize, since: Option<u64>, now_ms: u64) -> HistoryRead;
     /// `worker` has no subscribers left on `channel`.
     fn unsubscribe(&self, channel: &str, worker: usize);
     /// Messages after `since` (all kept messages when None), oldest first, at most `limit`
@@ -96,9 +90,7 @@ impl MemoryEngine {
         for b in channel.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
         }
-        self.shards[(h as usize) % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn expire(&self, c: &mut Chan, now_ms: u64) {
@@ -116,16 +108,11 @@ impl MemoryEngine {
             Some(s) => (s, s + 1 < first),
             None => (0, false),
         };
-        let mut msgs: Vec<Arc<Message>> =
-            c.history.iter().filter(|m| m.id > from).cloned().collect();
+        let mut msgs: Vec<Arc<Message>> = c.history.iter().filter(|m| m.id > from).cloned().collect();
         if msgs.len() > limit {
             msgs.drain(..msgs.len() - limit);
         }
-        HistoryRead {
-            messages: msgs,
-            last_id: c.last_id,
-            missed,
-        }
+        HistoryRead { messages: msgs, last_id: c.last_id, missed }
     }
 }
 
@@ -134,26 +121,15 @@ impl Engine for MemoryEngine {
         let mut shard = self.shard(channel);
         let c = match shard.get_mut(channel) {
             Some(c) => c,
-            None => shard.entry(Arc::from(channel)).or_insert(Chan {
-                last_id: 0,
-                history: VecDeque::new(),
-                workers: 0,
-            }),
+            None => {
+                shard.entry(Arc::from(channel)).or_insert(Chan { last_id: 0, history: VecDeque::new(), workers: 0 })
+            }
         };
         c.last_id += 1;
         let id = c.last_id;
-        let name = c
-            .history
-            .back()
-            .map(|m| m.channel.clone())
-            .unwrap_or_else(|| Arc::from(channel));
-        let msg = Arc::new(Message {
-            envelope: envelope(id, channel, &body),
-            channel: name,
-            id,
-            body,
-            time_ms: now_ms,
-        });
+        let name = c.history.back().map(|m| m.channel.clone()).unwrap_or_else(|| Arc::from(channel));
+        let msg =
+            Arc::new(Message { envelope: envelope(id, channel, &body), channel: name, id, body, time_ms: now_ms });
         if self.history_size > 0 {
             if c.history.len() >= self.history_size {
                 c.history.pop_front();
@@ -170,28 +146,14 @@ impl Engine for MemoryEngine {
         id
     }
 
-    fn subscribe(
-        &self,
-        channel: &str,
-        worker: usize,
-        since: Option<u64>,
-        now_ms: u64,
-    ) -> HistoryRead {
+    fn subscribe(&self, channel: &str, worker: usize, since: Option<u64>, now_ms: u64) -> HistoryRead {
         let mut shard = self.shard(channel);
-        let c = shard.entry(Arc::from(channel)).or_insert(Chan {
-            last_id: 0,
-            history: VecDeque::new(),
-            workers: 0,
-        });
+        let c = shard.entry(Arc::from(channel)).or_insert(Chan { last_id: 0, history: VecDeque::new(), workers: 0 });
         c.workers |= 1 << worker;
         self.expire(c, now_ms);
         match since {
             Some(_) => Self::read(c, since, usize::MAX),
-            None => HistoryRead {
-                messages: Vec::new(),
-                last_id: c.last_id,
-                missed: false,
-            },
+            None => HistoryRead { messages: Vec::new(), last_id: c.last_id, missed: false },
         }
     }
 
@@ -212,11 +174,7 @@ impl Engine for MemoryEngine {
                 self.expire(c, now_ms);
                 Self::read(c, since, limit)
             }
-            None => HistoryRead {
-                messages: Vec::new(),
-                last_id: 0,
-                missed: since.is_some_and(|s| s > 0),
-            },
+            None => HistoryRead { messages: Vec::new(), last_id: 0, missed: since.is_some_and(|s| s > 0) },
         }
     }
 
@@ -246,12 +204,7 @@ impl Engine for MemoryEngine {
         for s in &self.shards {
             let shard = s.lock().unwrap_or_else(|e| e.into_inner());
             for (name, c) in shard.iter() {
-                out.push((
-                    name.to_string(),
-                    c.workers.count_ones(),
-                    c.history.len(),
-                    c.last_id,
-                ));
+                out.push((name.to_string(), c.workers.count_ones(), c.history.len(), c.last_id));
             }
         }
         out.sort();
@@ -276,10 +229,7 @@ mod tests {
         }
         assert!(rx.try_recv().is_err(), "no subscriber worker: nothing sent");
         let h = e.history("c", Some(3), 100, 0);
-        assert_eq!(
-            h.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(h.messages.iter().map(|m| m.id).collect::<Vec<_>>(), vec![4, 5]);
         assert!(!h.missed);
         let h = e.history("c", Some(1), 100, 0);
         assert_eq!(h.messages.len(), 3);
@@ -289,10 +239,7 @@ mod tests {
         let h = e.history("c", Some(99), 100, 0);
         assert!(h.missed && h.messages.len() == 3);
         let h = e.history("c", None, 2, 0);
-        assert_eq!(
-            h.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(h.messages.iter().map(|m| m.id).collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(e.history("nope", None, 10, 0).messages.len(), 0);
     }
 
@@ -303,10 +250,9 @@ mod tests {
         assert_eq!(h.last_id, 0);
         e.publish("c", Bytes::from_static(b"x"), 5);
         match rx.try_recv() {
-            Ok(Note::Publish(m)) => assert_eq!(
-                (m.id, &m.envelope[..]),
-                (1, &br#"{"id":1,"channel":"c","data":"x"}"#[..])
-            ),
+            Ok(Note::Publish(m)) => {
+                assert_eq!((m.id, &m.envelope[..]), (1, &br#"{"id":1,"channel":"c","data":"x"}"#[..]))
+            }
             _ => panic!("expected a publish"),
         }
         e.unsubscribe("c", 0);

@@ -10,8 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// trimmed), else the body as a JSON string (invalid UTF-8 replaced by U+FFFD).
 pub fn envelope(id: u64, channel: &str, body: &[u8]) -> Bytes {
     let trimmed = body.trim_ascii();
-    let is_json =
-        !trimmed.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+    let is_json = !trimmed.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
     let mut out = BytesMut::with_capacity(trimmed.len() + channel.len() + 40);
     out.put_slice(b"{\"id\":");
     out.put_slice(id.to_string().as_bytes());
@@ -23,11 +22,7 @@ pub fn envelope(id: u64, channel: &str, body: &[u8]) -> Bytes {
         out.put_slice(trimmed);
     } else {
         let s = String::from_utf8_lossy(body);
-        out.put_slice(
-            serde_json::to_string(&*s)
-                .expect("string serializes")
-                .as_bytes(),
-        );
+        out.put_slice(serde_json::to_string(&*s).expect("string serializes").as_bytes());
     }
     out.put_u8(b'}');
     out.freeze()
@@ -44,12 +39,8 @@ pub fn script_safe(json: &[u8], out: &mut BytesMut) {
             b'<' => Some((b"\\u003c", 1)),
             b'>' => Some((b"\\u003e", 1)),
             b'&' => Some((b"\\u0026", 1)),
-            0xE2 if json.get(i + 1) == Some(&0x80) && json.get(i + 2) == Some(&0xA8) => {
-                Some((b"\\u2028", 3))
-            }
-            0xE2 if json.get(i + 1) == Some(&0x80) && json.get(i + 2) == Some(&0xA9) => {
-                Some((b"\\u2029", 3))
-            }
+            0xE2 if json.get(i + 1) == Some(&0x80) && json.get(i + 2) == Some(&0xA8) => Some((b"\\u2028", 3)),
+            0xE2 if json.get(i + 1) == Some(&0x80) && json.get(i + 2) == Some(&0xA9) => Some((b"\\u2029", 3)),
             _ => None,
         };
         if let Some((r, n)) = rep {
@@ -90,11 +81,7 @@ pub fn sse_event(id: Option<&str>, data: &[u8]) -> Bytes {
             Some(e) => {
                 out.put_slice(&rest[..e]);
                 out.put_u8(b'\n');
-                let skip = if rest[e] == b'\r' && rest.get(e + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
+                let skip = if rest[e] == b'\r' && rest.get(e + 1) == Some(&b'\n') { 2 } else { 1 };
                 rest = &rest[e + skip..];
             }
             None => {
@@ -112,12 +99,7 @@ pub fn sse_event(id: Option<&str>, data: &[u8]) -> Bytes {
 /// client's `since` is older than the history holds. With `callback`, wrapped as JSONP.
 /// `last` holds each channel's newest id: one channel gives `"last_id":N`, several give
 /// `"last_ids":{"a":N,...}`.
-pub fn messages_body(
-    envs: &[&[u8]],
-    missed: bool,
-    last: &[(&str, u64)],
-    callback: Option<&str>,
-) -> Vec<u8> {
+pub fn messages_body(envs: &[&[u8]], missed: bool, last: &[(&str, u64)], callback: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(envs.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
     if let Some(cb) = callback {
         // `/**/` defeats the Rosetta-Flash style content sniffing of a leading callback name.
@@ -151,11 +133,7 @@ pub fn messages_body(
         }
         out.push(b'}');
     }
-    out.extend_from_slice(if missed {
-        b",\"missed\":true}"
-    } else {
-        b",\"missed\":false}"
-    });
+    out.extend_from_slice(if missed { b",\"missed\":true}" } else { b",\"missed\":false}" });
     if callback.is_some() {
         out.extend_from_slice(b");");
     }
@@ -180,22 +158,10 @@ mod tests {
 
     #[test]
     fn envelope_json_and_string() {
-        assert_eq!(
-            &envelope(1, "a", b" {\"x\":1}\n")[..],
-            br#"{"id":1,"channel":"a","data":{"x":1}}"#
-        );
-        assert_eq!(
-            &envelope(2, "a", b"hi \"there\"")[..],
-            br#"{"id":2,"channel":"a","data":"hi \"there\""}"#
-        );
-        assert_eq!(
-            &envelope(3, "a", b"")[..],
-            br#"{"id":3,"channel":"a","data":""}"#
-        );
-        assert_eq!(
-            &envelope(4, "a", b"42")[..],
-            br#"{"id":4,"channel":"a","data":42}"#
-        );
+        assert_eq!(&envelope(1, "a", b" {\"x\":1}\n")[..], br#"{"id":1,"channel":"a","data":{"x":1}}"#);
+        assert_eq!(&envelope(2, "a", b"hi \"there\"")[..], br#"{"id":2,"channel":"a","data":"hi \"there\""}"#);
+        assert_eq!(&envelope(3, "a", b"")[..], br#"{"id":3,"channel":"a","data":""}"#);
+        assert_eq!(&envelope(4, "a", b"42")[..], br#"{"id":4,"channel":"a","data":42}"#);
         let v: serde_json::Value = serde_json::from_slice(&envelope(5, "a", b"\xff\x00")).unwrap();
         assert_eq!(v["data"], "\u{fffd}\u{0}");
     }
@@ -211,8 +177,7 @@ mod tests {
         let inner = &s["<script>parent.handle(".len()..s.len() - ")</script>\n".len()];
         let v: serde_json::Value = serde_json::from_str(inner).unwrap();
         assert_eq!(v["data"], "</script><script>alert(1)</script><!--");
-        let v2: serde_json::Value =
-            serde_json::from_str(&String::from_utf8(env.to_vec()).unwrap()).unwrap();
+        let v2: serde_json::Value = serde_json::from_str(&String::from_utf8(env.to_vec()).unwrap()).unwrap();
         assert_eq!(v, v2);
         let mut b = BytesMut::new();
         script_safe("\"\u{2028}\u{2029}\"".as_bytes(), &mut b);
@@ -221,10 +186,7 @@ mod tests {
 
     #[test]
     fn sse_lines() {
-        assert_eq!(
-            &sse_event(Some("7"), b"a\nb\r\nc\rd")[..],
-            b"id: 7\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(&sse_event(Some("7"), b"a\nb\r\nc\rd")[..], b"id: 7\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
         assert_eq!(&sse_event(None, b"x")[..], b"data: x\n\n");
         assert_eq!(&sse_event(None, b"x\n")[..], b"data: x\ndata: \n\n");
     }
@@ -232,20 +194,11 @@ mod tests {
     #[test]
     fn messages_and_jsonp() {
         let b = messages_body(&[b"{\"id\":2}", b"{\"id\":1}"], false, &[("a", 2)], None);
-        assert_eq!(
-            &b[..],
-            br#"{"messages":[{"id":2},{"id":1}],"last_id":2,"missed":false}"#
-        );
+        assert_eq!(&b[..], br#"{"messages":[{"id":2},{"id":1}],"last_id":2,"missed":false}"#);
         let b = messages_body(&[b"\"</script>\""], true, &[("a", 1)], Some("cb.x"));
-        assert_eq!(
-            &b[..],
-            br#"/**/cb.x({"messages":["\u003c/script\u003e"],"last_id":1,"missed":true});"#
-        );
+        assert_eq!(&b[..], br#"/**/cb.x({"messages":["\u003c/script\u003e"],"last_id":1,"missed":true});"#);
         let b = messages_body(&[], false, &[("a", 1), ("b", 0)], None);
-        assert_eq!(
-            &b[..],
-            br#"{"messages":[],"last_ids":{"a":1,"b":0},"missed":false}"#
-        );
+        assert_eq!(&b[..], br#"{"messages":[],"last_ids":{"a":1,"b":0},"missed":false}"#);
         assert!(valid_callback("jQuery123_456.cb"));
         assert!(!valid_callback("alert(1)"));
         assert!(!valid_callback("a..b"));

@@ -23,18 +23,10 @@ pub fn check_channel(name: &str) -> Result<(), String> {
         return Err("channel name is empty".into());
     }
     if name.len() > 255 {
-        return Err(format!(
-            "channel name is {} bytes long; the limit is 255",
-            name.len()
-        ));
+        return Err(format!("channel name is {} bytes long; the limit is 255", name.len()));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:@#$/".contains(*c)))
-    {
-        return Err(format!(
-            "channel name contains {c:?}; allowed are A-Z a-z 0-9 and _ - . : @ # $ /"
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@#$/".contains(*c))) {
+        return Err(format!("channel name contains {c:?}; allowed are A-Z a-z 0-9 and _ - . : @ # $ /"));
     }
     Ok(())
 }

@@ -41,12 +41,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits {
-            max_request_line: 8192,
-            max_headers: 64,
-            max_header_bytes: 16384,
-            max_body: 1 << 20,
-        }
+        HttpLimits { max_request_line: 8192, max_headers: 64, max_header_bytes: 16384, max_body: 1 << 20 }
     }
 }
 
@@ -118,10 +113,7 @@ pub struct Head<'b> {
 impl<'b> Head<'b> {
     /// The value of the first header called `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&'b [u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|&(_, v)| v)
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, v)| v)
     }
 
     /// [`Head::header`] as a string trimmed of spaces and tabs; `None` if absent or not UTF-8.
@@ -133,10 +125,7 @@ impl<'b> Head<'b> {
     /// Whether any header called `name` lists `token` in its comma-separated value, both
     /// compared case-insensitively (RFC 9110 §5.6.1), e.g. `Connection: keep-alive, Upgrade`.
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .any(|&(_, v)| list_has_token(v, token))
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).any(|&(_, v)| list_has_token(v, token))
     }
 
     /// Whether the client waits for `100 Continue` before sending the body (RFC 9110
@@ -240,8 +229,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &HttpLimits) -> Result<Option<Head<
         Err(e) => return Err(map_httparse_error(e)),
     };
     // httparse fills every field of a complete request.
-    let (Some(method_str), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
-    else {
+    let (Some(method_str), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
         return Err(HttpError::BadRequest("malformed request line"));
     };
     // httparse allows exactly one SP between the parts (RFC 9112 §3), so the request line is
@@ -265,11 +253,8 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &HttpLimits) -> Result<Option<Head<
         return Err(HttpError::BadRequest("missing or repeated Host header"));
     }
     let body = framing.body_kind(minor_version, limits)?;
-    let keep_alive = if minor_version == 1 {
-        !framing.conn_close
-    } else {
-        framing.conn_keep_alive && !framing.conn_close
-    };
+    let keep_alive =
+        if minor_version == 1 { !framing.conn_close } else { framing.conn_keep_alive && !framing.conn_close };
     Ok(Some(Head {
         method,
         method_str,
@@ -339,11 +324,7 @@ fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 /// Splits a request-target (RFC 9112 §3.2) into path and query.
-fn split_target<'b>(
-    method: Method,
-    method_str: &str,
-    target: &'b str,
-) -> Result<(&'b str, &'b str), HttpError> {
+fn split_target<'b>(method: Method, method_str: &str, target: &'b str) -> Result<(&'b str, &'b str), HttpError> {
     if target.contains('#') {
         return Err(HttpError::BadRequest("fragment in request target"));
     }
@@ -353,9 +334,7 @@ fn split_target<'b>(
         // asterisk-form is only for a server-wide OPTIONS (RFC 9112 §3.2.4).
         return match method {
             Method::Options => Ok(("*", "")),
-            _ => Err(HttpError::BadRequest(
-                "asterisk-form target without OPTIONS",
-            )),
+            _ => Err(HttpError::BadRequest("asterisk-form target without OPTIONS")),
         };
     } else if let Some(rest) = strip_http_scheme(target) {
         // absolute-form: a server MUST accept it (RFC 9112 §3.2.2); keep only path and query.
@@ -417,9 +396,7 @@ impl Framing {
                         }
                     }
                 }
-                14 if name.eq_ignore_ascii_case("content-length") => {
-                    f.add_content_length(h.value)?
-                }
+                14 if name.eq_ignore_ascii_case("content-length") => f.add_content_length(h.value)?,
                 17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                     f.te_present = true;
                     for coding in list_items(h.value) {
@@ -444,13 +421,9 @@ impl Framing {
                 return Err(HttpError::BadRequest("invalid Content-Length"));
             }
             // Saturate: any value this large is over every body limit anyway.
-            let n = item.iter().fold(0usize, |n, &d| {
-                n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
-            });
+            let n = item.iter().fold(0usize, |n, &d| n.saturating_mul(10).saturating_add(usize::from(d - b'0')));
             match self.content_length {
-                Some(prev) if prev != n => {
-                    return Err(HttpError::BadRequest("conflicting Content-Length values"))
-                }
+                Some(prev) if prev != n => return Err(HttpError::BadRequest("conflicting Content-Length values")),
                 _ => self.content_length = Some(n),
             }
         }
@@ -466,15 +439,11 @@ impl Framing {
             }
             // §6.1, §6.3 (3): both headers are a classic smuggling vector; reject.
             if self.content_length.is_some() {
-                return Err(HttpError::BadRequest(
-                    "both Content-Length and Transfer-Encoding",
-                ));
+                return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"));
             }
             // §6.3 (4): without chunked last, a request body length cannot be determined.
             if !self.te_last_chunked {
-                return Err(HttpError::BadRequest(
-                    "chunked is not the final transfer coding",
-                ));
+                return Err(HttpError::BadRequest("chunked is not the final transfer coding"));
             }
             // §7: chunked must not be applied more than once.
             if self.te_chunked_count > 1 {
@@ -496,10 +465,7 @@ impl Framing {
 
 /// The non-empty elements of a comma-separated list, trimmed of OWS (RFC 9110 §5.6.1).
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|item| !item.is_empty())
+    value.split(|&b| b == b',').map(trim_ows).filter(|item| !item.is_empty())
 }
 
 fn list_has_token(value: &[u8], token: &str) -> bool {
@@ -580,13 +546,7 @@ impl ChunkedDecoder {
     /// A decoder that fails with [`HttpError::BodyTooLarge`] once the decoded body would
     /// exceed `max_body` bytes; a chunk whose declared size does not fit fails at its size line.
     pub fn new(max_body: usize) -> Self {
-        ChunkedDecoder {
-            state: ChunkState::SizeStart,
-            max_body,
-            total: 0,
-            size: 0,
-            line: 0,
-        }
+        ChunkedDecoder { state: ChunkState::SizeStart, max_body, total: 0, size: 0, line: 0 }
     }
 
     /// Whether the last chunk and trailer section have been read.
@@ -614,11 +574,7 @@ impl ChunkedDecoder {
                 out.extend_from_slice(&buf[i..i + n]);
                 i += n;
                 self.total += n;
-                self.state = if n == left {
-                    ChunkState::DataCr
-                } else {
-                    ChunkState::Data(left - n)
-                };
+                self.state = if n == left { ChunkState::DataCr } else { ChunkState::Data(left - n) };
                 continue;
             }
             let b = buf[i];
@@ -785,11 +741,7 @@ impl Response {
     /// as 500.
     pub fn new(status: u16) -> Self {
         Response {
-            status: if (100..=999).contains(&status) {
-                status
-            } else {
-                500
-            },
+            status: if (100..=999).contains(&status) { status } else { 500 },
             headers: Vec::new(),
             keep_alive: true,
             http10: false,
@@ -802,14 +754,9 @@ impl Response {
     /// the response), or if the name is one the builder owns (see [`Response`]).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let value = value.trim_matches([' ', '\t']);
-        let reserved = [
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "server",
-        ]
-        .iter()
-        .any(|r| name.eq_ignore_ascii_case(r));
+        let reserved = ["content-length", "transfer-encoding", "connection", "server"]
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r));
         if is_token(name) && is_field_value(value) && !reserved {
             push_field(&mut self.headers, name, value);
         }
@@ -887,14 +834,8 @@ impl Response {
             _ => &[],
         };
         let reason = reason(self.status);
-        let mut out = Vec::with_capacity(
-            96 + reason.len() + self.headers.len() + content_type.len() + body.len(),
-        );
-        out.extend_from_slice(if self.http10 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
+        let mut out = Vec::with_capacity(96 + reason.len() + self.headers.len() + content_type.len() + body.len());
+        out.extend_from_slice(if self.http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
         push_decimal(&mut out, usize::from(self.status));
         out.push(b' ');
         out.extend_from_slice(reason.as_bytes());
@@ -959,9 +900,7 @@ pub fn error_response(status: u16, message: &str, keep_alive: bool) -> Bytes {
     json.extend_from_slice(b"{\"error\":\"");
     push_json_escaped(&mut json, message);
     json.extend_from_slice(b"\"}");
-    Response::new(status)
-        .keep_alive(keep_alive)
-        .body("application/json", &json)
+    Response::new(status).keep_alive(keep_alive).body("application/json", &json)
 }
 
 /// JSON string escaping (RFC 8259 §7): quote, backslash and control characters.
@@ -1023,21 +962,13 @@ fn is_field_value(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const L: HttpLimits = HttpLimits {
-        max_request_line: 8192,
-        max_headers: 64,
-        max_header_bytes: 16384,
-        max_body: 1 << 20,
-    };
+    const L: HttpLimits =
+        HttpLimits { max_request_line: 8192, max_headers: 64, max_header_bytes: 16384, max_body: 1 << 20 };
 
     fn ok(buf: &[u8]) -> Head<'_> {
         match parse_head(buf, &L) {
             Ok(Some(h)) => h,
-            other => panic!(
-                "{:?}: {:?}",
-                String::from_utf8_lossy(buf),
-                other.map(|h| h.is_some())
-            ),
+            other => panic!("{:?}: {:?}", String::from_utf8_lossy(buf), other.map(|h| h.is_some())),
         }
     }
 
@@ -1048,11 +979,7 @@ mod tests {
     fn err_with(buf: &[u8], limits: &HttpLimits) -> HttpError {
         match parse_head(buf, limits) {
             Err(e) => e,
-            Ok(h) => panic!(
-                "{:?} parsed: {:?}",
-                String::from_utf8_lossy(buf),
-                h.map(|h| h.head_len)
-            ),
+            Ok(h) => panic!("{:?} parsed: {:?}", String::from_utf8_lossy(buf), h.map(|h| h.head_len)),
         }
     }
 
@@ -1148,11 +1075,7 @@ mod tests {
             let full = ok(req);
             assert_eq!(full.head_len, req.len());
             for cut in 0..req.len() {
-                assert!(
-                    partial(&req[..cut]),
-                    "{:?} cut at {cut}",
-                    String::from_utf8_lossy(req)
-                );
+                assert!(partial(&req[..cut]), "{:?} cut at {cut}", String::from_utf8_lossy(req));
             }
         }
     }
@@ -1187,14 +1110,10 @@ mod tests {
 
     #[test]
     fn expect_continue() {
-        assert!(ok(
-            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n"
-        )
-        .expects_continue());
         assert!(
-            !ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
-                .expects_continue()
+            ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expects_continue()
         );
+        assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").expects_continue());
         assert!(!ok(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").expects_continue());
     }
 
@@ -1206,58 +1125,25 @@ mod tests {
         };
         assert_eq!(t(b"GET /a/b HTTP/1.1\r\nHost: h\r\n\r\n"), ("/a/b", ""));
         assert_eq!(t(b"GET /a? HTTP/1.1\r\nHost: h\r\n\r\n"), ("/a", ""));
-        assert_eq!(
-            t(b"GET /a?b?c=d HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ("/a", "b?c=d")
-        );
-        assert_eq!(
-            t(b"GET /%7Euser?q=%20 HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ("/%7Euser", "q=%20")
-        );
-        assert_eq!(
-            t(b"GET http://h:8000/p?q=1 HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ("/p", "q=1")
-        );
-        assert_eq!(
-            t(b"GET HTTPS://h?q HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ("/", "q")
-        );
+        assert_eq!(t(b"GET /a?b?c=d HTTP/1.1\r\nHost: h\r\n\r\n"), ("/a", "b?c=d"));
+        assert_eq!(t(b"GET /%7Euser?q=%20 HTTP/1.1\r\nHost: h\r\n\r\n"), ("/%7Euser", "q=%20"));
+        assert_eq!(t(b"GET http://h:8000/p?q=1 HTTP/1.1\r\nHost: h\r\n\r\n"), ("/p", "q=1"));
+        assert_eq!(t(b"GET HTTPS://h?q HTTP/1.1\r\nHost: h\r\n\r\n"), ("/", "q"));
         assert_eq!(t(b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n"), ("/", ""));
         assert_eq!(t(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"), ("*", ""));
-        assert_eq!(
-            t("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes()),
-            ("/caf\u{e9}", "")
-        );
+        assert_eq!(t("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes()), ("/caf\u{e9}", ""));
         assert_eq!(err(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET a/b HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
-        assert_eq!(
-            err(b"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n").status(),
-            400
-        );
-        assert_eq!(
-            err(b"GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n").status(),
-            400
-        );
-        assert_eq!(
-            err(b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n").status(),
-            501
-        );
+        assert_eq!(err(b"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
+        assert_eq!(err(b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n").status(), 501);
     }
 
     #[test]
     fn host_rules() {
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\n\r\n"),
-            HttpError::BadRequest("missing or repeated Host header")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n").status(),
-            400
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n"), HttpError::BadRequest("missing or repeated Host header"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status(), 400);
         ok(b"GET / HTTP/1.0\r\n\r\n");
         ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n"); // empty Host is allowed (RFC 9112 §3.2)
     }
@@ -1265,56 +1151,26 @@ mod tests {
     #[test]
     fn body_framing() {
         let body = |req: &'static [u8]| ok(req).body;
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 42\r\n\r\n"),
-            BodyKind::Length(42)
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"),
-            BodyKind::Length(0)
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 007\r\n\r\n"),
-            BodyKind::Length(7)
-        );
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 42\r\n\r\n"), BodyKind::Length(42));
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"), BodyKind::Length(0));
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 007\r\n\r\n"), BodyKind::Length(7));
         assert_eq!(
             body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
             BodyKind::Length(5)
         );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n"),
-            BodyKind::Length(5)
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            BodyKind::Chunked
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"),
-            BodyKind::Chunked
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,chunked,\r\n\r\n"),
-            BodyKind::Chunked
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n"),
-            BodyKind::Length(3)
-        );
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n"), BodyKind::Length(5));
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"), BodyKind::Chunked);
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"), BodyKind::Chunked);
+        assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,chunked,\r\n\r\n"), BodyKind::Chunked);
+        assert_eq!(body(b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n"), BodyKind::Length(3));
         assert_eq!(body(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n"), BodyKind::None);
     }
 
     #[test]
     fn invalid_content_length() {
-        for v in [
-            "", "-1", "+5", "0x10", "5 5", "5,", ",5", "5;", "1e3", "\u{663}",
-        ] {
+        for v in ["", "-1", "+5", "0x10", "5 5", "5,", ",5", "5;", "1e3", "\u{663}"] {
             let req = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\n");
-            assert_eq!(
-                err(req.as_bytes()),
-                HttpError::BadRequest("invalid Content-Length"),
-                "{v:?}"
-            );
+            assert_eq!(err(req.as_bytes()), HttpError::BadRequest("invalid Content-Length"), "{v:?}");
         }
     }
 
@@ -1333,54 +1189,36 @@ mod tests {
             e(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
             HttpError::BadRequest("conflicting Content-Length values")
         );
-        assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n").status(), 400);
         assert_eq!(
             e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"),
             HttpError::BadRequest("chunked is not the final transfer coding")
         );
-        assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").status(), 400);
         assert_eq!(
             e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             HttpError::NotImplemented("unsupported transfer coding")
         );
-        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n").status(), 501);
-        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n").status(), 400);
         assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked;x=1\r\n\r\n").status(),
-            400
+            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n").status(),
+            501
         );
         assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n\r\n").status(),
+            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .status(),
             400
         );
-        assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked;x=1\r\n\r\n").status(), 400);
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n\r\n").status(), 400);
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n").status(), 400);
         assert_eq!(
             e(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             HttpError::BadRequest("Transfer-Encoding in HTTP/1.0")
         );
         // Whitespace before the colon and obs-fold are both rejected (RFC 9112 §5.1, §5.2).
-        assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n").status(),
-            400
-        );
-        assert_eq!(
-            e(b"POST / HTTP/1.1\r\nHost: h\r\nX: a\r\n Transfer-Encoding: chunked\r\n\r\n")
-                .status(),
-            400
-        );
-        assert_eq!(
-            e(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n").status(), 400);
+        assert_eq!(e(b"POST / HTTP/1.1\r\nHost: h\r\nX: a\r\n Transfer-Encoding: chunked\r\n\r\n").status(), 400);
+        assert_eq!(e(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n").status(), 400);
     }
 
     #[test]
@@ -1410,21 +1248,13 @@ mod tests {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ];
         for case in cases {
-            assert_eq!(
-                err(case).status(),
-                400,
-                "{:?}",
-                String::from_utf8_lossy(case)
-            );
+            assert_eq!(err(case).status(), 400, "{:?}", String::from_utf8_lossy(case));
         }
     }
 
     #[test]
     fn limit_request_line() {
-        let lim = HttpLimits {
-            max_request_line: 32,
-            ..L
-        };
+        let lim = HttpLimits { max_request_line: 32, ..L };
         // "GET /" + path + " HTTP/1.1" is exactly 32 bytes: accepted.
         let path = "a".repeat(32 - 14);
         let fits = format!("GET /{path} HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -1438,9 +1268,7 @@ mod tests {
         let at = format!("GET /{path} HTTP/1.1");
         assert_eq!(at.len(), 32);
         assert!(parse_head(at.as_bytes(), &lim).unwrap().is_none());
-        assert!(parse_head(format!("{at}\r").as_bytes(), &lim)
-            .unwrap()
-            .is_none());
+        assert!(parse_head(format!("{at}\r").as_bytes(), &lim).unwrap().is_none());
         let over = format!("GET /{path}a HTTP/1.1");
         assert_eq!(err_with(over.as_bytes(), &lim), HttpError::UriTooLong);
         // Defaults: 8 KiB request line.
@@ -1461,69 +1289,33 @@ mod tests {
         assert_eq!(err(over.as_bytes()), HttpError::HeadersTooLarge);
         assert_eq!(err(over.as_bytes()).status(), 431);
         // Above the stack slots: a heap buffer is used.
-        let lim = HttpLimits {
-            max_headers: 100,
-            ..L
-        };
+        let lim = HttpLimits { max_headers: 100, ..L };
         let mut req = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
         for i in 0..99 {
             req.push_str(&format!("X-{i}: v\r\n"));
         }
-        assert_eq!(
-            parse_head(format!("{req}\r\n").as_bytes(), &lim)
-                .unwrap()
-                .unwrap()
-                .headers
-                .len(),
-            100
-        );
-        assert_eq!(
-            err_with(format!("{req}Y: v\r\n\r\n").as_bytes(), &lim),
-            HttpError::HeadersTooLarge
-        );
-        let none = HttpLimits {
-            max_headers: 0,
-            ..L
-        };
-        assert!(parse_head(b"GET / HTTP/1.0\r\n\r\n", &none)
-            .unwrap()
-            .is_some());
-        assert_eq!(
-            err_with(b"GET / HTTP/1.0\r\nA: b\r\n\r\n", &none),
-            HttpError::HeadersTooLarge
-        );
+        assert_eq!(parse_head(format!("{req}\r\n").as_bytes(), &lim).unwrap().unwrap().headers.len(), 100);
+        assert_eq!(err_with(format!("{req}Y: v\r\n\r\n").as_bytes(), &lim), HttpError::HeadersTooLarge);
+        let none = HttpLimits { max_headers: 0, ..L };
+        assert!(parse_head(b"GET / HTTP/1.0\r\n\r\n", &none).unwrap().is_some());
+        assert_eq!(err_with(b"GET / HTTP/1.0\r\nA: b\r\n\r\n", &none), HttpError::HeadersTooLarge);
     }
 
     #[test]
     fn limit_header_bytes() {
-        let lim = HttpLimits {
-            max_header_bytes: 64,
-            ..L
-        };
-        let fits = format!(
-            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
-            "v".repeat(64 - 32)
-        );
+        let lim = HttpLimits { max_header_bytes: 64, ..L };
+        let fits = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "v".repeat(64 - 32));
         assert_eq!(fits.len(), 64);
         assert!(parse_head(fits.as_bytes(), &lim).unwrap().is_some());
-        let over = format!(
-            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
-            "v".repeat(64 - 31)
-        );
+        let over = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "v".repeat(64 - 31));
         assert_eq!(err_with(over.as_bytes(), &lim), HttpError::HeadersTooLarge);
         // Partial: never any CRLFCRLF, the head so far is already at the limit.
         let part = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "v".repeat(100));
         assert!(parse_head(&part.as_bytes()[..63], &lim).unwrap().is_none());
-        assert_eq!(
-            err_with(&part.as_bytes()[..64], &lim),
-            HttpError::HeadersTooLarge
-        );
+        assert_eq!(err_with(&part.as_bytes()[..64], &lim), HttpError::HeadersTooLarge);
         assert_eq!(err_with(&part.as_bytes()[..90], &lim).status(), 431);
         // An endless stream of empty lines is bounded too.
-        assert_eq!(
-            err_with(&b"\r\n".repeat(40), &lim),
-            HttpError::HeadersTooLarge
-        );
+        assert_eq!(err_with(&b"\r\n".repeat(40), &lim), HttpError::HeadersTooLarge);
         // Defaults: 16 KiB.
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "v".repeat(17000));
         assert_eq!(err(big.as_bytes()), HttpError::HeadersTooLarge);
@@ -1531,24 +1323,19 @@ mod tests {
 
     #[test]
     fn limit_body() {
-        assert_eq!(
-            err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048577\r\n\r\n"),
-            HttpError::BodyTooLarge
-        );
+        assert_eq!(err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048577\r\n\r\n"), HttpError::BodyTooLarge);
         assert_eq!(
             ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n").body,
             BodyKind::Length(1 << 20)
         );
         assert_eq!(
-            err(
-                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999999\r\n\r\n"
-            )
-            .status(),
+            err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999999\r\n\r\n").status(),
             413
         );
         // Framing errors win over the size: ambiguity is the bigger fault.
         assert_eq!(
-            err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\nTransfer-Encoding: chunked\r\n\r\n").status(),
+            err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .status(),
             400
         );
     }
@@ -1558,11 +1345,7 @@ mod tests {
         let all = [
             (HttpError::BadRequest("x"), 400, "x"),
             (HttpError::UriTooLong, 414, "request line too long"),
-            (
-                HttpError::HeadersTooLarge,
-                431,
-                "request header fields too large",
-            ),
+            (HttpError::HeadersTooLarge, 431, "request header fields too large"),
             (HttpError::BodyTooLarge, 413, "request body too large"),
             (HttpError::LengthRequired, 411, "length required"),
             (HttpError::NotImplemented("y"), 501, "y"),
@@ -1589,17 +1372,11 @@ mod tests {
         (b"0\r\n\r\n", b""),
         (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
         (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
-        (
-            b"A\r\n0123456789\r\na\r\nabcdefghij\r\n000\r\n\r\n",
-            b"0123456789abcdefghij",
-        ),
+        (b"A\r\n0123456789\r\na\r\nabcdefghij\r\n000\r\n\r\n", b"0123456789abcdefghij"),
         (b"5;name=value;flag\r\nhello\r\n0;last\r\n\r\n", b"hello"),
         (b"5 ; q=\"a b\"\r\nhello\r\n0\r\n\r\n", b"hello"),
         (b"5\t\r\nhello\r\n0\r\n\r\n", b"hello"),
-        (
-            b"3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum: 1\r\n\r\n",
-            b"abc",
-        ),
+        (b"3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum: 1\r\n\r\n", b"abc"),
         (b"1\r\n\r\r\n1\r\n\n\r\n0\r\n\r\n", b"\r\n"),
     ];
 
@@ -1618,12 +1395,7 @@ mod tests {
                 let mut d = ChunkedDecoder::new(1024);
                 let mut out = Vec::new();
                 let (n, done) = d.feed(&input[..cut], &mut out).unwrap();
-                assert_eq!(
-                    (n, done),
-                    (cut, cut == input.len()),
-                    "{:?} cut {cut}",
-                    String::from_utf8_lossy(input)
-                );
+                assert_eq!((n, done), (cut, cut == input.len()), "{:?} cut {cut}", String::from_utf8_lossy(input));
                 if cut < input.len() {
                     let (m, done) = d.feed(&input[cut..], &mut out).unwrap();
                     assert_eq!((m, done), (input.len() - cut, true));
@@ -1645,10 +1417,7 @@ mod tests {
     fn chunked_leaves_pipelined_bytes() {
         let input = b"2\r\nhi\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
         let (n, out) = decode_all(1024, input).unwrap();
-        assert_eq!(
-            (&out[..], &input[n..]),
-            (&b"hi"[..], &b"GET / HTTP/1.1\r\n"[..])
-        );
+        assert_eq!((&out[..], &input[n..]), (&b"hi"[..], &b"GET / HTTP/1.1\r\n"[..]));
         let mut d = ChunkedDecoder::new(1024);
         let mut out = Vec::new();
         d.feed(input, &mut out).unwrap();
@@ -1658,62 +1427,29 @@ mod tests {
     #[test]
     fn chunked_limits() {
         // Exactly at the limit is fine, one over is 413, declared before any data arrives.
-        assert_eq!(
-            decode_all(5, b"5\r\nhello\r\n0\r\n\r\n").unwrap().1,
-            b"hello"
-        );
+        assert_eq!(decode_all(5, b"5\r\nhello\r\n0\r\n\r\n").unwrap().1, b"hello");
         let mut d = ChunkedDecoder::new(5);
-        assert_eq!(
-            d.feed(b"6\r\n", &mut Vec::new()),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(d.feed(b"6\r\n", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         let mut d = ChunkedDecoder::new(5);
-        assert_eq!(
-            d.feed(b"3\r\nabc\r\n3\r", &mut Vec::new()),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(d.feed(b"3\r\nabc\r\n3\r", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         // Errors stick.
-        assert_eq!(
-            d.feed(b"\nabc", &mut Vec::new()),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(d.feed(b"\nabc", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         assert_eq!(d.feed(b"", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         // A size that overflows usize.
         let mut d = ChunkedDecoder::new(usize::MAX);
-        assert_eq!(
-            d.feed(b"fffffffffffffffffffff\r\n", &mut Vec::new()),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(d.feed(b"fffffffffffffffffffff\r\n", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         // Default: 1 MiB.
         let mut d = ChunkedDecoder::default();
-        assert_eq!(
-            d.feed(b"100001\r\n", &mut Vec::new()),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(d.feed(b"100001\r\n", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         let mut d = ChunkedDecoder::default();
         assert_eq!(d.feed(b"100000\r\n", &mut Vec::new()), Ok((8, false)));
         // Leading zeros and extensions are bounded.
         let zeros = [&b"0".repeat(5000)[..], b"\r\n\r\n"].concat();
-        assert_eq!(
-            ChunkedDecoder::new(10)
-                .feed(&zeros, &mut Vec::new())
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert_eq!(ChunkedDecoder::new(10).feed(&zeros, &mut Vec::new()).unwrap_err().status(), 400);
         let ext = [&b"1;"[..], &b"x".repeat(5000), b"\r\na\r\n0\r\n\r\n"].concat();
-        assert_eq!(
-            ChunkedDecoder::new(10)
-                .feed(&ext, &mut Vec::new())
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert_eq!(ChunkedDecoder::new(10).feed(&ext, &mut Vec::new()).unwrap_err().status(), 400);
         let trailers = [&b"0\r\n"[..], &b"X: y\r\n".repeat(3000), b"\r\n"].concat();
-        assert_eq!(
-            ChunkedDecoder::new(10).feed(&trailers, &mut Vec::new()),
-            Err(HttpError::HeadersTooLarge)
-        );
+        assert_eq!(ChunkedDecoder::new(10).feed(&trailers, &mut Vec::new()), Err(HttpError::HeadersTooLarge));
     }
 
     #[test]
@@ -1739,11 +1475,7 @@ mod tests {
         ];
         for case in cases {
             let got = ChunkedDecoder::new(100).feed(case, &mut Vec::new());
-            assert!(
-                matches!(got, Err(HttpError::BadRequest(_))),
-                "{:?}: {got:?}",
-                String::from_utf8_lossy(case)
-            );
+            assert!(matches!(got, Err(HttpError::BadRequest(_))), "{:?}: {got:?}", String::from_utf8_lossy(case));
         }
     }
 
@@ -1786,22 +1518,12 @@ mod tests {
             text(Response::new(202).empty()),
             "HTTP/1.1 202 Accepted\r\nServer: herald\r\nContent-Length: 0\r\n\r\n"
         );
+        assert_eq!(text(Response::new(204).empty()), "HTTP/1.1 204 No Content\r\nServer: herald\r\n\r\n");
         assert_eq!(
-            text(Response::new(204).empty()),
-            "HTTP/1.1 204 No Content\r\nServer: herald\r\n\r\n"
-        );
-        assert_eq!(
-            text(
-                Response::new(304)
-                    .header("ETag", "\"7\"")
-                    .body("text/plain", b"ignored")
-            ),
+            text(Response::new(304).header("ETag", "\"7\"").body("text/plain", b"ignored")),
             "HTTP/1.1 304 Not Modified\r\nServer: herald\r\nETag: \"7\"\r\n\r\n"
         );
-        assert_eq!(
-            text(Response::new(299).empty()),
-            "HTTP/1.1 299 \r\nServer: herald\r\nContent-Length: 0\r\n\r\n"
-        );
+        assert_eq!(text(Response::new(299).empty()), "HTTP/1.1 299 \r\nServer: herald\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
             text(Response::new(7).empty()),
             "HTTP/1.1 500 Internal Server Error\r\nServer: herald\r\nContent-Length: 0\r\n\r\n"
@@ -1901,23 +1623,15 @@ mod tests {
         let e = text(error_response(400, "bad \"x\"\\\n\u{1}é", false));
         assert!(e.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{e}");
         assert!(e.contains("Connection: close\r\n"), "{e}");
-        assert!(
-            e.ends_with("{\"error\":\"bad \\\"x\\\"\\\\\\n\\u0001é\"}"),
-            "{e}"
-        );
+        assert!(e.ends_with("{\"error\":\"bad \\\"x\\\"\\\\\\n\\u0001é\"}"), "{e}");
         let err = HttpError::HeadersTooLarge;
         let r = text(error_response(err.status(), err.message(), false));
-        assert!(
-            r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
-            "{r}"
-        );
+        assert!(r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{r}");
     }
 
     #[test]
     fn reasons() {
-        for s in [
-            100, 101, 200, 204, 400, 404, 405, 411, 413, 414, 429, 431, 500, 501, 503,
-        ] {
+        for s in [100, 101, 200, 204, 400, 404, 405, 411, 413, 414, 429, 431, 500, 501, 503] {
             assert!(!reason(s).is_empty(), "{s}");
         }
         assert_eq!(reason(413), "Content Too Large");
@@ -1945,26 +1659,15 @@ mod tests {
     fn garbage_never_panics() {
         const ALPHABET: &[u8] = b"\r\n\r\n :;,\t0123456789abcdefABCDEF/?%=&GETPOSTHTTP/1.1HostContent-LengthTransfer-Encodingchunked\x00\x7f\xff\xc3";
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let tiny = HttpLimits {
-            max_request_line: 40,
-            max_headers: 3,
-            max_header_bytes: 120,
-            max_body: 50,
-        };
-        let seeds: Vec<&[u8]> = COMPLETE
-            .iter()
-            .copied()
-            .chain(CHUNKED.iter().map(|c| c.0))
-            .collect();
+        let tiny = HttpLimits { max_request_line: 40, max_headers: 3, max_header_bytes: 120, max_body: 50 };
+        let seeds: Vec<&[u8]> = COMPLETE.iter().copied().chain(CHUNKED.iter().map(|c| c.0)).collect();
         for round in 0..30_000 {
             let len = rng.below(160);
             let buf: Vec<u8> = match round % 3 {
                 // Raw bytes.
                 0 => (0..len).map(|_| rng.next() as u8).collect(),
                 // Bytes from an HTTP-ish alphabet.
-                1 => (0..len)
-                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-                    .collect(),
+                1 => (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect(),
                 // A valid message with a few mutations.
                 _ => {
                     let mut v = seeds[rng.below(seeds.len())].to_vec();
@@ -2003,9 +1706,7 @@ mod tests {
             let s = String::from_utf8_lossy(&buf);
             let _ = query_param(&s, "cid");
             let _ = percent_decode(&s);
-            let r = Response::new(rng.next() as u16)
-                .header(&s, &s)
-                .body(&s, &buf);
+            let r = Response::new(rng.next() as u16).header(&s, &s).body(&s, &buf);
             assert!(r.starts_with(b"HTTP/1.1 "));
         }
     }

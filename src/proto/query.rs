@@ -105,10 +105,7 @@ mod tests {
 
     #[test]
     fn decode_plain_borrows() {
-        assert!(matches!(
-            percent_decode("abc-_.~"),
-            Some(Cow::Borrowed("abc-_.~"))
-        ));
+        assert!(matches!(percent_decode("abc-_.~"), Some(Cow::Borrowed("abc-_.~"))));
         assert!(matches!(percent_decode(""), Some(Cow::Borrowed(""))));
     }
 
@@ -168,9 +165,6 @@ mod tests {
         assert_eq!(query_param("cid=%zz", "cid").as_deref(), Some("%zz"));
         assert_eq!(query_param("cid=%FF&cid=ok", "cid"), None);
         assert_eq!(query_param("x=%FF&cid=ok", "cid").as_deref(), Some("ok"));
-        assert!(matches!(
-            query_param("cid=plain", "cid"),
-            Some(Cow::Borrowed("plain"))
-        ));
+        assert!(matches!(query_param("cid=plain", "cid"), Some(Cow::Borrowed("plain"))));
     }
 }

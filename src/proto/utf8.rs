@@ -37,11 +37,7 @@ impl Utf8Validator {
     /// A validator at the start of a message.
     #[must_use]
     pub const fn new() -> Self {
-        Utf8Validator {
-            pending: [0; 4],
-            len: 0,
-            failed: false,
-        }
+        Utf8Validator { pending: [0; 4], len: 0, failed: false }
     }
 
     /// Validate the next piece of the stream.
@@ -176,9 +172,7 @@ mod tests {
             &[0xF5, 0x80, 0x80, 0x80],
             &[0xFF],
             &[0x80],
-            &[
-                0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80,
-            ],
+            &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80],
             &[0xE2, 0x82],       // truncated, valid prefix
             &[0xF0, 0x9F, 0x98], // truncated, valid prefix
             &[b'a', 0xE2, 0x28, 0xA1],
@@ -235,8 +229,8 @@ mod tests {
     fn random_sequences_against_reference() {
         // Bytes chosen around every boundary the decoder must get right.
         const ALPHABET: &[u8] = &[
-            0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0,
-            0xE1, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF8, 0xFF,
+            0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE,
+            0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF8, 0xFF,
         ];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
@@ -247,23 +241,13 @@ mod tests {
         };
         for _ in 0..100_000 {
             let n = (next() % 9) as usize;
-            let s: Vec<u8> = (0..n)
-                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
-                .collect();
-            let cut = if n == 0 {
-                0
-            } else {
-                (next() as usize) % (n + 1)
-            };
+            let s: Vec<u8> = (0..n).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
+            let cut = if n == 0 { 0 } else { (next() as usize) % (n + 1) };
             let mut v = Utf8Validator::new();
             let first = v.feed(&s[..cut]).is_ok();
             assert_eq!(first, valid_prefix(&s[..cut]), "{s:02x?} / {cut}");
             if first {
-                assert_eq!(
-                    v.feed(&s[cut..]).is_ok(),
-                    valid_prefix(&s),
-                    "{s:02x?} / {cut}"
-                );
+                assert_eq!(v.feed(&s[cut..]).is_ok(), valid_prefix(&s), "{s:02x?} / {cut}");
                 if valid_prefix(&s) {
                     assert_eq!(v.is_complete(), str::from_utf8(&s).is_ok());
                 }

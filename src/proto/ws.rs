@@ -53,14 +53,8 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Strip optional whitespace (SP / HTAB) around a header value (RFC 7230 §3.2).
 fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
     &v[start..end]
 }
 
@@ -147,10 +141,7 @@ pub struct WsLimits {
 impl Default for WsLimits {
     /// 1 MiB per message and per frame.
     fn default() -> Self {
-        WsLimits {
-            max_message: 1 << 20,
-            max_frame: 1 << 20,
-        }
+        WsLimits { max_message: 1 << 20, max_frame: 1 << 20 }
     }
 }
 
@@ -285,10 +276,7 @@ impl Decoder {
     /// A decoder enforcing `limits`.
     #[must_use]
     pub fn new(limits: WsLimits) -> Self {
-        Decoder {
-            limits,
-            ..Decoder::default()
-        }
+        Decoder { limits, ..Decoder::default() }
     }
 
     /// True while a fragmented message is being assembled (so the connection
@@ -340,14 +328,10 @@ impl Decoder {
         };
         let start = h.len;
         let end = start.saturating_add(h.payload_len);
-        let text = h.opcode == Opcode::Text
-            || (h.opcode == Opcode::Continuation && self.msg == Some(MsgKind::Text));
+        let text = h.opcode == Opcode::Text || (h.opcode == Opcode::Continuation && self.msg == Some(MsgKind::Text));
 
         if self.partial > 0 {
-            debug_assert!(
-                text && self.partial_mask == h.mask,
-                "decode: caller changed unconsumed bytes"
-            );
+            debug_assert!(text && self.partial_mask == h.mask, "decode: caller changed unconsumed bytes");
         }
         if buf.len() < end {
             if text {
@@ -382,9 +366,7 @@ impl Decoder {
                     _ => self.msg.unwrap_or(MsgKind::Binary),
                 };
                 if text {
-                    self.utf8
-                        .feed(&buf[start + done..end])
-                        .map_err(|()| WsError::InvalidUtf8)?;
+                    self.utf8.feed(&buf[start + done..end]).map_err(|()| WsError::InvalidUtf8)?;
                 }
                 if !h.fin {
                     // A fragment (§5.4): keep its payload, consume the frame.
@@ -437,9 +419,7 @@ impl Decoder {
         } else {
             // §5.4: continuation only inside a message; no nested messages.
             match (opcode, self.msg) {
-                (Opcode::Continuation, None) => {
-                    return Err(WsError::Protocol("continuation without a message"))
-                }
+                (Opcode::Continuation, None) => return Err(WsError::Protocol("continuation without a message")),
                 (Opcode::Text | Opcode::Binary, Some(_)) => {
                     return Err(WsError::Protocol("new message inside a fragmented one"))
                 }
@@ -486,21 +466,13 @@ impl Decoder {
             Ok(n) if n <= self.limits.max_frame => n,
             _ => return Err(WsError::TooBig),
         };
-        if !opcode.is_control()
-            && self.assembly.len().saturating_add(payload_len) > self.limits.max_message
-        {
+        if !opcode.is_control() && self.assembly.len().saturating_add(payload_len) > self.limits.max_message {
             return Err(WsError::TooBig);
         }
         let Some(key) = buf.get(len_end..len_end + 4) else {
             return Ok(None);
         };
-        Ok(Some(Header {
-            fin,
-            opcode,
-            mask: [key[0], key[1], key[2], key[3]],
-            len: len_end + 4,
-            payload_len,
-        }))
+        Ok(Some(Header { fin, opcode, mask: [key[0], key[1], key[2], key[3]], len: len_end + 4, payload_len }))
     }
 }
 
@@ -508,10 +480,7 @@ impl Decoder {
 fn close_event(buf: &[u8], range: Range<usize>) -> Result<WsEvent, WsError> {
     let body = &buf[range.clone()];
     match body.len() {
-        0 => Ok(WsEvent::Close {
-            code: None,
-            reason: range.start..range.start,
-        }),
+        0 => Ok(WsEvent::Close { code: None, reason: range.start..range.start }),
         1 => Err(WsError::Protocol("close frame with 1-byte body")),
         _ => {
             let code = u16::from_be_bytes([body[0], body[1]]);
@@ -521,10 +490,7 @@ fn close_event(buf: &[u8], range: Range<usize>) -> Result<WsEvent, WsError> {
             if std::str::from_utf8(&body[2..]).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
-            Ok(WsEvent::Close {
-                code: Some(code),
-                reason: range.start + 2..range.end,
-            })
+            Ok(WsEvent::Close { code: Some(code), reason: range.start + 2..range.end })
         }
     }
 }
@@ -745,14 +711,8 @@ mod tests {
     #[test]
     fn rfc_handshake_example() {
         // RFC 6455 §1.3 / §4.2.2.
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-        assert_eq!(
-            accept_key(b" dGhlIHNhbXBsZSBub25jZQ==\t"),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(accept_key(b" dGhlIHNhbXBsZSBub25jZQ==\t"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
         assert!(valid_key(b"  dGhlIHNhbXBsZSBub25jZQ== "));
     }
@@ -772,9 +732,7 @@ mod tests {
 
     // ---------- RFC 6455 §5.7 examples ----------
 
-    const HELLO_MASKED: [u8; 11] = [
-        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-    ];
+    const HELLO_MASKED: [u8; 11] = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
 
     #[test]
     fn rfc_masked_hello() {
@@ -791,10 +749,7 @@ mod tests {
     fn rfc_unmasked_hello_is_rejected() {
         // The server-side decoder refuses the RFC's unmasked example (§5.1).
         let stream = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-        check_all_splits(
-            &stream,
-            &(vec![], Some(WsError::Protocol("unmasked client frame"))),
-        );
+        check_all_splits(&stream, &(vec![], Some(WsError::Protocol("unmasked client frame"))));
     }
 
     #[test]
@@ -822,11 +777,7 @@ mod tests {
         stream.extend(masked(true, 0x9, b""));
         check_all_splits(
             &stream,
-            &ok(vec![
-                Ev::Ping(b"Hello".to_vec()),
-                Ev::Pong(b"Hello".to_vec()),
-                Ev::Ping(vec![]),
-            ]),
+            &ok(vec![Ev::Ping(b"Hello".to_vec()), Ev::Pong(b"Hello".to_vec()), Ev::Ping(vec![])]),
         );
     }
 
@@ -851,10 +802,7 @@ mod tests {
         assert_eq!(run_whole(&stream), expected);
         // Every split of a 64 KiB frame is slow in debug; split at all
         // boundaries around the header and a sample of the payload.
-        for k in (0..40)
-            .chain((40..stream.len()).step_by(997))
-            .chain([stream.len()])
-        {
+        for k in (0..40).chain((40..stream.len()).step_by(997)).chain([stream.len()]) {
             let got = run_pieces(&mut Decoder::default(), [&stream[..k], &stream[k..]]);
             assert_eq!(got, expected, "split at {k}");
         }
@@ -863,13 +811,7 @@ mod tests {
     #[test]
     fn non_minimal_lengths_are_accepted() {
         let mut stream = client_frame(true, 0x1, b"hi", [5, 6, 7, 8], Len::Force16);
-        stream.extend(client_frame(
-            true,
-            0x2,
-            b"there",
-            [5, 6, 7, 8],
-            Len::Force64,
-        ));
+        stream.extend(client_frame(true, 0x2, b"there", [5, 6, 7, 8], Len::Force64));
         stream.extend(client_frame(true, 0x9, b"p", [0, 0, 0, 0], Len::Force16));
         // A control frame with a 16-bit length field is rejected: its 7-bit
         // field (126) already exceeds 125 (§5.5).
@@ -988,10 +930,7 @@ mod tests {
         long.resize(5000, b'a');
         let frame = client_frame(true, 0x1, &long, [1, 2, 3, 4], Len::Minimal);
         let mut buf = frame[..8 + 2].to_vec();
-        assert_eq!(
-            Decoder::default().decode(&mut buf),
-            Err(WsError::InvalidUtf8)
-        );
+        assert_eq!(Decoder::default().decode(&mut buf), Err(WsError::InvalidUtf8));
     }
 
     #[test]
@@ -999,13 +938,7 @@ mod tests {
         // Feed a text frame in three pieces and check the payload comes out
         // right although part of it was unmasked early.
         let text = "partial unmask ✓ across calls, with a long enough payload.";
-        let stream = client_frame(
-            true,
-            0x1,
-            text.as_bytes(),
-            [0xA1, 0xB2, 0xC3, 0xD4],
-            Len::Minimal,
-        );
+        let stream = client_frame(true, 0x1, text.as_bytes(), [0xA1, 0xB2, 0xC3, 0xD4], Len::Minimal);
         let mut dec = Decoder::default();
         let mut buf = stream[..9].to_vec();
         assert_eq!(dec.decode(&mut buf), Ok((None, 0)));
@@ -1063,9 +996,7 @@ mod tests {
         huge.extend_from_slice(&mask);
         cases.push((huge, "64-bit length with high bit set"));
         cases.push((masked(true, 0x8, &[0x03]), "close frame with 1-byte body"));
-        for code in [
-            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             cases.push((masked(true, 0x8, &code.to_be_bytes()), "invalid close code"));
         }
         for (stream, why) in cases {
@@ -1085,9 +1016,7 @@ mod tests {
         stream.extend(masked(true, 0x8, &body));
         let mut expected = vec![Ev::Close(None, vec![]), Ev::Close(Some(1000), vec![])];
         expected.push(Ev::Close(Some(4999), "bye κ".as_bytes().to_vec()));
-        for code in [
-            1001u16, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
-        ] {
+        for code in [1001u16, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000] {
             stream.extend(masked(true, 0x8, &code.to_be_bytes()));
             expected.push(Ev::Close(Some(code), vec![]));
         }
@@ -1095,42 +1024,27 @@ mod tests {
         // Close with a 123-byte reason (125-byte body) is fine.
         let mut body = 1000u16.to_be_bytes().to_vec();
         body.extend([b'r'; 123]);
-        check_all_splits(
-            &masked(true, 0x8, &body),
-            &ok(vec![Ev::Close(Some(1000), vec![b'r'; 123])]),
-        );
+        check_all_splits(&masked(true, 0x8, &body), &ok(vec![Ev::Close(Some(1000), vec![b'r'; 123])]));
         // Autobahn 7.3.6: 126-byte close body.
         body.push(b'r');
-        assert_eq!(
-            first_error(&masked(true, 0x8, &body)),
-            WsError::Protocol("control frame too long")
-        );
+        assert_eq!(first_error(&masked(true, 0x8, &body)), WsError::Protocol("control frame too long"));
     }
 
     #[test]
     fn invalid_utf8_maps_to_1007() {
         let mut body = 1000u16.to_be_bytes().to_vec();
-        body.extend([
-            0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80,
-            0x65,
-        ]);
+        body.extend([0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80, 0x65]);
         let e = first_error(&masked(true, 0x8, &body));
         assert_eq!((e, e.close_code()), (WsError::InvalidUtf8, 1007));
         let e = first_error(&masked(true, 0x1, &[0xC0, 0x80]));
         assert_eq!((e, e.close_code()), (WsError::InvalidUtf8, 1007));
         // Binary data is not validated.
-        assert_eq!(
-            run_whole(&masked(true, 0x2, &[0xC0, 0x80])),
-            ok(vec![Ev::Binary(vec![0xC0, 0x80])])
-        );
+        assert_eq!(run_whole(&masked(true, 0x2, &[0xC0, 0x80])), ok(vec![Ev::Binary(vec![0xC0, 0x80])]));
     }
 
     #[test]
     fn limits_map_to_1009_from_the_header_alone() {
-        let limits = WsLimits {
-            max_message: 100,
-            max_frame: 60,
-        };
+        let limits = WsLimits { max_message: 100, max_frame: 60 };
         // Frame over max_frame: error as soon as the length is known.
         let stream = masked(true, 0x2, &[0u8; 61]);
         let mut dec = Decoder::new(limits);
@@ -1145,11 +1059,7 @@ mod tests {
         let mut stream = masked(false, 0x1, &[b'a'; 60]);
         stream.extend(masked(true, 0x9, b""));
         stream.extend(masked(true, 0x0, &[b'a'; 41]));
-        check_all_splits_with(
-            limits,
-            &stream,
-            &(vec![Ev::Ping(vec![])], Some(WsError::TooBig)),
-        );
+        check_all_splits_with(limits, &stream, &(vec![Ev::Ping(vec![])], Some(WsError::TooBig)));
         // Exactly at the limits is fine.
         let mut stream = masked(false, 0x2, &[7; 60]);
         stream.extend(masked(true, 0x0, &[7; 40]));
@@ -1159,13 +1069,7 @@ mod tests {
     #[test]
     fn reserved_bits_and_opcode_fail_on_first_byte() {
         for b0 in [0xC1u8, 0x83, 0x8B, 0x09] {
-            assert!(
-                matches!(
-                    Decoder::default().decode(&mut [b0]),
-                    Err(WsError::Protocol(_))
-                ),
-                "{b0:02x}"
-            );
+            assert!(matches!(Decoder::default().decode(&mut [b0]), Err(WsError::Protocol(_))), "{b0:02x}");
         }
         let mut dec = Decoder::default();
         assert_eq!(dec.decode(&mut []), Ok((None, 0)));
@@ -1201,14 +1105,7 @@ mod tests {
 
     #[test]
     fn header_lengths() {
-        for (n, hl) in [
-            (0, 2),
-            (125, 2),
-            (126, 4),
-            (65535, 4),
-            (65536, 10),
-            (1 << 33, 10),
-        ] {
+        for (n, hl) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10), (1 << 33, 10)] {
             assert_eq!(header_len(n), hl, "{n}");
             let mut out = Vec::new();
             write_header(&mut out, Opcode::Binary, true, n);
@@ -1234,10 +1131,7 @@ mod tests {
 
     #[test]
     fn frame_encoding() {
-        assert_eq!(
-            &frame(Opcode::Text, b"Hello")[..],
-            &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
-        );
+        assert_eq!(&frame(Opcode::Text, b"Hello")[..], &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         assert_eq!(&frame(Opcode::Ping, b"")[..], &[0x89, 0x00]);
         for n in [125usize, 126, 65535, 65536] {
             let p = vec![0xAB; n];
@@ -1269,10 +1163,7 @@ mod tests {
             assert_eq!(run_whole(&f), ok(vec![Ev::Binary(p)]));
         }
         let f = mask_server_frame(&close_frame(1001, "going away"), [3, 1, 4, 1]);
-        assert_eq!(
-            run_whole(&f),
-            ok(vec![Ev::Close(Some(1001), b"going away".to_vec())])
-        );
+        assert_eq!(run_whole(&f), ok(vec![Ev::Close(Some(1001), b"going away".to_vec())]));
     }
 
     #[test]
@@ -1298,11 +1189,7 @@ mod tests {
             assert!(f.len() <= 127);
             assert!(std::str::from_utf8(&f[4..]).is_ok());
         }
-        for e in [
-            WsError::Protocol("x"),
-            WsError::InvalidUtf8,
-            WsError::TooBig,
-        ] {
+        for e in [WsError::Protocol("x"), WsError::InvalidUtf8, WsError::TooBig] {
             let f = close_frame(e.close_code(), e.reason());
             assert_eq!(&f[2..4], &e.close_code().to_be_bytes());
         }
@@ -1324,19 +1211,7 @@ mod tests {
         }
     }
 
-    const CHARS: &[&str] = &[
-        "a",
-        "Z",
-        " ",
-        "é",
-        "κ",
-        "€",
-        "✓",
-        "𝄞",
-        "\u{10FFFF}",
-        "\u{7FF}",
-        "\u{800}",
-    ];
+    const CHARS: &[&str] = &["a", "Z", " ", "é", "κ", "€", "✓", "𝄞", "\u{10FFFF}", "\u{7FF}", "\u{800}"];
 
     /// A random valid stream of client frames and the events it must produce.
     fn random_stream(rng: &mut Rng) -> (Vec<u8>, Vec<Ev>) {
@@ -1347,9 +1222,7 @@ mod tests {
             let text = rng.below(2) == 0;
             let mut payload: Vec<u8> = if text {
                 let n = rng.below(60);
-                (0..n)
-                    .flat_map(|_| CHARS[rng.below(CHARS.len())].bytes())
-                    .collect()
+                (0..n).flat_map(|_| CHARS[rng.below(CHARS.len())].bytes()).collect()
             } else {
                 let n = [0, 1, 7, 125, 126, 300][rng.below(6)];
                 (0..n).map(|_| rng.next() as u8).collect()
@@ -1375,19 +1248,12 @@ mod tests {
                 prev = cut;
                 if fin {
                     let payload = std::mem::take(&mut payload);
-                    events.push(if text {
-                        Ev::Text(payload)
-                    } else {
-                        Ev::Binary(payload)
-                    });
+                    events.push(if text { Ev::Text(payload) } else { Ev::Binary(payload) });
                 }
                 if rng.below(3) == 0 {
                     let data: Vec<u8> = (0..rng.below(126)).map(|_| rng.next() as u8).collect();
-                    let (op, ev) = if rng.below(2) == 0 {
-                        (0x9, Ev::Ping(data.clone()))
-                    } else {
-                        (0xA, Ev::Pong(data.clone()))
-                    };
+                    let (op, ev) =
+                        if rng.below(2) == 0 { (0x9, Ev::Ping(data.clone())) } else { (0xA, Ev::Pong(data.clone())) };
                     stream.extend(client_frame(true, op, &data, mask, Len::Minimal));
                     events.push(ev);
                 }
@@ -1420,10 +1286,7 @@ mod tests {
     #[test]
     fn random_corruption_never_panics_and_is_split_invariant() {
         let mut rng = Rng(0xDEAD_BEEF_CAFE_F00D);
-        let limits = WsLimits {
-            max_message: 4096,
-            max_frame: 2048,
-        };
+        let limits = WsLimits { max_message: 4096, max_frame: 2048 };
         for _ in 0..2000 {
             let (mut stream, _) = random_stream(&mut rng);
             // Flip a few random bits (headers, masks, payloads alike).

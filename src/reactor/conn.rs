@@ -54,11 +54,7 @@ pub enum State {
     /// Upgraded to WebSocket.
     Ws(Box<WsState>),
     /// An endless response (SSE or iframe); input is read and discarded.
-    Stream {
-        kind: StreamKind,
-        next_keepalive_ms: u64,
-        multi: bool,
-    },
+    Stream { kind: StreamKind, next_keepalive_ms: u64, multi: bool },
     /// A `/listen/` request held until a message or the timeout.
     LongPoll(Box<LongPoll>),
     /// Final bytes queued; after they are flushed the write side is shut and input is
@@ -121,10 +117,7 @@ impl Conn {
             State::Http => "http",
             State::Ws(w) if w.mode == WsMode::Echo => "ws_echo",
             State::Ws(_) => "ws",
-            State::Stream {
-                kind: StreamKind::Sse,
-                ..
-            } => "sse",
+            State::Stream { kind: StreamKind::Sse, .. } => "sse",
             State::Stream { .. } => "stream",
             State::LongPoll(_) => "longpoll",
             State::Closing { .. } => "closing",

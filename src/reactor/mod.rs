@@ -69,22 +69,11 @@ impl Server {
             inboxes.push(i);
             receivers.push(r);
         }
-        let engine: Arc<dyn Engine> = Arc::new(crate::hub::MemoryEngine::new(
-            inboxes.clone(),
-            cfg.history_size,
-            cfg.history_ttl_ms,
-        ));
-        let shared = Arc::new(Shared {
-            cfg: cfg.clone(),
-            engine,
-            inboxes,
-            epoch: Instant::now(),
-            stats: Stats::default(),
-        });
-        let ip: std::net::IpAddr = cfg
-            .bind
-            .parse()
-            .map_err(|_| std::io::Error::other("bad bind address"))?;
+        let engine: Arc<dyn Engine> =
+            Arc::new(crate::hub::MemoryEngine::new(inboxes.clone(), cfg.history_size, cfg.history_ttl_ms));
+        let shared =
+            Arc::new(Shared { cfg: cfg.clone(), engine, inboxes, epoch: Instant::now(), stats: Stats::default() });
+        let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| std::io::Error::other("bad bind address"))?;
         let mut addr = SocketAddr::new(ip, cfg.port);
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -96,17 +85,9 @@ impl Server {
         let mut threads = Vec::new();
         for (i, (l, rx)) in listeners.into_iter().zip(receivers).enumerate() {
             let w = worker::Worker::new(i, shared.clone(), l, rx)?;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("herald-w{i}"))
-                    .spawn(move || w.run())?,
-            );
+            threads.push(std::thread::Builder::new().name(format!("herald-w{i}")).spawn(move || w.run())?);
         }
-        Ok(Server {
-            shared,
-            addr,
-            threads,
-        })
+        Ok(Server { shared, addr, threads })
     }
 
     /// Tell every worker to drain (graceful shutdown).

@@ -125,11 +125,7 @@ mod tests {
             Ok(n)
         }
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            let first = bufs
-                .iter()
-                .find(|b| !b.is_empty())
-                .map(|b| &b[..])
-                .unwrap_or(&[]);
+            let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &b[..]).unwrap_or(&[]);
             // take from several slices to exercise multi-buffer consume
             self.calls += 1;
             if self.block_every > 0 && self.calls % self.block_every == 0 {
@@ -156,19 +152,12 @@ mod tests {
         let mut q = OutQueue::default();
         let mut expect = Vec::new();
         for i in 0..50u8 {
-            let b: Vec<u8> = (0..(i as usize * 3 % 17))
-                .map(|j| i.wrapping_add(j as u8))
-                .collect();
+            let b: Vec<u8> = (0..(i as usize * 3 % 17)).map(|j| i.wrapping_add(j as u8)).collect();
             expect.extend_from_slice(&b);
             q.push(Bytes::from(b));
         }
         assert_eq!(q.len(), expect.len());
-        let mut w = Trickle {
-            out: Vec::new(),
-            step,
-            calls: 0,
-            block_every,
-        };
+        let mut w = Trickle { out: Vec::new(), step, calls: 0, block_every };
         let mut written = 0;
         let mut rounds = 0;
         while q.flush(&mut w, &mut written).unwrap() == Flush::Blocked {
@@ -193,12 +182,7 @@ mod tests {
     fn zero_write_is_an_error() {
         let mut q = OutQueue::default();
         q.push(Bytes::from_static(b"abc"));
-        let mut w = Trickle {
-            out: Vec::new(),
-            step: 0,
-            calls: 0,
-            block_every: 0,
-        };
+        let mut w = Trickle { out: Vec::new(), step: 0, calls: 0, block_every: 0 };
         assert!(q.flush(&mut w, &mut 0).is_err());
     }
 }

@@ -29,10 +29,7 @@ pub struct Wheel {
 
 impl Default for Wheel {
     fn default() -> Self {
-        Wheel {
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
-            cursor: 0,
-        }
+        Wheel { slots: (0..SLOTS).map(|_| Vec::new()).collect(), cursor: 0 }
     }
 }
 
@@ -79,9 +76,7 @@ impl Wheel {
 
     /// Milliseconds until the next tick boundary (used as the poll timeout cap).
     pub fn next_wait_ms(&self, now_ms: u64) -> u64 {
-        (self.cursor * TICK_MS)
-            .saturating_sub(now_ms)
-            .clamp(1, TICK_MS)
+        (self.cursor * TICK_MS).saturating_sub(now_ms).clamp(1, TICK_MS)
     }
 }
 
@@ -93,11 +88,7 @@ mod tests {
     fn fires_in_order_and_never_early() {
         let mut w = Wheel::default();
         for (k, ms) in [(1usize, 120u64), (2, 10), (3, 60_000), (4, 51_200 + 120)] {
-            w.add(Entry {
-                key: k,
-                gen: 0,
-                tick: Wheel::tick_of(ms),
-            });
+            w.add(Entry { key: k, gen: 0, tick: Wheel::tick_of(ms) });
         }
         let mut due = Vec::new();
         w.advance(100, &mut due);
@@ -119,11 +110,7 @@ mod tests {
         let mut w = Wheel::default();
         let mut due = Vec::new();
         w.advance(10_000, &mut due);
-        w.add(Entry {
-            key: 9,
-            gen: 1,
-            tick: 3,
-        });
+        w.add(Entry { key: 9, gen: 1, tick: 3 });
         w.advance(10_050, &mut due);
         assert_eq!(due.len(), 1);
     }

@@ -86,9 +86,7 @@ impl Ctx {
         if !matches!(conn.state, State::Closing { .. }) {
             // Subscriptions are left when the flush completes or the connection is freed,
             // never here: this may run during a delivery pass over a subscriber set.
-            conn.state = State::Closing {
-                until_ms: self.now_ms + LINGER_MS,
-            };
+            conn.state = State::Closing { until_ms: self.now_ms + LINGER_MS };
         }
         self.mark_dirty(conn);
     }
@@ -121,16 +119,10 @@ pub struct Worker {
 
 impl Worker {
     /// Build a worker around an already bound listener.
-    pub fn new(
-        id: usize,
-        shared: Arc<Shared>,
-        l: std::net::TcpListener,
-        inbox: Receiver<Note>,
-    ) -> io::Result<Worker> {
+    pub fn new(id: usize, shared: Arc<Shared>, l: std::net::TcpListener, inbox: Receiver<Note>) -> io::Result<Worker> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(l);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         shared.inboxes[id].set_waker(waker);
         let cfg = &shared.cfg;
@@ -140,10 +132,7 @@ impl Worker {
             max_header_bytes: cfg.max_header_bytes,
             max_body: cfg.max_body,
         };
-        let ws_limits = WsLimits {
-            max_message: cfg.ws_max_message,
-            max_frame: cfg.ws_max_frame,
-        };
+        let ws_limits = WsLimits { max_message: cfg.ws_max_message, max_frame: cfg.ws_max_frame };
         let publish_cidrs = cfg.publish_cidrs();
         let now_ms = shared.now_ms();
         Ok(Worker {
@@ -180,10 +169,7 @@ impl Worker {
         loop {
             let now = self.ctx.shared.now_ms();
             let timeout = self.wheel.next_wait_ms(now);
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(std::time::Duration::from_millis(timeout)))
-            {
+            if let Err(e) = self.poll.poll(&mut events, Some(std::time::Duration::from_millis(timeout))) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.ctx.id);
                     break;
@@ -209,10 +195,7 @@ impl Worker {
                 }
             }
             self.run_timers();
-            if self
-                .accept_paused_until
-                .is_some_and(|t| self.ctx.now_ms >= t)
-            {
+            if self.accept_paused_until.is_some_and(|t| self.ctx.now_ms >= t) {
                 self.accept_paused_until = None;
                 self.accept();
             }
@@ -230,11 +213,7 @@ impl Worker {
             self.kill(k);
         }
         self.reap();
-        log::debug!(
-            "worker {} stopped ({} connections cut at the deadline)",
-            self.ctx.id,
-            left
-        );
+        log::debug!("worker {} stopped ({} connections cut at the deadline)", self.ctx.id, left);
     }
 
     fn accept(&mut self) {
@@ -250,26 +229,14 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.ctx
-                        .shared
-                        .stats
-                        .accept_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.ctx.shared.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                     // EMFILE/ENFILE/ENOBUFS: the connection stays in the backlog. Retrying at
                     // once would spin; stop accepting for a moment and let existing
                     // connections carry on (the timer loop retries).
                     let raw = e.raw_os_error();
-                    if matches!(
-                        raw,
-                        Some(libc::EMFILE)
-                            | Some(libc::ENFILE)
-                            | Some(libc::ENOBUFS)
-                            | Some(libc::ENOMEM)
-                    ) {
-                        log::warn!(
-                            "worker {}: accept: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms",
-                            self.ctx.id
-                        );
+                    if matches!(raw, Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+                    {
+                        log::warn!("worker {}: accept: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms", self.ctx.id);
                         self.accept_paused_until = Some(self.ctx.now_ms + ACCEPT_BACKOFF_MS);
                         return;
                     }
@@ -292,15 +259,8 @@ impl Worker {
             self.gens.resize(key + 1, 0);
         }
         self.gens[key] = self.gens[key].wrapping_add(1);
-        let id = ConnId {
-            key: key as u32,
-            gen: self.gens[key],
-        };
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        let id = ConnId { key: key as u32, gen: self.gens[key] };
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
             log::warn!("worker {}: register {peer}: {e}", self.ctx.id);
             return;
         }
@@ -311,11 +271,7 @@ impl Worker {
         log::debug!("conn {}:{} from {peer}: accepted", self.ctx.id, key);
         if max > 0 && total > max {
             stats.refused_max_conns.fetch_add(1, Ordering::Relaxed);
-            log::debug!(
-                "conn {}:{} from {peer}: refused, {total} > max_connections {max}",
-                self.ctx.id,
-                key
-            );
+            log::debug!("conn {}:{} from {peer}: refused, {total} > max_connections {max}", self.ctx.id, key);
             let resp = crate::proto::http::error_response(503, "server at max_connections", false);
             self.ctx.queue(conn, resp);
             self.ctx.close_after_flush(conn);
@@ -324,12 +280,7 @@ impl Worker {
     }
 
     fn on_readable(&mut self, key: usize) {
-        let Worker {
-            conns,
-            ctx,
-            scratch,
-            ..
-        } = self;
+        let Worker { conns, ctx, scratch, .. } = self;
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
@@ -343,10 +294,7 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
-                    ctx.shared
-                        .stats
-                        .bytes_in
-                        .fetch_add(n as u64, Ordering::Relaxed);
+                    ctx.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     conn.last_active_ms = ctx.now_ms;
                     if conn.inbuf.is_empty() {
                         let used = transport::process(ctx, conn, &mut scratch[..n]);
@@ -370,12 +318,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::debug!(
-                        "conn {}:{} from {}: read error: {e}",
-                        ctx.id,
-                        key,
-                        conn.peer
-                    );
+                    log::debug!("conn {}:{} from {}: read error: {e}", ctx.id, key, conn.peer);
                     ctx.kill(conn);
                     break;
                 }
@@ -416,31 +359,20 @@ impl Worker {
         }
         let mut written = 0u64;
         let r = conn.out.flush(&mut conn.sock, &mut written);
-        self.ctx
-            .shared
-            .stats
-            .bytes_out
-            .fetch_add(written, Ordering::Relaxed);
+        self.ctx.shared.stats.bytes_out.fetch_add(written, Ordering::Relaxed);
         match r {
             Ok(Flush::Done) => {
                 if conn.close_after_flush && !conn.write_shut {
                     conn.write_shut = true;
                     let _ = conn.sock.shutdown(std::net::Shutdown::Write);
                     transport::leave_subscriptions(&mut self.ctx, conn);
-                    conn.state = State::Closing {
-                        until_ms: self.ctx.now_ms + LINGER_MS,
-                    };
+                    conn.state = State::Closing { until_ms: self.ctx.now_ms + LINGER_MS };
                     self.arm(key);
                 }
             }
             Ok(Flush::Blocked) => {}
             Err(e) => {
-                log::debug!(
-                    "conn {}:{} from {}: write error: {e}",
-                    self.ctx.id,
-                    key,
-                    conn.peer
-                );
+                log::debug!("conn {}:{} from {}: write error: {e}", self.ctx.id, key, conn.peer);
                 self.ctx.kill(conn);
             }
         }
@@ -479,11 +411,7 @@ impl Worker {
             let mut conn = self.conns.remove(key);
             transport::leave_subscriptions(&mut self.ctx, &mut conn);
             let _ = self.poll.registry().deregister(&mut conn.sock);
-            self.ctx
-                .shared
-                .stats
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
+            self.ctx.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             log::debug!("conn {}:{} from {}: closed", self.ctx.id, key, conn.peer);
         }
         self.ctx.dead = dead;
@@ -502,11 +430,7 @@ impl Worker {
             return; // an earlier entry will fire and re-check
         }
         conn.timer_tick = Some(tick);
-        self.wheel.add(Entry {
-            key,
-            gen: conn.id.gen,
-            tick,
-        });
+        self.wheel.add(Entry { key, gen: conn.id.gen, tick });
     }
 
     fn run_timers(&mut self) {
@@ -535,13 +459,7 @@ impl Worker {
             match note {
                 Note::Publish(msg) => {
                     let mut cache = transport::WireCache::default();
-                    transport::deliver(
-                        &mut self.ctx,
-                        &mut self.conns,
-                        &msg,
-                        &mut cache,
-                        &mut self.finish,
-                    );
+                    transport::deliver(&mut self.ctx, &mut self.conns, &msg, &mut cache, &mut self.finish);
                     let mut finish = std::mem::take(&mut self.finish);
                     for id in finish.drain(..) {
                         self.after(id.key as usize);
@@ -566,11 +484,7 @@ impl Worker {
         }
         self.shutdown_deadline = Some(self.ctx.now_ms + self.ctx.shared.cfg.shutdown_timeout_ms);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        log::info!(
-            "worker {}: draining {} connections",
-            self.ctx.id,
-            keys.len()
-        );
+        log::info!("worker {}: draining {} connections", self.ctx.id, keys.len());
         for key in keys {
             let Worker { conns, ctx, .. } = self;
             if let Some(conn) = conns.get_mut(key) {

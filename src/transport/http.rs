@@ -7,9 +7,7 @@
 //! buffered past them. Must never read or write the socket.
 
 use super::{pubsub, ws};
-use crate::proto::http::{
-    error_response, parse_head, BodyKind, ChunkedDecoder, Head, Method, Response,
-};
+use crate::proto::http::{error_response, parse_head, BodyKind, ChunkedDecoder, Head, Method, Response};
 use crate::reactor::conn::Conn;
 use crate::reactor::worker::Ctx;
 use bytes::Bytes;
@@ -39,19 +37,8 @@ pub fn on_data(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
         Ok(None) => return 0,
         Err(e) => {
             ctx.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
-            log::debug!(
-                "conn {}:{} from {}: bad request: {}",
-                ctx.id,
-                conn.id.key,
-                conn.peer,
-                e.message()
-            );
-            respond(
-                ctx,
-                conn,
-                error_response(e.status(), e.message(), false),
-                false,
-            );
+            log::debug!("conn {}:{} from {}: bad request: {}", ctx.id, conn.id.key, conn.peer, e.message());
+            respond(ctx, conn, error_response(e.status(), e.message(), false), false);
             return buf.len();
         }
     };
@@ -72,12 +59,7 @@ pub fn on_data(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
                 Ok((_, false)) => return 0,
                 Err(e) => {
                     ctx.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
-                    respond(
-                        ctx,
-                        conn,
-                        error_response(e.status(), e.message(), false),
-                        false,
-                    );
+                    respond(ctx, conn, error_response(e.status(), e.message(), false), false);
                     return buf.len();
                 }
             }
@@ -113,27 +95,14 @@ pub fn error(ctx: &mut Ctx, conn: &mut Conn, req: &Req, status: u16, msg: &str) 
 }
 
 /// A JSON answer with CORS headers when the request has an allowed Origin.
-pub fn json(
-    ctx: &mut Ctx,
-    conn: &mut Conn,
-    req: &Req,
-    status: u16,
-    body: &[u8],
-    content_type: &str,
-) {
+pub fn json(ctx: &mut Ctx, conn: &mut Conn, req: &Req, status: u16, body: &[u8], content_type: &str) {
     let keep = req.keep_alive();
-    let mut r = Response::new(status)
-        .keep_alive(keep)
-        .http10(req.head.minor_version == 0)
-        .header("Cache-Control", "no-store");
+    let mut r =
+        Response::new(status).keep_alive(keep).http10(req.head.minor_version == 0).header("Cache-Control", "no-store");
     if let Some(o) = pubsub::cors_origin(ctx, req) {
-        r = r
-            .header("Access-Control-Allow-Origin", &o)
-            .header("Vary", "Origin");
+        r = r.header("Access-Control-Allow-Origin", &o).header("Vary", "Origin");
     }
-    let r = r
-        .head_only(req.head.method == Method::Head)
-        .body(content_type, body);
+    let r = r.head_only(req.head.method == Method::Head).body(content_type, body);
     respond(ctx, conn, r, keep);
 }
 
@@ -147,15 +116,8 @@ fn allow(ctx: &mut Ctx, conn: &mut Conn, req: &Req, methods: &[Method], allowed:
     }
     ctx.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
     let keep = req.keep_alive();
-    let msg = format!(
-        "{{\"error\":\"method {} not allowed; use {}\"}}",
-        req.head.method_str.escape_default(),
-        allowed
-    );
-    let r = Response::new(405)
-        .keep_alive(keep)
-        .header("Allow", allowed)
-        .body("application/json", msg.as_bytes());
+    let msg = format!("{{\"error\":\"method {} not allowed; use {}\"}}", req.head.method_str.escape_default(), allowed);
+    let r = Response::new(405).keep_alive(keep).header("Allow", allowed).body("application/json", msg.as_bytes());
     respond(ctx, conn, r, keep);
     false
 }
@@ -163,41 +125,18 @@ fn allow(ctx: &mut Ctx, conn: &mut Conn, req: &Req, methods: &[Method], allowed:
 /// The route table.
 fn route(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     let path = req.head.path;
-    let path = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
-    log::trace!(
-        "conn {}:{}: {} {}",
-        ctx.id,
-        conn.id.key,
-        req.head.method_str,
-        path
-    );
+    let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    log::trace!("conn {}:{}: {} {}", ctx.id, conn.id.key, req.head.method_str, path);
     use Method::*;
     match path {
         "/health" => {
             if allow(ctx, conn, req, &[Get, Head], "GET, HEAD") {
-                json(
-                    ctx,
-                    conn,
-                    req,
-                    200,
-                    b"{\"status\":\"ok\"}",
-                    "application/json",
-                );
+                json(ctx, conn, req, 200, b"{\"status\":\"ok\"}", "application/json");
             }
         }
         "/echo" => {
             if allow(ctx, conn, req, &[Get], "GET") {
-                ws::upgrade(
-                    ctx,
-                    conn,
-                    req,
-                    crate::reactor::conn::WsMode::Echo,
-                    Vec::new(),
-                );
+                ws::upgrade(ctx, conn, req, crate::reactor::conn::WsMode::Echo, Vec::new());
             }
         }
         "/" | "/index.html" => {

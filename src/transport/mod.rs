@@ -81,9 +81,7 @@ pub fn next_deadline(ctx: &Ctx, conn: &Conn) -> Option<u64> {
             None => conn.last_active_ms + cfg.idle_timeout_ms,
         }),
         State::Ws(w) => Some(w.next_ping_ms),
-        State::Stream {
-            next_keepalive_ms, ..
-        } => Some(*next_keepalive_ms),
+        State::Stream { next_keepalive_ms, .. } => Some(*next_keepalive_ms),
         State::LongPoll(lp) => Some(lp.expires_ms),
         State::Closing { until_ms } => Some(*until_ms),
     }
@@ -100,32 +98,18 @@ pub fn on_timer(ctx: &mut Ctx, conn: &mut Conn) {
         State::Http => {
             if conn.req_started_ms.is_some() {
                 // Slowloris: the request head did not arrive in time.
-                log::debug!(
-                    "conn {}:{} from {}: request head timeout",
-                    ctx.id,
-                    conn.id.key,
-                    conn.peer
-                );
+                log::debug!("conn {}:{} from {}: request head timeout", ctx.id, conn.id.key, conn.peer);
                 if conn.out.is_empty() && conn.inbuf.is_empty() {
                     ctx.kill(conn);
                 } else {
-                    let r = crate::proto::http::error_response(
-                        408,
-                        "request head not received in time",
-                        false,
-                    );
+                    let r = crate::proto::http::error_response(408, "request head not received in time", false);
                     conn.inbuf = Vec::new();
                     ctx.queue(conn, r);
                     conn.req_started_ms = None;
                     ctx.close_after_flush(conn);
                 }
             } else {
-                log::debug!(
-                    "conn {}:{} from {}: idle timeout",
-                    ctx.id,
-                    conn.id.key,
-                    conn.peer
-                );
+                log::debug!("conn {}:{} from {}: idle timeout", ctx.id, conn.id.key, conn.peer);
                 ctx.kill(conn);
             }
         }
@@ -144,10 +128,7 @@ pub fn on_shutdown(ctx: &mut Ctx, conn: &mut Conn) {
         State::LongPoll(_) => pubsub::longpoll_timeout(ctx, conn),
         State::Stream { kind, .. } => {
             if *kind == StreamKind::Sse {
-                ctx.queue(
-                    conn,
-                    bytes::Bytes::from_static(b": server shutting down\n\n"),
-                );
+                ctx.queue(conn, bytes::Bytes::from_static(b": server shutting down\n\n"));
             }
             ctx.close_after_flush(conn);
         }

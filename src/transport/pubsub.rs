@@ -38,30 +38,17 @@ pub struct WireCache {
 
 impl WireCache {
     fn ws(&mut self, m: &Message) -> Bytes {
-        self.ws
-            .get_or_insert_with(|| codec::frame(Opcode::Text, &m.envelope))
-            .clone()
+        self.ws.get_or_insert_with(|| codec::frame(Opcode::Text, &m.envelope)).clone()
     }
     fn sse(&mut self, m: &Message) -> Bytes {
-        self.sse
-            .get_or_insert_with(|| sse_event(Some(&m.id.to_string()), &m.envelope))
-            .clone()
+        self.sse.get_or_insert_with(|| sse_event(Some(&m.id.to_string()), &m.envelope)).clone()
     }
     fn iframe(&mut self, m: &Message) -> Bytes {
-        self.iframe
-            .get_or_insert_with(|| iframe_chunk(&m.envelope))
-            .clone()
+        self.iframe.get_or_insert_with(|| iframe_chunk(&m.envelope)).clone()
     }
     fn longpoll(&mut self, m: &Message) -> Bytes {
         self.longpoll
-            .get_or_insert_with(|| {
-                Bytes::from(messages_body(
-                    &[&m.envelope],
-                    false,
-                    &[(&m.channel, m.id)],
-                    None,
-                ))
-            })
+            .get_or_insert_with(|| Bytes::from(messages_body(&[&m.envelope], false, &[(&m.channel, m.id)], None)))
             .clone()
     }
 }
@@ -87,10 +74,7 @@ pub fn preflight(ctx: &mut Ctx, conn: &mut Conn, req: &Req, methods: &str) {
         let hdrs = req
             .head
             .header_str("Access-Control-Request-Headers")
-            .filter(|h| {
-                h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ", -_".contains(c))
-            })
+            .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ", -_".contains(c)))
             .unwrap_or("Content-Type, Last-Event-ID, X-API-Key");
         r = r
             .header("Access-Control-Allow-Origin", &o)
@@ -111,10 +95,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn may_publish(ctx: &Ctx, conn: &Conn, req: &Req) -> bool {
-    if let (Some(key), Some(given)) = (
-        &ctx.shared.cfg.publish_api_key,
-        req.head.header("X-API-Key"),
-    ) {
+    if let (Some(key), Some(given)) = (&ctx.shared.cfg.publish_api_key, req.head.header("X-API-Key")) {
         if ct_eq(key.as_bytes(), given.trim_ascii()) {
             return true;
         }
@@ -125,10 +106,7 @@ fn may_publish(ctx: &Ctx, conn: &Conn, req: &Req) -> bool {
 
 fn channels(ctx: &mut Ctx, conn: &mut Conn, req: &Req) -> Option<Vec<String>> {
     let cid = query_param(req.head.query, "cid").or_else(|| query_param(req.head.query, "channel"));
-    match parse_channels(
-        cid.as_deref().unwrap_or(""),
-        ctx.shared.cfg.max_channels_per_conn,
-    ) {
+    match parse_channels(cid.as_deref().unwrap_or(""), ctx.shared.cfg.max_channels_per_conn) {
         Ok(c) => Some(c),
         Err(e) => {
             error(ctx, conn, req, 400, &e);
@@ -161,10 +139,7 @@ fn since_list(req: &Req, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let p = parts[if parts.len() == 1 { 0 } else { i }].trim();
-        out.push(Some(
-            p.parse::<u64>()
-                .map_err(|_| format!("since: `{p}` is not a message id"))?,
-        ));
+        out.push(Some(p.parse::<u64>().map_err(|_| format!("since: `{p}` is not a message id"))?));
     }
     Ok(out)
 }
@@ -172,12 +147,7 @@ fn since_list(req: &Req, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String
 /// `POST /publish/?cid=CH`: sequence the body as a message on each named channel.
 pub fn publish(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     if !may_publish(ctx, conn, req) {
-        log::debug!(
-            "conn {}:{} from {}: publish refused",
-            ctx.id,
-            conn.id.key,
-            conn.peer
-        );
+        log::debug!("conn {}:{} from {}: publish refused", ctx.id, conn.id.key, conn.peer);
         return error(
             ctx,
             conn,
@@ -209,13 +179,7 @@ fn callback(ctx: &mut Ctx, conn: &mut Conn, req: &Req) -> Result<Option<String>,
         None => Ok(None),
         Some(cb) if valid_callback(&cb) => Ok(Some(cb.into_owned())),
         Some(_) => {
-            error(
-                ctx,
-                conn,
-                req,
-                400,
-                "callback must be a JavaScript identifier (letters, digits, _ $ .)",
-            );
+            error(ctx, conn, req, 400, "callback must be a JavaScript identifier (letters, digits, _ $ .)");
             Err(())
         }
     }
@@ -233,11 +197,7 @@ fn body_for(reads: &[(&str, HistoryRead)], limit: usize, cb: Option<&str>) -> Ve
 }
 
 fn send_messages(ctx: &mut Ctx, conn: &mut Conn, req: &Req, body: &[u8], jsonp: bool) {
-    let ct = if jsonp {
-        "application/javascript; charset=utf-8"
-    } else {
-        "application/json"
-    };
+    let ct = if jsonp { "application/javascript; charset=utf-8" } else { "application/json" };
     json(ctx, conn, req, 200, body, ct);
 }
 
@@ -259,22 +219,14 @@ pub fn poll(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
         Some(_) => return error(ctx, conn, req, 400, "limit must be a positive integer"),
     };
     let engine = ctx.shared.engine.clone();
-    let reads: Vec<(&str, HistoryRead)> = chans
-        .iter()
-        .zip(&since)
-        .map(|(c, s)| (c.as_str(), engine.history(c, *s, limit, ctx.now_ms)))
-        .collect();
+    let reads: Vec<(&str, HistoryRead)> =
+        chans.iter().zip(&since).map(|(c, s)| (c.as_str(), engine.history(c, *s, limit, ctx.now_ms))).collect();
     let body = body_for(&reads, limit, cb.as_deref());
     send_messages(ctx, conn, req, &body, cb.is_some());
 }
 
 /// Subscribe `conn` to `chans`, returning what history holds after each `since`.
-fn subscribe(
-    ctx: &mut Ctx,
-    conn: &mut Conn,
-    chans: &[String],
-    since: &[Option<u64>],
-) -> Vec<HistoryRead> {
+fn subscribe(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], since: &[Option<u64>]) -> Vec<HistoryRead> {
     let engine = ctx.shared.engine.clone();
     let mut reads = Vec::with_capacity(chans.len());
     for (ch, s) in chans.iter().zip(since) {
@@ -284,11 +236,14 @@ fn subscribe(
         } else {
             engine.history(ch, *s, if s.is_some() { usize::MAX } else { 0 }, ctx.now_ms)
         };
-        conn.subs.push(SubRef {
-            channel: name,
-            slot,
-            last_id: read.last_id,
-        });
+        // Deliveries skip ids at or below `last_id`: start just before what the replay
+        // will send, so history and the live feed join with no gap and no duplicate.
+        let last_id = match *s {
+            Some(s) if s <= read.last_id => s,
+            Some(_) => 0, // a `since` from a previous life of the channel: replay it all
+            None => read.last_id,
+        };
+        conn.subs.push(SubRef { channel: name, slot, last_id });
         reads.push(read);
     }
     reads
@@ -343,19 +298,10 @@ fn finish_longpoll(ctx: &mut Ctx, conn: &mut Conn, body: Bytes) {
     let State::LongPoll(lp) = std::mem::replace(&mut conn.state, State::Http) else {
         return;
     };
-    let ct = if lp.callback.is_some() {
-        "application/javascript; charset=utf-8"
-    } else {
-        "application/json"
-    };
-    let mut r = Response::new(200)
-        .keep_alive(lp.keep_alive)
-        .http10(lp.http10)
-        .header("Cache-Control", "no-store");
+    let ct = if lp.callback.is_some() { "application/javascript; charset=utf-8" } else { "application/json" };
+    let mut r = Response::new(200).keep_alive(lp.keep_alive).http10(lp.http10).header("Cache-Control", "no-store");
     if let Some(o) = &lp.cors {
-        r = r
-            .header("Access-Control-Allow-Origin", o)
-            .header("Vary", "Origin");
+        r = r.header("Access-Control-Allow-Origin", o).header("Vary", "Origin");
     }
     let head_and_body = r.body(ct, &body);
     respond(ctx, conn, head_and_body, lp.keep_alive);
@@ -406,19 +352,13 @@ pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
         req.head.minor_version.min(1)
     );
     if let Some(o) = cors_origin(ctx, req) {
-        head.push_str(&format!(
-            "Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"
-        ));
+        head.push_str(&format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"));
     }
     head.push_str("\r\n");
     head.push_str(&preamble);
     ctx.queue(conn, Bytes::from(head));
     let multi = chans.len() > 1;
-    conn.state = State::Stream {
-        kind,
-        next_keepalive_ms: ctx.now_ms + ctx.shared.cfg.stream_keepalive_ms,
-        multi,
-    };
+    conn.state = State::Stream { kind, next_keepalive_ms: ctx.now_ms + ctx.shared.cfg.stream_keepalive_ms, multi };
     let reads = subscribe(ctx, conn, &chans, &since);
     replay(ctx, conn, &chans, reads);
 }
@@ -426,36 +366,17 @@ pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
 /// Send what history held after the client's `since`, oldest first, in the connection's
 /// wire format; tell a client that missed messages.
 fn replay(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], reads: Vec<HistoryRead>) {
-    let missed: Vec<&str> = chans
-        .iter()
-        .zip(&reads)
-        .filter(|(_, r)| r.missed)
-        .map(|(c, _)| c.as_str())
-        .collect();
+    let missed: Vec<&str> = chans.iter().zip(&reads).filter(|(_, r)| r.missed).map(|(c, _)| c.as_str()).collect();
     if !missed.is_empty() {
-        let note = format!(
-            "{{\"missed\":true,\"channels\":{}}}",
-            serde_json::to_string(&missed).unwrap_or_default()
-        );
+        let note = format!("{{\"missed\":true,\"channels\":{}}}", serde_json::to_string(&missed).unwrap_or_default());
         match &conn.state {
-            State::Stream {
-                kind: StreamKind::Sse,
-                ..
-            } => {
+            State::Stream { kind: StreamKind::Sse, .. } => {
                 let mut ev = b"event: missed\n".to_vec();
                 ev.extend_from_slice(&sse_event(None, note.as_bytes()));
                 ctx.queue(conn, Bytes::from(ev));
             }
-            State::Stream {
-                kind: StreamKind::Iframe,
-                ..
-            } => {
-                ctx.queue(
-                    conn,
-                    Bytes::from(format!(
-                        "<script>parent.missed&&parent.missed({note})</script>\n"
-                    )),
-                );
+            State::Stream { kind: StreamKind::Iframe, .. } => {
+                ctx.queue(conn, Bytes::from(format!("<script>parent.missed&&parent.missed({note})</script>\n")));
             }
             State::Ws(_) => ctx.queue(conn, codec::frame(Opcode::Text, note.as_bytes())),
             _ => {}
@@ -504,12 +425,7 @@ pub fn ws_client_message(ctx: &mut Ctx, conn: &mut Conn, data: &[u8]) {
 
 /// Keep-alive on a stream (comment for SSE, whitespace comment for the iframe).
 pub fn on_keepalive(ctx: &mut Ctx, conn: &mut Conn) {
-    let State::Stream {
-        kind,
-        next_keepalive_ms,
-        ..
-    } = &mut conn.state
-    else {
+    let State::Stream { kind, next_keepalive_ms, .. } = &mut conn.state else {
         return;
     };
     *next_keepalive_ms = ctx.now_ms + ctx.shared.cfg.stream_keepalive_ms;
@@ -549,10 +465,7 @@ fn deliver_one(
     slot: usize,
     done: &mut Vec<ConnId>,
 ) -> bool {
-    let Some(sr) = conn
-        .subs
-        .iter_mut()
-        .find(|s| (slot == usize::MAX || s.slot == slot) && *s.channel == *m.channel)
+    let Some(sr) = conn.subs.iter_mut().find(|s| (slot == usize::MAX || s.slot == slot) && *s.channel == *m.channel)
     else {
         return false;
     };
@@ -562,28 +475,13 @@ fn deliver_one(
     sr.last_id = m.id;
     match &conn.state {
         State::Ws(_) => ctx.queue(conn, cache.ws(m)),
-        State::Stream {
-            kind: StreamKind::Iframe,
-            ..
-        } => ctx.queue(conn, cache.iframe(m)),
-        State::Stream {
-            kind: StreamKind::Sse,
-            multi: false,
-            ..
-        } => ctx.queue(conn, cache.sse(m)),
-        State::Stream {
-            kind: StreamKind::Sse,
-            multi: true,
-            ..
-        } => {
+        State::Stream { kind: StreamKind::Iframe, .. } => ctx.queue(conn, cache.iframe(m)),
+        State::Stream { kind: StreamKind::Sse, multi: false, .. } => ctx.queue(conn, cache.sse(m)),
+        State::Stream { kind: StreamKind::Sse, multi: true, .. } => {
             // Several channels: the event id lists each channel's position so that
             // Last-Event-ID resumes all of them; only this short line is per connection.
             let full = cache.sse(m);
-            let skip = full
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|p| p + 1)
-                .unwrap_or(0);
+            let skip = full.iter().position(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0);
             ctx.queue(conn, full.slice(skip..full.len() - 1));
             let ids: Vec<String> = conn.subs.iter().map(|s| s.last_id.to_string()).collect();
             ctx.queue(conn, Bytes::from(format!("id: {}\n\n", ids.join(","))));
@@ -592,14 +490,8 @@ fn deliver_one(
             let body = if lp.callback.is_none() && conn.subs.len() == 1 {
                 cache.longpoll(m)
             } else {
-                let last: Vec<(&str, u64)> =
-                    conn.subs.iter().map(|s| (&*s.channel, s.last_id)).collect();
-                Bytes::from(messages_body(
-                    &[&m.envelope],
-                    false,
-                    &last,
-                    lp.callback.as_deref(),
-                ))
+                let last: Vec<(&str, u64)> = conn.subs.iter().map(|s| (&*s.channel, s.last_id)).collect();
+                Bytes::from(messages_body(&[&m.envelope], false, &last, lp.callback.as_deref()))
             };
             finish_longpoll(ctx, conn, body);
             done.push(conn.id);
@@ -611,13 +503,7 @@ fn deliver_one(
 }
 
 /// Fan a message out to this worker's subscribers of its channel.
-pub fn deliver(
-    ctx: &mut Ctx,
-    conns: &mut Slab<Conn>,
-    m: &Message,
-    cache: &mut WireCache,
-    done: &mut Vec<ConnId>,
-) {
+pub fn deliver(ctx: &mut Ctx, conns: &mut Slab<Conn>, m: &Message, cache: &mut WireCache, done: &mut Vec<ConnId>) {
     let Some(set) = ctx.local.take(&m.channel) else {
         return;
     };
@@ -637,10 +523,7 @@ pub fn deliver(
     ctx.shared.stats.delivered.fetch_add(n, Ordering::Relaxed);
     // Completed long-polls leave their channels now that the set is back in place.
     for id in done.iter() {
-        if let Some(conn) = conns
-            .get_mut(id.key as usize)
-            .filter(|c| c.id.gen == id.gen)
-        {
+        if let Some(conn) = conns.get_mut(id.key as usize).filter(|c| c.id.gen == id.gen) {
             leave_subscriptions(ctx, conn);
         }
     }

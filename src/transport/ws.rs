@@ -18,13 +18,7 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused:
     let h = req.head;
     let cfg = ctx.shared.cfg.clone();
     if h.method != Method::Get || h.minor_version < 1 {
-        error(
-            ctx,
-            conn,
-            req,
-            400,
-            "a WebSocket handshake is an HTTP/1.1 GET",
-        );
+        error(ctx, conn, req, 400, "a WebSocket handshake is an HTTP/1.1 GET");
         return false;
     }
     if !h.header_has_token("Upgrade", "websocket") || !h.header_has_token("Connection", "upgrade") {
@@ -33,10 +27,7 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused:
             .keep_alive(keep)
             .header("Upgrade", "websocket")
             .header("Connection", "Upgrade")
-            .body(
-                "application/json",
-                b"{\"error\":\"this endpoint speaks WebSocket: send Upgrade: websocket\"}",
-            );
+            .body("application/json", b"{\"error\":\"this endpoint speaks WebSocket: send Upgrade: websocket\"}");
         respond(ctx, conn, r, keep);
         return false;
     }
@@ -46,33 +37,18 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused:
         let r = Response::new(426)
             .keep_alive(keep)
             .header("Sec-WebSocket-Version", "13")
-            .body(
-                "application/json",
-                b"{\"error\":\"unsupported WebSocket version; this server speaks 13\"}",
-            );
+            .body("application/json", b"{\"error\":\"unsupported WebSocket version; this server speaks 13\"}");
         respond(ctx, conn, r, keep);
         return false;
     }
-    let Some(key) = h
-        .header("Sec-WebSocket-Key")
-        .filter(|k| codec::valid_key(k.trim_ascii()))
-    else {
+    let Some(key) = h.header("Sec-WebSocket-Key").filter(|k| codec::valid_key(k.trim_ascii())) else {
         error(ctx, conn, req, 400, "missing or invalid Sec-WebSocket-Key");
         return false;
     };
     if !cfg.ws_allowed_origins.is_empty() {
         let origin = h.header_str("Origin").unwrap_or("");
-        if !cfg
-            .ws_allowed_origins
-            .iter()
-            .any(|o| o == origin || o == "*")
-        {
-            log::debug!(
-                "conn {}:{} from {}: origin {origin:?} refused",
-                ctx.id,
-                conn.id.key,
-                conn.peer
-            );
+        if !cfg.ws_allowed_origins.iter().any(|o| o == origin || o == "*") {
+            log::debug!("conn {}:{} from {}: origin {origin:?} refused", ctx.id, conn.id.key, conn.peer);
             error(ctx, conn, req, 403, "origin not allowed");
             return false;
         }
@@ -86,11 +62,7 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused:
         .flat_map(|v| v.split(','))
         .map(|p| p.trim())
         .collect();
-    let proto = cfg
-        .ws_subprotocols
-        .iter()
-        .find(|p| offered.contains(&p.as_str()))
-        .map(|s| s.as_str());
+    let proto = cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
     let accept = codec::accept_key(key.trim_ascii());
     ctx.queue(conn, Response::upgrade_websocket(&accept, proto));
     conn.state = State::Ws(Box::new(WsState {
@@ -99,13 +71,7 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused:
         next_ping_ms: ctx.now_ms + cfg.ws_ping_interval_ms,
         close_sent: false,
     }));
-    log::debug!(
-        "conn {}:{} from {}: websocket {:?}",
-        ctx.id,
-        conn.id.key,
-        conn.peer,
-        mode
-    );
+    log::debug!("conn {}:{} from {}: websocket {:?}", ctx.id, conn.id.key, conn.peer, mode);
     true
 }
 
@@ -143,17 +109,8 @@ pub fn on_data(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
             used.max(1)
         }
         Err(e) => {
-            ctx.shared
-                .stats
-                .ws_protocol_errors
-                .fetch_add(1, Ordering::Relaxed);
-            log::debug!(
-                "conn {}:{} from {}: websocket error: {}",
-                ctx.id,
-                conn.id.key,
-                conn.peer,
-                e.reason()
-            );
+            ctx.shared.stats.ws_protocol_errors.fetch_add(1, Ordering::Relaxed);
+            log::debug!("conn {}:{} from {}: websocket error: {}", ctx.id, conn.id.key, conn.peer, e.reason());
             close(ctx, conn, e.close_code(), e.reason());
             buf.len()
         }
@@ -197,12 +154,7 @@ pub fn close(ctx: &mut Ctx, conn: &mut Conn, code: u16, reason: &str) {
 pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
     let interval = ctx.shared.cfg.ws_ping_interval_ms;
     if ctx.now_ms.saturating_sub(conn.last_active_ms) >= 2 * interval {
-        log::debug!(
-            "conn {}:{} from {}: no answer to pings, dropping",
-            ctx.id,
-            conn.id.key,
-            conn.peer
-        );
+        log::debug!("conn {}:{} from {}: no answer to pings, dropping", ctx.id, conn.id.key, conn.peer);
         ctx.kill(conn);
         return;
     }

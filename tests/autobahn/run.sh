@@ -4,13 +4,16 @@
 # Usage:
 #   tests/autobahn/run.sh [--cases "1.*,2.*"] [--exclude "12.*,13.*"]
 #                         [--server-bin PATH | --url ws://127.0.0.1:PORT/echo]
-#                         [--timeout SECONDS] [--no-build] [--install-only]
+#                         [--server-config FILE] [--timeout SECONDS] [--no-build]
+#                         [--install-only]
 #
 #   --cases LIST      comma-separated Autobahn case ids or patterns (default "*")
 #   --exclude LIST    comma-separated patterns to skip (default "12.*,13.*": the
 #                     permessage-deflate groups; pass --exclude none to run everything).
 #                     So the default set is groups 1-7, 9 and 10.
 #   --server-bin PATH herald binary to start instead of building target/release/herald
+#   --server-config F pass `--config F` (herald's JSON config) to the started server,
+#                     e.g. to raise ws_max_message/ws_max_frame for the 9.* cases
 #   --no-build        do not run `cargo build --release` before starting the server
 #   --url URL         test an already running echo endpoint instead of starting one
 #                     (loopback addresses only: 127.0.0.0/8, localhost, [::1])
@@ -46,12 +49,13 @@ WSTEST="$PREFIX/bin/wstest"
 
 say()  { printf '[autobahn] %s\n' "$*" >&2; }
 die()  { say "error: $*"; exit 2; }
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}" >&2; }
 
 # ---------------------------------------------------------------- arguments
 CASES="*"
 EXCLUDE="12.*,13.*"
 SERVER_BIN=""
+SERVER_CONFIG=""
 URL=""
 BUILD=1
 INSTALL_ONLY=0
@@ -64,6 +68,8 @@ while [ $# -gt 0 ]; do
     --exclude=*)    EXCLUDE="${1#*=}"; shift ;;
     --server-bin)   SERVER_BIN="${2?--server-bin needs a value}"; shift 2 ;;
     --server-bin=*) SERVER_BIN="${1#*=}"; shift ;;
+    --server-config)   SERVER_CONFIG="${2?--server-config needs a value}"; shift 2 ;;
+    --server-config=*) SERVER_CONFIG="${1#*=}"; shift ;;
     --url)          URL="${2?--url needs a value}"; shift 2 ;;
     --url=*)        URL="${1#*=}"; shift ;;
     --timeout)      RUN_TIMEOUT="${2?--timeout needs a value}"; shift 2 ;;
@@ -76,7 +82,11 @@ while [ $# -gt 0 ]; do
 done
 [ "$EXCLUDE" = "none" ] && EXCLUDE=""
 [[ "$RUN_TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
-[ -n "$URL" ] && [ -n "$SERVER_BIN" ] && die "--url and --server-bin exclude each other"
+[ -n "$URL" ] && [ -n "$SERVER_BIN$SERVER_CONFIG" ] && die "--url excludes --server-bin and --server-config"
+if [ -n "$SERVER_CONFIG" ]; then
+  [ -f "$SERVER_CONFIG" ] || die "--server-config: no such file: $SERVER_CONFIG"
+  SERVER_CONFIG="$(cd "$(dirname "$SERVER_CONFIG")" && pwd)/$(basename "$SERVER_CONFIG")"
+fi
 
 is_loopback_url() {
   python3 - "$1" <<'EOF'
@@ -253,8 +263,10 @@ else
   fi
   [ -x "$SERVER_BIN" ] || die "server binary not found or not executable: $SERVER_BIN"
   PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-  say "starting $SERVER_BIN --bind 127.0.0.1 --port $PORT --workers 1 (log: $REPORT_DIR/herald.log)"
-  "$SERVER_BIN" --bind 127.0.0.1 --port "$PORT" --workers 1 > "$REPORT_DIR/herald.log" 2>&1 &
+  SERVER_ARGS=(--bind 127.0.0.1 --port "$PORT" --workers 1)
+  [ -n "$SERVER_CONFIG" ] && SERVER_ARGS+=(--config "$SERVER_CONFIG")
+  say "starting $SERVER_BIN ${SERVER_ARGS[*]} (log: $REPORT_DIR/herald.log)"
+  "$SERVER_BIN" "${SERVER_ARGS[@]}" > "$REPORT_DIR/herald.log" 2>&1 &
   SERVER_PID=$!
   ready=0
   for _ in $(seq 1 150); do          # up to ~30 s

@@ -133,7 +133,13 @@ pub fn read_response(s: &mut impl Read) -> Option<Resp> {
     while !head.ends_with(b"\r\n\r\n") {
         match s.read(&mut b) {
             Ok(1) => head.push(b[0]),
-            _ => return if head.is_empty() { None } else { panic!("truncated head: {:?}", String::from_utf8_lossy(&head)) },
+            _ => {
+                return if head.is_empty() {
+                    None
+                } else {
+                    panic!("truncated head: {:?}", String::from_utf8_lossy(&head))
+                }
+            }
         }
     }
     let text = String::from_utf8_lossy(&head).into_owned();
@@ -158,7 +164,11 @@ pub fn read_response(s: &mut impl Read) -> Option<Resp> {
                 s.read_exact(&mut b).unwrap();
                 line.push(b[0]);
             }
-            let n = usize::from_str_radix(std::str::from_utf8(&line[..line.len() - 2]).unwrap().split(';').next().unwrap(), 16).unwrap();
+            let n = usize::from_str_radix(
+                std::str::from_utf8(&line[..line.len() - 2]).unwrap().split(';').next().unwrap(),
+                16,
+            )
+            .unwrap();
             let mut chunk = vec![0; n + 2];
             s.read_exact(&mut chunk).unwrap();
             if n == 0 {
@@ -175,7 +185,8 @@ pub fn read_response(s: &mut impl Read) -> Option<Resp> {
 /// One request on a fresh connection (`Connection: close`).
 pub fn request(h: &Herald, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     let mut s = h.connect();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
