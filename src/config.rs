@@ -189,8 +189,8 @@ impl Config {
         if self.bind.parse::<IpAddr>().is_err() {
             return bad("bind", "must be an IP address such as 0.0.0.0 or 127.0.0.1");
         }
-        if self.workers > 256 {
-            return bad("workers", "must be 0 (one per core) to 256");
+        if self.workers > 64 {
+            return bad("workers", "must be 0 (one per core) to 64");
         }
         if !matches!(self.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
             return bad("log_level", "must be one of error, warn, info, debug, trace");
@@ -224,6 +224,9 @@ impl Config {
         }
         if self.max_header_bytes < self.max_request_line {
             return bad("max_header_bytes", "must be at least max_request_line");
+        }
+        if self.max_out_queue < self.ws_max_message + 14 {
+            return bad("max_out_queue", "must be larger than ws_max_message + 14 (an echo of the largest message)");
         }
         if self.history_size > 1_000_000 {
             return bad("history_size", "must be at most 1000000");

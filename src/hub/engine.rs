@@ -22,6 +22,8 @@ pub struct Message {
     /// The raw published body.
     pub body: Bytes,
     pub time_ms: u64,
+    /// Process-wide publish order (orders messages of different channels).
+    pub seq: u64,
 }
 
 /// A history read.
@@ -68,6 +70,7 @@ pub struct MemoryEngine {
     inboxes: Vec<Arc<Inbox>>,
     history_size: usize,
     history_ttl_ms: u64,
+    seq: std::sync::atomic::AtomicU64,
 }
 
 const SHARDS: usize = 64;
@@ -81,6 +84,7 @@ impl MemoryEngine {
             inboxes,
             history_size,
             history_ttl_ms,
+            seq: Default::default(),
         }
     }
 
@@ -128,8 +132,14 @@ impl Engine for MemoryEngine {
         c.last_id += 1;
         let id = c.last_id;
         let name = c.history.back().map(|m| m.channel.clone()).unwrap_or_else(|| Arc::from(channel));
-        let msg =
-            Arc::new(Message { envelope: envelope(id, channel, &body), channel: name, id, body, time_ms: now_ms });
+        let msg = Arc::new(Message {
+            envelope: envelope(id, channel, &body),
+            channel: name,
+            id,
+            body,
+            time_ms: now_ms,
+            seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        });
         if self.history_size > 0 {
             if c.history.len() >= self.history_size {
                 c.history.pop_front();

@@ -88,6 +88,7 @@ pub enum BodyKind {
 /// A parsed request head, borrowing the read buffer.
 #[derive(Debug, Clone)]
 pub struct Head<'b> {
+    /// The method; see `method_str` for the token of an [`Method::Other`].
     pub method: Method,
     /// The method token as sent, e.g. `"GET"` or `"PROPFIND"`.
     pub method_str: &'b str,
@@ -101,6 +102,7 @@ pub struct Head<'b> {
     pub minor_version: u8,
     /// Header fields in order, values trimmed of surrounding whitespace.
     pub headers: Vec<(&'b str, &'b [u8])>,
+    /// How the body that follows the head is framed.
     pub body: BodyKind,
     /// Whether the connection persists after this exchange (RFC 9112 §9.3): HTTP/1.1 unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
@@ -242,7 +244,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &HttpLimits) -> Result<Option<Head<
     }
     // httparse accepts a bare LF as a line terminator; RFC 9112 §2.2 lets a server reject it,
     // and we do, since front-end proxies disagree on it (a smuggling vector).
-    if has_bare_lf(&buf[..head_len]) {
+    if has_bare_lf(buf, head_len, req.headers) {
         return Err(HttpError::BadRequest("bare LF line ending"));
     }
     let method = Method::from_token(method_str);
@@ -312,15 +314,26 @@ fn map_httparse_error(e: httparse::Error) -> HttpError {
     }
 }
 
-/// Whether some LF is not preceded by CR. httparse only lets a CR through when an LF follows
-/// it, so a head without bare LF has exactly as many CR as LF; counting both is branch-free.
-fn has_bare_lf(head: &[u8]) -> bool {
-    let (mut cr, mut lf) = (0usize, 0usize);
-    for &b in head {
-        cr += usize::from(b == b'\r');
-        lf += usize::from(b == b'\n');
+/// Whether some line of the head ends in a bare LF.
+///
+/// Checks only the line ends instead of scanning every byte: in a head httparse accepted, an
+/// LF can only end a line (the URI, names and values all exclude it), and the lines are the
+/// leading empty lines, the request line, one line per header field (no obs-fold, no skipped
+/// invalid lines) and the final empty line. So each line end sits just before a header
+/// name, or in the last 4 bytes ("\r\n\r\n").
+fn has_bare_lf(buf: &[u8], head_len: usize, headers: &[httparse::Header<'_>]) -> bool {
+    let mut i = 0;
+    while buf[i..head_len].starts_with(b"\r\n") {
+        i += 2;
     }
-    cr != lf
+    if buf.get(i) == Some(&b'\n') || !buf[..head_len].ends_with(b"\r\n\r\n") {
+        return true;
+    }
+    let base = buf.as_ptr() as usize;
+    headers.iter().any(|h| {
+        let name_at = (h.name.as_ptr() as usize).wrapping_sub(base);
+        name_at < 2 || buf.get(name_at - 2..name_at) != Some(b"\r\n")
+    })
 }
 
 /// Splits a request-target (RFC 9112 §3.2) into path and query.
@@ -487,6 +500,10 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 const MAX_CHUNK_LINE: usize = 4096;
 /// Longest trailer section accepted (it is read and dropped) → 431.
 const MAX_TRAILERS: usize = 16384;
+/// Framing bytes (size lines, CRLFs, trailers) accepted per body, at least: with at most
+/// `max(max_body, this)` of them, the whole chunked body on the wire stays under
+/// `2 × max_body + 64 KiB` even when a client sends 1-byte chunks with long extensions.
+const MIN_FRAMING_BUDGET: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
@@ -521,8 +538,10 @@ enum ChunkState {
 /// Feed it the bytes after the head as they arrive; it consumes everything it is given until
 /// the body ends, so the caller keeps no bytes of its own, and when done it reports how many
 /// bytes belonged to the body (what is left is the next pipelined request). Chunk extensions
-/// and trailer fields are checked for control bytes, bounded, and ignored. After an error it
-/// returns the same error on every call.
+/// and trailer fields are checked for control bytes, bounded, and ignored. The framing
+/// overhead is bounded too, so the bytes on the wire stay under `2 × max_body + 64 KiB`
+/// (more → [`HttpError::BodyTooLarge`]). After an error it returns the same error on every
+/// call.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: ChunkState,
@@ -533,6 +552,8 @@ pub struct ChunkedDecoder {
     size: usize,
     /// Bytes of the current size line, or of the trailer section, to bound them.
     line: usize,
+    /// Framing bytes (everything but chunk data) left before the body counts as too large.
+    framing_left: usize,
 }
 
 impl Default for ChunkedDecoder {
@@ -546,7 +567,14 @@ impl ChunkedDecoder {
     /// A decoder that fails with [`HttpError::BodyTooLarge`] once the decoded body would
     /// exceed `max_body` bytes; a chunk whose declared size does not fit fails at its size line.
     pub fn new(max_body: usize) -> Self {
-        ChunkedDecoder { state: ChunkState::SizeStart, max_body, total: 0, size: 0, line: 0 }
+        ChunkedDecoder {
+            state: ChunkState::SizeStart,
+            max_body,
+            total: 0,
+            size: 0,
+            line: 0,
+            framing_left: max_body.max(MIN_FRAMING_BUDGET),
+        }
     }
 
     /// Whether the last chunk and trailer section have been read.
@@ -596,6 +624,9 @@ impl ChunkedDecoder {
         const BAD_SIZE: HttpError = HttpError::BadRequest("invalid chunk size");
         const BAD_CRLF: HttpError = HttpError::BadRequest("missing CRLF after chunk");
         const BAD_TRAILER: HttpError = HttpError::BadRequest("invalid trailer field");
+        // Without this, tiny chunks with long extensions would let the wire size run far past
+        // max_body while the decoded size stays under it.
+        self.framing_left = self.framing_left.checked_sub(1).ok_or(HttpError::BodyTooLarge)?;
         match self.state {
             SizeStart | Size | SizeWs | Ext | SizeLf => {
                 self.line += 1;
@@ -1228,6 +1259,14 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: h\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\n\n",
             b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.0\n\r\n",
+            b"GET / HTTP/1.0\r\n\n",
+            b"GET / HTTP/1.0\n\n",
+            b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: y\nZ: w\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX:\nZ: w\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: y \t\nZ: w\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",
             b"GET / HTTP/2.0\r\nHost: h\r\n\r\n",
             b"GET / HTTP/1.2\r\nHost: h\r\n\r\n",
@@ -1443,6 +1482,28 @@ mod tests {
         assert_eq!(d.feed(b"100001\r\n", &mut Vec::new()), Err(HttpError::BodyTooLarge));
         let mut d = ChunkedDecoder::default();
         assert_eq!(d.feed(b"100000\r\n", &mut Vec::new()), Ok((8, false)));
+        // Framing overhead is bounded: 1-byte chunks with 4000-byte extensions hit 413 once
+        // the framing passes max(max_body, 64 KiB), long before max_body bytes are decoded.
+        let tiny_chunk = [&b"1;"[..], &b"e".repeat(4000), b"\r\nx\r\n"].concat();
+        let mut d = ChunkedDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        let mut wire = 0;
+        let err = loop {
+            match d.feed(&tiny_chunk, &mut out) {
+                Ok((n, false)) => wire += n,
+                Ok((_, true)) => panic!("no last chunk was sent"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, HttpError::BodyTooLarge);
+        assert!(wire <= 2 << 20 && out.len() < 300, "{wire} {}", out.len());
+        // ...while ordinary small chunks of a large body stay well within it.
+        let mut wire = Vec::new();
+        for _ in 0..(1 << 20) / 64 {
+            wire.extend_from_slice(&chunk(&[b'z'; 64]));
+        }
+        wire.extend_from_slice(LAST_CHUNK);
+        assert_eq!(decode_all(1 << 20, &wire).unwrap().1.len(), 1 << 20);
         // Leading zeros and extensions are bounded.
         let zeros = [&b"0".repeat(5000)[..], b"\r\n\r\n"].concat();
         assert_eq!(ChunkedDecoder::new(10).feed(&zeros, &mut Vec::new()).unwrap_err().status(), 400);
@@ -1661,6 +1722,7 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let tiny = HttpLimits { max_request_line: 40, max_headers: 3, max_header_bytes: 120, max_body: 50 };
         let seeds: Vec<&[u8]> = COMPLETE.iter().copied().chain(CHUNKED.iter().map(|c| c.0)).collect();
+        let mut bare_lf_seen = 0;
         for round in 0..30_000 {
             let len = rng.below(160);
             let buf: Vec<u8> = match round % 3 {
@@ -1673,10 +1735,17 @@ mod tests {
                     let mut v = seeds[rng.below(seeds.len())].to_vec();
                     for _ in 0..1 + rng.below(4) {
                         let i = rng.below(v.len() + 1);
-                        match rng.below(3) {
+                        match rng.below(4) {
                             0 if i < v.len() => v[i] = ALPHABET[rng.below(ALPHABET.len())],
                             1 if i < v.len() => {
                                 v.remove(i);
+                            }
+                            // Turn a CRLF into a bare LF.
+                            2 => {
+                                let crs: Vec<usize> = (0..v.len()).filter(|&j| v[j] == b'\r').collect();
+                                if !crs.is_empty() {
+                                    v.remove(crs[rng.below(crs.len())]);
+                                }
                             }
                             _ => v.insert(i, rng.next() as u8),
                         }
@@ -1684,8 +1753,19 @@ mod tests {
                     v
                 }
             };
+            // The structural bare-LF check agrees with a naive scan of every byte.
+            let naive_bare_lf =
+                |head: &[u8]| (0..head.len()).any(|i| head[i] == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            if let Ok(httparse::Status::Complete(n)) = httparse::Request::new(&mut slots).parse(&buf) {
+                if naive_bare_lf(&buf[..n]) {
+                    bare_lf_seen += 1;
+                    assert!(parse_head(&buf, &L).is_err(), "{:?}", String::from_utf8_lossy(&buf));
+                }
+            }
             for limits in [&L, &tiny] {
                 if let Ok(Some(h)) = parse_head(&buf, limits) {
+                    assert!(!naive_bare_lf(&buf[..h.head_len]));
                     assert!(h.head_len <= buf.len());
                     assert!(h.headers.len() <= limits.max_headers);
                     if let BodyKind::Length(n) = h.body {
@@ -1709,5 +1789,6 @@ mod tests {
             let r = Response::new(rng.next() as u16).header(&s, &s).body(&s, &buf);
             assert!(r.starts_with(b"HTTP/1.1 "));
         }
+        assert!(bare_lf_seen > 100, "the loop must reach the bare-LF check: {bare_lf_seen}");
     }
 }

@@ -62,6 +62,8 @@ pub struct Ctx {
     pub dirty: Vec<usize>,
     /// Connections to free at the end of the loop turn.
     pub dead: Vec<usize>,
+    /// Connections whose out-queue passed `max_out_queue` (see `Worker::relieve`).
+    pub pressure: Vec<usize>,
 }
 
 impl Ctx {
@@ -151,6 +153,7 @@ impl Worker {
                 shutting_down: false,
                 dirty: Vec::new(),
                 dead: Vec::new(),
+                pressure: Vec::new(),
             },
             scratch: vec![0; SCRATCH],
             wheel: Wheel::default(),
@@ -195,6 +198,7 @@ impl Worker {
                 }
             }
             self.run_timers();
+            self.relieve();
             if self.accept_paused_until.is_some_and(|t| self.ctx.now_ms >= t) {
                 self.accept_paused_until = None;
                 self.accept();
@@ -343,11 +347,44 @@ impl Worker {
         conn.inbuf = if buf.is_empty() { Vec::new() } else { buf };
     }
 
-    /// Bookkeeping after a connection was handled: re-arm its timer, free it if dead.
+    /// Bookkeeping after a connection was handled: apply backpressure, re-arm its timer.
     fn after(&mut self, key: usize) {
+        self.relieve();
         if self.conns.get(key).is_some_and(|c| !c.dead) {
             self.arm(key);
         }
+    }
+
+    /// The backpressure policy, enforced here only: a connection whose out-queue passed
+    /// `max_out_queue` is flushed at once; if the socket still cannot take enough, the
+    /// client is a slow consumer and is dropped (it reconnects and resumes from history).
+    /// It never slows other subscribers and never grows memory without bound.
+    fn relieve(&mut self) {
+        if self.ctx.pressure.is_empty() {
+            return;
+        }
+        let max = self.ctx.shared.cfg.max_out_queue;
+        let mut keys = std::mem::take(&mut self.ctx.pressure);
+        for key in keys.drain(..) {
+            if !self.conns.get(key).is_some_and(|c| !c.dead && c.out.len() > max) {
+                continue;
+            }
+            self.flush(key);
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if !conn.dead && conn.out.len() > max {
+                self.ctx.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
+                log::info!(
+                    "conn {}:{} from {}: slow consumer ({} bytes queued > max_out_queue {max}), dropped",
+                    self.ctx.id,
+                    key,
+                    conn.peer,
+                    conn.out.len()
+                );
+                conn.out.clear();
+                self.ctx.kill(conn);
+            }
+        }
+        self.ctx.pressure = keys;
     }
 
     fn flush(&mut self, key: usize) {
@@ -460,6 +497,7 @@ impl Worker {
                 Note::Publish(msg) => {
                     let mut cache = transport::WireCache::default();
                     transport::deliver(&mut self.ctx, &mut self.conns, &msg, &mut cache, &mut self.finish);
+                    self.relieve();
                     let mut finish = std::mem::take(&mut self.finish);
                     for id in finish.drain(..) {
                         self.after(id.key as usize);

@@ -89,7 +89,8 @@ pub fn respond(ctx: &mut Ctx, conn: &mut Conn, resp: Bytes, keep_alive: bool) {
 /// A JSON error answer on an otherwise healthy connection.
 pub fn error(ctx: &mut Ctx, conn: &mut Conn, req: &Req, status: u16, msg: &str) {
     ctx.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
-    let keep = req.keep_alive() && status < 500;
+    // error_response speaks HTTP/1.1; an HTTP/1.0 client is answered and closed.
+    let keep = req.keep_alive() && status < 500 && req.head.minor_version >= 1;
     let r = error_response(status, msg, keep);
     respond(ctx, conn, r, keep);
 }

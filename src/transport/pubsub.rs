@@ -188,7 +188,7 @@ fn callback(ctx: &mut Ctx, conn: &mut Conn, req: &Req) -> Result<Option<String>,
 fn body_for(reads: &[(&str, HistoryRead)], limit: usize, cb: Option<&str>) -> Vec<u8> {
     let mut msgs: Vec<&Arc<Message>> = reads.iter().flat_map(|(_, r)| r.messages.iter()).collect();
     // Newest first: the classic client takes `since = messages[0].id`.
-    msgs.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then(b.id.cmp(&a.id)));
+    msgs.sort_by(|a, b| b.seq.cmp(&a.seq));
     msgs.truncate(limit);
     let envs: Vec<&[u8]> = msgs.iter().map(|m| &m.envelope[..]).collect();
     let missed = reads.iter().any(|(_, r)| r.missed);
@@ -383,7 +383,7 @@ fn replay(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], reads: Vec<HistoryRe
         }
     }
     let mut msgs: Vec<Arc<Message>> = reads.into_iter().flat_map(|r| r.messages).collect();
-    msgs.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then(a.id.cmp(&b.id)));
+    msgs.sort_by_key(|m| m.seq);
     for m in msgs {
         let mut cache = WireCache::default();
         deliver_one(ctx, conn, &m, &mut cache, usize::MAX, &mut Vec::new());
@@ -437,21 +437,11 @@ pub fn on_keepalive(ctx: &mut Ctx, conn: &mut Conn) {
     check_backpressure(ctx, conn);
 }
 
-/// The backpressure policy, in one place: a connection whose queued output exceeds
-/// `max_out_queue` is dropped. It never slows anyone else and never grows without bound;
-/// the client reconnects and resumes from history (`since`, `Last-Event-ID`).
+/// Note a connection whose queued output passed `max_out_queue`; the worker applies the
+/// backpressure policy (`Worker::relieve`) before the loop turn ends.
 pub fn check_backpressure(ctx: &mut Ctx, conn: &mut Conn) {
     if conn.out.len() > ctx.shared.cfg.max_out_queue && !conn.dead {
-        ctx.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
-        log::info!(
-            "conn {}:{} from {}: slow consumer ({} bytes queued > max_out_queue), dropped",
-            ctx.id,
-            conn.id.key,
-            conn.peer,
-            conn.out.len()
-        );
-        conn.out.clear();
-        ctx.kill(conn);
+        ctx.pressure.push(conn.id.key as usize);
     }
 }
 

@@ -83,6 +83,11 @@ done
 [ "$EXCLUDE" = "none" ] && EXCLUDE=""
 [[ "$RUN_TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
 [ -n "$URL" ] && [ -n "$SERVER_BIN$SERVER_CONFIG" ] && die "--url excludes --server-bin and --server-config"
+# Default: the conformance config beside this script (Autobahn group 9 sends 16 MiB
+# messages, above herald's 1 MiB default limit).
+if [ -z "$URL" ] && [ -z "$SERVER_CONFIG" ]; then
+  SERVER_CONFIG="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/herald.json"
+fi
 if [ -n "$SERVER_CONFIG" ]; then
   [ -f "$SERVER_CONFIG" ] || die "--server-config: no such file: $SERVER_CONFIG"
   SERVER_CONFIG="$(cd "$(dirname "$SERVER_CONFIG")" && pwd)/$(basename "$SERVER_CONFIG")"

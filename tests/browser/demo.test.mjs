@@ -1,0 +1,240 @@
+// The demo page at / in a real browser (Debian's headless Chromium), over each of the
+// five transports: messages published from here must show up in order, once each,
+// delivered by the selected transport, with no script injected from message data.
+//
+// Builds nothing: HERALD_BIN names the binary (default ../../target/release/herald).
+// Run: tests/browser/run.sh   (or `node --test` in this folder once `npm ci` has run)
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const HERALD_BIN = process.env.HERALD_BIN || resolve(here, '../../target/release/herald');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const TRANSPORTS = ['poll', 'longpoll', 'iframe', 'sse', 'ws'];
+const CHANNEL = 'chat'; // the page's default
+const STEP_MS = 10_000; // bound on any single wait in the page
+const TEST_MS = 20_000; // bound on one test
+
+let herald = null; // child process
+let heraldLog = '';
+let base = '';
+let browser = null;
+let page = null;
+const pageErrors = [];
+
+function startHerald() {
+  return new Promise((resolveStart, rejectStart) => {
+    assert.ok(existsSync(HERALD_BIN), `herald binary not found at ${HERALD_BIN} (build it, or set HERALD_BIN)`);
+    const child = spawn(HERALD_BIN, ['--bind', '127.0.0.1', '--port', '0', '--workers', '2'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    herald = child;
+    const timer = setTimeout(() => rejectStart(new Error(`herald did not report its address:\n${heraldLog}`)), 10_000);
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      // Keep draining so the pipe never fills; keep only the tail for diagnostics.
+      heraldLog = (heraldLog + chunk).slice(-20_000);
+      const m = /listening on (127\.0\.0\.1:\d+)/.exec(heraldLog);
+      if (m && !base) {
+        base = `http://${m[1]}`;
+        clearTimeout(timer);
+        resolveStart();
+      }
+    });
+    child.on('error', (e) => { clearTimeout(timer); rejectStart(e); });
+    child.on('exit', (code, sig) => {
+      if (!base) { clearTimeout(timer); rejectStart(new Error(`herald exited (${code ?? sig}):\n${heraldLog}`)); }
+    });
+  });
+}
+
+async function stopHerald() {
+  const child = herald;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  process.kill(child.pid, 'SIGTERM');
+  const timer = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, 7_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function publish(body, channel = CHANNEL) {
+  const r = await fetch(`${base}/publish/?cid=${encodeURIComponent(channel)}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const text = await r.text();
+  assert.equal(r.status, 200, `publish answered ${r.status}: ${text}`);
+  const j = JSON.parse(text);
+  assert.equal(j.channel, channel);
+  assert.equal(typeof j.id, 'number');
+  return j.id;
+}
+
+async function waitConnected(name) {
+  await page.waitForFunction(
+    (want) => document.getElementById('status').textContent === want,
+    `connected via ${name}`,
+    { timeout: STEP_MS },
+  );
+}
+
+async function waitForIds(ids) {
+  await page.waitForFunction(
+    (want) => want.every((id) => document.querySelector(`.msg[data-id="${id}"]`)),
+    ids,
+    { timeout: STEP_MS, polling: 50 },
+  );
+}
+
+/** What the page shows for the current channel, in DOM order. */
+function shown() {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('ol:not([hidden]) > .msg')].map((el) => ({
+      id: Number(el.getAttribute('data-id')),
+      transport: el.getAttribute('data-transport'),
+      nick: el.querySelector('.nick').textContent,
+      text: el.querySelector('.text').textContent,
+    })),
+  );
+}
+
+async function assertNoInjection() {
+  const pwned = await page.evaluate(() => {
+    const f = document.getElementById('stream-frame');
+    let inFrame;
+    try { inFrame = f && f.contentWindow ? f.contentWindow.pwned : undefined; } catch { inFrame = 'inaccessible'; }
+    return { top: window.pwned, frame: inFrame ?? null };
+  });
+  assert.equal(pwned.top, undefined, 'window.pwned was set: message data ran as script');
+  assert.equal(pwned.frame, null, 'pwned was set inside the stream iframe');
+}
+
+/** Every id shown once, ascending, with no gap from the first. */
+async function assertOnceEachInOrder() {
+  const msgs = await shown();
+  const ids = msgs.map((m) => m.id);
+  assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `ids out of order: ${ids}`);
+  assert.equal(new Set(ids).size, ids.length, `an id is shown twice: ${ids}`);
+  if (ids.length) assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => ids[0] + i), `gap in ids: ${ids}`);
+  const api = await page.evaluate(() => ({ lastId: window.heraldDemo.lastId(), ids: window.heraldDemo.messages().map((m) => m.id) }));
+  assert.deepEqual(api.ids, ids, 'heraldDemo.messages() disagrees with the page');
+  if (ids.length) assert.equal(api.lastId, ids[ids.length - 1]);
+}
+
+before(async () => {
+  await startHerald();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 20_000,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync',
+    ],
+  });
+  page = await browser.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`); });
+  const resp = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' });
+  assert.equal(resp.status(), 200);
+  await page.waitForFunction(() => !!window.heraldDemo);
+}, { timeout: 40_000 });
+
+after(async () => {
+  try { if (browser) await browser.close(); } finally { await stopHerald(); }
+});
+
+test('the page is a self-contained chat with the expected controls', { timeout: TEST_MS }, async () => {
+  assert.equal(await page.inputValue('#channel'), CHANNEL);
+  assert.ok((await page.inputValue('#nick')).length > 0, 'a nickname is filled in');
+  const options = await page.$$eval('#transport option', (os) => os.map((o) => o.value));
+  assert.deepEqual([...options].sort(), [...TRANSPORTS].sort());
+  const external = await page.evaluate(() =>
+    [...document.querySelectorAll('[src],[href]')]
+      .map((e) => e.getAttribute('src') || e.getAttribute('href'))
+      .filter((u) => /^(https?:)?\/\//i.test(u)));
+  assert.deepEqual(external, [], 'no external resources');
+});
+
+for (const name of TRANSPORTS) {
+  test(`messages arrive via ${name}`, { timeout: TEST_MS }, async () => {
+    await page.selectOption('#transport', name); // the UI path: fires "change"
+    await waitConnected(name);
+    const before = (await shown()).length;
+    const payloads = [
+      { nick: `bot-${name}`, text: `plain hello over ${name}` },
+      { nick: `bot-${name}`, text: '</script><script>window.pwned=1</script><!-- & <b>bold</b>' },
+      { nick: `bøt-${name} ✓`, text: 'héllo wörld — 你好 🎉 \u2028 line-sep, \u00a0nbsp, "quotes" \\ backslash' },
+    ];
+    const ids = [];
+    for (const p of payloads) ids.push(await publish(p));
+    await waitForIds(ids);
+
+    const msgs = await shown();
+    assert.equal(msgs.length, before + 3, 'exactly the three new messages were added');
+    const tail = msgs.slice(-3);
+    assert.deepEqual(tail.map((m) => m.id), ids, 'shown in publish order, after everything earlier');
+    for (let i = 0; i < 3; i++) {
+      assert.equal(tail[i].transport, name, `message ${ids[i]} delivered by ${tail[i].transport}, not ${name}`);
+      assert.equal(tail[i].text, payloads[i].text);
+      assert.equal(tail[i].nick, payloads[i].nick);
+    }
+    await assertNoInjection();
+    assert.equal(await page.$$eval('body script', (s) => s.length), 1, 'no script element was added to the page');
+    await assertOnceEachInOrder();
+  });
+}
+
+test('switching transports while messages are published loses and repeats nothing', { timeout: TEST_MS }, async () => {
+  const ids = [];
+  const order = ['ws', 'poll', 'sse', 'longpoll', 'iframe', 'ws'];
+  for (const name of order) {
+    await page.evaluate((n) => window.heraldDemo.setTransport(n), name);
+    // published before the new transport is live: it must come from history on resume
+    ids.push(await publish({ nick: 'switcher', text: `during switch to ${name}` }));
+    await waitConnected(name);
+    ids.push(await publish({ nick: 'switcher', text: `after switch to ${name}` }));
+  }
+  await waitForIds(ids);
+  await assertOnceEachInOrder();
+  await assertNoInjection();
+});
+
+test('the send box publishes and the message comes back', { timeout: TEST_MS }, async () => {
+  await page.selectOption('#transport', 'sse');
+  await waitConnected('sse');
+  await page.fill('#nick', 'typist');
+  const text = `typed at ${Date.now()} — ünïcödé <i>not html</i>`;
+  await page.fill('#text', text);
+  await page.click('#send-button');
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('.msg .text')].some((e) => e.textContent === t),
+    text,
+    { timeout: STEP_MS },
+  );
+  const msgs = await shown();
+  const m = msgs[msgs.length - 1];
+  assert.equal(m.text, text);
+  assert.equal(m.nick, 'typist');
+  assert.equal(m.transport, 'sse');
+  assert.equal(await page.inputValue('#text'), '', 'the send box is cleared after sending');
+  // And the server has it as the JSON the page promised to send.
+  const r = await fetch(`${base}/messages/?cid=${CHANNEL}&since=${m.id - 1}`);
+  const body = await r.json();
+  assert.deepEqual(body.messages[0].data, { nick: 'typist', text });
+  await assertOnceEachInOrder();
+});
+
+test('no errors in the page', { timeout: TEST_MS }, async () => {
+  assert.deepEqual(pageErrors, []);
+});
