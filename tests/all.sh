@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything Herald's tests need on a fresh Debian 12 machine, then run them all:
+# unit and integration tests (cargo test, each against a real herald on loopback), the
+# Autobahn|Testsuite conformance run, and the headless-Chromium browser test.
+#
+# Usage: bash tests/all.sh            (as root, or a user with sudo for apt-get)
+# Env:   HERALD_SKIP_INSTALL=1        skip apt/npm installs (everything already there)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
+  log "installing system packages (chromium for the browser test, node/npm, curl)"
+  need=()
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
+  command -v curl >/dev/null || need+=(curl)
+  command -v python3 >/dev/null || need+=(python3)
+  if [ ${#need[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if [ -f tests/browser/package.json ]; then
+    log "installing the browser test's npm packages"
+    (cd tests/browser && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
+  fi
+fi
+
+log "cargo build (release: the browser and conformance runs use it)"
+cargo build --release --locked
+
+log "cargo test (unit tests on byte vectors; integration tests against a real herald)"
+cargo test --locked --release 2>&1
+
+log "Autobahn|Testsuite against /echo (groups 1-7, 9, 10)"
+bash tests/autobahn/run.sh --no-build
+
+if [ -f tests/browser/demo.test.mjs ]; then
+  log "browser test: the demo page in headless Chromium over all five transports"
+  HERALD_BIN="$PWD/target/release/herald" bash tests/browser/run.sh
+fi
+
+log "all test suites passed"
