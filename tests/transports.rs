@@ -443,3 +443,30 @@ fn concurrent_publishers_get_unique_ordered_ids() {
     let got: Vec<u64> = (0..400).map(|_| ws_json(&mut ws)["id"].as_u64().unwrap()).collect();
     assert_eq!(got, (1..=400).collect::<Vec<_>>(), "in id order, no duplicates");
 }
+
+#[test]
+fn polling_with_limit_walks_forward_without_gaps() {
+    let h = Herald::start("{}");
+    for i in 1..=5 {
+        publish(&h, "w", format!("m{i}").as_bytes());
+    }
+    // More than `limit` messages after `since`: the oldest ones come first, so following
+    // `since = messages[0].id` sees every message.
+    let v = get(&h, "/messages/?cid=w&since=0&limit=2").json();
+    let ids: Vec<u64> = v["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![2, 1]);
+    let v = get(&h, "/messages/?cid=w&since=2&limit=2").json();
+    let ids: Vec<u64> = v["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![4, 3]);
+}
+
+#[test]
+fn sse_last_event_id_wins_over_since() {
+    let h = Herald::start("{}");
+    for i in 1..=5 {
+        publish(&h, "le", format!("{i}").as_bytes());
+    }
+    // The browser reconnects with its original URL plus the header naming what it got.
+    let mut sse = Sse::open(&h, "/sse/?cid=le&since=1", Some("4"));
+    assert_eq!(sse.next().unwrap().0.as_deref(), Some("5"));
+}

@@ -114,7 +114,13 @@ impl MemoryEngine {
         };
         let mut msgs: Vec<Arc<Message>> = c.history.iter().filter(|m| m.id > from).cloned().collect();
         if msgs.len() > limit {
-            msgs.drain(..msgs.len() - limit);
+            // With `since` the client walks forward: give the oldest `limit` after it, so the
+            // next `since` continues with no gap. Without, give the newest.
+            if since.is_some() {
+                msgs.truncate(limit);
+            } else {
+                msgs.drain(..msgs.len() - limit);
+            }
         }
         HistoryRead { messages: msgs, last_id: c.last_id, missed }
     }

@@ -119,16 +119,18 @@ fn channels(ctx: &mut Ctx, conn: &mut Conn, req: &Req) -> Option<Vec<String>> {
 /// `Last-Event-ID` (header, or `last_event_id` in the query for polyfills) has the same
 /// form. Returns Err with a message on a malformed value.
 fn since_list(req: &Req, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String> {
-    let q = query_param(req.head.query, "since");
-    let raw: Option<String> = match q {
-        Some(v) => Some(v.into_owned()),
-        None if sse => req
-            .head
+    // On SSE, Last-Event-ID wins over `since`: a browser reconnects with the original URL
+    // and the header naming what it actually received.
+    let last_event_id = if sse {
+        req.head
             .header_str("Last-Event-ID")
+            .filter(|s| !s.is_empty())
             .map(|s| s.to_string())
-            .or_else(|| query_param(req.head.query, "last_event_id").map(|v| v.into_owned())),
-        None => None,
+            .or_else(|| query_param(req.head.query, "last_event_id").map(|v| v.into_owned()))
+    } else {
+        None
     };
+    let raw = last_event_id.or_else(|| query_param(req.head.query, "since").map(|v| v.into_owned()));
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(vec![None; n]);
     };
@@ -185,11 +187,18 @@ fn callback(ctx: &mut Ctx, conn: &mut Conn, req: &Req) -> Result<Option<String>,
     }
 }
 
-fn body_for(reads: &[(&str, HistoryRead)], limit: usize, cb: Option<&str>) -> Vec<u8> {
+fn body_for(reads: &[(&str, HistoryRead)], limit: usize, walking: bool, cb: Option<&str>) -> Vec<u8> {
     let mut msgs: Vec<&Arc<Message>> = reads.iter().flat_map(|(_, r)| r.messages.iter()).collect();
+    msgs.sort_by_key(|m| m.seq);
+    // With `since`, the oldest `limit` after it (a client walking forward misses nothing);
+    // without, the newest `limit`.
+    if walking {
+        msgs.truncate(limit);
+    } else if msgs.len() > limit {
+        msgs.drain(..msgs.len() - limit);
+    }
     // Newest first: the classic client takes `since = messages[0].id`.
-    msgs.sort_by(|a, b| b.seq.cmp(&a.seq));
-    msgs.truncate(limit);
+    msgs.reverse();
     let envs: Vec<&[u8]> = msgs.iter().map(|m| &m.envelope[..]).collect();
     let missed = reads.iter().any(|(_, r)| r.missed);
     let last: Vec<(&str, u64)> = reads.iter().map(|(c, r)| (*c, r.last_id)).collect();
@@ -221,7 +230,7 @@ pub fn poll(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     let engine = ctx.shared.engine.clone();
     let reads: Vec<(&str, HistoryRead)> =
         chans.iter().zip(&since).map(|(c, s)| (c.as_str(), engine.history(c, *s, limit, ctx.now_ms))).collect();
-    let body = body_for(&reads, limit, cb.as_deref());
+    let body = body_for(&reads, limit, since.iter().any(|s| s.is_some()), cb.as_deref());
     send_messages(ctx, conn, req, &body, cb.is_some());
 }
 
@@ -280,7 +289,7 @@ pub fn listen(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     let reads = subscribe(ctx, conn, &chans, &since);
     if reads.iter().any(|r| !r.messages.is_empty() || r.missed) {
         let named: Vec<(&str, HistoryRead)> = chans.iter().map(|c| c.as_str()).zip(reads).collect();
-        let body = body_for(&named, usize::MAX, cb.as_deref());
+        let body = body_for(&named, usize::MAX, true, cb.as_deref());
         leave_subscriptions(ctx, conn);
         return send_messages(ctx, conn, req, &body, cb.is_some());
     }

@@ -1,0 +1,94 @@
+//! `/proc` readers for `herald-load`: a server's resident memory and CPU time (the process
+//! and its direct children, so an nginx master PID covers its worker), the generator's own
+//! CPU time, and the kernel's TCP socket memory from `/proc/net/sockstat`.
+//!
+//! Reads files only; never signals or otherwise touches the processes it watches.
+
+use std::fs;
+
+/// Clock ticks per second for `/proc/PID/stat` times.
+fn ticks_per_s() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// `pid` plus its direct children (from `/proc/PID/task/*/children`).
+fn family(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(c) = fs::read_to_string(t.path().join("children")) {
+                out.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Resident set size in bytes of `pid` and its children (`VmRSS`), or None if gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    let mut any = false;
+    for p in family(pid) {
+        let Ok(s) = fs::read_to_string(format!("/proc/{p}/status")) else { continue };
+        if let Some(kb) = s
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += kb * 1024;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// User + system CPU seconds of one process (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_seconds_one(pid: &str) -> Option<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / ticks_per_s())
+}
+
+/// CPU seconds of `pid` and its children.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let v: Vec<f64> = family(pid).iter().filter_map(|p| cpu_seconds_one(&p.to_string())).collect();
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
+/// The generator's own CPU seconds.
+pub fn self_cpu_seconds() -> f64 {
+    cpu_seconds_one("self").unwrap_or(0.0)
+}
+
+/// `(TCP sockets in use, TCP memory in pages)` from `/proc/net/sockstat` (system-wide).
+pub fn sockstat_tcp() -> Option<(u64, u64)> {
+    let s = fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("TCP:"))?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let get = |k: &str| f.iter().position(|x| *x == k).and_then(|i| f.get(i + 1)).and_then(|v| v.parse().ok());
+    Some((get("inuse")?, get("mem")?))
+}
+
+/// The page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}

@@ -1,0 +1,269 @@
+//! Centrifugo v6 configuration sections that Herald understands: `client`, `http_api`,
+//! `channel` (namespaces and their options). Key names are Centrifugo's, so a Centrifugo
+//! config file for these features works as it is; an unknown key is an error naming it.
+//!
+//! Owns: parsing and resolving channel options. Called at start-up (parse, validate) and by
+//! the Centrifugo transport and API (resolve a channel's namespace).
+
+use serde::{Deserialize, Deserializer};
+
+/// A duration given as Centrifugo does (`"25s"`, `"300ms"`, `"5m"`, `"1h"`) or as a number
+/// of seconds; stored in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Duration(pub u64);
+
+impl Duration {
+    /// Parse `"1h2m3s"`, `"250ms"`, `"0"`; None when malformed.
+    pub fn parse(s: &str) -> Option<Duration> {
+        let s = s.trim();
+        if s == "0" {
+            return Some(Duration(0));
+        }
+        let mut total: f64 = 0.0;
+        let mut rest = s;
+        if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            if num_end == 0 {
+                return None;
+            }
+            let n: f64 = rest[..num_end].parse().ok()?;
+            rest = &rest[num_end..];
+            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let mult = match &rest[..unit_end] {
+                "ms" => 1.0,
+                "s" => 1000.0,
+                "m" => 60_000.0,
+                "h" => 3_600_000.0,
+                _ => return None,
+            };
+            rest = &rest[unit_end..];
+            total += n * mult;
+        }
+        Some(Duration(total.round() as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration(s * 1000)),
+            Raw::Text(t) => Duration::parse(&t)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{t}` is not a duration like \"25s\", \"500ms\", \"5m\""))),
+        }
+    }
+}
+
+/// `client.token`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// HS256 secret for connection and subscription tokens.
+    pub hmac_secret_key: String,
+    /// If set, tokens must carry this `aud`.
+    pub audience: String,
+    /// If set, tokens must carry this `iss`.
+    pub issuer: String,
+}
+
+/// `client.subscription_token`: a separate secret for subscription tokens (if enabled).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubTokenConfig {
+    pub enabled: bool,
+    pub hmac_secret_key: String,
+}
+
+/// `client`: the Centrifugo client protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    pub token: TokenConfig,
+    pub subscription_token: SubTokenConfig,
+    /// Origins allowed to open `/connection/*` (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Connect with no token as the anonymous user "".
+    pub allow_anonymous_connect_without_token: bool,
+    /// Server `{}` ping interval.
+    pub ping_interval: Duration,
+    /// How long a client may take to answer a ping before 3012 "no pong".
+    pub pong_timeout: Duration,
+    /// Most channels one client may subscribe to (106 limit exceeded above).
+    pub channel_limit: usize,
+    /// Channel namespace boundary.
+    pub channel_namespace_boundary: Option<String>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            token: TokenConfig::default(),
+            subscription_token: SubTokenConfig::default(),
+            allowed_origins: Vec::new(),
+            allow_anonymous_connect_without_token: false,
+            ping_interval: Duration(25_000),
+            pong_timeout: Duration(8_000),
+            channel_limit: 128,
+            channel_namespace_boundary: None,
+        }
+    }
+}
+
+/// `http_api`: the server API at `/api`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpApiConfig {
+    /// Key expected in `X-API-Key` or `Authorization: apikey KEY`.
+    pub key: String,
+    /// Allow the API without a key (only sensible behind a firewall).
+    pub insecure: bool,
+}
+
+/// Per-namespace channel options (Centrifugo v6 names). Default is deny.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelOptions {
+    pub presence: bool,
+    pub join_leave: bool,
+    pub force_push_join_leave: bool,
+    pub history_size: usize,
+    pub history_ttl: Duration,
+    pub force_positioning: bool,
+    pub force_recovery: bool,
+    pub allow_subscribe_for_client: bool,
+    pub allow_subscribe_for_anonymous: bool,
+    pub allow_publish_for_subscriber: bool,
+    pub allow_publish_for_client: bool,
+    pub allow_publish_for_anonymous: bool,
+    pub allow_history_for_subscriber: bool,
+    pub allow_history_for_client: bool,
+    pub allow_history_for_anonymous: bool,
+    pub allow_presence_for_subscriber: bool,
+    pub allow_presence_for_client: bool,
+    pub allow_presence_for_anonymous: bool,
+    pub allow_user_limited_channels: bool,
+}
+
+impl ChannelOptions {
+    /// History is on when both size and TTL are set.
+    pub fn history(&self) -> bool {
+        self.history_size > 0 && self.history_ttl.0 > 0
+    }
+}
+
+/// A named namespace.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+}
+
+/// `channel`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Options of channels with no namespace.
+    pub without_namespace: ChannelOptions,
+    pub namespaces: Vec<Namespace>,
+    /// Prefix of private channels (subscription token required), default `$`.
+    pub private_prefix: Option<String>,
+    /// Separator of user ids in user-limited channels, default `#`.
+    pub user_boundary: Option<String>,
+}
+
+impl ChannelConfig {
+    /// Split `[$]ns:rest` into (namespace name or "", options) — None for an undefined
+    /// namespace (error 102 unknown channel).
+    pub fn resolve<'a>(&'a self, channel: &str) -> Option<(&'a str, &'a ChannelOptions)> {
+        let prefix = self.private_prefix.as_deref().unwrap_or("$");
+        let name = channel.strip_prefix(prefix).unwrap_or(channel);
+        match name.split_once(':') {
+            Some((ns, _)) => self.namespaces.iter().find(|n| n.name == ns).map(|n| (n.name.as_str(), &n.options)),
+            None => Some(("", &self.without_namespace)),
+        }
+    }
+
+    /// Whether the channel is private (needs a subscription token).
+    pub fn is_private(&self, channel: &str) -> bool {
+        let prefix = self.private_prefix.as_deref().unwrap_or("$");
+        if prefix.is_empty() {
+            return false;
+        }
+        channel.starts_with(prefix) || channel.split_once(':').is_some_and(|(_, rest)| rest.starts_with(prefix))
+    }
+
+    /// The users a `#` user-limited channel allows (None if the channel is not one).
+    pub fn limited_users<'c>(&self, channel: &'c str) -> Option<impl Iterator<Item = &'c str>> {
+        let b = self.user_boundary.as_deref().unwrap_or("#");
+        channel.split_once(b).map(|(_, users)| users.split(','))
+    }
+
+    /// Check namespace names and option combinations; messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, n) in self.namespaces.iter().enumerate() {
+            if n.name.is_empty() || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(format!(
+                    "key `channel.namespaces[{i}].name`: `{}` must be non-empty letters, digits, _ or -",
+                    n.name
+                ));
+            }
+            if self.namespaces[..i].iter().any(|m| m.name == n.name) {
+                return Err(format!("key `channel.namespaces[{i}].name`: namespace `{}` defined twice", n.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// History (size, ttl ms) of a channel, None when it has no history.
+    pub fn history_of(&self, channel: &str) -> Option<(usize, u64)> {
+        self.resolve(channel).map(|(_, o)| o).filter(|o| o.history()).map(|o| (o.history_size, o.history_ttl.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(Duration::parse("25s"), Some(Duration(25_000)));
+        assert_eq!(Duration::parse("1m30s"), Some(Duration(90_000)));
+        assert_eq!(Duration::parse("250ms"), Some(Duration(250)));
+        assert_eq!(Duration::parse("1.5h"), Some(Duration(5_400_000)));
+        assert_eq!(Duration::parse("0"), Some(Duration(0)));
+        assert_eq!(Duration::parse("5x"), None);
+        assert_eq!(Duration::parse(""), None);
+        assert_eq!(Duration::parse("s"), None);
+    }
+
+    #[test]
+    fn namespaces() {
+        let c: ChannelConfig = serde_json::from_str(
+            r#"{"without_namespace":{"allow_subscribe_for_client":true},
+                "namespaces":[{"name":"chat","history_size":10,"history_ttl":"60s","presence":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.resolve("news").unwrap().0, "");
+        assert!(c.resolve("news").unwrap().1.allow_subscribe_for_client);
+        assert_eq!(c.resolve("chat:room").unwrap().0, "chat");
+        assert_eq!(c.resolve("$chat:room").unwrap().0, "chat");
+        assert!(c.resolve("nope:room").is_none());
+        assert!(c.is_private("$secret"));
+        assert!(c.is_private("chat:$secret"));
+        assert!(!c.is_private("chat:open"));
+        assert_eq!(c.history_of("chat:x"), Some((10, 60_000)));
+        assert_eq!(c.history_of("news"), None);
+        assert_eq!(c.limited_users("chat:dm#1,2").unwrap().collect::<Vec<_>>(), vec!["1", "2"]);
+        let bad: Result<ChannelConfig, _> = serde_json::from_str(r#"{"namespaces":[{"name":"a","presenc":true}]}"#);
+        assert!(bad.is_err());
+    }
+}
