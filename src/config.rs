@@ -75,6 +75,13 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Most channels one subscription may name (`cid=a,b,...`).
     pub max_channels_per_conn: usize,
+
+    /// Centrifugo `client` section: tokens, anonymous access, pings.
+    pub client: crate::centrifugo::config::ClientConfig,
+    /// Centrifugo `http_api` section: the server API key.
+    pub http_api: crate::centrifugo::config::HttpApiConfig,
+    /// Centrifugo `channel` section: namespaces and their options.
+    pub channel: crate::centrifugo::config::ChannelConfig,
 }
 
 impl Default for Config {
@@ -108,6 +115,9 @@ impl Default for Config {
             ws_client_publish: false,
             cors_origins: vec!["*".into()],
             max_channels_per_conn: 64,
+            client: Default::default(),
+            http_api: Default::default(),
+            channel: Default::default(),
         }
     }
 }
@@ -239,7 +249,31 @@ impl Config {
                 return bad("publish_api_key", "must be at least 8 characters");
             }
         }
+        self.channel.validate()?;
+        if self.client.ping_interval.0 == 0 || self.client.pong_timeout.0 == 0 {
+            return bad("client.ping_interval", "ping_interval and pong_timeout must be above 0");
+        }
+        if self.client.pong_timeout.0 >= self.client.ping_interval.0 {
+            return bad("client.pong_timeout", "must be shorter than client.ping_interval");
+        }
         Ok(())
+    }
+
+    /// History (size, ttl ms) of a channel: its Centrifugo namespace decides when it has
+    /// one; channels without a namespace use `channel.without_namespace` when that enables
+    /// history, else `history_size` / `history_ttl_ms`.
+    pub fn history_policy(&self, channel: &str) -> (usize, u64) {
+        match self.channel.resolve(channel) {
+            Some((ns, o)) if !ns.is_empty() => {
+                if o.history() {
+                    (o.history_size, o.history_ttl.0)
+                } else {
+                    (0, 0)
+                }
+            }
+            Some((_, o)) if o.history() => (o.history_size, o.history_ttl.0),
+            _ => (self.history_size, self.history_ttl_ms),
+        }
     }
 
     /// Number of workers to start: `workers`, or the number of cores when 0.

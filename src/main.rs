@@ -1,7 +1,7 @@
 //! `herald`: reads configuration, raises the open-files limit, starts one worker per core
 //! and waits for SIGINT/SIGTERM to drain them. Nothing else lives here.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use herald::config::Config;
 use herald::reactor::Server;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,60 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+/// Centrifugo-style helper commands.
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write a config file with a random token secret and API key.
+    Genconfig {
+        #[arg(long, short = 'c', default_value = "config.json")]
+        config: String,
+    },
+    /// Check a config file.
+    Checkconfig {
+        #[arg(long, short = 'c', default_value = "config.json")]
+        config: String,
+    },
+    /// Print an HS256 connection token for a user.
+    Gentoken {
+        #[arg(long, short = 'c', default_value = "config.json")]
+        config: String,
+        /// User id (the token's `sub`).
+        #[arg(long, short = 'u', default_value = "")]
+        user: String,
+        /// Lifetime in seconds (0 = no expiry).
+        #[arg(long, short = 't', default_value_t = 604800)]
+        ttl: i64,
+    },
+    /// Verify a connection token against the config's secret.
+    Checktoken {
+        #[arg(long, short = 'c', default_value = "config.json")]
+        config: String,
+        token: String,
+    },
+}
+
+fn run_cmd(cmd: &Cmd) -> ! {
+    use herald::centrifugo::cli;
+    let r = match cmd {
+        Cmd::Genconfig { config } => cli::genconfig(config),
+        Cmd::Checkconfig { config } => cli::checkconfig(config),
+        Cmd::Gentoken { config, user, ttl } => cli::gentoken(config, user, *ttl),
+        Cmd::Checktoken { config, token } => cli::checktoken(config, token),
+    };
+    match r {
+        Ok(out) => {
+            println!("{out}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
@@ -72,6 +126,9 @@ fn raise_nofile() {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(cmd) = &cli.cmd {
+        run_cmd(cmd);
+    }
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {

@@ -56,8 +56,9 @@ impl<'de> Deserialize<'de> for Duration {
         }
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Duration(s * 1000)),
-            Raw::Text(t) => Duration::parse(&t)
-                .ok_or_else(|| serde::de::Error::custom(format!("`{t}` is not a duration like \"25s\", \"500ms\", \"5m\""))),
+            Raw::Text(t) => Duration::parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{t}` is not a duration like \"25s\", \"500ms\", \"5m\""))
+            }),
         }
     }
 }

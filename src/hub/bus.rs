@@ -9,10 +9,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
+/// A channel event other than a publication (Centrifugo join/leave), encoded once.
+pub struct Event {
+    pub channel: Arc<str>,
+    /// The whole push as JSON text, e.g. `{"push":{"channel":"c","join":{"info":{...}}}}`.
+    pub json: bytes::Bytes,
+    /// The client whose join/leave this is.
+    pub client: Arc<str>,
+}
+
+/// A server API command aimed at a user's connections, wherever they are.
+pub enum UserCmd {
+    Subscribe { user: String, channel: String },
+    Unsubscribe { user: String, channel: String },
+    Disconnect { user: String, code: u16, reason: String },
+    Refresh { user: String, expire_at: Option<i64> },
+}
+
 /// What a worker can be told.
 pub enum Note {
     /// A sequenced message for a channel this worker has (or had) subscribers on.
     Publish(Arc<Message>),
+    /// A join/leave event.
+    Event(Arc<Event>),
+    /// A server API command for a user's connections.
+    User(Arc<UserCmd>),
     /// Start the graceful drain.
     Shutdown,
 }

@@ -1,26 +1,30 @@
 //! The engine seam and the embedded in-memory engine.
 //!
-//! Owns: per-channel id sequences, history rings, and which workers have subscribers on
-//! which channel. Called by transports (publish, subscribe, history) and the main thread
-//! (sweep). A publish is sequenced exactly once: the channel's shard lock is held while its
-//! id is assigned, its history appended and the message handed to the workers' inboxes, so
-//! every worker receives one channel's messages in id order. Delivery to connections happens
-//! in the workers, with no lock. Must never block on IO while holding a shard lock.
+//! Owns: per-channel id sequences (Centrifugo's offsets) and epochs, history rings,
+//! presence, subscriber counts, and which workers have subscribers on which channel. Called
+//! by transports (publish, subscribe, history, presence) and the main thread (sweep). A
+//! publish is sequenced exactly once: the channel's shard lock is held while its id is
+//! assigned, its history appended and the message handed to the workers' inboxes, so every
+//! worker receives one channel's messages in id order. Delivery to connections happens in
+//! the workers, with no lock. Must never block on IO while holding a shard lock.
 
 use super::bus::{Inbox, Note};
-use super::envelope::envelope;
+use super::envelope::envelope_of;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A sequenced message, shared by every worker and history.
 pub struct Message {
     pub channel: Arc<str>,
     pub id: u64,
-    /// `{"id":N,"channel":"CH","data":PAYLOAD}`, encoded once.
+    /// The payload as JSON text.
+    pub data: Bytes,
+    /// `{"id":N,"channel":"CH","data":DATA}`, encoded once.
     pub envelope: Bytes,
-    /// The raw published body.
-    pub body: Bytes,
+    /// Publisher's ClientInfo JSON (Centrifugo client publishes), if any.
+    pub info: Option<Bytes>,
     pub time_ms: u64,
     /// Process-wide publish order (orders messages of different channels).
     pub seq: u64,
@@ -32,59 +36,109 @@ pub struct HistoryRead {
     pub messages: Vec<Arc<Message>>,
     /// The channel's newest id (0 if it has none).
     pub last_id: u64,
+    /// The channel stream's epoch (changes when its history is lost).
+    pub epoch: Arc<str>,
     /// True when `since` is older than the history holds (or from a previous life of the
     /// channel): the client missed messages.
     pub missed: bool,
 }
 
+/// History policy of a channel: (size, ttl ms), decided by its namespace.
+pub type Policy = Arc<dyn Fn(&str) -> (usize, u64) + Send + Sync>;
+
+/// Per-channel counters for the API and `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStat {
+    pub name: String,
+    pub subscribers: usize,
+    pub workers: u32,
+    pub stored: usize,
+    pub last_id: u64,
+}
+
 /// What every engine offers the hub (memory now; Redis later).
 pub trait Engine: Send + Sync {
-    /// Sequence, store and fan out one message; returns its id.
-    fn publish(&self, channel: &str, body: Bytes, now_ms: u64) -> u64;
-    /// Register `worker` as having subscribers on `channel` and read history after `since`
-    /// in the same step, so no message falls between the two.
+    /// Sequence, store and fan out one message (`data` is JSON text); returns (id, epoch).
+    fn publish(&self, channel: &str, data: Bytes, info: Option<Bytes>, now_ms: u64) -> (u64, Arc<str>);
+    /// Count a new subscriber on `worker`, register the worker for the channel's feed and
+    /// read history after `since` in the same step, so no message falls between the two.
     fn subscribe(&self, channel: &str, worker: usize, since: Option<u64>, now_ms: u64) -> HistoryRead;
-    /// `worker` has no subscribers left on `channel`.
-    fn unsubscribe(&self, channel: &str, worker: usize);
+    /// A subscriber left; `last_on_worker` when `worker` has none left there.
+    fn unsubscribe(&self, channel: &str, worker: usize, last_on_worker: bool);
     /// Messages after `since` (all kept messages when None), oldest first, at most `limit`
-    /// newest of them.
+    /// (the oldest after `since`, or the newest without it).
     fn history(&self, channel: &str, since: Option<u64>, limit: usize, now_ms: u64) -> HistoryRead;
+    /// Drop a channel's history (its epoch changes).
+    fn history_remove(&self, channel: &str);
+    /// Hand an event (join/leave push) to the workers with subscribers on `channel`.
+    fn channel_event(&self, channel: &str, note: &dyn Fn() -> Note);
+    /// Presence: add or replace a client's entry (user, ClientInfo JSON).
+    fn presence_add(&self, channel: &str, client: &str, user: &str, info: Bytes);
+    /// Presence: remove a client's entry.
+    fn presence_remove(&self, channel: &str, client: &str);
+    /// Presence entries: (client id, user, ClientInfo JSON).
+    fn presence(&self, channel: &str) -> Vec<(String, String, Bytes)>;
     /// Drop expired history and channels with neither subscribers nor history.
     fn sweep(&self, now_ms: u64);
     /// (channels, messages held in history).
     fn counts(&self) -> (usize, usize);
-    /// Per-channel (name, workers subscribed, messages held, last id), for `/stats`.
-    fn channel_stats(&self) -> Vec<(String, u32, usize, u64)>;
+    /// Per-channel counters.
+    fn channel_stats(&self) -> Vec<ChannelStat>;
+    /// Tell every worker something (shutdown, API commands aimed at users).
+    fn broadcast(&self, note: &dyn Fn() -> Note);
 }
 
 struct Chan {
     last_id: u64,
+    epoch: Arc<str>,
+    name: Arc<str>,
     history: VecDeque<Arc<Message>>,
+    size: usize,
+    ttl_ms: u64,
     /// Bit i set: worker i has subscribers.
     workers: u64,
+    subscribers: usize,
+    presence: HashMap<String, (String, Bytes)>,
 }
 
 /// The embedded in-memory engine: channels sharded over mutexes by name hash.
 pub struct MemoryEngine {
     shards: Vec<Mutex<HashMap<Arc<str>, Chan>>>,
     inboxes: Vec<Arc<Inbox>>,
-    history_size: usize,
-    history_ttl_ms: u64,
-    seq: std::sync::atomic::AtomicU64,
+    policy: Policy,
+    seq: AtomicU64,
+    epochs: AtomicU64,
 }
 
 const SHARDS: usize = 64;
 
+/// A short random-looking epoch: unique per channel life within and across processes.
+fn new_epoch(n: u64) -> Arc<str> {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let mut x = t ^ n.wrapping_mul(0x9E3779B97F4A7C15) ^ (std::process::id() as u64).rotate_left(32);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^= x >> 31;
+    Arc::from(format!("{:08x}", x as u32))
+}
+
 impl MemoryEngine {
-    /// An engine feeding `inboxes` (index = worker id; at most 64 workers).
+    /// An engine feeding `inboxes` (index = worker id; at most 64 workers) with one history
+    /// policy for every channel.
     pub fn new(inboxes: Vec<Arc<Inbox>>, history_size: usize, history_ttl_ms: u64) -> Self {
+        Self::with_policy(inboxes, Arc::new(move |_: &str| (history_size, history_ttl_ms)))
+    }
+
+    /// An engine whose history size and TTL are decided per channel.
+    pub fn with_policy(inboxes: Vec<Arc<Inbox>>, policy: Policy) -> Self {
         assert!(inboxes.len() <= 64, "at most 64 workers");
         MemoryEngine {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             inboxes,
-            history_size,
-            history_ttl_ms,
-            seq: Default::default(),
+            policy,
+            seq: AtomicU64::new(0),
+            epochs: AtomicU64::new(0),
         }
     }
 
@@ -97,8 +151,31 @@ impl MemoryEngine {
         self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn expire(&self, c: &mut Chan, now_ms: u64) {
-        let ttl = self.history_ttl_ms;
+    fn chan<'a>(&self, shard: &'a mut HashMap<Arc<str>, Chan>, channel: &str) -> &'a mut Chan {
+        if !shard.contains_key(channel) {
+            let name: Arc<str> = Arc::from(channel);
+            let (size, ttl_ms) = (self.policy)(channel);
+            let epoch = new_epoch(self.epochs.fetch_add(1, Ordering::Relaxed));
+            shard.insert(
+                name.clone(),
+                Chan {
+                    last_id: 0,
+                    epoch,
+                    name,
+                    history: VecDeque::new(),
+                    size,
+                    ttl_ms,
+                    workers: 0,
+                    subscribers: 0,
+                    presence: HashMap::new(),
+                },
+            );
+        }
+        shard.get_mut(channel).expect("inserted above")
+    }
+
+    fn expire(c: &mut Chan, now_ms: u64) {
+        let ttl = c.ttl_ms;
         while c.history.front().is_some_and(|m| m.time_ms + ttl <= now_ms) {
             c.history.pop_front();
         }
@@ -108,7 +185,7 @@ impl MemoryEngine {
         let first = c.history.front().map(|m| m.id).unwrap_or(c.last_id + 1);
         let (from, missed) = match since {
             // A `since` beyond the newest id comes from a previous life of the channel.
-            Some(s) if s > c.last_id => (0, c.last_id > 0 || s > 0),
+            Some(s) if s > c.last_id => (0, true),
             Some(s) => (s, s + 1 < first),
             None => (0, false),
         };
@@ -122,62 +199,65 @@ impl MemoryEngine {
                 msgs.drain(..msgs.len() - limit);
             }
         }
-        HistoryRead { messages: msgs, last_id: c.last_id, missed }
+        HistoryRead { messages: msgs, last_id: c.last_id, epoch: c.epoch.clone(), missed }
+    }
+
+    fn send_to_workers(&self, mut mask: u64, note: &dyn Fn() -> Note) {
+        while mask != 0 {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.inboxes[w].send(note());
+        }
     }
 }
 
 impl Engine for MemoryEngine {
-    fn publish(&self, channel: &str, body: Bytes, now_ms: u64) -> u64 {
+    fn publish(&self, channel: &str, data: Bytes, info: Option<Bytes>, now_ms: u64) -> (u64, Arc<str>) {
         let mut shard = self.shard(channel);
-        let c = match shard.get_mut(channel) {
-            Some(c) => c,
-            None => {
-                shard.entry(Arc::from(channel)).or_insert(Chan { last_id: 0, history: VecDeque::new(), workers: 0 })
-            }
-        };
+        let c = self.chan(&mut shard, channel);
         c.last_id += 1;
         let id = c.last_id;
-        let name = c.history.back().map(|m| m.channel.clone()).unwrap_or_else(|| Arc::from(channel));
         let msg = Arc::new(Message {
-            envelope: envelope(id, channel, &body),
-            channel: name,
+            envelope: envelope_of(id, channel, &data),
+            channel: c.name.clone(),
             id,
-            body,
+            data,
+            info,
             time_ms: now_ms,
-            seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
         });
-        if self.history_size > 0 {
-            if c.history.len() >= self.history_size {
+        if c.size > 0 && c.ttl_ms > 0 {
+            if c.history.len() >= c.size {
                 c.history.pop_front();
             }
             c.history.push_back(msg.clone());
         }
-        self.expire(c, now_ms);
-        let mut mask = c.workers;
-        while mask != 0 {
-            let w = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            self.inboxes[w].send(Note::Publish(msg.clone()));
-        }
-        id
+        Self::expire(c, now_ms);
+        let epoch = c.epoch.clone();
+        self.send_to_workers(c.workers, &|| Note::Publish(msg.clone()));
+        (id, epoch)
     }
 
     fn subscribe(&self, channel: &str, worker: usize, since: Option<u64>, now_ms: u64) -> HistoryRead {
         let mut shard = self.shard(channel);
-        let c = shard.entry(Arc::from(channel)).or_insert(Chan { last_id: 0, history: VecDeque::new(), workers: 0 });
+        let c = self.chan(&mut shard, channel);
         c.workers |= 1 << worker;
-        self.expire(c, now_ms);
+        c.subscribers += 1;
+        Self::expire(c, now_ms);
         match since {
             Some(_) => Self::read(c, since, usize::MAX),
-            None => HistoryRead { messages: Vec::new(), last_id: c.last_id, missed: false },
+            None => HistoryRead { messages: Vec::new(), last_id: c.last_id, epoch: c.epoch.clone(), missed: false },
         }
     }
 
-    fn unsubscribe(&self, channel: &str, worker: usize) {
+    fn unsubscribe(&self, channel: &str, worker: usize, last_on_worker: bool) {
         let mut shard = self.shard(channel);
         if let Some(c) = shard.get_mut(channel) {
-            c.workers &= !(1 << worker);
-            if c.workers == 0 && c.history.is_empty() {
+            c.subscribers = c.subscribers.saturating_sub(1);
+            if last_on_worker {
+                c.workers &= !(1 << worker);
+            }
+            if c.workers == 0 && c.history.is_empty() && c.presence.is_empty() {
                 shard.remove(channel);
             }
         }
@@ -187,19 +267,59 @@ impl Engine for MemoryEngine {
         let mut shard = self.shard(channel);
         match shard.get_mut(channel) {
             Some(c) => {
-                self.expire(c, now_ms);
+                Self::expire(c, now_ms);
                 Self::read(c, since, limit)
             }
-            None => HistoryRead { messages: Vec::new(), last_id: 0, missed: since.is_some_and(|s| s > 0) },
+            None => HistoryRead {
+                messages: Vec::new(),
+                last_id: 0,
+                epoch: Arc::from(""),
+                missed: since.is_some_and(|s| s > 0),
+            },
         }
+    }
+
+    fn history_remove(&self, channel: &str) {
+        let mut shard = self.shard(channel);
+        if let Some(c) = shard.get_mut(channel) {
+            c.history.clear();
+        }
+    }
+
+    fn channel_event(&self, channel: &str, note: &dyn Fn() -> Note) {
+        let shard = self.shard(channel);
+        if let Some(c) = shard.get(channel) {
+            self.send_to_workers(c.workers, note);
+        }
+    }
+
+    fn presence_add(&self, channel: &str, client: &str, user: &str, info: Bytes) {
+        let mut shard = self.shard(channel);
+        let c = self.chan(&mut shard, channel);
+        c.presence.insert(client.to_string(), (user.to_string(), info));
+    }
+
+    fn presence_remove(&self, channel: &str, client: &str) {
+        let mut shard = self.shard(channel);
+        if let Some(c) = shard.get_mut(channel) {
+            c.presence.remove(client);
+        }
+    }
+
+    fn presence(&self, channel: &str) -> Vec<(String, String, Bytes)> {
+        let shard = self.shard(channel);
+        shard
+            .get(channel)
+            .map(|c| c.presence.iter().map(|(k, (u, i))| (k.clone(), u.clone(), i.clone())).collect())
+            .unwrap_or_default()
     }
 
     fn sweep(&self, now_ms: u64) {
         for s in &self.shards {
             let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, c| {
-                self.expire(c, now_ms);
-                c.workers != 0 || !c.history.is_empty()
+                Self::expire(c, now_ms);
+                c.workers != 0 || !c.history.is_empty() || !c.presence.is_empty()
             });
         }
     }
@@ -215,16 +335,28 @@ impl Engine for MemoryEngine {
         (ch, msgs)
     }
 
-    fn channel_stats(&self) -> Vec<(String, u32, usize, u64)> {
+    fn channel_stats(&self) -> Vec<ChannelStat> {
         let mut out = Vec::new();
         for s in &self.shards {
             let shard = s.lock().unwrap_or_else(|e| e.into_inner());
             for (name, c) in shard.iter() {
-                out.push((name.to_string(), c.workers.count_ones(), c.history.len(), c.last_id));
+                out.push(ChannelStat {
+                    name: name.to_string(),
+                    subscribers: c.subscribers,
+                    workers: c.workers.count_ones(),
+                    stored: c.history.len(),
+                    last_id: c.last_id,
+                });
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    fn broadcast(&self, note: &dyn Fn() -> Note) {
+        for i in &self.inboxes {
+            i.send(note());
+        }
     }
 }
 
@@ -237,11 +369,15 @@ mod tests {
         (MemoryEngine::new(vec![inbox], size, 10_000), rx)
     }
 
+    fn data(s: &str) -> Bytes {
+        super::super::envelope::json_data(s.as_bytes())
+    }
+
     #[test]
     fn ids_history_and_missed() {
         let (e, rx) = engine(3);
         for i in 0..5 {
-            assert_eq!(e.publish("c", Bytes::from(format!("{i}")), 0), i + 1);
+            assert_eq!(e.publish("c", data(&format!("{i}")), None, 0).0, i + 1);
         }
         assert!(rx.try_recv().is_err(), "no subscriber worker: nothing sent");
         let h = e.history("c", Some(3), 100, 0);
@@ -249,31 +385,52 @@ mod tests {
         assert!(!h.missed);
         let h = e.history("c", Some(1), 100, 0);
         assert_eq!(h.messages.len(), 3);
-        assert!(h.missed, "ids 2 fell out of the ring");
-        let h = e.history("c", Some(2), 100, 0);
-        assert!(!h.missed);
+        assert!(h.missed, "id 2 fell out of the ring");
+        assert!(!e.history("c", Some(2), 100, 0).missed);
         let h = e.history("c", Some(99), 100, 0);
         assert!(h.missed && h.messages.len() == 3);
         let h = e.history("c", None, 2, 0);
         assert_eq!(h.messages.iter().map(|m| m.id).collect::<Vec<_>>(), vec![4, 5]);
+        let h = e.history("c", Some(2), 1, 0);
+        assert_eq!(h.messages.iter().map(|m| m.id).collect::<Vec<_>>(), vec![3]);
         assert_eq!(e.history("nope", None, 10, 0).messages.len(), 0);
+        let epoch = h.epoch.clone();
+        e.history_remove("c");
+        assert_eq!(e.history("c", None, 10, 0).messages.len(), 0);
+        assert_eq!(e.history("c", None, 10, 0).epoch, epoch);
     }
 
     #[test]
-    fn subscribe_feeds_inbox_and_ttl_sweeps() {
+    fn subscribe_feeds_inbox_counts_and_ttl_sweeps() {
         let (e, rx) = engine(10);
         let h = e.subscribe("c", 0, None, 0);
         assert_eq!(h.last_id, 0);
-        e.publish("c", Bytes::from_static(b"x"), 5);
+        e.subscribe("c", 0, None, 0);
+        assert_eq!(e.channel_stats()[0].subscribers, 2);
+        e.publish("c", data("x"), None, 5);
         match rx.try_recv() {
             Ok(Note::Publish(m)) => {
                 assert_eq!((m.id, &m.envelope[..]), (1, &br#"{"id":1,"channel":"c","data":"x"}"#[..]))
             }
             _ => panic!("expected a publish"),
         }
-        e.unsubscribe("c", 0);
+        e.unsubscribe("c", 0, false);
+        e.unsubscribe("c", 0, true);
         assert_eq!(e.counts(), (1, 1));
         e.sweep(20_000);
         assert_eq!(e.counts(), (0, 0));
+    }
+
+    #[test]
+    fn presence_entries() {
+        let (e, _rx) = engine(10);
+        e.presence_add("p", "c1", "u1", Bytes::from_static(b"{}"));
+        e.presence_add("p", "c2", "u1", Bytes::from_static(b"{}"));
+        assert_eq!(e.presence("p").len(), 2);
+        e.presence_remove("p", "c1");
+        assert_eq!(e.presence("p").len(), 1);
+        e.presence_remove("p", "c2");
+        e.sweep(0);
+        assert_eq!(e.counts().0, 0);
     }
 }

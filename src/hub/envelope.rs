@@ -6,26 +6,35 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Build the envelope JSON. PAYLOAD is the body when it is valid JSON (outer whitespace
-/// trimmed), else the body as a JSON string (invalid UTF-8 replaced by U+FFFD).
-pub fn envelope(id: u64, channel: &str, body: &[u8]) -> Bytes {
+/// The payload as JSON text: the body when it is valid JSON (outer whitespace trimmed),
+/// else the body as a JSON string (invalid UTF-8 replaced by U+FFFD).
+pub fn json_data(body: &[u8]) -> Bytes {
     let trimmed = body.trim_ascii();
-    let is_json = !trimmed.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
-    let mut out = BytesMut::with_capacity(trimmed.len() + channel.len() + 40);
+    if !trimmed.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok() {
+        return Bytes::copy_from_slice(trimmed);
+    }
+    let s = String::from_utf8_lossy(body);
+    Bytes::from(serde_json::to_string(&*s).expect("string serializes"))
+}
+
+/// Build the envelope `{"id":N,"channel":"CH","data":DATA}` around JSON `data` (see
+/// [`json_data`]).
+pub fn envelope_of(id: u64, channel: &str, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + channel.len() + 40);
     out.put_slice(b"{\"id\":");
     out.put_slice(id.to_string().as_bytes());
     out.put_slice(b",\"channel\":\"");
     // Channel names are restricted to JSON-safe ASCII (see hub::check_channel).
     out.put_slice(channel.as_bytes());
     out.put_slice(b"\",\"data\":");
-    if is_json {
-        out.put_slice(trimmed);
-    } else {
-        let s = String::from_utf8_lossy(body);
-        out.put_slice(serde_json::to_string(&*s).expect("string serializes").as_bytes());
-    }
+    out.put_slice(data);
     out.put_u8(b'}');
     out.freeze()
+}
+
+/// The envelope of a raw published body.
+pub fn envelope(id: u64, channel: &str, body: &[u8]) -> Bytes {
+    envelope_of(id, channel, &json_data(body))
 }
 
 /// Make JSON safe inside an HTML `<script>` element: `<`, `>`, `&`, U+2028 and U+2029 can

@@ -19,13 +19,25 @@ pub use engine::{Engine, HistoryRead, MemoryEngine, Message};
 
 /// Why a channel name was refused.
 pub fn check_channel(name: &str) -> Result<(), String> {
+    check_channel_with(name, "")
+}
+
+/// Channel names of the Centrifugo protocol may also hold `,` (user-limited channels list
+/// users after `#`); they never travel in a `cid=a,b` list.
+pub fn check_cf_channel(name: &str) -> Result<(), String> {
+    check_channel_with(name, ",")
+}
+
+fn check_channel_with(name: &str, extra: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("channel name is empty".into());
     }
     if name.len() > 255 {
         return Err(format!("channel name is {} bytes long; the limit is 255", name.len()));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@#$/".contains(*c))) {
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@#$/".contains(*c) || extra.contains(*c)))
+    {
         return Err(format!("channel name contains {c:?}; allowed are A-Z a-z 0-9 and _ - . : @ # $ /"));
     }
     Ok(())

@@ -17,6 +17,10 @@ pub enum StreamKind {
     Sse,
     /// `/stream/`: endless HTML for a hidden iframe.
     Iframe,
+    /// `/connection/uni_sse`: Centrifugo pushes as SSE events.
+    CfSse,
+    /// `/connection/uni_http_stream`: Centrifugo pushes as newline-delimited JSON.
+    CfHttp,
 }
 
 /// What a WebSocket connection is for.
@@ -26,6 +30,10 @@ pub enum WsMode {
     Echo,
     /// `/ws/`: subscriber to channels.
     Sub,
+    /// `/connection/websocket`: Centrifugo's bidirectional protocol.
+    Centrifugo,
+    /// `/connection/uni_websocket`: Centrifugo's unidirectional WebSocket.
+    CfUni,
 }
 
 /// WebSocket connection state (boxed: only upgraded connections pay for it).
@@ -74,6 +82,8 @@ pub struct Conn {
     pub state: State,
     /// Channels this connection is subscribed to.
     pub subs: Vec<SubRef>,
+    /// Centrifugo client state, for connections speaking its protocol.
+    pub cf: Option<Box<crate::centrifugo::client::CfClient>>,
     /// Tick of this connection's live timer-wheel entry, if any.
     pub timer_tick: Option<u64>,
     /// When the request now being received started (slowloris deadline); None between requests.
@@ -101,6 +111,7 @@ impl Conn {
             out: OutQueue::default(),
             state: State::Http,
             subs: Vec::new(),
+            cf: None,
             timer_tick: None,
             req_started_ms: Some(now_ms),
             last_active_ms: now_ms,
@@ -116,6 +127,10 @@ impl Conn {
         match &self.state {
             State::Http => "http",
             State::Ws(w) if w.mode == WsMode::Echo => "ws_echo",
+            State::Ws(w) if w.mode == WsMode::Centrifugo => "centrifugo_ws",
+            State::Ws(w) if w.mode == WsMode::CfUni => "centrifugo_uni_ws",
+            State::Stream { kind: StreamKind::CfSse, .. } => "centrifugo_uni_sse",
+            State::Stream { kind: StreamKind::CfHttp, .. } => "centrifugo_uni_http_stream",
             State::Ws(_) => "ws",
             State::Stream { kind: StreamKind::Sse, .. } => "sse",
             State::Stream { .. } => "stream",

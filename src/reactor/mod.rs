@@ -32,6 +32,8 @@ pub struct Stats {
     pub slow_drops: AtomicU64,
     pub http_errors: AtomicU64,
     pub ws_protocol_errors: AtomicU64,
+    /// Connected Centrifugo clients.
+    pub cf_clients: AtomicUsize,
 }
 
 /// What every worker shares: configuration, the engine, the inboxes, the clock's epoch.
@@ -41,6 +43,11 @@ pub struct Shared {
     pub inboxes: Vec<Arc<Inbox>>,
     pub epoch: Instant,
     pub stats: Stats,
+    /// This node's id (Centrifugo `info`).
+    pub node_id: String,
+    /// Connected Centrifugo users and their connection counts (touched on connect and
+    /// disconnect only).
+    pub users: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
 }
 
 impl Shared {
@@ -69,10 +76,18 @@ impl Server {
             inboxes.push(i);
             receivers.push(r);
         }
-        let engine: Arc<dyn Engine> =
-            Arc::new(crate::hub::MemoryEngine::new(inboxes.clone(), cfg.history_size, cfg.history_ttl_ms));
-        let shared =
-            Arc::new(Shared { cfg: cfg.clone(), engine, inboxes, epoch: Instant::now(), stats: Stats::default() });
+        let policy_cfg = cfg.clone();
+        let policy: crate::hub::engine::Policy = Arc::new(move |ch: &str| policy_cfg.history_policy(ch));
+        let engine: Arc<dyn Engine> = Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy));
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            engine,
+            inboxes,
+            epoch: Instant::now(),
+            stats: Stats::default(),
+            node_id: crate::centrifugo::proto::client_id(),
+            users: Default::default(),
+        });
         let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| std::io::Error::other("bad bind address"))?;
         let mut addr = SocketAddr::new(ip, cfg.port);
         let mut listeners = Vec::new();

@@ -64,6 +64,10 @@ pub struct Ctx {
     pub dead: Vec<usize>,
     /// Connections whose out-queue passed `max_out_queue` (see `Worker::relieve`).
     pub pressure: Vec<usize>,
+    /// Centrifugo token verifier.
+    pub verifier: Arc<crate::centrifugo::token::Verifier>,
+    /// This worker's Centrifugo connections by user (for API commands aimed at users).
+    pub cf_users: std::collections::HashMap<Arc<str>, Vec<ConnId>>,
 }
 
 impl Ctx {
@@ -91,6 +95,11 @@ impl Ctx {
             conn.state = State::Closing { until_ms: self.now_ms + LINGER_MS };
         }
         self.mark_dirty(conn);
+    }
+
+    /// Distinct Centrifugo users connected to the whole node.
+    pub fn cf_user_count(&self) -> usize {
+        self.shared.users.lock().map(|u| u.len()).unwrap_or(0)
     }
 
     /// Mark a connection for the end-of-turn flush.
@@ -137,6 +146,7 @@ impl Worker {
         let ws_limits = WsLimits { max_message: cfg.ws_max_message, max_frame: cfg.ws_max_frame };
         let publish_cidrs = cfg.publish_cidrs();
         let now_ms = shared.now_ms();
+        let cfg_for_tokens = shared.cfg.clone();
         Ok(Worker {
             poll,
             listener: Some(listener),
@@ -154,6 +164,8 @@ impl Worker {
                 dirty: Vec::new(),
                 dead: Vec::new(),
                 pressure: Vec::new(),
+                verifier: Arc::new(crate::centrifugo::client::verifier(&cfg_for_tokens)),
+                cf_users: Default::default(),
             },
             scratch: vec![0; SCRATCH],
             wheel: Wheel::default(),
@@ -505,6 +517,14 @@ impl Worker {
                         self.after(id.key as usize);
                     }
                     self.finish = finish;
+                }
+                Note::Event(ev) => {
+                    crate::centrifugo::client::deliver_event(&mut self.ctx, &mut self.conns, &ev);
+                    self.relieve();
+                }
+                Note::User(cmd) => {
+                    crate::centrifugo::client::user_command(&mut self.ctx, &mut self.conns, &cmd);
+                    self.relieve();
                 }
                 Note::Shutdown => self.begin_shutdown(),
             }

@@ -8,7 +8,7 @@
 
 use super::{pubsub, ws};
 use crate::proto::http::{error_response, parse_head, BodyKind, ChunkedDecoder, Head, Method, Response};
-use crate::reactor::conn::Conn;
+use crate::reactor::conn::{Conn, WsMode};
 use crate::reactor::worker::Ctx;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -180,6 +180,33 @@ fn route(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
         "/ws" => {
             if allow(ctx, conn, req, &[Get], "GET") {
                 pubsub::ws_subscribe(ctx, conn, req);
+            }
+        }
+        "/connection/websocket" => {
+            if allow(ctx, conn, req, &[Get], "GET") && ws::upgrade(ctx, conn, req, WsMode::Centrifugo, Vec::new()) {
+                crate::centrifugo::client::on_upgrade(ctx, conn, false);
+            }
+        }
+        "/connection/uni_websocket" => {
+            if allow(ctx, conn, req, &[Get], "GET") && ws::upgrade(ctx, conn, req, WsMode::CfUni, Vec::new()) {
+                crate::centrifugo::client::on_upgrade(ctx, conn, true);
+                crate::centrifugo::uni::connect_from_query(ctx, conn, req);
+            }
+        }
+        "/connection/uni_sse" => {
+            if allow(ctx, conn, req, &[Get, Post], "GET, POST") {
+                crate::centrifugo::uni::stream(ctx, conn, req, crate::reactor::conn::StreamKind::CfSse);
+            }
+        }
+        "/connection/uni_http_stream" => {
+            if allow(ctx, conn, req, &[Post, Get], "POST, GET") {
+                crate::centrifugo::uni::stream(ctx, conn, req, crate::reactor::conn::StreamKind::CfHttp);
+            }
+        }
+        p if p == "/api" || p.starts_with("/api/") => {
+            if allow(ctx, conn, req, &[Post], "POST") {
+                let method = p.strip_prefix("/api").unwrap_or("").trim_start_matches('/');
+                crate::centrifugo::api::handle(ctx, conn, req, method);
             }
         }
         _ => error(ctx, conn, req, 404, "no such endpoint"),

@@ -114,6 +114,7 @@ pub fn on_timer(ctx: &mut Ctx, conn: &mut Conn) {
             }
         }
         State::Ws(_) => ws::on_ping_timer(ctx, conn),
+        State::Stream { .. } if conn.cf.is_some() => crate::centrifugo::client::on_ping_timer(ctx, conn),
         State::Stream { .. } => pubsub::on_keepalive(ctx, conn),
         State::LongPoll(_) => pubsub::longpoll_timeout(ctx, conn),
         State::Closing { .. } => ctx.kill(conn),
@@ -124,6 +125,9 @@ pub fn on_timer(ctx: &mut Ctx, conn: &mut Conn) {
 /// streams end, idle keep-alive connections are closed.
 pub fn on_shutdown(ctx: &mut Ctx, conn: &mut Conn) {
     match &conn.state {
+        State::Ws(_) if conn.cf.is_some() => {
+            crate::centrifugo::client::disconnect(ctx, conn, crate::centrifugo::proto::SHUTDOWN)
+        }
         State::Ws(_) => ws::close(ctx, conn, 1001, "server shutting down"),
         State::LongPoll(_) => pubsub::longpoll_timeout(ctx, conn),
         State::Stream { kind, .. } => {

@@ -8,7 +8,7 @@
 //! read or write a socket, nor block.
 
 use super::http::{error, json, respond, Req};
-use crate::hub::envelope::{iframe_chunk, messages_body, sse_event, valid_callback};
+use crate::hub::envelope::{iframe_chunk, json_data, messages_body, sse_event, valid_callback};
 use crate::hub::local::{ConnId, SubRef};
 use crate::hub::{parse_channels, HistoryRead, Message};
 use crate::proto::http::{query_param, Response};
@@ -34,6 +34,8 @@ pub struct WireCache {
     sse: Option<Bytes>,
     iframe: Option<Bytes>,
     longpoll: Option<Bytes>,
+    cf: Option<Bytes>,
+    cf_uni: Option<Bytes>,
 }
 
 impl WireCache {
@@ -45,6 +47,23 @@ impl WireCache {
     }
     fn iframe(&mut self, m: &Message) -> Bytes {
         self.iframe.get_or_insert_with(|| iframe_chunk(&m.envelope)).clone()
+    }
+    /// Centrifugo publication push in a WebSocket frame.
+    fn cf(&mut self, m: &Message) -> Bytes {
+        self.cf
+            .get_or_insert_with(|| {
+                let push = crate::centrifugo::proto::pub_push(&m.channel, &m.data, m.id, m.info.as_deref(), true);
+                codec::frame(Opcode::Text, &push)
+            })
+            .clone()
+    }
+    /// The bare push unidirectional transports send (framed by the caller per transport).
+    fn cf_uni(&mut self, m: &Message) -> Bytes {
+        self.cf_uni
+            .get_or_insert_with(|| {
+                crate::centrifugo::proto::pub_push(&m.channel, &m.data, m.id, m.info.as_deref(), false)
+            })
+            .clone()
     }
     fn longpoll(&mut self, m: &Message) -> Bytes {
         self.longpoll
@@ -161,10 +180,10 @@ pub fn publish(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     let Some(chans) = channels(ctx, conn, req) else {
         return;
     };
-    let body = Bytes::copy_from_slice(req.body);
+    let data = json_data(req.body);
     let mut parts = Vec::with_capacity(chans.len());
     for ch in &chans {
-        let id = ctx.shared.engine.publish(ch, body.clone(), ctx.now_ms);
+        let (id, _) = ctx.shared.engine.publish(ch, data.clone(), None, ctx.now_ms);
         ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
         parts.push(format!("{{\"id\":{id},\"channel\":\"{ch}\"}}"));
     }
@@ -235,16 +254,12 @@ pub fn poll(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
 }
 
 /// Subscribe `conn` to `chans`, returning what history holds after each `since`.
-fn subscribe(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], since: &[Option<u64>]) -> Vec<HistoryRead> {
+pub(crate) fn subscribe(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], since: &[Option<u64>]) -> Vec<HistoryRead> {
     let engine = ctx.shared.engine.clone();
     let mut reads = Vec::with_capacity(chans.len());
     for (ch, s) in chans.iter().zip(since) {
-        let (name, slot, first) = ctx.local.add(ch, conn.id);
-        let read = if first {
-            engine.subscribe(ch, ctx.id, *s, ctx.now_ms)
-        } else {
-            engine.history(ch, *s, if s.is_some() { usize::MAX } else { 0 }, ctx.now_ms)
-        };
+        let (name, slot, _) = ctx.local.add(ch, conn.id);
+        let read = engine.subscribe(ch, ctx.id, *s, ctx.now_ms);
         // Deliveries skip ids at or below `last_id`: start just before what the replay
         // will send, so history and the live feed join with no gap and no duplicate.
         let last_id = match *s {
@@ -260,10 +275,12 @@ fn subscribe(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], since: &[Option<u
 
 /// Remove every subscription of a connection (on close, or when a long-poll completes).
 pub fn leave_subscriptions(ctx: &mut Ctx, conn: &mut Conn) {
+    if conn.cf.is_some() {
+        crate::centrifugo::client::on_close(ctx, conn);
+    }
     for sr in conn.subs.drain(..) {
-        if ctx.local.remove(&sr.channel, sr.slot) {
-            ctx.shared.engine.unsubscribe(&sr.channel, ctx.id);
-        }
+        let last = ctx.local.remove(&sr.channel, sr.slot);
+        ctx.shared.engine.unsubscribe(&sr.channel, ctx.id, last);
     }
     if conn.subs.capacity() > 0 {
         conn.subs = Vec::new();
@@ -347,7 +364,7 @@ pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
             }
             ("text/event-stream; charset=utf-8", p)
         }
-        StreamKind::Iframe => (
+        StreamKind::Iframe | StreamKind::CfSse | StreamKind::CfHttp => (
             "text/html; charset=utf-8",
             format!(
                 "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>herald stream</title></head><body>\n<!--{}-->\n",
@@ -424,10 +441,10 @@ pub fn ws_client_message(ctx: &mut Ctx, conn: &mut Conn, data: &[u8]) {
     if !ctx.shared.cfg.ws_client_publish {
         return super::ws::close(ctx, conn, 1008, "publishing from clients is not enabled");
     }
-    let body = Bytes::copy_from_slice(data);
+    let data = json_data(data);
     let chans: Vec<Arc<str>> = conn.subs.iter().map(|s| s.channel.clone()).collect();
     for ch in chans {
-        ctx.shared.engine.publish(&ch, body.clone(), ctx.now_ms);
+        ctx.shared.engine.publish(&ch, data.clone(), None, ctx.now_ms);
         ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -439,7 +456,8 @@ pub fn on_keepalive(ctx: &mut Ctx, conn: &mut Conn) {
     };
     *next_keepalive_ms = ctx.now_ms + ctx.shared.cfg.stream_keepalive_ms;
     let b: &'static [u8] = match kind {
-        StreamKind::Sse => b": keepalive\n\n",
+        StreamKind::Sse | StreamKind::CfSse => b": keepalive\n\n",
+        StreamKind::CfHttp => b"{}\n",
         StreamKind::Iframe => b"<!-- keepalive -->\n",
     };
     ctx.queue(conn, Bytes::from_static(b));
@@ -473,6 +491,19 @@ fn deliver_one(
     }
     sr.last_id = m.id;
     match &conn.state {
+        State::Ws(w) if w.mode == WsMode::Centrifugo => ctx.queue(conn, cache.cf(m)),
+        State::Ws(w) if w.mode == WsMode::CfUni => {
+            let p = cache.cf_uni(m);
+            ctx.queue(conn, codec::frame(Opcode::Text, &p));
+        }
+        State::Stream { kind: StreamKind::CfSse, .. } => {
+            let p = cache.cf_uni(m);
+            ctx.queue(conn, sse_event(None, &p));
+        }
+        State::Stream { kind: StreamKind::CfHttp, .. } => {
+            ctx.queue(conn, cache.cf_uni(m));
+            ctx.queue(conn, Bytes::from_static(b"\n"));
+        }
         State::Ws(_) => ctx.queue(conn, cache.ws(m)),
         State::Stream { kind: StreamKind::Iframe, .. } => ctx.queue(conn, cache.iframe(m)),
         State::Stream { kind: StreamKind::Sse, multi: false, .. } => ctx.queue(conn, cache.sse(m)),

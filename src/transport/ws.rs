@@ -45,9 +45,14 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused:
         error(ctx, conn, req, 400, "missing or invalid Sec-WebSocket-Key");
         return false;
     };
-    if !cfg.ws_allowed_origins.is_empty() {
+    let origins = if matches!(mode, WsMode::Centrifugo | WsMode::CfUni) {
+        &cfg.client.allowed_origins
+    } else {
+        &cfg.ws_allowed_origins
+    };
+    if !origins.is_empty() {
         let origin = h.header_str("Origin").unwrap_or("");
-        if !cfg.ws_allowed_origins.iter().any(|o| o == origin || o == "*") {
+        if !origins.iter().any(|o| o == origin || o == "*") {
             log::debug!("conn {}:{} from {}: origin {origin:?} refused", ctx.id, conn.id.key, conn.peer);
             error(ctx, conn, req, 403, "origin not allowed");
             return false;
@@ -132,6 +137,7 @@ fn on_message(ctx: &mut Ctx, conn: &mut Conn, mode: WsMode, op: Opcode, data: &[
             super::pubsub::check_backpressure(ctx, conn);
         }
         WsMode::Sub => super::pubsub::ws_client_message(ctx, conn, data),
+        WsMode::Centrifugo | WsMode::CfUni => crate::centrifugo::client::on_frame(ctx, conn, data),
     }
 }
 
@@ -152,6 +158,10 @@ pub fn close(ctx: &mut Ctx, conn: &mut Conn, code: u16, reason: &str) {
 /// Ping timer: a peer that has sent nothing for two ping intervals is dropped; otherwise
 /// ping it.
 pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
+    if conn.cf.is_some() {
+        // Centrifugo connections use application-level `{}` pings.
+        return crate::centrifugo::client::on_ping_timer(ctx, conn);
+    }
     let interval = ctx.shared.cfg.ws_ping_interval_ms;
     if ctx.now_ms.saturating_sub(conn.last_active_ms) >= 2 * interval {
         log::debug!("conn {}:{} from {}: no answer to pings, dropping", ctx.id, conn.id.key, conn.peer);

@@ -1,0 +1,240 @@
+//! `herald-load`: a load generator for Herald and its peers (Nchan, uWebSockets.js, Node
+//! `ws`), built on mio and Herald's own codecs.
+//!
+//! Opens N subscribers (WebSocket, SSE or long-poll) spread over channels and over source
+//! addresses 127.0.1.x, publishes over HTTP at a fixed rate or as fast as a window of
+//! undelivered messages allows, and reports connect rate, publishes/s, deliveries/s, loss,
+//! duplicates, latency percentiles and, given the server's PID, its RSS per connection. A
+//! progress line goes to stderr every second; the last line on stdout is a one-line JSON
+//! summary. Every phase is bounded in time.
+//!
+//! Examples:
+//!   herald-load --target herald --addr 127.0.0.1:8000 --conns 10000 --rate 0 --duration 10
+//!   herald-load --target nchan --addr 127.0.0.1:9001 --conns 10000 --server-pid 1234
+//!   herald-load --sub-url 'ws://127.0.0.1:9002/sub?cid={ch}' --pub-url 'http://127.0.0.1:9002/pub?cid={ch}'
+
+#[path = "herald_load/procfs.rs"]
+mod procfs;
+#[path = "herald_load/run.rs"]
+mod run;
+#[path = "herald_load/wire.rs"]
+mod wire;
+
+use clap::Parser;
+use run::{pct, Opts, Transport};
+use std::time::Duration;
+use wire::UrlTemplate;
+
+/// Load generator for Herald and its peers: many subscribers, one HTTP publisher, loss and
+/// latency figures.
+#[derive(Parser, Debug)]
+#[command(name = "herald-load", version, about)]
+struct Cli {
+    /// URL shapes to use: herald, nchan, uws, node-ws (overridden by --sub-url/--pub-url).
+    #[arg(long, default_value = "herald")]
+    target: String,
+    /// Server address for the --target URL shapes.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: String,
+    /// Subscribe URL template, `{ch}` = channel (ws:// or http://).
+    #[arg(long)]
+    sub_url: Option<String>,
+    /// Publish URL template, `{ch}` = channel (http://; POST, body = message).
+    #[arg(long)]
+    pub_url: Option<String>,
+    /// ws, sse or longpoll (long-poll speaks Herald's /listen/ since/last_id protocol).
+    #[arg(long, default_value = "ws")]
+    transport: String,
+    /// Subscribers to open.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Channels the subscribers are spread over (subscriber i on channel i % channels).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Channel name prefix [default: a fresh one per run, so no old history interferes].
+    #[arg(long)]
+    chan_prefix: Option<String>,
+    /// Source addresses 127.0.1.1 .. (0 = let the kernel choose).
+    #[arg(long, default_value_t = 16)]
+    sources: usize,
+    /// Handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Give up on subscribers not open after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    connect_timeout: f64,
+    /// Idle seconds between connecting and publishing (server memory is read at its end).
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// Publishes per second over all channels; 0 = as fast as --window allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Max-rate mode: most messages published and not yet delivered to every subscriber.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Publisher connections (channel c uses connection c % N, so per-channel order holds).
+    #[arg(long)]
+    pub_conns: Option<usize>,
+    /// Requests pipelined per publisher connection.
+    #[arg(long, default_value_t = 4)]
+    pub_pipeline: usize,
+    /// Message size in bytes (the published body).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Seconds of publishing (0: connect, measure memory, stop).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Most seconds to wait for outstanding deliveries after publishing stops.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+    /// Server PID for RSS and CPU figures (its direct children are included).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A label copied into the summary.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
+    let a = &cli.addr;
+    let (sub, publ) = match (cli.target.as_str(), tr) {
+        ("herald", Transport::Ws) => (format!("ws://{a}/ws/?cid={{ch}}"), format!("http://{a}/publish/?cid={{ch}}")),
+        ("herald", Transport::Sse) => {
+            (format!("http://{a}/sse/?cid={{ch}}"), format!("http://{a}/publish/?cid={{ch}}"))
+        }
+        ("herald", Transport::LongPoll) => {
+            (format!("http://{a}/listen/?cid={{ch}}"), format!("http://{a}/publish/?cid={{ch}}"))
+        }
+        ("nchan", Transport::Ws) => (format!("ws://{a}/sub/{{ch}}"), format!("http://{a}/pub/{{ch}}")),
+        ("nchan", Transport::Sse) => (format!("http://{a}/sub/{{ch}}"), format!("http://{a}/pub/{{ch}}")),
+        ("uws" | "node-ws", Transport::Ws) => {
+            (format!("ws://{a}/sub?cid={{ch}}"), format!("http://{a}/pub?cid={{ch}}"))
+        }
+        (t, tr) => return Err(format!("no URL shapes for --target {t} with {tr:?}; pass --sub-url and --pub-url")),
+    };
+    Ok((cli.sub_url.clone().unwrap_or(sub), cli.pub_url.clone().unwrap_or(publ)))
+}
+
+/// Raise the soft open-files limit to the hard one (each subscriber is a descriptor).
+fn raise_nofile() -> u64 {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        }
+    }
+    rl.rlim_cur as u64
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let tr = match cli.transport.as_str() {
+        "ws" => Transport::Ws,
+        "sse" => Transport::Sse,
+        "longpoll" | "long-poll" => Transport::LongPoll,
+        t => {
+            eprintln!("herald-load: --transport {t}: use ws, sse or longpoll");
+            std::process::exit(2);
+        }
+    };
+    let parsed = templates(&cli, tr).and_then(|(s, p)| Ok((UrlTemplate::parse(&s)?, UrlTemplate::parse(&p)?)));
+    let (sub, publ) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("herald-load: {e}");
+            std::process::exit(2);
+        }
+    };
+    let nofile = raise_nofile();
+    if cli.conns as u64 + cli.pub_conns.unwrap_or(16) as u64 + 16 > nofile {
+        eprintln!("herald-load: warning: {} subscribers need more descriptors than the limit {nofile}", cli.conns);
+    }
+    let channels = cli.channels.max(1);
+    let o = Opts {
+        sub,
+        publ,
+        transport: tr,
+        conns: cli.conns,
+        channels,
+        chan_prefix: cli.chan_prefix.clone().unwrap_or_else(|| format!("load{}x", std::process::id())),
+        sources: cli.sources.min(250 * 200),
+        connect_concurrency: cli.connect_concurrency.max(1),
+        connect_timeout: Duration::from_secs_f64(cli.connect_timeout),
+        settle: Duration::from_secs_f64(cli.settle),
+        rate: cli.rate,
+        window: cli.window.max(1),
+        pub_conns: cli.pub_conns.unwrap_or(channels.min(16)).max(1),
+        pub_pipeline: cli.pub_pipeline.max(1),
+        size: cli.size,
+        duration: Duration::from_secs_f64(cli.duration),
+        drain: Duration::from_secs_f64(cli.drain),
+        server_pid: cli.server_pid,
+        progress: !cli.quiet,
+    };
+    let mut t = run::run(&o);
+    t.lat_us.sort_unstable();
+    let lost: u64 = t.expected.saturating_sub(t.unique);
+    let open = t.opened.saturating_sub(t.closed_by_server);
+    let per_conn = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if t.opened > 0 => Some((b as f64 - a as f64) / t.opened as f64),
+        _ => None,
+    };
+    let page = procfs::page_size();
+    let kernel_idle = match (t.sock_base, t.sock_idle) {
+        (Some(a), Some(b)) if t.opened > 0 => Some((b.1 as f64 - a.1 as f64) * page as f64 / t.opened as f64),
+        _ => None,
+    };
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let summary = serde_json::json!({
+        "label": cli.label,
+        "target": cli.target,
+        "sub_url": o.sub.scheme.clone() + "://" + &o.sub.host + &o.sub.path,
+        "transport": cli.transport,
+        "conns": cli.conns,
+        "opened": t.opened,
+        "open_at_end": open,
+        "connect_errors": t.connect_errors,
+        "connect_timeouts": t.connect_timeouts,
+        "closed_by_server": t.closed_by_server,
+        "connect_secs": (t.connect_secs * 1000.0).round() / 1000.0,
+        "connects_per_s": r1(if t.connect_secs > 0.0 { t.opened as f64 / t.connect_secs } else { 0.0 }),
+        "channels": channels,
+        "size": cli.size,
+        "rate": cli.rate,
+        "window": if cli.rate > 0.0 { serde_json::Value::Null } else { cli.window.into() },
+        "publish_secs": (t.pub_secs * 1000.0).round() / 1000.0,
+        "published": t.published,
+        "publish_errors": t.pub_errors,
+        "publish_skipped": t.pub_skipped,
+        "publishes_per_s": r1(t.published as f64 / t.pub_secs.max(1e-9)),
+        "deliveries_per_s": r1(t.deliveries_in_window as f64 / t.pub_secs.max(1e-9)),
+        "delivered": t.unique,
+        "expected": t.expected,
+        "lost": lost,
+        "loss_pct": if t.expected > 0 { (lost as f64 / t.expected as f64 * 1e4).round() / 1e2 } else { 0.0 },
+        "duplicates": t.dups,
+        "strays": t.strays,
+        "latency_ms": {
+            "p50": pct(&t.lat_us, 50.0), "p99": pct(&t.lat_us, 99.0), "p99.9": pct(&t.lat_us, 99.9),
+            "max": t.lat_us.last().map(|&v| v as f64 / 1000.0).unwrap_or(0.0), "samples": t.lat_us.len(),
+        },
+        "server_pid": cli.server_pid,
+        "server_rss_base_kb": t.rss_base.map(|v| v / 1024),
+        "server_rss_idle_kb": t.rss_idle.map(|v| v / 1024),
+        "server_rss_end_kb": t.rss_end.map(|v| v / 1024),
+        "server_rss_peak_kb": t.rss_peak.map(|v| v / 1024),
+        "rss_per_conn_bytes": per_conn(t.rss_base, t.rss_idle).map(|v| v.round()),
+        "kernel_tcp_mem_idle_per_conn_bytes": kernel_idle.map(|v| v.round()),
+        "kernel_tcp_mem_pages": { "base": t.sock_base.map(|s| s.1), "idle": t.sock_idle.map(|s| s.1), "peak": t.sock_peak_mem },
+        "server_cpu_pct": t.server_cpu_pct.map(r1),
+        "generator_cpu_pct": r1(t.gen_cpu_pct),
+        "first_error": t.first_error,
+    });
+    println!("{summary}");
+}

@@ -1,0 +1,877 @@
+//! The load run: one mio event loop (no async runtime) that opens the subscribers, publishes,
+//! counts what arrives and times it.
+//!
+//! Phases: connect (at most `connect_concurrency` handshakes in flight, until every
+//! subscriber is open or `connect_timeout`), settle (idle; server memory is read here), publish
+//! (`duration`; at a fixed rate or as fast as a window of undelivered messages allows), drain
+//! (until every expected delivery arrived or `drain`). Every phase is bounded in time.
+//!
+//! Loss and duplicates: each message carries a global sequence number; a subscriber sits on
+//! one channel, and one publisher connection (pipelined, in order) serves each channel, so a
+//! subscriber sees its channel's sequence numbers increasing. A number not above the last one
+//! seen is a duplicate. Expected deliveries of a message = subscribers open on its channel when
+//! it was published; loss = expected − unique deliveries.
+
+use super::procfs;
+use super::wire::{self, UrlTemplate};
+use herald::proto::http::ChunkedDecoder;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How subscribers receive messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Sse,
+    LongPoll,
+}
+
+/// Everything a run needs (filled from the command line).
+pub struct Opts {
+    pub sub: UrlTemplate,
+    pub publ: UrlTemplate,
+    pub transport: Transport,
+    pub conns: usize,
+    pub channels: usize,
+    pub chan_prefix: String,
+    pub sources: usize,
+    pub connect_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub settle: Duration,
+    /// Publishes per second; 0 = as fast as the window allows.
+    pub rate: f64,
+    /// Most published-but-not-fully-delivered messages in max-rate mode.
+    pub window: usize,
+    pub pub_conns: usize,
+    pub pub_pipeline: usize,
+    pub size: usize,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub server_pid: Option<u32>,
+    pub progress: bool,
+}
+
+/// Per-message bookkeeping (index = seq − 1).
+struct Msg {
+    ch: u32,
+    sent_ns: u64,
+    expected: u32,
+    got: u32,
+}
+
+#[derive(PartialEq, Eq)]
+enum SubState {
+    Connecting,
+    Handshake,
+    Open,
+}
+
+struct Sub {
+    sock: TcpStream,
+    ch: u32,
+    state: SubState,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// WebSocket: payload of a fragmented message being assembled.
+    frag: Vec<u8>,
+    /// SSE over chunked encoding: the decoder and decoded text.
+    chunked: Option<ChunkedDecoder>,
+    text: Vec<u8>,
+    /// Long-poll: the response being read (`Some(remaining body bytes)` after its head).
+    lp_body: Option<usize>,
+    since: u64,
+    last_seq: u64,
+}
+
+#[derive(PartialEq, Eq)]
+enum PubState {
+    Connecting,
+    Open,
+    Dead,
+}
+
+struct Publisher {
+    sock: TcpStream,
+    state: PubState,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    /// Sequence numbers of requests sent and not yet answered, in order.
+    inflight: VecDeque<u64>,
+    /// Requests waiting for a pipeline slot.
+    queued: VecDeque<u64>,
+    resp: Option<(u16, Option<usize>, Option<ChunkedDecoder>)>,
+}
+
+/// Counters and samples; turned into the summary at the end.
+#[derive(Default)]
+pub struct Tally {
+    pub opened: usize,
+    pub connect_errors: usize,
+    pub connect_timeouts: usize,
+    pub first_error: Option<String>,
+    pub closed_by_server: usize,
+    pub published: u64,
+    pub pub_errors: u64,
+    pub pub_skipped: u64,
+    pub expected: u64,
+    pub unique: u64,
+    pub dups: u64,
+    pub strays: u64,
+    /// Latencies in µs of unique deliveries.
+    pub lat_us: Vec<u32>,
+    pub connect_secs: f64,
+    pub pub_secs: f64,
+    pub deliveries_in_window: u64,
+    pub last_delivery_ns: u64,
+    pub rss_base: Option<u64>,
+    pub rss_idle: Option<u64>,
+    pub rss_end: Option<u64>,
+    pub rss_peak: Option<u64>,
+    pub sock_base: Option<(u64, u64)>,
+    pub sock_idle: Option<(u64, u64)>,
+    pub sock_peak_mem: u64,
+    pub server_cpu_pct: Option<f64>,
+    pub gen_cpu_pct: f64,
+}
+
+const MAX_FRAME: usize = 16 << 20;
+const MAX_SAMPLES: usize = 40_000_000;
+const PUB_TOKEN_BASE: usize = usize::MAX - 1024;
+
+struct Run<'a> {
+    o: &'a Opts,
+    poll: Poll,
+    subs: Slab<Sub>,
+    pubs: Vec<Publisher>,
+    msgs: Vec<Msg>,
+    /// Open subscribers per channel.
+    alive: Vec<u32>,
+    /// Oldest message not yet fully delivered nor given up on (window).
+    low: usize,
+    t: Tally,
+    epoch: Instant,
+    scratch: Vec<u8>,
+    found: Vec<(u64, u64)>,
+    publishing: bool,
+    pub_start_ns: u64,
+    pub_end_ns: u64,
+    pending: usize,
+    started: usize,
+}
+
+fn chan_name(o: &Opts, ch: u32) -> String {
+    format!("{}{ch}", o.chan_prefix)
+}
+
+/// A non-blocking connect from `src` (port chosen at connect time, so every source address
+/// has its own ephemeral port range per destination).
+fn connect_from(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    if let Some(ip) = src {
+        // IP_BIND_ADDRESS_NO_PORT: pick the port at connect(), not at bind(), so the 4-tuple
+        // rather than the local port alone must be unique.
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` (an int) for the given length; the fd is ours.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match s.connect(&dst.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
+/// Write as much of `out` as the socket takes.
+fn write_out(sock: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    while !out.is_empty() {
+        match sock.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read until WouldBlock, appending to `buf`. Returns Ok(false) at EOF.
+fn read_in(sock: &mut TcpStream, scratch: &mut [u8], buf: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        match sock.read(scratch) {
+            Ok(0) => return Ok(false),
+            Ok(n) => buf.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Percentile of sorted samples.
+pub fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+impl<'a> Run<'a> {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn src_ip(&self, i: usize) -> Option<IpAddr> {
+        if self.o.sources == 0 || !self.o.sub.addr.ip().is_loopback() || self.o.sub.addr.is_ipv6() {
+            return None;
+        }
+        let k = i % self.o.sources;
+        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (k / 250) as u8, 1 + (k % 250) as u8)))
+    }
+
+    fn note_error(&mut self, e: String) {
+        if self.t.first_error.is_none() {
+            self.t.first_error = Some(e);
+        }
+    }
+
+    fn start_sub(&mut self) {
+        let i = self.started;
+        self.started += 1;
+        let ch = (i % self.o.channels) as u32;
+        let mut sock = match connect_from(self.src_ip(i), self.o.sub.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.t.connect_errors += 1;
+                self.note_error(format!("connect: {e}"));
+                return;
+            }
+        };
+        let entry = self.subs.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
+            self.t.connect_errors += 1;
+            self.note_error(format!("register: {e}"));
+            return;
+        }
+        let target = self.o.sub.target(&chan_name(self.o, ch));
+        let out = match self.o.transport {
+            Transport::Ws => wire::ws_request(&self.o.sub.host, &target),
+            Transport::Sse => wire::get_request(&self.o.sub.host, &target, true),
+            // since=0 on a fresh channel: anything published before the request is held
+            // comes from history, so no message falls between two polls.
+            Transport::LongPoll => wire::get_request(&self.o.sub.host, &lp_target(&target, 0), false),
+        };
+        entry.insert(Sub {
+            sock,
+            ch,
+            state: SubState::Connecting,
+            inbuf: Vec::new(),
+            out,
+            frag: Vec::new(),
+            chunked: None,
+            text: Vec::new(),
+            lp_body: None,
+            since: 0,
+            last_seq: 0,
+        });
+        self.pending += 1;
+    }
+
+    fn sub_failed(&mut self, key: usize, why: String) {
+        let Some(s) = self.subs.get(key) else { return };
+        match s.state {
+            SubState::Connecting | SubState::Handshake => {
+                self.pending -= 1;
+                self.t.connect_errors += 1;
+            }
+            SubState::Open => {
+                self.alive[s.ch as usize] -= 1;
+                self.t.closed_by_server += 1;
+            }
+        }
+        self.note_error(why);
+        let mut s = self.subs.remove(key);
+        let _ = self.poll.registry().deregister(&mut s.sock);
+    }
+
+    fn sub_opened(&mut self, key: usize) {
+        let s = &mut self.subs[key];
+        s.state = SubState::Open;
+        self.alive[s.ch as usize] += 1;
+        self.pending -= 1;
+        self.t.opened += 1;
+    }
+
+    fn sub_event(&mut self, key: usize, writable: bool) {
+        let Some(s) = self.subs.get_mut(key) else { return };
+        if s.state == SubState::Connecting {
+            if !writable {
+                // readable/hup before writable: let the read below report the error
+            }
+            match s.sock.take_error() {
+                Ok(Some(e)) | Err(e) => return self.sub_failed(key, format!("connect: {e}")),
+                Ok(None) => {}
+            }
+            match s.sock.peer_addr() {
+                Ok(_) => s.state = SubState::Handshake,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.sub_failed(key, format!("connect: {e}")),
+            }
+        }
+        if let Err(e) = write_out(&mut s.sock, &mut s.out) {
+            return self.sub_failed(key, format!("write: {e}"));
+        }
+        let mut buf = std::mem::take(&mut s.inbuf);
+        let alive = match read_in(&mut s.sock, &mut self.scratch, &mut buf) {
+            Ok(a) => a,
+            Err(e) => return self.sub_failed(key, format!("read: {e}")),
+        };
+        let now = self.now_ns();
+        if let Err(e) = self.sub_input(key, &mut buf, now) {
+            return self.sub_failed(key, e);
+        }
+        let Some(s) = self.subs.get_mut(key) else { return };
+        s.inbuf = if buf.is_empty() { Vec::new() } else { buf };
+        if !alive {
+            return self.sub_failed(key, "server closed the connection".into());
+        }
+        if !s.out.is_empty() {
+            if let Err(e) = write_out(&mut s.sock, &mut s.out) {
+                return self.sub_failed(key, format!("write: {e}"));
+            }
+        }
+    }
+
+    /// Consume what `buf` holds; leaves unconsumed bytes in it.
+    fn sub_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
+        let tr = self.o.transport;
+        if self.subs[key].state == SubState::Handshake {
+            let Some(h) = wire::parse_response(buf)? else { return Ok(()) };
+            match tr {
+                Transport::Ws => {
+                    let want = herald::proto::ws::accept_key(wire::WS_KEY.as_bytes());
+                    if h.status != 101 || h.ws_accept.as_deref() != Some(want.as_str()) {
+                        return Err(format!("websocket handshake answered {}", h.status));
+                    }
+                    buf.drain(..h.head_len);
+                }
+                Transport::Sse => {
+                    if h.status != 200 {
+                        return Err(format!("SSE request answered {}", h.status));
+                    }
+                    buf.drain(..h.head_len);
+                    if h.chunked {
+                        self.subs[key].chunked = Some(ChunkedDecoder::new(usize::MAX / 4));
+                    }
+                }
+                // The long-poll head is read with its body below.
+                Transport::LongPoll => {}
+            }
+            self.sub_opened(key);
+        }
+        match tr {
+            Transport::Ws => self.ws_input(key, buf, now),
+            Transport::Sse => self.sse_input(key, buf, now),
+            Transport::LongPoll => self.lp_input(key, buf, now),
+        }
+    }
+
+    fn ws_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
+        let mut pos = 0;
+        let mut found = std::mem::take(&mut self.found);
+        let mut r = Ok(());
+        while let Some(f) = wire::decode_frame(&buf[pos..], MAX_FRAME)? {
+            let p = &buf[pos + f.start..pos + f.end];
+            let s = &mut self.subs[key];
+            match f.opcode {
+                0 | 1 | 2 if !f.fin || !s.frag.is_empty() => {
+                    s.frag.extend_from_slice(p);
+                    if f.fin {
+                        wire::scan(&s.frag, &mut found);
+                        s.frag = Vec::new();
+                    }
+                }
+                1 | 2 => wire::scan(p, &mut found),
+                9 => s.out.extend_from_slice(&wire::client_frame(10, p)),
+                10 => {}
+                8 => {
+                    r = Err("server sent a close frame".to_string());
+                    break;
+                }
+                op => {
+                    r = Err(format!("unknown opcode {op}"));
+                    break;
+                }
+            }
+            pos += f.end;
+        }
+        buf.drain(..pos);
+        self.deliver(key, &mut found, now);
+        self.found = found;
+        r
+    }
+
+    fn sse_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
+        let s = &mut self.subs[key];
+        if let Some(dec) = s.chunked.as_mut() {
+            let (used, done) = dec.feed(buf, &mut s.text).map_err(|e| format!("chunked SSE: {e:?}"))?;
+            buf.drain(..used);
+            if done {
+                return Err("SSE stream ended".into());
+            }
+        } else {
+            s.text.append(buf);
+        }
+        // Complete events end with a blank line; keep the partial tail.
+        let Some(end) = s.text.windows(2).rposition(|w| w == b"\n\n") else { return Ok(()) };
+        let mut found = std::mem::take(&mut self.found);
+        wire::scan(&s.text[..end], &mut found);
+        s.text.drain(..end + 2);
+        if s.text.capacity() > 64 * 1024 && s.text.is_empty() {
+            s.text = Vec::new();
+        }
+        self.deliver(key, &mut found, now);
+        self.found = found;
+        Ok(())
+    }
+
+    fn lp_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
+        loop {
+            let s = &mut self.subs[key];
+            if s.lp_body.is_none() {
+                let Some(h) = wire::parse_response(buf)? else { return Ok(()) };
+                if h.status != 200 {
+                    return Err(format!("long-poll answered {}", h.status));
+                }
+                let len = h.content_length.ok_or("long-poll answer without Content-Length")?;
+                buf.drain(..h.head_len);
+                s.lp_body = Some(len);
+            }
+            let len = s.lp_body.unwrap_or(0);
+            if buf.len() < len {
+                return Ok(());
+            }
+            let body: Vec<u8> = buf.drain(..len).collect();
+            s.lp_body = None;
+            if let Some(p) = wire::find(&body, b"\"last_id\":") {
+                let digits: String =
+                    body[p + 10..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
+                if let Ok(v) = digits.parse() {
+                    s.since = v;
+                }
+            }
+            let target = lp_target(&self.o.sub.target(&chan_name(self.o, s.ch)), s.since);
+            s.out.extend_from_slice(&wire::get_request(&self.o.sub.host, &target, false));
+            let mut found = std::mem::take(&mut self.found);
+            wire::scan(&body, &mut found);
+            // Newest first in the body: count them oldest first.
+            found.sort_unstable();
+            self.deliver(key, &mut found, now);
+            self.found = found;
+        }
+    }
+
+    /// Count the messages found in one read of one subscriber.
+    fn deliver(&mut self, key: usize, found: &mut Vec<(u64, u64)>, now: u64) {
+        let s = &mut self.subs[key];
+        for &(seq, t) in found.iter() {
+            let Some(m) = (seq as usize).checked_sub(1).and_then(|i| self.msgs.get_mut(i)) else {
+                self.t.strays += 1;
+                continue;
+            };
+            if m.ch != s.ch {
+                self.t.strays += 1;
+                continue;
+            }
+            if seq <= s.last_seq {
+                self.t.dups += 1;
+                continue;
+            }
+            s.last_seq = seq;
+            m.got += 1;
+            self.t.unique += 1;
+            if self.publishing {
+                self.t.deliveries_in_window += 1;
+            }
+            self.t.last_delivery_ns = now;
+            if self.t.lat_us.len() < MAX_SAMPLES {
+                self.t.lat_us.push((now.saturating_sub(t) / 1000).min(u32::MAX as u64) as u32);
+            }
+        }
+        found.clear();
+    }
+
+    // ---------- publishers ----------
+
+    fn open_publishers(&mut self) {
+        for i in 0..self.o.pub_conns {
+            let state = PubState::Connecting;
+            let mut sock = match connect_from(None, self.o.publ.addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.note_error(format!("publisher connect: {e}"));
+                    continue;
+                }
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, Token(PUB_TOKEN_BASE + i), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.pubs.push(Publisher {
+                sock,
+                state,
+                out: Vec::new(),
+                inbuf: Vec::new(),
+                inflight: VecDeque::new(),
+                queued: VecDeque::new(),
+                resp: None,
+            });
+        }
+    }
+
+    /// Create message `seq` on its channel and hand it to that channel's publisher.
+    fn publish_next(&mut self, now: u64) -> bool {
+        let seq = self.msgs.len() as u64 + 1;
+        let ch = ((seq - 1) % self.o.channels as u64) as u32;
+        let pi = ch as usize % self.pubs.len().max(1);
+        let Some(p) = self.pubs.get_mut(pi) else { return false };
+        if p.state == PubState::Dead || p.queued.len() > 10_000 {
+            self.t.pub_skipped += 1;
+            return false;
+        }
+        self.msgs.push(Msg { ch, sent_ns: now, expected: self.alive[ch as usize], got: 0 });
+        self.t.published += 1;
+        p.queued.push_back(seq);
+        self.pump_pub(pi);
+        true
+    }
+
+    fn pump_pub(&mut self, pi: usize) {
+        let p = &mut self.pubs[pi];
+        if p.state != PubState::Open {
+            return;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        while p.inflight.len() < self.o.pub_pipeline {
+            let Some(seq) = p.queued.pop_front() else { break };
+            let m = &mut self.msgs[seq as usize - 1];
+            // The send time is when the request leaves, not when it was queued.
+            m.sent_ns = now;
+            let body = wire::message(seq, now, self.o.size);
+            let target = self.o.publ.target(&chan_name(self.o, m.ch));
+            p.out.extend_from_slice(&wire::post_request(&self.o.publ.host, &target, &body));
+            p.inflight.push_back(seq);
+        }
+        if let Err(e) = write_out(&mut p.sock, &mut p.out) {
+            p.state = PubState::Dead;
+            let why = format!("publisher write: {e}");
+            self.note_error(why);
+        }
+    }
+
+    fn pub_event(&mut self, pi: usize) {
+        let p = &mut self.pubs[pi];
+        if p.state == PubState::Dead {
+            return;
+        }
+        if p.state == PubState::Connecting {
+            match (p.sock.take_error(), p.sock.peer_addr()) {
+                (Ok(None), Ok(_)) => p.state = PubState::Open,
+                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                (Ok(Some(e)) | Err(e), _) | (_, Err(e)) => {
+                    p.state = PubState::Dead;
+                    return self.note_error(format!("publisher connect: {e}"));
+                }
+            }
+        }
+        let alive = read_in(&mut p.sock, &mut self.scratch, &mut p.inbuf);
+        loop {
+            let p = &mut self.pubs[pi];
+            if p.resp.is_none() {
+                match wire::parse_response(&p.inbuf) {
+                    Ok(Some(h)) => {
+                        p.inbuf.drain(..h.head_len);
+                        let dec = h.chunked.then(|| ChunkedDecoder::new(1 << 20));
+                        let len = if h.chunked { None } else { Some(h.content_length.unwrap_or(0)) };
+                        p.resp = Some((h.status, len, dec));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        p.state = PubState::Dead;
+                        self.note_error(format!("publisher: {e}"));
+                        return;
+                    }
+                }
+            }
+            let Some((status, len, dec)) = p.resp.as_mut() else { break };
+            let complete = match (len, dec) {
+                (Some(n), _) if p.inbuf.len() >= *n => {
+                    p.inbuf.drain(..*n);
+                    true
+                }
+                (Some(_), _) => false,
+                (None, Some(d)) => match d.feed(&p.inbuf, &mut Vec::new()) {
+                    Ok((used, done)) => {
+                        p.inbuf.drain(..used);
+                        done
+                    }
+                    Err(_) => {
+                        p.state = PubState::Dead;
+                        return;
+                    }
+                },
+                (None, None) => false,
+            };
+            if !complete {
+                break;
+            }
+            let status = *status;
+            p.resp = None;
+            if let Some(seq) = p.inflight.pop_front() {
+                if !(200..300).contains(&status) {
+                    self.t.pub_errors += 1;
+                    self.msgs[seq as usize - 1].expected = 0;
+                    self.note_error(format!("publish answered {status}"));
+                }
+            }
+        }
+        match alive {
+            Ok(true) => self.pump_pub(pi),
+            Ok(false) | Err(_) => {
+                self.pubs[pi].state = PubState::Dead;
+                self.note_error("publisher connection closed by the server".into());
+            }
+        }
+    }
+
+    /// Advance the window past messages fully delivered or older than 2 s.
+    fn advance_low(&mut self, now: u64) {
+        while let Some(m) = self.msgs.get(self.low) {
+            if m.got >= m.expected || now.saturating_sub(m.sent_ns) > 2_000_000_000 {
+                self.low += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn poll_once(&mut self, events: &mut Events, timeout: Duration) {
+        if let Err(e) = self.poll.poll(events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                panic!("poll: {e}");
+            }
+        }
+        for ev in events.iter() {
+            let Token(k) = ev.token();
+            if k >= PUB_TOKEN_BASE {
+                self.pub_event(k - PUB_TOKEN_BASE);
+            } else {
+                self.sub_event(k, ev.is_writable());
+            }
+        }
+    }
+}
+
+fn lp_target(target: &str, since: u64) -> String {
+    let sep = if target.contains('?') { '&' } else { '?' };
+    format!("{target}{sep}since={since}")
+}
+
+/// Progress line state.
+struct Progress {
+    at: Instant,
+    unique: u64,
+    published: u64,
+    lat_len: usize,
+}
+
+/// Run the whole load test and return the tally.
+pub fn run(o: &Opts) -> Tally {
+    let epoch = Instant::now();
+    let mut r = Run {
+        o,
+        poll: Poll::new().expect("poll"),
+        subs: Slab::with_capacity(o.conns),
+        pubs: Vec::new(),
+        msgs: Vec::new(),
+        alive: vec![0; o.channels],
+        low: 0,
+        t: Tally::default(),
+        epoch,
+        scratch: vec![0; 256 * 1024],
+        found: Vec::new(),
+        publishing: false,
+        pub_start_ns: 0,
+        pub_end_ns: 0,
+        pending: 0,
+        started: 0,
+    };
+    let mut events = Events::with_capacity(4096);
+    let pid = o.server_pid;
+    r.t.rss_base = pid.and_then(procfs::rss_bytes);
+    r.t.sock_base = procfs::sockstat_tcp();
+    let mut prog = Progress { at: Instant::now(), unique: 0, published: 0, lat_len: 0 };
+    let progress = |r: &mut Run, prog: &mut Progress, phase: &str| {
+        let dt = prog.at.elapsed().as_secs_f64();
+        if dt < 1.0 {
+            return;
+        }
+        if let Some((_, mem)) = procfs::sockstat_tcp() {
+            r.t.sock_peak_mem = r.t.sock_peak_mem.max(mem);
+        }
+        if let Some(rss) = pid.and_then(procfs::rss_bytes) {
+            r.t.rss_peak = Some(r.t.rss_peak.unwrap_or(0).max(rss));
+        }
+        if o.progress {
+            let mut last: Vec<u32> = r.t.lat_us[prog.lat_len.min(r.t.lat_us.len())..].to_vec();
+            let p99 = if last.is_empty() {
+                0.0
+            } else {
+                let i = ((last.len() - 1) as f64 * 0.99) as usize;
+                *last.select_nth_unstable(i).1 as f64 / 1000.0
+            };
+            eprintln!(
+                "[{phase:>7}] t={:6.1}s open={} pending={} failed={} closed={} pub/s={:.0} deliv/s={:.0} p99={:.2}ms lost_so_far={}",
+                epoch.elapsed().as_secs_f64(),
+                r.t.opened - r.t.closed_by_server,
+                r.pending,
+                r.t.connect_errors + r.t.connect_timeouts,
+                r.t.closed_by_server,
+                (r.t.published - prog.published) as f64 / dt,
+                (r.t.unique - prog.unique) as f64 / dt,
+                p99,
+                r.msgs[..r.low].iter().map(|m| (m.expected.saturating_sub(m.got)) as u64).sum::<u64>(),
+            );
+        }
+        *prog =
+            Progress { at: Instant::now(), unique: r.t.unique, published: r.t.published, lat_len: r.t.lat_us.len() };
+    };
+
+    // Connect.
+    let t0 = Instant::now();
+    let mut last_open = t0;
+    while t0.elapsed() < o.connect_timeout {
+        while r.started < o.conns && r.pending < o.connect_concurrency {
+            r.start_sub();
+        }
+        if r.started >= o.conns && r.pending == 0 {
+            break;
+        }
+        let before = r.t.opened;
+        r.poll_once(&mut events, Duration::from_millis(20));
+        if r.t.opened > before {
+            last_open = Instant::now();
+        }
+        progress(&mut r, &mut prog, "connect");
+    }
+    r.t.connect_secs = last_open.duration_since(t0).as_secs_f64();
+    // Whatever is still pending at the deadline is given up.
+    let stuck: Vec<usize> = r
+        .subs
+        .iter()
+        .filter(|(_, s)| matches!(s.state, SubState::Connecting | SubState::Handshake))
+        .map(|(k, _)| k)
+        .collect();
+    for k in stuck {
+        let mut s = r.subs.remove(k);
+        let _ = r.poll.registry().deregister(&mut s.sock);
+        r.pending -= 1;
+        r.t.connect_timeouts += 1;
+    }
+    // Settle, then read idle memory.
+    r.open_publishers();
+    let t1 = Instant::now();
+    while t1.elapsed() < o.settle {
+        r.poll_once(&mut events, Duration::from_millis(20));
+        progress(&mut r, &mut prog, "settle");
+    }
+    r.t.rss_idle = pid.and_then(procfs::rss_bytes);
+    r.t.sock_idle = procfs::sockstat_tcp();
+
+    // Publish.
+    let cpu0 = pid.and_then(procfs::cpu_seconds);
+    let gcpu0 = procfs::self_cpu_seconds();
+    r.publishing = true;
+    r.pub_start_ns = r.now_ns();
+    let t2 = Instant::now();
+    let interval = if o.rate > 0.0 { Some(Duration::from_secs_f64(1.0 / o.rate)) } else { None };
+    let mut next_pub = t2;
+    if !o.duration.is_zero() {
+        while t2.elapsed() < o.duration {
+            let now = r.now_ns();
+            match interval {
+                Some(iv) => {
+                    while Instant::now() >= next_pub && t2.elapsed() < o.duration {
+                        r.publish_next(now);
+                        next_pub += iv;
+                    }
+                }
+                None => {
+                    r.advance_low(now);
+                    while r.msgs.len() - r.low < o.window {
+                        if !r.publish_next(now) {
+                            break;
+                        }
+                        // A message to a channel with no subscriber is complete at once.
+                        r.advance_low(now);
+                    }
+                }
+            }
+            let wait = match interval {
+                Some(_) => next_pub.saturating_duration_since(Instant::now()).min(Duration::from_millis(10)),
+                None => Duration::from_millis(5),
+            };
+            r.poll_once(&mut events, wait);
+            progress(&mut r, &mut prog, "publish");
+        }
+    }
+    r.publishing = false;
+    r.pub_end_ns = r.now_ns();
+    r.t.pub_secs = (r.pub_end_ns - r.pub_start_ns) as f64 / 1e9;
+    if let (Some(a), Some(b)) = (cpu0, pid.and_then(procfs::cpu_seconds)) {
+        r.t.server_cpu_pct = Some((b - a) / r.t.pub_secs.max(1e-9) * 100.0);
+    }
+    r.t.gen_cpu_pct = (procfs::self_cpu_seconds() - gcpu0) / r.t.pub_secs.max(1e-9) * 100.0;
+
+    // Drain.
+    let t3 = Instant::now();
+    while t3.elapsed() < o.drain {
+        let now = r.now_ns();
+        if r.msgs.iter().all(|m| m.got >= m.expected) {
+            break;
+        }
+        r.advance_low(now);
+        r.poll_once(&mut events, Duration::from_millis(10));
+        progress(&mut r, &mut prog, "drain");
+    }
+    r.t.rss_end = pid.and_then(procfs::rss_bytes);
+    r.t.expected = r.msgs.iter().map(|m| m.expected as u64).sum();
+    r.t
+}

@@ -1,0 +1,63 @@
+//! Centrifugo's unidirectional transports: `/connection/uni_websocket`,
+//! `/connection/uni_sse` and `/connection/uni_http_stream`. The client sends only a connect
+//! request (query parameter `cf_connect` with JSON, or a JSON POST body); the server sends
+//! the connect result and then pushes (`{"channel":"c","pub":{...}}`) and `{}` pings.
+//!
+//! Owns: opening those connections. Called by the router; the connect itself is
+//! `client::connect`.
+
+use super::client;
+use super::proto::ConnectReq;
+use crate::proto::http::{query_param, Method};
+use crate::reactor::conn::{Conn, State, StreamKind};
+use crate::reactor::worker::Ctx;
+use crate::transport::http::{error, Req};
+use bytes::Bytes;
+
+fn connect_request(req: &Req) -> Result<Option<ConnectReq>, String> {
+    if let Some(q) = query_param(req.head.query, "cf_connect") {
+        return serde_json::from_str(&q).map(Some).map_err(|e| format!("cf_connect is not a connect request: {e}"));
+    }
+    if req.head.method == Method::Post && !req.body.trim_ascii().is_empty() {
+        return serde_json::from_slice(req.body).map(Some).map_err(|e| format!("body is not a connect request: {e}"));
+    }
+    Ok(None)
+}
+
+/// uni_websocket: connect at once when the URL carries `cf_connect`; otherwise the first
+/// message from the client is the connect request.
+pub fn connect_from_query(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
+    match connect_request(req) {
+        Ok(Some(r)) => client::connect(ctx, conn, 0, r),
+        Ok(None) => {}
+        Err(_) => client::disconnect(ctx, conn, super::proto::DISCONNECT_BAD_REQUEST),
+    }
+}
+
+/// uni_sse and uni_http_stream: an endless response carrying the connect result, then
+/// pushes.
+pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
+    let r = match connect_request(req) {
+        Ok(Some(r)) => r,
+        Ok(None) if kind == StreamKind::CfSse => ConnectReq::default(),
+        Ok(None) => return error(ctx, conn, req, 400, "POST a JSON connect request"),
+        Err(e) => return error(ctx, conn, req, 400, &e),
+    };
+    if ctx.shutting_down {
+        return error(ctx, conn, req, 503, "server shutting down");
+    }
+    let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "application/json" };
+    let mut head = format!(
+        "HTTP/1.{} 200 OK\r\nServer: herald\r\nContent-Type: {ct}\r\nCache-Control: no-cache, no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
+        req.head.minor_version.min(1)
+    );
+    if let Some(o) = crate::transport::pubsub::cors_origin(ctx, req) {
+        head.push_str(&format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"));
+    }
+    head.push_str("\r\n");
+    ctx.queue(conn, Bytes::from(head));
+    conn.state =
+        State::Stream { kind, next_keepalive_ms: ctx.now_ms + ctx.shared.cfg.client.ping_interval.0, multi: false };
+    client::attach(conn, true);
+    client::connect(ctx, conn, 0, r);
+}
