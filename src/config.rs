@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::net::IpAddr;
 
 /// All of Herald's settings. Field names are the JSON keys of the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
@@ -75,6 +75,15 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Most channels one subscription may name (`cid=a,b,...`).
     pub max_channels_per_conn: usize,
+    /// Most open connections from one client address (0 = no limit); beyond it new
+    /// connections get 503.
+    pub max_connections_per_ip: usize,
+    /// Most new connections per second from one client address (0 = no limit; bursts of
+    /// one second's worth); beyond it 429.
+    pub connect_rate_per_ip: u32,
+    /// Most subscribers one channel may have (0 = no limit); beyond it 503 (Centrifugo:
+    /// error 106).
+    pub max_subscribers_per_channel: usize,
 
     /// Centrifugo `client` section: tokens, anonymous access, pings.
     pub client: crate::centrifugo::config::ClientConfig,
@@ -115,6 +124,9 @@ impl Default for Config {
             ws_client_publish: false,
             cors_origins: vec!["*".into()],
             max_channels_per_conn: 64,
+            max_connections_per_ip: 0,
+            connect_rate_per_ip: 0,
+            max_subscribers_per_channel: 0,
             client: Default::default(),
             http_api: Default::default(),
             channel: Default::default(),

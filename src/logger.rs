@@ -67,6 +67,17 @@ pub fn init(level: &str) {
     }
 }
 
+/// Change the level at run time (SIGHUP).
+pub fn set_level(level: &str) {
+    log::set_max_level(match level {
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => LevelFilter::Info,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -124,6 +124,35 @@ fn raise_nofile() {
     }
 }
 
+/// SIGHUP: re-read the config file and apply what can change safely at run time (the log
+/// level); report keys that differ but need a restart. Logs go to stderr, which the
+/// service manager owns, so there is no file to reopen.
+fn reload(cli: &Cli, running: &Config) {
+    let new = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: config not reloaded: {e}");
+            return;
+        }
+    };
+    herald::logger::set_level(&new.log_level);
+    let mut restart = Vec::new();
+    let a = serde_json::to_value(running).unwrap_or_default();
+    let b = serde_json::to_value(&new).unwrap_or_default();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, v) in b {
+            if k != "log_level" && a.get(k) != Some(v) {
+                restart.push(k.clone());
+            }
+        }
+    }
+    if restart.is_empty() {
+        log::info!("SIGHUP: config reloaded; log_level is {}", new.log_level);
+    } else {
+        log::warn!("SIGHUP: log_level is {}; changed keys that need a restart: {}", new.log_level, restart.join(", "));
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Some(cmd) = &cli.cmd {
@@ -154,9 +183,16 @@ fn main() {
             log::warn!("cannot handle signal {sig}: {e}");
         }
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        log::warn!("cannot handle SIGHUP: {e}");
+    }
     let shared = server.shared.clone();
     let mut last_sweep = 0;
     while !stop.load(Ordering::Relaxed) {
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&cli, &shared.cfg);
+        }
         std::thread::sleep(Duration::from_millis(50));
         let now = shared.now_ms();
         if now - last_sweep >= 1000 {

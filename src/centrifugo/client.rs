@@ -313,7 +313,9 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
     if cf.subs.iter().any(|s| &*s.channel == ch) {
         return Err(proto::ALREADY_SUBSCRIBED);
     }
-    if cf.subs.len() >= cfg.client.channel_limit {
+    if cf.subs.len() >= cfg.client.channel_limit
+        || pubsub::full_channel(ctx, std::slice::from_ref(&req.channel)).is_some()
+    {
         return Err(proto::LIMIT_EXCEEDED);
     }
     let user = cf.user.clone();

@@ -46,6 +46,12 @@ impl Duration {
     }
 }
 
+impl serde::Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0))
+    }
+}
+
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -64,7 +70,7 @@ impl<'de> Deserialize<'de> for Duration {
 }
 
 /// `client.token`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
     /// HS256 secret for connection and subscription tokens.
@@ -76,7 +82,7 @@ pub struct TokenConfig {
 }
 
 /// `client.subscription_token`: a separate secret for subscription tokens (if enabled).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubTokenConfig {
     pub enabled: bool,
@@ -84,7 +90,7 @@ pub struct SubTokenConfig {
 }
 
 /// `client`: the Centrifugo client protocol.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub token: TokenConfig,
@@ -119,7 +125,7 @@ impl Default for ClientConfig {
 }
 
 /// `http_api`: the server API at `/api`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpApiConfig {
     /// Key expected in `X-API-Key` or `Authorization: apikey KEY`.
@@ -129,7 +135,7 @@ pub struct HttpApiConfig {
 }
 
 /// Per-namespace channel options (Centrifugo v6 names). Default is deny.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelOptions {
     pub presence: bool,
@@ -161,7 +167,7 @@ impl ChannelOptions {
 }
 
 /// A named namespace.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 pub struct Namespace {
     pub name: String,
     #[serde(flatten)]
@@ -169,7 +175,7 @@ pub struct Namespace {
 }
 
 /// `channel`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Options of channels with no namespace.

@@ -82,6 +82,8 @@ pub trait Engine: Send + Sync {
     fn sweep(&self, now_ms: u64);
     /// (channels, messages held in history).
     fn counts(&self) -> (usize, usize);
+    /// Subscribers of a channel across all workers.
+    fn subscribers(&self, channel: &str) -> usize;
     /// Per-channel counters.
     fn channel_stats(&self) -> Vec<ChannelStat>;
     /// Tell every worker something (shutdown, API commands aimed at users).
@@ -333,6 +335,10 @@ impl Engine for MemoryEngine {
             msgs += shard.values().map(|c| c.history.len()).sum::<usize>();
         }
         (ch, msgs)
+    }
+
+    fn subscribers(&self, channel: &str) -> usize {
+        self.shard(channel).get(channel).map(|c| c.subscribers).unwrap_or(0)
     }
 
     fn channel_stats(&self) -> Vec<ChannelStat> {

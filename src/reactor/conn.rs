@@ -98,6 +98,8 @@ pub struct Conn {
     pub dead: bool,
     /// The write side has been shut down.
     pub write_shut: bool,
+    /// Counted in the per-address table (released on close).
+    pub admitted: bool,
 }
 
 impl Conn {
@@ -119,6 +121,7 @@ impl Conn {
             dirty: false,
             dead: false,
             write_shut: false,
+            admitted: false,
         }
     }
 

@@ -6,6 +6,8 @@
 //! connection state; transports never read or write a socket themselves.
 
 pub mod conn;
+pub mod limits;
+pub mod metrics;
 pub mod outq;
 pub mod timer;
 pub mod worker;
@@ -24,6 +26,8 @@ pub struct Stats {
     pub connections: AtomicUsize,
     pub accepted: AtomicU64,
     pub refused_max_conns: AtomicU64,
+    pub refused_per_ip: AtomicU64,
+    pub refused_rate: AtomicU64,
     pub accept_errors: AtomicU64,
     pub published: AtomicU64,
     pub delivered: AtomicU64,
@@ -48,6 +52,10 @@ pub struct Shared {
     /// Connected Centrifugo users and their connection counts (touched on connect and
     /// disconnect only).
     pub users: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+    /// Per-worker gauges for `/metrics`.
+    pub gauges: Vec<metrics::WorkerGauges>,
+    /// Per-address admission.
+    pub ip_limits: limits::IpLimits,
 }
 
 impl Shared {
@@ -87,6 +95,8 @@ impl Server {
             stats: Stats::default(),
             node_id: crate::centrifugo::proto::client_id(),
             users: Default::default(),
+            gauges: (0..n).map(|_| Default::default()).collect(),
+            ip_limits: limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip),
         });
         let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| std::io::Error::other("bad bind address"))?;
         let mut addr = SocketAddr::new(ip, cfg.port);

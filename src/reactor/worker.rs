@@ -126,6 +126,7 @@ pub struct Worker {
     shutdown_deadline: Option<u64>,
     /// Deliveries waiting for the end of an inbox drain (long-polls to complete).
     finish: Vec<ConnId>,
+    next_gauges_ms: u64,
 }
 
 impl Worker {
@@ -174,6 +175,7 @@ impl Worker {
             accept_paused_until: None,
             shutdown_deadline: None,
             finish: Vec::new(),
+            next_gauges_ms: 0,
         })
     }
 
@@ -191,6 +193,7 @@ impl Worker {
                 }
             }
             self.ctx.now_ms = self.ctx.shared.now_ms();
+            let turn_start = std::time::Instant::now();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -217,6 +220,7 @@ impl Worker {
             }
             self.flush_dirty();
             self.reap();
+            self.account(turn_start);
             if let Some(d) = self.shutdown_deadline {
                 if self.conns.is_empty() || self.ctx.now_ms >= d {
                     break;
@@ -230,6 +234,31 @@ impl Worker {
         }
         self.reap();
         log::debug!("worker {} stopped ({} connections cut at the deadline)", self.ctx.id, left);
+    }
+
+    /// Loop-time accounting, and once a second the gauges `/metrics` reads.
+    fn account(&mut self, turn_start: std::time::Instant) {
+        let g = &self.ctx.shared.gauges[self.ctx.id];
+        let us = turn_start.elapsed().as_micros() as u64;
+        g.busy_us.fetch_add(us, Ordering::Relaxed);
+        g.turns.fetch_add(1, Ordering::Relaxed);
+        g.max_turn_us.fetch_max(us, Ordering::Relaxed);
+        if self.ctx.now_ms < self.next_gauges_ms {
+            return;
+        }
+        self.next_gauges_ms = self.ctx.now_ms + 1000;
+        let mut counts = [0usize; super::metrics::TRANSPORTS.len()];
+        let mut subs = 0;
+        for (_, c) in self.conns.iter() {
+            counts[super::metrics::transport_index(c.transport())] += 1;
+            subs += c.subs.len();
+        }
+        for (i, n) in counts.iter().enumerate() {
+            g.conns[i].store(*n, Ordering::Relaxed);
+        }
+        g.subscriptions.store(subs, Ordering::Relaxed);
+        g.channels.store(self.ctx.local.counts().0, Ordering::Relaxed);
+        g.max_turn_us.store(0, Ordering::Relaxed);
     }
 
     fn accept(&mut self) {
@@ -285,10 +314,31 @@ impl Worker {
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let conn = entry.insert(Conn::new(sock, id, peer, self.ctx.now_ms));
         log::debug!("conn {}:{} from {peer}: accepted", self.ctx.id, key);
-        if max > 0 && total > max {
+        let limits = &self.ctx.shared.ip_limits;
+        let refusal = if max > 0 && total > max {
             stats.refused_max_conns.fetch_add(1, Ordering::Relaxed);
-            log::debug!("conn {}:{} from {peer}: refused, {total} > max_connections {max}", self.ctx.id, key);
-            let resp = crate::proto::http::error_response(503, "server at max_connections", false);
+            Some((503, "server at max_connections"))
+        } else if limits.enabled() {
+            match limits.admit(peer.ip(), self.ctx.now_ms) {
+                Ok(()) => {
+                    conn.admitted = true;
+                    None
+                }
+                Err(super::limits::Refusal::PerIp) => {
+                    stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                    Some((503, "too many connections from this address (max_connections_per_ip)"))
+                }
+                Err(super::limits::Refusal::Rate) => {
+                    stats.refused_rate.fetch_add(1, Ordering::Relaxed);
+                    Some((429, "connecting too fast from this address (connect_rate_per_ip)"))
+                }
+            }
+        } else {
+            None
+        };
+        if let Some((status, why)) = refusal {
+            log::debug!("conn {}:{} from {peer}: refused: {why}", self.ctx.id, key);
+            let resp = crate::proto::http::error_response(status, why, false);
             self.ctx.queue(conn, resp);
             self.ctx.close_after_flush(conn);
         }
@@ -460,6 +510,9 @@ impl Worker {
             let mut conn = self.conns.remove(key);
             transport::leave_subscriptions(&mut self.ctx, &mut conn);
             let _ = self.poll.registry().deregister(&mut conn.sock);
+            if conn.admitted {
+                self.ctx.shared.ip_limits.release(conn.peer.ip());
+            }
             self.ctx.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             log::debug!("conn {}:{} from {}: closed", self.ctx.id, key, conn.peer);
         }

@@ -135,6 +135,16 @@ fn route(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
                 json(ctx, conn, req, 200, b"{\"status\":\"ok\"}", "application/json");
             }
         }
+        "/metrics" => {
+            if allow(ctx, conn, req, &[Get], "GET") {
+                super::ops::metrics(ctx, conn, req);
+            }
+        }
+        "/stats" => {
+            if allow(ctx, conn, req, &[Get], "GET") {
+                super::ops::stats(ctx, conn, req);
+            }
+        }
         "/echo" => {
             if allow(ctx, conn, req, &[Get], "GET") {
                 ws::upgrade(ctx, conn, req, crate::reactor::conn::WsMode::Echo, Vec::new());

@@ -10,6 +10,7 @@
 //! - [`pubsub`]: publish, polling, long-polling, iframe stream, SSE, and delivery.
 
 pub mod http;
+pub mod ops;
 pub mod pubsub;
 pub mod ws;
 

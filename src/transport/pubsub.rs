@@ -113,7 +113,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn may_publish(ctx: &Ctx, conn: &Conn, req: &Req) -> bool {
+pub fn may_publish(ctx: &Ctx, conn: &Conn, req: &Req) -> bool {
     if let (Some(key), Some(given)) = (&ctx.shared.cfg.publish_api_key, req.head.header("X-API-Key")) {
         if ct_eq(key.as_bytes(), given.trim_ascii()) {
             return true;
@@ -254,6 +254,24 @@ pub fn poll(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
 }
 
 /// Subscribe `conn` to `chans`, returning what history holds after each `since`.
+/// The first of `chans` that is at `max_subscribers_per_channel`, if any.
+pub(crate) fn full_channel<'a>(ctx: &Ctx, chans: &'a [String]) -> Option<&'a str> {
+    let max = ctx.shared.cfg.max_subscribers_per_channel;
+    if max == 0 {
+        return None;
+    }
+    chans.iter().find(|c| ctx.shared.engine.subscribers(c) >= max).map(|c| c.as_str())
+}
+
+fn refuse_full(ctx: &mut Ctx, conn: &mut Conn, req: &Req, chans: &[String]) -> bool {
+    if let Some(c) = full_channel(ctx, chans) {
+        let msg = format!("channel {c} has max_subscribers_per_channel subscribers");
+        error(ctx, conn, req, 503, &msg);
+        return true;
+    }
+    false
+}
+
 pub(crate) fn subscribe(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], since: &[Option<u64>]) -> Vec<HistoryRead> {
     let engine = ctx.shared.engine.clone();
     let mut reads = Vec::with_capacity(chans.len());
@@ -302,6 +320,9 @@ pub fn listen(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     };
     if ctx.shutting_down {
         return error(ctx, conn, req, 503, "server shutting down");
+    }
+    if refuse_full(ctx, conn, req, &chans) {
+        return;
     }
     let reads = subscribe(ctx, conn, &chans, &since);
     if reads.iter().any(|r| !r.messages.is_empty() || r.missed) {
@@ -355,6 +376,9 @@ pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
     };
     if ctx.shutting_down {
         return error(ctx, conn, req, 503, "server shutting down");
+    }
+    if refuse_full(ctx, conn, req, &chans) {
+        return;
     }
     let (ct, preamble) = match kind {
         StreamKind::Sse => {
@@ -427,6 +451,9 @@ pub fn ws_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     };
     if ctx.shutting_down {
         return error(ctx, conn, req, 503, "server shutting down");
+    }
+    if refuse_full(ctx, conn, req, &chans) {
+        return;
     }
     if !super::ws::upgrade(ctx, conn, req, WsMode::Sub, Vec::new()) {
         return;

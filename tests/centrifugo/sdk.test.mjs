@@ -65,7 +65,6 @@ const CONFIG = {
 };
 
 let herald = null;
-let heraldLog = '';
 let BASE = ''; // http://127.0.0.1:PORT
 let WS_URL = ''; // ws://127.0.0.1:PORT/connection/websocket
 let tmpDir = '';
@@ -89,7 +88,8 @@ const subToken = (user, channel, ttl = 3600) => jwt({ sub: user, channel, exp: n
 // ---------------------------------------------------------------------------------------
 // herald process.
 
-function startHerald() {
+// Starts a herald with the given config file; resolves with {child, addr, log()}.
+function launchHerald(cfgPath) {
   return new Promise((resolveStart, rejectStart) => {
     if (!existsSync(HERALD_BIN)) {
       rejectStart(new Error(`herald binary not found at ${HERALD_BIN} (build it, or set HERALD_BIN)`));
@@ -97,22 +97,21 @@ function startHerald() {
     }
     const child = spawn(
       HERALD_BIN,
-      ['--config', configPath, '--bind', '127.0.0.1', '--port', '0', '--workers', '2'],
+      ['--config', cfgPath, '--bind', '127.0.0.1', '--port', '0', '--workers', '2'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    herald = child;
+    const inst = { child, addr: '', text: '', log() { return this.text; } };
     const timer = setTimeout(
-      () => rejectStart(new Error(`herald did not report "listening on 127.0.0.1:PORT" within 10 s:\n${heraldLog}`)),
+      () => rejectStart(new Error(`herald did not report "listening on 127.0.0.1:PORT" within 10 s:\n${inst.text}`)),
       10_000,
     );
     const onData = (chunk) => {
-      heraldLog = (heraldLog + chunk).slice(-200_000);
-      const m = /listening on (127\.0\.0\.1:\d+)/.exec(heraldLog);
-      if (m && !BASE) {
-        BASE = `http://${m[1]}`;
-        WS_URL = `ws://${m[1]}/connection/websocket`;
+      inst.text = (inst.text + chunk).slice(-200_000);
+      const m = /listening on (127\.0\.0\.1:\d+)/.exec(inst.text);
+      if (m && !inst.addr) {
+        inst.addr = m[1];
         clearTimeout(timer);
-        resolveStart();
+        resolveStart(inst);
       }
     };
     child.stdout.setEncoding('utf8');
@@ -121,19 +120,31 @@ function startHerald() {
     child.stderr.on('data', onData);
     child.on('error', (e) => { clearTimeout(timer); rejectStart(e); });
     child.on('exit', (code, sig) => {
-      if (!BASE) { clearTimeout(timer); rejectStart(new Error(`herald exited (${code ?? sig}) before listening:\n${heraldLog}`)); }
+      if (!inst.addr) { clearTimeout(timer); rejectStart(new Error(`herald exited (${code ?? sig}) before listening:\n${inst.text}`)); }
     });
   });
 }
 
-async function stopHerald() {
-  const child = herald;
+// Stops one herald by its PID: SIGTERM, then SIGKILL after 5 s.
+async function killHerald(child) {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   process.kill(child.pid, 'SIGTERM');
   const timer = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, 5_000);
   await exited;
   clearTimeout(timer);
+}
+
+let mainInstance = null;
+async function startHerald() {
+  mainInstance = await launchHerald(configPath);
+  herald = mainInstance.child;
+  BASE = `http://${mainInstance.addr}`;
+  WS_URL = `ws://${mainInstance.addr}/connection/websocket`;
+}
+
+async function stopHerald() {
+  await killHerald(herald);
 }
 
 function run(bin, args, { timeout = 20_000 } = {}) {
@@ -272,7 +283,7 @@ class Env {
   }
 
   dump() {
-    return `\n--- protocol exchange of "${this.name}" ---\n${this.log.join('\n')}\n--- herald log (tail) ---\n${heraldLog.slice(-3000)}`;
+    return `\n--- protocol exchange of "${this.name}" ---\n${this.log.join('\n')}\n--- herald log (tail) ---\n${(mainInstance ? mainInstance.text : '').slice(-3000)}`;
   }
 
   async close() {
@@ -554,30 +565,47 @@ sdkTest('client publish: allowed in chat: for a subscriber, refused (103) in ro:
   await c.publish('chat:pub', { text: 'still here' });
 });
 
-sdkTest('publication data round-trip: strings, numbers, arrays, unicode; tags; skip_history', async (env) => {
-  const ch = 'chat:data';
-  const c = env.client({ token: connToken('dora') });
+async function subscribedClient(env, user, ch) {
+  const c = env.client({ token: connToken(user) });
   const sub = env.sub(c, ch);
   const pubs = collect(sub, 'publication');
   const sp = subscribed(sub);
   await connected(env, c);
   await sp;
-  const values = ['plain string', 42, 1.5, true, null, [1, 'x', { y: [] }], { emoji: '😀', sep: '\u2028\u2029', quote: '"</script>', nested: { a: { b: [1, 2] } } }];
+  return { c, sub, pubs };
+}
+
+sdkTest('publication data round-trip: strings, numbers, arrays, unicode', async (env) => {
+  const ch = 'chat:data';
+  const { pubs } = await subscribedClient(env, 'dora', ch);
+  const values = ['plain string', 42, 1.5, true, [1, 'x', { y: [] }], { emoji: '😀', sep: '\u2028\u2029', quote: '"</script>', nested: { a: { b: [1, 2] } } }];
   for (const data of values) await env.apiOk('publish', { channel: ch, data });
   await waitUntil(() => pubs.length === values.length, `all ${values.length} publications arrive`);
   assert.deepEqual(pubs.map((p) => p.data), values);
+  const h = await env.apiOk('history', { channel: ch, limit: 100 });
+  assert.deepEqual(h.publications.map((p) => p.data), values, 'history keeps the data as published');
+});
 
+sdkTest('publish tags reach subscribers and history', async (env) => {
+  const ch = 'chat:tags';
+  const { pubs } = await subscribedClient(env, 'tara', ch);
   await env.apiOk('publish', { channel: ch, data: { tagged: 1 }, tags: { kind: 'news', lang: 'en' } });
-  await waitUntil(() => pubs.length === values.length + 1, 'the tagged publication arrives');
-  assert.deepEqual(pubs.at(-1).tags, { kind: 'news', lang: 'en' }, 'publish tags reach the subscriber');
+  await waitUntil(() => pubs.length === 1, 'the tagged publication arrives');
+  assert.deepEqual(pubs[0].tags, { kind: 'news', lang: 'en' }, 'Publication.tags ({"pub":{"data":..,"offset":..,"tags":{..}}})');
+  const h = await env.apiOk('history', { channel: ch, limit: 10 });
+  assert.deepEqual(h.publications[0].tags, { kind: 'news', lang: 'en' }, 'history publications keep tags');
+});
 
-  const before = await env.apiOk('history', { channel: ch });
+sdkTest('publish skip_history: delivered, kept out of history', async (env) => {
+  const ch = 'chat:skip';
+  const { pubs } = await subscribedClient(env, 'sam', ch);
+  await env.apiOk('publish', { channel: ch, data: { n: 1 } });
   const skipped = await env.apiOk('publish', { channel: ch, data: { skipped: 1 }, skip_history: true });
-  await waitUntil(() => pubs.length === values.length + 2, 'the skip_history publication is still delivered');
-  assert.deepEqual(pubs.at(-1).data, { skipped: 1 });
-  const afterSkip = await env.apiOk('history', { channel: ch, limit: 100 });
-  assert.ok(!afterSkip.publications.some((p) => p.data && p.data.skipped), 'skip_history keeps it out of history');
-  assert.equal(afterSkip.offset, before.offset, `skip_history does not move the stream top (publish result was ${JSON.stringify(skipped)})`);
+  await waitUntil(() => pubs.length === 2, 'the skip_history publication is still delivered');
+  assert.deepEqual(pubs[1].data, { skipped: 1 });
+  const h = await env.apiOk('history', { channel: ch, limit: 100 });
+  assert.deepEqual(h.publications.map((p) => p.data), [{ n: 1 }], 'skip_history keeps it out of history');
+  assert.equal(h.offset, 1, `skip_history does not move the stream top (its publish result: ${JSON.stringify(skipped)})`);
 });
 
 sdkTest('publish idempotency_key: a retried publish is accepted once (documented for the memory engine)', async (env) => {
@@ -948,4 +976,64 @@ sdkTest('server API subscribe/unsubscribe/disconnect reach the SDK', async (env)
   await sleep(400);
   assert.equal(c.state, 'disconnected');
   assert.equal(env.sockets, 1, 'no reconnect after 3503');
+});
+
+sdkTest('server API refresh expire_at: the client gets a refresh push with the new ttl', async (env) => {
+  const c = env.client({ token: connToken('rosa') });
+  await connected(env, c);
+  assert.deepEqual(await env.apiOk('refresh', { user: 'rosa', expire_at: nowS() + 7200 }), {});
+  await waitUntil(() => env.received.some((f) => f.push && f.push.refresh), 'a {"push":{"refresh":{"expires":true,"ttl":N}}} frame (centrifuge Client.Refresh)');
+  const push = env.received.find((f) => f.push && f.push.refresh).push.refresh;
+  assert.equal(push.expires, true);
+  assert.ok(push.ttl > 3600 && push.ttl <= 7200, `ttl follows expire_at, got ${push.ttl}`);
+  assert.equal(c.state, 'connected');
+});
+
+sdkTest('server API refresh expired: true -> disconnect 3005 "connection expired", the SDK reconnects', async (env) => {
+  const c = env.client({ token: connToken('rhea') });
+  const first = await connected(env, c);
+  const connecting = once(c, 'connecting', { what: 'reconnect after "connection expired"' });
+  const again = once(c, 'connected', { timeout: 8_000, what: 'connected again' });
+  assert.deepEqual(await env.apiOk('refresh', { user: 'rhea', expired: true }), {});
+  const ctx = await connecting;
+  assert.equal(ctx.code, 3005, `refresh expired -> DisconnectExpired 3005, got ${ctx.code} (${ctx.reason})`);
+  const second = await again;
+  assert.notEqual(second.client, first.client);
+});
+
+sdkTest('pings: client.ping_interval 1s / pong_timeout 500ms; the SDK answers {} and stays; a silent client gets 3012', async (env) => {
+  const cfg = JSON.parse(JSON.stringify(CONFIG));
+  cfg.client.ping_interval = '1s';
+  cfg.client.pong_timeout = '500ms';
+  const path = join(tmpDir, 'ping.json');
+  writeFileSync(path, JSON.stringify(cfg, null, 2));
+  const inst = await launchHerald(path);
+  env.cleanups.push(() => killHerald(inst.child));
+  const url = `ws://${inst.addr}/connection/websocket`;
+
+  const c = env.client({ token: connToken('pia') }, url);
+  const ctx = await connected(env, c);
+  const reply = env.received.find((f) => f.connect);
+  assert.equal(reply.connect.ping, 1, 'connect result ping: the interval in seconds');
+  assert.equal(reply.connect.pong, true, 'connect result pong: true (bidirectional client must answer)');
+  await sleep(2_700);
+  const pings = env.log.filter((l) => / S>C \{\}$/.test(l)).length;
+  const pongs = env.log.filter((l) => / C>S \{\}$/.test(l)).length;
+  assert.ok(pings >= 2, `expected >= 2 server pings {} in 2.7 s, saw ${pings}`);
+  assert.ok(pongs >= 2, `the SDK answers each ping with {} (saw ${pongs})`);
+  assert.equal(c.state, 'connected');
+  assert.equal(env.sockets, 1, 'answered pings keep the connection');
+  assert.ok(ctx.client);
+
+  // A raw client that never answers pings: disconnected with 3012 "no pong".
+  const raw = new WebSocket(url);
+  env.cleanups.push(() => raw.terminate());
+  const closed = new Promise((res) => raw.on('close', (code, reason) => res({ code, reason: reason.toString() })));
+  await new Promise((res, rej) => { raw.on('open', res); raw.on('error', rej); });
+  raw.send(JSON.stringify({ id: 1, connect: { token: connToken('silent') } }));
+  const t0 = Date.now();
+  const timeout = sleep(4_000).then(() => ({ code: 'none within 4 s' }));
+  const res = await Promise.race([closed, timeout]);
+  env.note(`raw client without pongs: closed ${JSON.stringify(res)} after ${Date.now() - t0} ms`);
+  assert.equal(res.code, 3012, `no pong -> close 3012, got ${JSON.stringify(res)}`);
 });

@@ -38,8 +38,11 @@ from cent import (
     InfoRequest,
     PresenceRequest,
     PresenceStatsRequest,
+    DisconnectRequest,
     PublishRequest,
     StreamPosition as CentStreamPosition,
+    SubscribeRequest,
+    UnsubscribeRequest,
 )
 from cent.exceptions import CentApiResponseError, CentUnauthorizedError
 
@@ -240,6 +243,18 @@ class ClientEvents(ClientEventHandler):
         self.connected = asyncio.Event()
         self.ctx = None
         self.disconnects = []
+        self.server_subs = []
+        self.server_unsubs = []
+        self.server_pubs = []
+
+    async def on_subscribed(self, ctx) -> None:
+        self.server_subs.append(ctx)
+
+    async def on_unsubscribed(self, ctx) -> None:
+        self.server_unsubs.append(ctx)
+
+    async def on_publication(self, ctx) -> None:
+        self.server_pubs.append(ctx)
 
     async def on_connected(self, ctx: ConnectedContext) -> None:
         self.ctx = ctx
@@ -359,3 +374,28 @@ def test_centrifuge_python_invalid_token(herald, herald_log):
             await client.disconnect()
 
     asyncio.run(asyncio.wait_for(scenario(), 15))
+
+
+def test_cent_server_side_subscribe_unsubscribe_disconnect(herald, cent, herald_log):
+    async def scenario():
+        events = ClientEvents()
+        client = Client(herald.ws_url, events=events, token=conn_token("py-srv"), proxy=None)
+        try:
+            await client.connect()
+            await asyncio.wait_for(events.connected.wait(), STEP)
+            cent.subscribe(SubscribeRequest(user="py-srv", channel="chat:py-srv"))
+            await wait_until(lambda: events.server_subs, "server-side subscribe push")
+            assert events.server_subs[0].channel == "chat:py-srv"
+            cent.publish(PublishRequest(channel="chat:py-srv", data={"srv": True}))
+            await wait_until(lambda: events.server_pubs, "publication of the server-side subscription")
+            assert events.server_pubs[0].channel == "chat:py-srv"
+            assert events.server_pubs[0].pub.data == {"srv": True}
+            cent.unsubscribe(UnsubscribeRequest(user="py-srv", channel="chat:py-srv"))
+            await wait_until(lambda: events.server_unsubs, "server-side unsubscribe push")
+            cent.disconnect(DisconnectRequest(user="py-srv"))
+            await wait_until(lambda: events.disconnects, "disconnected by the server API")
+            assert events.disconnects[0].code == 3503
+        finally:
+            await client.disconnect()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

@@ -1,0 +1,196 @@
+//! Operations against a real herald: /metrics and /stats scraped, per-address and
+//! per-channel limits, graceful drain with live clients of every transport, SIGHUP.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use tungstenite::{connect, Message};
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+#[test]
+fn metrics_and_stats_are_scraped() {
+    let h = Herald::start("{}");
+    let (mut ws, _) = connect(h.ws_url("/ws/?cid=m1")).unwrap();
+    let mut sse = h.connect();
+    write!(sse, "GET /sse/?cid=m1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        publish(&h, "m1", format!("{i}").as_bytes());
+    }
+    for _ in 0..5 {
+        ws.read().unwrap();
+    }
+    let _ = get(&h, "/nope");
+    // Gauges refresh once a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = get(&h, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    let t = r.text();
+    assert_eq!(metric(&t, "herald_connections{transport=\"ws\"}"), 1.0);
+    assert_eq!(metric(&t, "herald_connections{transport=\"sse\"}"), 1.0);
+    assert_eq!(metric(&t, "herald_messages_published_total"), 5.0);
+    assert_eq!(metric(&t, "herald_messages_delivered_total"), 10.0);
+    assert!(metric(&t, "herald_http_errors_total") >= 1.0);
+    assert!(metric(&t, "herald_bytes_out_total") > 0.0);
+    assert_eq!(metric(&t, "herald_subscriptions"), 2.0);
+    assert_eq!(metric(&t, "herald_channels"), 1.0);
+    assert!(t.contains("herald_worker_busy_seconds_total{worker=\"0\"}"));
+    assert!(t.contains("herald_worker_inbox_depth{worker=\"0\"}"));
+    assert!(t.contains("herald_connections_refused_total{reason=\"per_ip\"} 0"));
+    let s = get(&h, "/stats").json();
+    assert_eq!(s["channels"], 1);
+    assert_eq!(s["by_channel"][0]["channel"], "m1");
+    assert_eq!(s["by_channel"][0]["subscribers"], 2);
+    assert_eq!(s["by_channel"][0]["stored_messages"], 5);
+    assert_eq!(s["by_channel"][0]["last_message_id"], 5);
+    // /stats is protected like publishing.
+    let h2 = Herald::start(r#"{"publish_allow": ["10.0.0.0/8"]}"#);
+    assert_eq!(get(&h2, "/stats").status, 403);
+    assert_eq!(get(&h2, "/metrics").status, 200);
+}
+
+#[test]
+fn per_address_limits() {
+    let h = Herald::start(r#"{"max_connections_per_ip": 2}"#);
+    let a = raw_ws(&h, "/echo");
+    let b = raw_ws(&h, "/echo");
+    let r = get(&h, "/health");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("max_connections_per_ip"));
+    // Another loopback address is its own client.
+    let mut other = std::net::TcpStream::connect((std::net::Ipv4Addr::new(127, 0, 0, 1), h.addr.port())).unwrap();
+    let _ = &mut other;
+    drop((a, b, other));
+    assert!(wait_until(Duration::from_secs(5), || get(&h, "/health").status == 200));
+
+    let h = Herald::start(r#"{"connect_rate_per_ip": 5}"#);
+    let statuses: Vec<u16> = (0..12).map(|_| get(&h, "/health").status).collect();
+    assert!(statuses.iter().filter(|&&s| s == 200).count() >= 5, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&h, "/health").status, 200, "the bucket refills");
+    let m = get(&h, "/metrics").text();
+    assert!(metric(&m, "herald_connections_refused_total{reason=\"rate\"}") >= 1.0);
+}
+
+#[test]
+fn subscribers_per_channel_limit() {
+    let h = Herald::start(r#"{"max_subscribers_per_channel": 2}"#);
+    let (_a, _) = connect(h.ws_url("/ws/?cid=full")).unwrap();
+    let (_b, _) = connect(h.ws_url("/ws/?cid=full")).unwrap();
+    let mut s = h.connect();
+    write!(s, "GET /sse/?cid=full HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("max_subscribers_per_channel"));
+    // Other channels are unaffected.
+    let (_c, _) = connect(h.ws_url("/ws/?cid=other")).unwrap();
+}
+
+#[test]
+fn drain_with_live_clients_of_every_transport() {
+    let mut h =
+        Herald::start(r#"{"shutdown_timeout_ms": 4000, "client": {"allow_anonymous_connect_without_token": true}}"#);
+    let (mut ws, _) = connect(h.ws_url("/ws/?cid=d")).unwrap();
+    let (mut cf, _) = connect(h.ws_url("/connection/websocket")).unwrap();
+    cf.send(Message::Text("{\"id\":1,\"connect\":{}}".into())).unwrap();
+    assert!(matches!(cf.read().unwrap(), Message::Text(t) if t.contains("\"client\"")));
+    let mut lp = h.connect();
+    write!(lp, "GET /listen/?cid=d HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut sse = h.connect();
+    write!(sse, "GET /sse/?cid=d HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut ifr = h.connect();
+    write!(ifr, "GET /stream/?cid=d HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = h.child.id();
+    let t = Instant::now();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    // WebSocket: 1001; Centrifugo: 3001 (its SDKs reconnect elsewhere).
+    let code = |ws: &mut tungstenite::WebSocket<_>| loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => break u16::from(f.code),
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code(&mut ws), 1001);
+    assert_eq!(code(&mut cf), 3001);
+    // The held long-poll is answered (empty list) and the connection closed.
+    let r = read_response(&mut lp).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["messages"].as_array().unwrap().len(), 0);
+    // Streams end cleanly (EOF after their last bytes).
+    for s in [&mut sse, &mut ifr] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).expect("clean EOF, not a reset");
+        assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    }
+    // New connections are no longer accepted.
+    assert!(std::net::TcpStream::connect(h.addr).is_err() || get_fails(&h));
+    let (st, _) = h.terminate();
+    assert!(st.success(), "{st:?}");
+    assert!(t.elapsed() < Duration::from_secs(6));
+}
+
+fn get_fails(h: &Herald) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(h.addr) else { return true };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut b = [0u8; 16];
+    !matches!(s.read(&mut b), Ok(n) if n > 0)
+}
+
+#[test]
+fn sighup_reloads_the_log_level() {
+    let dir = std::env::temp_dir().join(format!("herald-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.json");
+    std::fs::write(&cfg, r#"{"log_level": "info"}"#).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--bind", "127.0.0.1", "--port", "0", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    assert!(wait_until(Duration::from_secs(10), || lines.lock().unwrap().iter().any(|l| l.contains("listening on"))));
+    let addr: std::net::SocketAddr = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.split("listening on ").nth(1).map(|r| r.split_whitespace().next().unwrap().to_string()))
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(&cfg, r#"{"log_level": "debug", "history_size": 7}"#).unwrap();
+    let _ = std::process::Command::new("kill").arg("-HUP").arg(child.id().to_string()).status();
+    assert!(wait_until(Duration::from_secs(5), || lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("SIGHUP") && l.contains("history_size"))));
+    // Debug lines now appear (one per connection event).
+    let _ = std::net::TcpStream::connect(addr).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || lines.lock().unwrap().iter().any(|l| l.contains("DEBUG"))));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
