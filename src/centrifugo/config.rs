@@ -166,12 +166,27 @@ impl ChannelOptions {
     }
 }
 
-/// A named namespace.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+/// A named namespace: `{"name": "chat", ...options}`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Namespace {
     pub name: String,
     #[serde(flatten)]
     pub options: ChannelOptions,
+}
+
+impl<'de> Deserialize<'de> for Namespace {
+    // By hand: serde's `flatten` would swallow unknown keys, and an unknown option must be
+    // an error naming it.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let name = match map.remove("name") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err(serde::de::Error::custom("`name` must be a string")),
+            None => return Err(serde::de::Error::missing_field("name")),
+        };
+        let options = ChannelOptions::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)?;
+        Ok(Namespace { name, options })
+    }
 }
 
 /// `channel`.

@@ -10,7 +10,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// else the body as a JSON string (invalid UTF-8 replaced by U+FFFD).
 pub fn json_data(body: &[u8]) -> Bytes {
     let trimmed = body.trim_ascii();
-    if !trimmed.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok() {
+    // UTF-8 first: serde_json skips strings it ignores without checking their bytes, and
+    // the envelope goes out in WebSocket text frames, which must be UTF-8 (found by fuzzing).
+    if !trimmed.is_empty()
+        && std::str::from_utf8(trimmed).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok()
+    {
         return Bytes::copy_from_slice(trimmed);
     }
     let s = String::from_utf8_lossy(body);
@@ -173,6 +178,11 @@ mod tests {
         assert_eq!(&envelope(4, "a", b"42")[..], br#"{"id":4,"channel":"a","data":42}"#);
         let v: serde_json::Value = serde_json::from_slice(&envelope(5, "a", b"\xff\x00")).unwrap();
         assert_eq!(v["data"], "\u{fffd}\u{0}");
+        // JSON-shaped but not UTF-8 inside a string: sent as a (repaired) string.
+        let e = envelope(6, "a", b"[\"\xff\"]");
+        assert!(std::str::from_utf8(&e).is_ok());
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["data"], "[\"\u{fffd}\"]");
     }
 
     #[test]
