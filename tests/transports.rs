@@ -18,8 +18,11 @@ impl Publisher {
         Publisher(h.connect())
     }
     fn publish(&mut self, cid: &str, body: &str) -> Value {
-        write!(self.0, "POST /publish/?cid={cid} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-            .unwrap();
+        // One write per request (write! would issue several, and Nagle would hold them).
+        let req =
+            format!("POST /publish/?cid={cid} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        self.0.set_nodelay(true).unwrap();
+        self.0.write_all(req.as_bytes()).unwrap();
         let r = read_response(&mut self.0).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
@@ -174,7 +177,9 @@ fn walk(addr: std::net::SocketAddr, endpoint: &str) -> Vec<u64> {
     let t = Instant::now();
     while since < N {
         assert!(t.elapsed() < Duration::from_secs(60), "{endpoint} stalled at {since}");
-        write!(s, "GET {endpoint}?cid=bulk&since={since}&limit=5000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(format!("GET {endpoint}?cid=bulk&since={since}&limit=5000 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
         let r = read_response(&mut s).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
