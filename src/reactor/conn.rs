@@ -142,3 +142,14 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's fixed cost stays small: it is what the slab holds per client
+    /// (heap buffers are empty while idle).
+    #[test]
+    fn conn_stays_small() {
+        let n = std::mem::size_of::<super::Conn>();
+        assert!(n <= 200, "Conn is {n} bytes");
+    }
+}

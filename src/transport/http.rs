@@ -147,7 +147,7 @@ fn route(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
         }
         "/echo" => {
             if allow(ctx, conn, req, &[Get], "GET") {
-                ws::upgrade(ctx, conn, req, crate::reactor::conn::WsMode::Echo, Vec::new());
+                ws::upgrade(ctx, conn, req, crate::reactor::conn::WsMode::Echo);
             }
         }
         "/" | "/index.html" => {
@@ -193,12 +193,12 @@ fn route(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
             }
         }
         "/connection/websocket" => {
-            if allow(ctx, conn, req, &[Get], "GET") && ws::upgrade(ctx, conn, req, WsMode::Centrifugo, Vec::new()) {
+            if allow(ctx, conn, req, &[Get], "GET") && ws::upgrade(ctx, conn, req, WsMode::Centrifugo) {
                 crate::centrifugo::client::on_upgrade(ctx, conn, false);
             }
         }
         "/connection/uni_websocket" => {
-            if allow(ctx, conn, req, &[Get], "GET") && ws::upgrade(ctx, conn, req, WsMode::CfUni, Vec::new()) {
+            if allow(ctx, conn, req, &[Get], "GET") && ws::upgrade(ctx, conn, req, WsMode::CfUni) {
                 crate::centrifugo::client::on_upgrade(ctx, conn, true);
                 crate::centrifugo::uni::connect_from_query(ctx, conn, req);
             }

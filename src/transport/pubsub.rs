@@ -455,7 +455,7 @@ pub fn ws_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     if refuse_full(ctx, conn, req, &chans) {
         return;
     }
-    if !super::ws::upgrade(ctx, conn, req, WsMode::Sub, Vec::new()) {
+    if !super::ws::upgrade(ctx, conn, req, WsMode::Sub) {
         return;
     }
     let reads = subscribe(ctx, conn, &chans, &since);

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 /// Check the handshake and switch the connection to WebSocket. Returns false (after
 /// queueing the error response) when the request is not a valid upgrade.
-pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode, _unused: Vec<()>) -> bool {
+pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode) -> bool {
     let h = req.head;
     let cfg = ctx.shared.cfg.clone();
     if h.method != Method::Get || h.minor_version < 1 {
