@@ -12,11 +12,16 @@ use std::io::{self, IoSlice, Write};
 /// Most buffers handed to one `writev` (Linux IOV_MAX is 1024; 64 keeps the stack small).
 const MAX_IOV: usize = 64;
 
-/// Outgoing bytes of one connection.
+/// Outgoing bytes of one connection. The front buffer lives inline, so the common case —
+/// one message queued per loop turn — costs no allocation at all; more buffers spill into a
+/// deque whose memory is released once it drains.
 #[derive(Default)]
 pub struct OutQueue {
-    bufs: VecDeque<Bytes>,
-    /// Bytes of `bufs[0]` already written.
+    /// The front buffer (always set when anything is queued).
+    head: Option<Bytes>,
+    /// Buffers after `head`.
+    rest: VecDeque<Bytes>,
+    /// Bytes of `head` already written.
     offset: usize,
     /// Bytes queued and not yet written.
     len: usize,
@@ -38,7 +43,11 @@ impl OutQueue {
             return;
         }
         self.len += b.len();
-        self.bufs.push_back(b);
+        if self.head.is_none() {
+            self.head = Some(b);
+        } else {
+            self.rest.push_back(b);
+        }
     }
 
     /// Bytes waiting to be written.
@@ -57,17 +66,18 @@ impl OutQueue {
     }
 
     /// Write as much as the writer takes, with vectored writes, until empty or `WouldBlock`.
-    /// `Interrupted` is retried; `Ok(0)` is treated as a broken pipe. Returns bytes written.
+    /// `Interrupted` is retried; `Ok(0)` is treated as a broken pipe. Adds to `written`.
     pub fn flush<W: Write>(&mut self, w: &mut W, written: &mut u64) -> io::Result<Flush> {
-        while self.len > 0 {
+        while let Some(head) = &self.head {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-            let mut n_iov = 0;
-            for (i, b) in self.bufs.iter().take(MAX_IOV).enumerate() {
-                let s = if i == 0 { &b[self.offset..] } else { &b[..] };
-                iov[n_iov] = IoSlice::new(s);
+            iov[0] = IoSlice::new(&head[self.offset..]);
+            let mut n_iov = 1;
+            for b in self.rest.iter().take(MAX_IOV - 1) {
+                iov[n_iov] = IoSlice::new(b);
                 n_iov += 1;
             }
-            match w.write_vectored(&iov[..n_iov]) {
+            let r = if n_iov == 1 { w.write(&head[self.offset..]) } else { w.write_vectored(&iov[..n_iov]) };
+            match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     *written += n as u64;
@@ -79,8 +89,8 @@ impl OutQueue {
             }
         }
         // Give the deque's buffer back: an idle connection holds no heap memory.
-        if self.bufs.capacity() > 0 {
-            self.bufs = VecDeque::new();
+        if self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
         }
         Ok(Flush::Done)
     }
@@ -88,11 +98,11 @@ impl OutQueue {
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let front = self.bufs.front().expect("consume within len").len() - self.offset;
+            let front = self.head.as_ref().expect("consume within len").len() - self.offset;
             if n >= front {
                 n -= front;
                 self.offset = 0;
-                self.bufs.pop_front();
+                self.head = self.rest.pop_front();
             } else {
                 self.offset += n;
                 n = 0;
