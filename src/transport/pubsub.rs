@@ -36,6 +36,8 @@ pub struct WireCache {
     longpoll: Option<Bytes>,
     cf: Option<Bytes>,
     cf_uni: Option<Bytes>,
+    cf_uni_ws: Option<Bytes>,
+    cf_uni_sse: Option<Bytes>,
 }
 
 impl WireCache {
@@ -64,6 +66,14 @@ impl WireCache {
                 crate::centrifugo::proto::pub_push(&m.channel, &m.data, m.id, m.info.as_deref(), false)
             })
             .clone()
+    }
+    fn cf_uni_ws(&mut self, m: &Message) -> Bytes {
+        let p = self.cf_uni(m);
+        self.cf_uni_ws.get_or_insert_with(|| codec::frame(Opcode::Text, &p)).clone()
+    }
+    fn cf_uni_sse(&mut self, m: &Message) -> Bytes {
+        let p = self.cf_uni(m);
+        self.cf_uni_sse.get_or_insert_with(|| sse_event(None, &p)).clone()
     }
     fn longpoll(&mut self, m: &Message) -> Bytes {
         self.longpoll
@@ -519,14 +529,8 @@ fn deliver_one(
     sr.last_id = m.id;
     match &conn.state {
         State::Ws(w) if w.mode == WsMode::Centrifugo => ctx.queue(conn, cache.cf(m)),
-        State::Ws(w) if w.mode == WsMode::CfUni => {
-            let p = cache.cf_uni(m);
-            ctx.queue(conn, codec::frame(Opcode::Text, &p));
-        }
-        State::Stream { kind: StreamKind::CfSse, .. } => {
-            let p = cache.cf_uni(m);
-            ctx.queue(conn, sse_event(None, &p));
-        }
+        State::Ws(w) if w.mode == WsMode::CfUni => ctx.queue(conn, cache.cf_uni_ws(m)),
+        State::Stream { kind: StreamKind::CfSse, .. } => ctx.queue(conn, cache.cf_uni_sse(m)),
         State::Stream { kind: StreamKind::CfHttp, .. } => {
             ctx.queue(conn, cache.cf_uni(m));
             ctx.queue(conn, Bytes::from_static(b"\n"));
