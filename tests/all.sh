@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything Herald's tests need on a fresh Debian 12 machine, then run them all:
 # unit and integration tests (cargo test, each against a real herald on loopback), the
-# Autobahn|Testsuite conformance run, and the headless-Chromium browser test.
+# Autobahn|Testsuite conformance run, the headless-Chromium browser test, and the official
+# Centrifugo SDKs (npm centrifuge, PyPI cent and centrifuge-python).
 #
 # Usage: bash tests/all.sh            (as root, or a user with sudo for apt-get)
 # Env:   HERALD_SKIP_INSTALL=1        skip apt/npm installs (everything already there)
@@ -24,6 +25,11 @@ if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   fi
+  if [ -f tests/centrifugo/package.json ]; then
+    log "installing the Centrifugo SDK tests' npm and PyPI packages"
+    (cd tests/centrifugo && npm ci --no-audit --no-fund --loglevel=error)
+    python3 -m pip install -q --disable-pip-version-check -r tests/centrifugo/requirements.txt
+  fi
   if [ -f tests/browser/package.json ]; then
     log "installing the browser test's npm packages"
     (cd tests/browser && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
@@ -42,6 +48,11 @@ bash tests/autobahn/run.sh --no-build
 if [ -f tests/browser/demo.test.mjs ]; then
   log "browser test: the demo page in headless Chromium over all five transports"
   HERALD_BIN="$PWD/target/release/herald" bash tests/browser/run.sh
+fi
+
+if [ -f tests/centrifugo/run.sh ]; then
+  log "Centrifugo SDKs (centrifuge on npm, cent and centrifuge-python on PyPI) against herald"
+  HERALD_BIN="$PWD/target/release/herald" bash tests/centrifugo/run.sh
 fi
 
 log "all test suites passed"

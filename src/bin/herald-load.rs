@@ -231,6 +231,8 @@ fn main() {
         "server_rss_peak_kb": t.rss_peak.map(|v| v / 1024),
         "rss_per_conn_bytes": per_conn(t.rss_base, t.rss_idle).map(|v| v.round()),
         "kernel_tcp_mem_idle_per_conn_bytes": kernel_idle.map(|v| v.round()),
+        // Both ends of each loopback connection, plus anything else the system did meanwhile.
+        "kernel_slab_per_conn_pair_bytes": per_conn(t.slab_base, t.slab_idle).map(|v| v.round()),
         "kernel_tcp_mem_pages": { "base": t.sock_base.map(|s| s.1), "idle": t.sock_idle.map(|s| s.1), "peak": t.sock_peak_mem },
         "server_cpu_pct": t.server_cpu_pct.map(r1),
         "generator_cpu_pct": r1(t.gen_cpu_pct),

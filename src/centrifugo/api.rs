@@ -11,11 +11,13 @@ use super::proto::{self, Error};
 use crate::hub::bus::{Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
 use crate::hub::envelope::json_data;
+use crate::hub::PubMeta;
 use crate::proto::http::Response;
 use crate::reactor::conn::Conn;
 use crate::reactor::worker::Ctx;
 use crate::transport::http::{respond, Req};
 use crate::transport::pubsub::ct_eq;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -32,6 +34,12 @@ fn authorised(ctx: &Ctx, req: &Req) -> bool {
     }
     if let Some(k) = req.head.header("X-API-Key") {
         if ct_eq(k.trim_ascii(), api.key.as_bytes()) {
+            return true;
+        }
+    }
+    // The documented `?api_key=KEY` form.
+    if let Some(k) = crate::proto::http::query_param(req.head.query, "api_key") {
+        if ct_eq(k.as_bytes(), api.key.as_bytes()) {
             return true;
         }
     }
@@ -101,6 +109,9 @@ struct PublishParams {
     channels: Vec<String>,
     data: Option<Box<RawValue>>,
     b64data: Option<String>,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+    skip_history: bool,
+    idempotency_key: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -109,6 +120,7 @@ struct UserParams {
     user: String,
     channel: String,
     expire_at: Option<i64>,
+    expired: bool,
     disconnect: Option<DisconnectParams>,
 }
 
@@ -128,15 +140,24 @@ struct HistoryParams {
     reverse: bool,
 }
 
-fn publish_one(ctx: &Ctx, channel: &str, data: &[u8]) -> Result<String, Error> {
+fn publish_one(ctx: &Ctx, channel: &str, data: &[u8], p: &PublishParams) -> Result<String, Error> {
     if check_channel(channel).is_err() {
         return Err(proto::BAD_REQUEST);
     }
     if ctx.shared.cfg.channel.resolve(channel).is_none() {
         return Err(proto::UNKNOWN_CHANNEL);
     }
-    let (id, epoch) = ctx.shared.engine.publish(channel, json_data(data), None, ctx.now_ms);
+    let meta = PubMeta {
+        info: None,
+        tags: p.tags.as_ref().filter(|t| !t.is_empty()).and_then(|t| serde_json::to_vec(t).ok()).map(Bytes::from),
+        skip_history: p.skip_history,
+        idempotency_key: (!p.idempotency_key.is_empty()).then(|| p.idempotency_key.clone()),
+    };
+    let (id, epoch) = ctx.shared.engine.publish(channel, json_data(data), meta, ctx.now_ms);
     ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+    if id == 0 {
+        return Ok("{}".into()); // not sequenced (skip_history)
+    }
     Ok(format!("{{\"offset\":{id},\"epoch\":\"{epoch}\"}}"))
 }
 
@@ -161,7 +182,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                 (None, None) => return Some(Err(proto::BAD_REQUEST)),
             };
             if method == "publish" {
-                publish_one(ctx, &p.channel, &data)
+                publish_one(ctx, &p.channel, &data, &p)
             } else {
                 if p.channels.is_empty() {
                     return Some(Err(proto::BAD_REQUEST));
@@ -169,7 +190,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                 let parts: Vec<String> = p
                     .channels
                     .iter()
-                    .map(|c| match publish_one(ctx, c, &data) {
+                    .map(|c| match publish_one(ctx, c, &data, &p) {
                         Ok(r) => format!("{{\"result\":{r}}}"),
                         Err(e) => err_json(e),
                     })
@@ -195,7 +216,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                     let code = if (3000..5000).contains(&d.code) { d.code } else { 3503 };
                     UserCmd::Disconnect { user: p.user, code, reason: d.reason }
                 }
-                _ => UserCmd::Refresh { user: p.user, expire_at: p.expire_at },
+                _ => UserCmd::Refresh { user: p.user, expire_at: p.expire_at, expired: p.expired },
             });
             ctx.shared.engine.broadcast(&|| Note::User(cmd.clone()));
             Ok("{}".into())

@@ -323,9 +323,12 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
     let mut sub_expires = None;
     if !server_side {
         if !req.token.is_empty() {
+            // As Centrifugo: a token that does not verify is "permission denied"; one that
+            // verifies but names another channel, user or client disconnects (3500).
             let v = sub_verifier(&cfg).verify_subscribe(&req.token, ch, proto::unix_now()).map_err(|e| match e {
                 TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
-                _ => INVALID_SUB_TOKEN,
+                TokenError::WrongChannel => INVALID_SUB_TOKEN,
+                _ => proto::PERMISSION_DENIED,
             })?;
             let c = v.into_claims();
             let client_id = conn.cf.as_ref().map(|c| c.id.clone()).unwrap_or_else(|| Arc::from(""));
@@ -422,7 +425,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
             if i > 0 {
                 b.put_u8(b',');
             }
-            proto::publication(&mut b, &m.data, m.id, m.info.as_deref());
+            proto::publication_of(&mut b, m);
         }
         b.put_u8(b']');
         parts.push(String::from_utf8_lossy(&b).into_owned());
@@ -511,7 +514,7 @@ fn publish(ctx: &mut Ctx, conn: &mut Conn, channel: &str, data: Option<&[u8]>) -
         Some(s) => s.info.clone(),
         None => proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), None),
     };
-    ctx.shared.engine.publish(channel, json_data(data), Some(info), ctx.now_ms);
+    ctx.shared.engine.publish(channel, json_data(data), Some(info).into(), ctx.now_ms);
     ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
     Ok("{}".into())
 }
@@ -564,7 +567,7 @@ pub fn history_result(
         if i > 0 {
             b.put_u8(b',');
         }
-        proto::publication(&mut b, &m.data, m.id, m.info.as_deref());
+        proto::publication_of(&mut b, m);
     }
     b.put_slice(format!("],\"epoch\":\"{}\",\"offset\":{}}}", all.epoch, all.last_id).as_bytes());
     Ok(String::from_utf8_lossy(&b).into_owned())
@@ -763,9 +766,20 @@ pub fn user_command(ctx: &mut Ctx, conns: &mut slab::Slab<Conn>, cmd: &UserCmd) 
                 let reason: &'static str = if reason.is_empty() { "force disconnect" } else { "disconnect" };
                 disconnect(ctx, conn, Disconnect { code: *code, reason });
             }
+            UserCmd::Refresh { expired: true, .. } => disconnect(ctx, conn, proto::EXPIRED),
             UserCmd::Refresh { expire_at, .. } => {
+                let exp = expire_at.filter(|e| *e > 0);
                 if let Some(cf) = conn.cf.as_mut() {
-                    cf.expires_at = *expire_at;
+                    cf.expires_at = exp;
+                    let body = match exp {
+                        Some(e) => format!("{{\"expires\":true,\"ttl\":{}}}", (e - proto::unix_now()).max(0)),
+                        None => "{}".into(),
+                    };
+                    if cf.uni {
+                        uni_send(ctx, conn, format!("{{\"refresh\":{body}}}").as_bytes());
+                    } else {
+                        send_text(ctx, conn, format!("{{\"push\":{{\"refresh\":{body}}}}}").as_bytes());
+                    }
                 }
             }
         }

@@ -160,30 +160,43 @@ pub fn client_info(user: &str, client: &str, conn_info: Option<&[u8]>, chan_info
     out.freeze()
 }
 
-/// A publication object `{"data":DATA,"offset":N[,"info":INFO]}`.
-pub fn publication(out: &mut BytesMut, data: &[u8], offset: u64, info: Option<&[u8]>) {
+/// A publication object `{"data":DATA[,"offset":N][,"info":INFO][,"tags":TAGS]}` (offset
+/// 0 — an unsequenced publication — is omitted, as Centrifugo's JSON does).
+pub fn publication(out: &mut BytesMut, data: &[u8], offset: u64, info: Option<&[u8]>, tags: Option<&[u8]>) {
     out.put_slice(b"{\"data\":");
     out.put_slice(data);
-    out.put_slice(b",\"offset\":");
-    out.put_slice(offset.to_string().as_bytes());
+    if offset > 0 {
+        out.put_slice(b",\"offset\":");
+        out.put_slice(offset.to_string().as_bytes());
+    }
     if let Some(i) = info {
         out.put_slice(b",\"info\":");
         out.put_slice(i);
     }
+    if let Some(t) = tags {
+        out.put_slice(b",\"tags\":");
+        out.put_slice(t);
+    }
     out.put_u8(b'}');
+}
+
+/// A publication object for a stored message.
+pub fn publication_of(out: &mut BytesMut, m: &crate::hub::Message) {
+    publication(out, &m.data, m.id, m.info.as_deref(), m.tags.as_deref());
 }
 
 /// The publication push. `wrapped`: bidirectional (`{"push":{...}}`); else the bare push
 /// object that unidirectional transports send.
-pub fn pub_push(channel: &str, data: &[u8], offset: u64, info: Option<&[u8]>, wrapped: bool) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + channel.len() + 64);
+pub fn pub_push(m: &crate::hub::Message, wrapped: bool) -> Bytes {
+    let channel = &*m.channel;
+    let mut out = BytesMut::with_capacity(m.data.len() + channel.len() + 64);
     if wrapped {
         out.put_slice(b"{\"push\":");
     }
     out.put_slice(b"{\"channel\":\"");
     out.put_slice(channel.as_bytes());
     out.put_slice(b"\",\"pub\":");
-    publication(&mut out, data, offset, info);
+    publication_of(&mut out, m);
     out.put_u8(b'}');
     if wrapped {
         out.put_u8(b'}');
@@ -244,10 +257,23 @@ mod tests {
     #[test]
     fn shapes() {
         assert_eq!(error_reply(3, PERMISSION_DENIED), r#"{"id":3,"error":{"code":103,"message":"permission denied"}}"#);
-        let p = pub_push("c", b"{\"a\":1}", 5, None, true);
+        let m =
+            |data: &'static [u8], id, info: Option<&'static [u8]>, tags: Option<&'static [u8]>| crate::hub::Message {
+                channel: "c".into(),
+                id,
+                data: Bytes::from_static(data),
+                envelope: Bytes::new(),
+                info: info.map(Bytes::from_static),
+                tags: tags.map(Bytes::from_static),
+                time_ms: 0,
+                seq: 0,
+            };
+        let p = pub_push(&m(b"{\"a\":1}", 5, None, None), true);
         assert_eq!(&p[..], br#"{"push":{"channel":"c","pub":{"data":{"a":1},"offset":5}}}"#);
-        let p = pub_push("c", b"1", 5, Some(b"{\"user\":\"u\"}"), false);
-        assert_eq!(&p[..], br#"{"channel":"c","pub":{"data":1,"offset":5,"info":{"user":"u"}}}"#);
+        let p = pub_push(&m(b"1", 5, Some(b"{\"user\":\"u\"}"), Some(b"{\"k\":\"v\"}")), false);
+        assert_eq!(&p[..], br#"{"channel":"c","pub":{"data":1,"offset":5,"info":{"user":"u"},"tags":{"k":"v"}}}"#);
+        let p = pub_push(&m(b"1", 0, None, None), false);
+        assert_eq!(&p[..], br#"{"channel":"c","pub":{"data":1}}"#);
         let i = client_info("u\"", "id", Some(b"{}"), None);
         assert_eq!(&i[..], br#"{"user":"u\"","client":"id","conn_info":{}}"#);
         let j = join_leave_push("c", &i, false);

@@ -23,7 +23,7 @@ pub enum UserCmd {
     Subscribe { user: String, channel: String },
     Unsubscribe { user: String, channel: String },
     Disconnect { user: String, code: u16, reason: String },
-    Refresh { user: String, expire_at: Option<i64> },
+    Refresh { user: String, expire_at: Option<i64>, expired: bool },
 }
 
 /// What a worker can be told.

@@ -25,6 +25,8 @@ pub struct Message {
     pub envelope: Bytes,
     /// Publisher's ClientInfo JSON (Centrifugo client publishes), if any.
     pub info: Option<Bytes>,
+    /// Centrifugo publication tags (a JSON object), if any.
+    pub tags: Option<Bytes>,
     pub time_ms: u64,
     /// Process-wide publish order (orders messages of different channels).
     pub seq: u64,
@@ -43,6 +45,29 @@ pub struct HistoryRead {
     pub missed: bool,
 }
 
+/// Options of one publish beyond its data.
+#[derive(Default, Clone)]
+pub struct PubMeta {
+    /// Publisher's ClientInfo JSON.
+    pub info: Option<Bytes>,
+    /// Tags JSON object delivered with the publication.
+    pub tags: Option<Bytes>,
+    /// Deliver without sequencing or storing (id 0, Centrifugo's `skip_history`).
+    pub skip_history: bool,
+    /// A retry with the same key within 5 minutes returns the first result and publishes
+    /// nothing (Centrifugo's `idempotency_key`).
+    pub idempotency_key: Option<String>,
+}
+
+impl From<Option<Bytes>> for PubMeta {
+    fn from(info: Option<Bytes>) -> PubMeta {
+        PubMeta { info, ..Default::default() }
+    }
+}
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_MS: u64 = 300_000;
+
 /// History policy of a channel: (size, ttl ms), decided by its namespace.
 pub type Policy = Arc<dyn Fn(&str) -> (usize, u64) + Send + Sync>;
 
@@ -59,7 +84,8 @@ pub struct ChannelStat {
 /// What every engine offers the hub (memory now; Redis later).
 pub trait Engine: Send + Sync {
     /// Sequence, store and fan out one message (`data` is JSON text); returns (id, epoch).
-    fn publish(&self, channel: &str, data: Bytes, info: Option<Bytes>, now_ms: u64) -> (u64, Arc<str>);
+    /// A `skip_history` publish is delivered with id 0 and not stored.
+    fn publish(&self, channel: &str, data: Bytes, meta: PubMeta, now_ms: u64) -> (u64, Arc<str>);
     /// Count a new subscriber on `worker`, register the worker for the channel's feed and
     /// read history after `since` in the same step, so no message falls between the two.
     fn subscribe(&self, channel: &str, worker: usize, since: Option<u64>, now_ms: u64) -> HistoryRead;
@@ -101,6 +127,8 @@ struct Chan {
     workers: u64,
     subscribers: usize,
     presence: HashMap<String, (String, Bytes)>,
+    /// Idempotency key -> (id, when).
+    recent_keys: HashMap<String, (u64, u64)>,
 }
 
 /// The embedded in-memory engine: channels sharded over mutexes by name hash.
@@ -170,6 +198,7 @@ impl MemoryEngine {
                     workers: 0,
                     subscribers: 0,
                     presence: HashMap::new(),
+                    recent_keys: HashMap::new(),
                 },
             );
         }
@@ -214,21 +243,35 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn publish(&self, channel: &str, data: Bytes, info: Option<Bytes>, now_ms: u64) -> (u64, Arc<str>) {
+    fn publish(&self, channel: &str, data: Bytes, meta: PubMeta, now_ms: u64) -> (u64, Arc<str>) {
         let mut shard = self.shard(channel);
         let c = self.chan(&mut shard, channel);
-        c.last_id += 1;
-        let id = c.last_id;
+        if let Some(k) = &meta.idempotency_key {
+            c.recent_keys.retain(|_, (_, t)| *t + IDEMPOTENCY_MS > now_ms);
+            if let Some((id, _)) = c.recent_keys.get(k) {
+                return (*id, c.epoch.clone());
+            }
+        }
+        let id = if meta.skip_history {
+            0
+        } else {
+            c.last_id += 1;
+            c.last_id
+        };
+        if let Some(k) = meta.idempotency_key {
+            c.recent_keys.insert(k, (id, now_ms));
+        }
         let msg = Arc::new(Message {
             envelope: envelope_of(id, channel, &data),
             channel: c.name.clone(),
             id,
             data,
-            info,
+            info: meta.info,
+            tags: meta.tags,
             time_ms: now_ms,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         });
-        if c.size > 0 && c.ttl_ms > 0 {
+        if id > 0 && c.size > 0 && c.ttl_ms > 0 {
             if c.history.len() >= c.size {
                 c.history.pop_front();
             }
@@ -383,7 +426,7 @@ mod tests {
     fn ids_history_and_missed() {
         let (e, rx) = engine(3);
         for i in 0..5 {
-            assert_eq!(e.publish("c", data(&format!("{i}")), None, 0).0, i + 1);
+            assert_eq!(e.publish("c", data(&format!("{i}")), PubMeta::default(), 0).0, i + 1);
         }
         assert!(rx.try_recv().is_err(), "no subscriber worker: nothing sent");
         let h = e.history("c", Some(3), 100, 0);
@@ -413,7 +456,13 @@ mod tests {
         assert_eq!(h.last_id, 0);
         e.subscribe("c", 0, None, 0);
         assert_eq!(e.channel_stats()[0].subscribers, 2);
-        e.publish("c", data("x"), None, 5);
+        e.publish("c", data("x"), PubMeta::default(), 5);
+        let k = PubMeta { idempotency_key: Some("k".into()), ..Default::default() };
+        assert_eq!(e.publish("c", data("y"), k.clone(), 6).0, 2);
+        assert_eq!(e.publish("c", data("y"), k, 7).0, 2, "a retry with the same key is not published again");
+        let skip = PubMeta { skip_history: true, ..Default::default() };
+        assert_eq!(e.publish("c", data("z"), skip, 8).0, 0);
+        assert_eq!(e.history("c", None, 10, 9).last_id, 2);
         match rx.try_recv() {
             Ok(Note::Publish(m)) => {
                 assert_eq!((m.id, &m.envelope[..]), (1, &br#"{"id":1,"channel":"c","data":"x"}"#[..]))
@@ -422,7 +471,7 @@ mod tests {
         }
         e.unsubscribe("c", 0, false);
         e.unsubscribe("c", 0, true);
-        assert_eq!(e.counts(), (1, 1));
+        assert_eq!(e.counts(), (1, 2), "history keeps the channel");
         e.sweep(20_000);
         assert_eq!(e.counts(), (0, 0));
     }

@@ -15,7 +15,7 @@ pub mod engine;
 pub mod envelope;
 pub mod local;
 
-pub use engine::{Engine, HistoryRead, MemoryEngine, Message};
+pub use engine::{Engine, HistoryRead, MemoryEngine, Message, PubMeta};
 
 /// Why a channel name was refused.
 pub fn check_channel(name: &str) -> Result<(), String> {

@@ -45,7 +45,8 @@ impl WireCache {
         self.ws.get_or_insert_with(|| codec::frame(Opcode::Text, &m.envelope)).clone()
     }
     fn sse(&mut self, m: &Message) -> Bytes {
-        self.sse.get_or_insert_with(|| sse_event(Some(&m.id.to_string()), &m.envelope)).clone()
+        // An unsequenced message (id 0) carries no `id:`, so Last-Event-ID keeps its place.
+        self.sse.get_or_insert_with(|| sse_event((m.id > 0).then(|| m.id.to_string()).as_deref(), &m.envelope)).clone()
     }
     fn iframe(&mut self, m: &Message) -> Bytes {
         self.iframe.get_or_insert_with(|| iframe_chunk(&m.envelope)).clone()
@@ -54,18 +55,14 @@ impl WireCache {
     fn cf(&mut self, m: &Message) -> Bytes {
         self.cf
             .get_or_insert_with(|| {
-                let push = crate::centrifugo::proto::pub_push(&m.channel, &m.data, m.id, m.info.as_deref(), true);
+                let push = crate::centrifugo::proto::pub_push(m, true);
                 codec::frame(Opcode::Text, &push)
             })
             .clone()
     }
     /// The bare push unidirectional transports send (framed by the caller per transport).
     fn cf_uni(&mut self, m: &Message) -> Bytes {
-        self.cf_uni
-            .get_or_insert_with(|| {
-                crate::centrifugo::proto::pub_push(&m.channel, &m.data, m.id, m.info.as_deref(), false)
-            })
-            .clone()
+        self.cf_uni.get_or_insert_with(|| crate::centrifugo::proto::pub_push(m, false)).clone()
     }
     fn cf_uni_ws(&mut self, m: &Message) -> Bytes {
         let p = self.cf_uni(m);
@@ -193,7 +190,7 @@ pub fn publish(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
     let data = json_data(req.body);
     let mut parts = Vec::with_capacity(chans.len());
     for ch in &chans {
-        let (id, _) = ctx.shared.engine.publish(ch, data.clone(), None, ctx.now_ms);
+        let (id, _) = ctx.shared.engine.publish(ch, data.clone(), Default::default(), ctx.now_ms);
         ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
         parts.push(format!("{{\"id\":{id},\"channel\":\"{ch}\"}}"));
     }
@@ -481,7 +478,7 @@ pub fn ws_client_message(ctx: &mut Ctx, conn: &mut Conn, data: &[u8]) {
     let data = json_data(data);
     let chans: Vec<Arc<str>> = conn.subs.iter().map(|s| s.channel.clone()).collect();
     for ch in chans {
-        ctx.shared.engine.publish(&ch, data.clone(), None, ctx.now_ms);
+        ctx.shared.engine.publish(&ch, data.clone(), Default::default(), ctx.now_ms);
         ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -523,10 +520,13 @@ fn deliver_one(
     else {
         return false;
     };
-    if m.id <= sr.last_id {
+    if m.id == 0 {
+        // Not sequenced (Centrifugo skip_history): delivered as is, never deduplicated.
+    } else if m.id <= sr.last_id {
         return false; // already delivered (history replay raced the live feed)
+    } else {
+        sr.last_id = m.id;
     }
-    sr.last_id = m.id;
     match &conn.state {
         State::Ws(w) if w.mode == WsMode::Centrifugo => ctx.queue(conn, cache.cf(m)),
         State::Ws(w) if w.mode == WsMode::CfUni => ctx.queue(conn, cache.cf_uni_ws(m)),
@@ -548,9 +548,11 @@ fn deliver_one(
             ctx.queue(conn, Bytes::from(format!("id: {}\n\n", ids.join(","))));
         }
         State::LongPoll(lp) => {
-            let body = if lp.callback.is_none() && conn.subs.len() == 1 {
+            let body = if lp.callback.is_none() && conn.subs.len() == 1 && m.id > 0 {
                 cache.longpoll(m)
             } else {
+                // `last_id` is the connection's position, which an unsequenced message
+                // (id 0) does not move.
                 let last: Vec<(&str, u64)> = conn.subs.iter().map(|s| (&*s.channel, s.last_id)).collect();
                 Bytes::from(messages_body(&[&m.envelope], false, &last, lp.callback.as_deref()))
             };

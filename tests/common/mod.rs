@@ -33,11 +33,27 @@ impl Herald {
     }
 
     pub fn start_with(config_json: &str, extra_args: &[&str]) -> Herald {
+        Self::start_limited(config_json, extra_args, None)
+    }
+
+    /// Like [`Herald::start_with`], with the open-files limit (soft and hard) of the herald
+    /// process set to `nofile` first (through `sh -c 'ulimit -n N; exec herald ...'`), so a
+    /// test can reach the limit cheaply.
+    pub fn start_limited(config_json: &str, extra_args: &[&str], nofile: Option<u64>) -> Herald {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("herald-test-{}-{n}.json", std::process::id()));
         std::fs::write(&path, config_json).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let mut cmd = match nofile {
+            None => Command::new(env!("CARGO_BIN_EXE_herald")),
+            Some(n) => {
+                // `exec` keeps the PID: the child handle is herald itself.
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_herald")]);
+                c
+            }
+        };
+        let mut child = cmd
             .args(["--bind", "127.0.0.1", "--port", "0", "--config"])
             .arg(&path)
             .args(extra_args)

@@ -121,3 +121,15 @@ put("since", "sse_query_polyfill", bytes([1 | 8]) + b"cid=a&last_event_id=12")
 put("since", "bad_value", bytes([1]) + b"since=abc")
 put("since", "count_mismatch", bytes([3]) + b"since=1,2")
 put("since", "spaces_plus", bytes([1 | 8 | 16]) + b"since=+5\n 7 ")
+
+# ---- cf_command: newline-delimited Centrifugo client commands ----
+put("cf_command", "connect_subscribe", b'{"id":1,"connect":{"token":"x.y.z","name":"js","subs":{"news":{"recover":true,"offset":3,"epoch":"e"}}}}\n{"id":2,"subscribe":{"channel":"chat"}}\n')
+put("cf_command", "publish_history", b'{"id":3,"publish":{"channel":"chat","data":{"text":"hi"}}}\r\n\n  {"id":4,"history":{"channel":"chat","limit":10,"since":{"offset":1,"epoch":"x"},"reverse":true}}')
+put("cf_command", "pong_and_garbage", b'{}\n{"id":-1}\n{"id":4294967296}\n[1,2]\nnot json\n{"presence":{"channel":5}}')
+
+# ---- cf_token: [flags] TEXT (bit0 set: a token to verify; clear: claims to sign) ----
+put("cf_token", "claims_connect", b"\x00" + b'{"sub":"alice","exp":1800000000,"info":{"name":"A"},"channels":["news"]}')
+put("cf_token", "claims_subscribe", b"\x00" + b'{"sub":"bob","channel":"news","exp":1800000000,"client":"c1"}')
+put("cf_token", "claims_expired", b"\x20" + b'{"sub":"x","exp":1}')
+put("cf_token", "token_rfc7519_example", b"\x01" + b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+put("cf_token", "token_alg_none", b"\x01" + b"eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")

@@ -13,6 +13,8 @@
 
 use std::borrow::Cow;
 
+use herald::centrifugo::proto::{split_commands, Command};
+use herald::centrifugo::token::{decode_unverified, sign_hs256, Secret, TokenError, Verifier};
 use herald::hub::envelope::{envelope, iframe_chunk, messages_body, script_safe, sse_event, valid_callback};
 use herald::hub::{check_channel, parse_channels};
 use herald::proto::http::{parse_head, percent_decode, query_param, BodyKind, ChunkedDecoder, HttpError, HttpLimits};
@@ -29,6 +31,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("channel", channel),
     ("sse", sse),
     ("since", since),
+    ("cf_command", cf_command),
+    ("cf_token", cf_token),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -887,4 +891,69 @@ fn since_checks(q: &str, h: Option<&str>, n: usize, sse: bool) {
     // A plain id applies to every channel.
     let all = since_values("since=42", None, n, sse);
     assert_eq!(all, Ok(vec![Some(42); n]));
+}
+
+// ---------------------------------------------------------------------------------------
+// cf_command / cf_token: the Centrifugo client protocol (JSON commands) and JWT tokens
+// ---------------------------------------------------------------------------------------
+
+/// Layout: a WebSocket message payload as a Centrifugo client sends it (newline-delimited
+/// JSON commands). Splitting yields trimmed, non-empty, newline-free commands, and decoding
+/// each as a [`Command`] never panics.
+pub fn cf_command(data: &[u8]) {
+    let mut n = 0;
+    for cmd in split_commands(data) {
+        assert!(!cmd.is_empty() && !cmd.contains(&b'\n') && cmd.trim_ascii() == cmd);
+        n += 1;
+        if let Ok(c) = serde_json::from_slice::<Command>(cmd) {
+            let _ = format!("{c:?}");
+        }
+    }
+    assert!(n <= data.len());
+}
+
+/// Layout: `[flags] TEXT`. Flags bit0: TEXT is a token to verify (never panics; with no
+/// secret always `Disabled`); clear: TEXT is claims JSON, signed with HS256 and verified
+/// (never a signature or algorithm error), and a token with a damaged signature or payload
+/// never verifies.
+pub fn cf_token(data: &[u8]) {
+    let mut input = Input { data };
+    let flags = input.byte();
+    let text = String::from_utf8_lossy(input.rest()).into_owned();
+    let now = 1_700_000_000;
+    let secret = || Secret::new(b"fuzz-secret");
+    let v = Verifier::new(Some(secret())).with_leeway(i64::from(flags >> 4));
+    let channel = "news";
+    if flags & 1 == 1 {
+        let _ = (v.verify_connect(&text, now), v.verify_subscribe(&text, channel, now), decode_unverified(&text));
+        let off = Verifier::new(None);
+        assert_eq!(off.verify_connect(&text, now).err(), Some(TokenError::Disabled));
+        return;
+    }
+    let Ok(claims) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    let token = sign_hs256(&secret(), &claims);
+    for e in [v.verify_connect(&token, now).err(), v.verify_subscribe(&token, channel, now).err()].into_iter().flatten()
+    {
+        assert!(!matches!(e, TokenError::BadSignature | TokenError::BadAlgorithm), "{e:?} for {token}");
+    }
+    if let Ok((_, c)) = decode_unverified(&token) {
+        // Through the text the token carries (serde_json's float printing is not exact).
+        let reparsed: serde_json::Value = serde_json::from_str(&claims.to_string()).unwrap_or_default();
+        assert_eq!(c, reparsed);
+    }
+    // Damage one character of the signature (its first, which carries no padding bits) or
+    // of the payload: never valid.
+    let dot = token.rfind('.').unwrap_or(0);
+    for at in [dot + 1, token.find('.').unwrap_or(0) + 1] {
+        if at >= token.len() {
+            continue;
+        }
+        let mut bad = token.clone().into_bytes();
+        bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(bad).unwrap_or_default();
+        assert!(v.verify_connect(&bad, now).is_err(), "damaged token verified: {bad}");
+        assert!(v.verify_subscribe(&bad, channel, now).is_err(), "damaged token verified: {bad}");
+    }
 }

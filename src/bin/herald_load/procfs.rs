@@ -82,6 +82,14 @@ pub fn sockstat_tcp() -> Option<(u64, u64)> {
     Some((get("inuse")?, get("mem")?))
 }
 
+/// Kernel slab memory in bytes (`Slab:` of `/proc/meminfo`, system-wide): socket, inode,
+/// file and epoll structures live there, not in `sockstat`'s buffer pages.
+pub fn slab_bytes() -> Option<u64> {
+    let s = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Slab:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// The page size in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf only reads a system constant.

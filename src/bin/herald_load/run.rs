@@ -135,6 +135,8 @@ pub struct Tally {
     pub sock_base: Option<(u64, u64)>,
     pub sock_idle: Option<(u64, u64)>,
     pub sock_peak_mem: u64,
+    pub slab_base: Option<u64>,
+    pub slab_idle: Option<u64>,
     pub server_cpu_pct: Option<f64>,
     pub gen_cpu_pct: f64,
 }
@@ -737,6 +739,7 @@ pub fn run(o: &Opts) -> Tally {
     let pid = o.server_pid;
     r.t.rss_base = pid.and_then(procfs::rss_bytes);
     r.t.sock_base = procfs::sockstat_tcp();
+    r.t.slab_base = procfs::slab_bytes();
     let mut prog = Progress { at: Instant::now(), unique: 0, published: 0, lat_len: 0 };
     let progress = |r: &mut Run, prog: &mut Progress, phase: &str| {
         let dt = prog.at.elapsed().as_secs_f64();
@@ -814,6 +817,7 @@ pub fn run(o: &Opts) -> Tally {
     }
     r.t.rss_idle = pid.and_then(procfs::rss_bytes);
     r.t.sock_idle = procfs::sockstat_tcp();
+    r.t.slab_idle = procfs::slab_bytes();
 
     // Publish.
     let cpu0 = pid.and_then(procfs::cpu_seconds);
