@@ -28,7 +28,14 @@ if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
   if [ -f tests/centrifugo/package.json ]; then
     log "installing the Centrifugo SDK tests' npm and PyPI packages"
     (cd tests/centrifugo && npm ci --no-audit --no-fund --loglevel=error)
-    python3 -m pip install -q --disable-pip-version-check -r tests/centrifugo/requirements.txt
+    # A private venv: Debian 12's system python refuses pip installs (PEP 668).
+    if [ ! -x target/pyenv/bin/python ]; then
+      python3 -m venv target/pyenv 2>/dev/null || {
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv target/pyenv
+      }
+    fi
+    target/pyenv/bin/python -m pip install -q --disable-pip-version-check -r tests/centrifugo/requirements.txt
   fi
   if [ -f tests/browser/package.json ]; then
     log "installing the browser test's npm packages"
@@ -52,7 +59,9 @@ fi
 
 if [ -f tests/centrifugo/run.sh ]; then
   log "Centrifugo SDKs (centrifuge on npm, cent and centrifuge-python on PyPI) against herald"
-  HERALD_BIN="$PWD/target/release/herald" bash tests/centrifugo/run.sh
+  PYTHON="$PWD/target/pyenv/bin/python"
+  [ -x "$PYTHON" ] || PYTHON=python3
+  HERALD_BIN="$PWD/target/release/herald" PYTHON="$PYTHON" bash tests/centrifugo/run.sh
 fi
 
 log "all test suites passed"
