@@ -61,6 +61,40 @@ pub fn parse_channels(list: &str, max: usize) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `since` for each of `n` channels, from the query (`since=ID` for all, `since=5,7`
+/// positional) or, on SSE, from `Last-Event-ID` (header, or `last_event_id` in the query for
+/// polyfills), which wins: a browser reconnects with its original URL plus the header naming
+/// what it actually received. Err names a malformed value.
+pub fn parse_since(query: &str, last_event_id: Option<&str>, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String> {
+    use crate::proto::http::query_param;
+    let from_sse = if sse {
+        last_event_id
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_string())
+            .or_else(|| query_param(query, "last_event_id").map(|v| v.into_owned()))
+    } else {
+        None
+    };
+    let raw = from_sse.or_else(|| query_param(query, "since").map(|v| v.into_owned()));
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(vec![None; n]);
+    };
+    let parts: Vec<&str> = raw.split(',').collect();
+    if parts.len() != 1 && parts.len() != n {
+        return Err(format!("since has {} values for {n} channels", parts.len()));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = parts[if parts.len() == 1 { 0 } else { i }].trim();
+        // Digits only: `u64::from_str` would also take a leading `+`.
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("since: `{p}` is not a message id"));
+        }
+        out.push(Some(p.parse::<u64>().map_err(|_| format!("since: `{p}` is not a message id"))?));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +111,18 @@ mod tests {
         assert_eq!(parse_channels("a,b,a", 8).unwrap(), vec!["a", "b"]);
         assert!(parse_channels("a,,b", 8).is_err());
         assert!(parse_channels("a,b,c", 2).is_err());
+    }
+
+    #[test]
+    fn since_forms() {
+        assert_eq!(parse_since("since=5", None, 2, false).unwrap(), vec![Some(5), Some(5)]);
+        assert_eq!(parse_since("since=5,7", None, 2, false).unwrap(), vec![Some(5), Some(7)]);
+        assert_eq!(parse_since("", None, 1, false).unwrap(), vec![None]);
+        assert!(parse_since("since=5,7,9", None, 2, false).is_err());
+        assert!(parse_since("since=x", None, 1, false).is_err());
+        assert!(parse_since("since=%2B5", None, 1, false).is_err());
+        assert_eq!(parse_since("since=1", Some("4"), 1, true).unwrap(), vec![Some(4)], "Last-Event-ID wins on SSE");
+        assert_eq!(parse_since("since=1", Some("4"), 1, false).unwrap(), vec![Some(1)]);
+        assert_eq!(parse_since("last_event_id=3", None, 1, true).unwrap(), vec![Some(3)]);
     }
 }

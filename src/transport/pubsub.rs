@@ -145,31 +145,7 @@ fn channels(ctx: &mut Ctx, conn: &mut Conn, req: &Req) -> Option<Vec<String>> {
 /// `Last-Event-ID` (header, or `last_event_id` in the query for polyfills) has the same
 /// form. Returns Err with a message on a malformed value.
 fn since_list(req: &Req, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String> {
-    // On SSE, Last-Event-ID wins over `since`: a browser reconnects with the original URL
-    // and the header naming what it actually received.
-    let last_event_id = if sse {
-        req.head
-            .header_str("Last-Event-ID")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.to_string())
-            .or_else(|| query_param(req.head.query, "last_event_id").map(|v| v.into_owned()))
-    } else {
-        None
-    };
-    let raw = last_event_id.or_else(|| query_param(req.head.query, "since").map(|v| v.into_owned()));
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-        return Ok(vec![None; n]);
-    };
-    let parts: Vec<&str> = raw.split(',').collect();
-    if parts.len() != 1 && parts.len() != n {
-        return Err(format!("since has {} values for {n} channels", parts.len()));
-    }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = parts[if parts.len() == 1 { 0 } else { i }].trim();
-        out.push(Some(p.parse::<u64>().map_err(|_| format!("since: `{p}` is not a message id"))?));
-    }
-    Ok(out)
+    crate::hub::parse_since(req.head.query, req.head.header_str("Last-Event-ID"), n, sse)
 }
 
 /// `POST /publish/?cid=CH`: sequence the body as a message on each named channel.

@@ -827,34 +827,9 @@ pub fn sse(data: &[u8]) {
 // since: the since= / Last-Event-ID list
 // ---------------------------------------------------------------------------------------
 
-/// MIRROR of the private `herald::transport::pubsub::since_list` (its body, minus `Req`), until
-/// it is moved to a pure public function (see README.md "since"); then call that instead.
-/// `query` is the raw query string, `last_event_id` the `Last-Event-ID` header as
-/// `Head::header_str` returns it.
+/// The since= / Last-Event-ID parser under test.
 pub fn since_values(query: &str, last_event_id: Option<&str>, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String> {
-    // On SSE, Last-Event-ID wins over `since`.
-    let last_event_id = if sse {
-        last_event_id
-            .filter(|s| !s.is_empty())
-            .map(|s| s.to_string())
-            .or_else(|| query_param(query, "last_event_id").map(|v| v.into_owned()))
-    } else {
-        None
-    };
-    let raw = last_event_id.or_else(|| query_param(query, "since").map(|v| v.into_owned()));
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
-        return Ok(vec![None; n]);
-    };
-    let parts: Vec<&str> = raw.split(',').collect();
-    if parts.len() != 1 && parts.len() != n {
-        return Err(format!("since has {} values for {n} channels", parts.len()));
-    }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = parts[if parts.len() == 1 { 0 } else { i }].trim();
-        out.push(Some(p.parse::<u64>().map_err(|_| format!("since: `{p}` is not a message id"))?));
-    }
-    Ok(out)
+    herald::hub::parse_since(query, last_event_id, n, sse)
 }
 
 /// Layout: `[flags: bits0-2 channels, bit3 SSE, bit4 send Last-Event-ID] QUERY [\n HEADER]`
