@@ -288,25 +288,41 @@ pub fn leave_subscriptions(ctx: &mut Ctx, conn: &mut Conn) {
     }
 }
 
+/// The common part of every subscribe endpoint: channels, `since` positions, and the
+/// checks (shutdown, full channel). None once an error answer has been queued.
+fn subscription_request(
+    ctx: &mut Ctx,
+    conn: &mut Conn,
+    req: &Req,
+    sse: bool,
+) -> Option<(Vec<String>, Vec<Option<u64>>)> {
+    let chans = channels(ctx, conn, req)?;
+    let since = match since_list(req, chans.len(), sse) {
+        Ok(s) => s,
+        Err(e) => {
+            error(ctx, conn, req, 400, &e);
+            return None;
+        }
+    };
+    if ctx.shutting_down {
+        error(ctx, conn, req, 503, "server shutting down");
+        return None;
+    }
+    if refuse_full(ctx, conn, req, &chans) {
+        return None;
+    }
+    Some((chans, since))
+}
+
 /// `GET /listen/?cid=CH&since=ID`: answer at once if history has newer messages, else hold
 /// the request until a message arrives or the long-poll timeout.
 pub fn listen(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
-    let Some(chans) = channels(ctx, conn, req) else {
-        return;
-    };
     let Ok(cb) = callback(ctx, conn, req) else {
         return;
     };
-    let since = match since_list(req, chans.len(), false) {
-        Ok(s) => s,
-        Err(e) => return error(ctx, conn, req, 400, &e),
-    };
-    if ctx.shutting_down {
-        return error(ctx, conn, req, 503, "server shutting down");
-    }
-    if refuse_full(ctx, conn, req, &chans) {
+    let Some((chans, since)) = subscription_request(ctx, conn, req, false) else {
         return;
-    }
+    };
     let reads = subscribe(ctx, conn, &chans, &since);
     if reads.iter().any(|r| !r.messages.is_empty() || r.missed) {
         let named: Vec<(&str, HistoryRead)> = chans.iter().map(|c| c.as_str()).zip(reads).collect();
@@ -350,19 +366,9 @@ pub fn longpoll_timeout(ctx: &mut Ctx, conn: &mut Conn) {
 
 /// `GET /stream/?cid=CH` (iframe) and `GET /sse/?cid=CH`: an endless response.
 pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
-    let Some(chans) = channels(ctx, conn, req) else {
+    let Some((chans, since)) = subscription_request(ctx, conn, req, kind == StreamKind::Sse) else {
         return;
     };
-    let since = match since_list(req, chans.len(), kind == StreamKind::Sse) {
-        Ok(s) => s,
-        Err(e) => return error(ctx, conn, req, 400, &e),
-    };
-    if ctx.shutting_down {
-        return error(ctx, conn, req, 503, "server shutting down");
-    }
-    if refuse_full(ctx, conn, req, &chans) {
-        return;
-    }
     let (ct, preamble) = match kind {
         StreamKind::Sse => {
             let mut p = format!(":{}\nretry: {}\n\n", " ".repeat(PADDING), ctx.shared.cfg.sse_retry_ms);
@@ -425,19 +431,9 @@ fn replay(ctx: &mut Ctx, conn: &mut Conn, chans: &[String], reads: Vec<HistoryRe
 
 /// `GET /ws/?cid=CH`: WebSocket subscription delivering envelopes as text frames.
 pub fn ws_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
-    let Some(chans) = channels(ctx, conn, req) else {
+    let Some((chans, since)) = subscription_request(ctx, conn, req, false) else {
         return;
     };
-    let since = match since_list(req, chans.len(), false) {
-        Ok(s) => s,
-        Err(e) => return error(ctx, conn, req, 400, &e),
-    };
-    if ctx.shutting_down {
-        return error(ctx, conn, req, 503, "server shutting down");
-    }
-    if refuse_full(ctx, conn, req, &chans) {
-        return;
-    }
     if !super::ws::upgrade(ctx, conn, req, WsMode::Sub) {
         return;
     }
