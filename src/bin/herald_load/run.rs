@@ -346,6 +346,12 @@ impl<'a> Run<'a> {
         if let Err(e) = write_out(&mut s.sock, &mut s.out) {
             return self.sub_failed(key, format!("write: {e}"));
         }
+        // A long-poll is answered only when a message comes: it counts as open once its
+        // first request is out.
+        if s.state == SubState::Handshake && self.o.transport == Transport::LongPoll && s.out.is_empty() {
+            self.sub_opened(key);
+        }
+        let Some(s) = self.subs.get_mut(key) else { return };
         let mut buf = std::mem::take(&mut s.inbuf);
         let alive = match read_in(&mut s.sock, &mut self.scratch, &mut buf) {
             Ok(a) => a,
@@ -389,8 +395,8 @@ impl<'a> Run<'a> {
                         self.subs[key].chunked = Some(ChunkedDecoder::new(usize::MAX / 4));
                     }
                 }
-                // The long-poll head is read with its body below.
-                Transport::LongPoll => {}
+                // Open once its request is out (above); heads are read in lp_input.
+                Transport::LongPoll => return self.lp_input(key, buf, now),
             }
             self.sub_opened(key);
         }
