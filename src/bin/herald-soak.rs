@@ -142,7 +142,7 @@ fn raise_nofile() -> u64 {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
         }
     }
-    rl.rlim_cur as u64
+    rl.rlim_cur
 }
 
 /// The started server; SIGTERM then SIGKILL (by its PID only) when dropped.
@@ -189,10 +189,11 @@ impl Server {
                     }
                 }
                 let _ = writeln!(log, "{line}");
-                if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
-                    if w.fetch_add(1, Ordering::Relaxed) < 10 {
-                        eprintln!("herald-soak: server log: {line}");
-                    }
+                // Counted for the summary; the first 10 are echoed.
+                if (line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked"))
+                    && w.fetch_add(1, Ordering::Relaxed) < 10
+                {
+                    eprintln!("herald-soak: server log: {line}");
                 }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());

@@ -366,6 +366,9 @@ impl Engine for MemoryEngine {
                 Self::expire(c, now_ms);
                 c.workers != 0 || !c.history.is_empty() || !c.presence.is_empty()
             });
+            if shard.len() < shard.capacity() / 4 {
+                shard.shrink_to_fit();
+            }
         }
     }
 

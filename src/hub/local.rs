@@ -79,6 +79,13 @@ impl LocalHub {
         }
     }
 
+    /// Release capacity left by channels that are gone (called once a second).
+    pub fn shrink(&mut self) {
+        if self.chans.len() < self.chans.capacity() / 4 {
+            self.chans.shrink_to_fit();
+        }
+    }
+
     /// Number of channels with subscribers here, and of memberships.
     pub fn counts(&self) -> (usize, usize) {
         (self.chans.len(), self.chans.values().map(|s| s.len()).sum())

@@ -63,8 +63,10 @@ impl Wheel {
                         i += 1;
                     }
                 }
-                if slot.is_empty() && slot.capacity() > 64 {
-                    slot.shrink_to(8);
+                // Emptied slots keep a little room (no allocation churn for the usual few
+                // entries) but give back what a burst made them grow to.
+                if slot.is_empty() && slot.capacity() > 4 {
+                    *slot = Vec::new();
                 }
             }
             self.cursor += 1;

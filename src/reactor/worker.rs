@@ -259,6 +259,16 @@ impl Worker {
         g.subscriptions.store(subs, Ordering::Relaxed);
         g.channels.store(self.ctx.local.counts().0, Ordering::Relaxed);
         g.max_turn_us.store(0, Ordering::Relaxed);
+        // Give back what a crowd left behind: the slab frees its vacant tail, lists their
+        // excess (a soak showed RSS staying up through container capacity after clients left).
+        if self.conns.len() < self.conns.capacity() / 4 {
+            self.conns.shrink_to_fit();
+        }
+        if self.ctx.dirty.capacity() > 1024 && self.ctx.dirty.is_empty() {
+            self.ctx.dirty = Vec::new();
+        }
+        self.ctx.local.shrink();
+        self.ctx.cf_users.shrink_to_fit();
     }
 
     fn accept(&mut self) {

@@ -781,9 +781,7 @@ impl Soak {
                     self.conns[key].inbuf.drain(..end);
                 }
                 Phase::Sse => {
-                    let Some(p) = find(&self.conns[key].inbuf, b"\n\n") else {
-                        return None;
-                    };
+                    let p = find(&self.conns[key].inbuf, b"\n\n")?;
                     let ev: Vec<u8> = self.conns[key].inbuf.drain(..p + 2).collect();
                     let i = self.conns[key].sub;
                     let mut id = None;
@@ -888,7 +886,7 @@ impl Soak {
         let seq = self.counts.published + self.counts.pub_skipped;
         let mut body = format!("{{\"seq\":{seq},\"p\":\"");
         let pad = self.cfg.size.saturating_sub(body.len() + 2);
-        body.extend(std::iter::repeat('x').take(pad));
+        body.extend(std::iter::repeat_n('x', pad));
         body.push_str("\"}");
         let ch_name = chan_name(&self.cfg.prefix, ch);
         let req = format!(
