@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("since", since),
     ("cf_command", cf_command),
     ("cf_token", cf_token),
+    ("cf_config", cf_config),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -931,4 +932,62 @@ pub fn cf_token(data: &[u8]) {
         assert!(v.verify_connect(&bad, now).is_err(), "damaged token verified: {bad}");
         assert!(v.verify_subscribe(&bad, channel, now).is_err(), "damaged token verified: {bad}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// cf_config: Centrifugo durations, namespace resolution, and the reply/push encoders
+// ---------------------------------------------------------------------------------------
+
+/// Layout: lossy UTF-8 `DURATION \n CHANNEL \n USER \n JSON`. Checks: `Duration::parse`
+/// never panics and agrees with a plain re-parse of what it accepted; namespace resolution,
+/// the private prefix and user-limited lists never panic on any channel name; every reply
+/// and push encoder gives valid JSON for a valid channel and valid JSON data.
+pub fn cf_config(data: &[u8]) {
+    use herald::centrifugo::config::{ChannelConfig, Duration};
+    use herald::centrifugo::proto::{client_info, error_reply, join_leave_push, pub_push, reply, PERMISSION_DENIED};
+    let text = String::from_utf8_lossy(data).into_owned();
+    let mut parts = text.splitn(4, '\n');
+    let (dur, ch, user, json) =
+        (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if let Some(d) = Duration::parse(dur) {
+        let ser = serde_json::to_string(&d).expect("durations serialize");
+        let back: Duration = serde_json::from_str(&ser).expect("a serialized duration parses");
+        assert_eq!(back, d, "{dur:?} -> {ser}");
+    }
+    let cfg: ChannelConfig = serde_json::from_str(
+        r#"{"without_namespace":{"allow_subscribe_for_client":true},
+            "namespaces":[{"name":"chat","history_size":10,"history_ttl":"60s","allow_user_limited_channels":true}]}"#,
+    )
+    .expect("static config");
+    let _ = cfg.resolve(ch);
+    let _ = cfg.is_private(ch);
+    if let Some(users) = cfg.limited_users(ch) {
+        for u in users {
+            assert!(ch.contains(u));
+        }
+    }
+    if herald::hub::check_cf_channel(ch).is_err() {
+        return;
+    }
+    let data_json = herald::hub::envelope::json_data(json.as_bytes());
+    let valid = |b: &[u8], what: &str| {
+        assert!(serde_json::from_slice::<serde_json::Value>(b).is_ok(), "{what} is not JSON: {}", String::from_utf8_lossy(b));
+    };
+    let info = client_info(user, "0000", Some(&data_json), None);
+    valid(&info, "client_info");
+    valid(&join_leave_push(ch, &info, true), "join push");
+    let m = herald::hub::Message {
+        channel: ch.into(),
+        id: data.len() as u64,
+        data: data_json.clone(),
+        envelope: bytes::Bytes::new(),
+        info: Some(info.clone()),
+        tags: None,
+        time_ms: 0,
+        seq: 0,
+    };
+    valid(&pub_push(&m, true), "pub push");
+    valid(&pub_push(&m, false), "uni pub push");
+    valid(error_reply(7, PERMISSION_DENIED).as_bytes(), "error reply");
+    valid(reply(7, "publish", "{}").as_bytes(), "reply");
 }
