@@ -264,9 +264,16 @@ impl Worker {
         if self.conns.len() < self.conns.capacity() / 4 {
             self.conns.shrink_to_fit();
         }
-        if self.ctx.dirty.capacity() > 1024 && self.ctx.dirty.is_empty() {
-            self.ctx.dirty = Vec::new();
+        fn trim<T>(v: &mut Vec<T>) {
+            if v.is_empty() && v.capacity() > 256 {
+                *v = Vec::new();
+            }
         }
+        trim(&mut self.ctx.dirty);
+        trim(&mut self.ctx.dead);
+        trim(&mut self.ctx.pressure);
+        trim(&mut self.due);
+        trim(&mut self.finish);
         self.ctx.local.shrink();
         self.ctx.cf_users.shrink_to_fit();
     }

@@ -947,8 +947,12 @@ pub fn cf_config(data: &[u8]) {
     use herald::centrifugo::proto::{client_info, error_reply, join_leave_push, pub_push, reply, PERMISSION_DENIED};
     let text = String::from_utf8_lossy(data).into_owned();
     let mut parts = text.splitn(4, '\n');
-    let (dur, ch, user, json) =
-        (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (dur, ch, user, json) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
     if let Some(d) = Duration::parse(dur) {
         let ser = serde_json::to_string(&d).expect("durations serialize");
         let back: Duration = serde_json::from_str(&ser).expect("a serialized duration parses");
@@ -971,7 +975,11 @@ pub fn cf_config(data: &[u8]) {
     }
     let data_json = herald::hub::envelope::json_data(json.as_bytes());
     let valid = |b: &[u8], what: &str| {
-        assert!(serde_json::from_slice::<serde_json::Value>(b).is_ok(), "{what} is not JSON: {}", String::from_utf8_lossy(b));
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(b).is_ok(),
+            "{what} is not JSON: {}",
+            String::from_utf8_lossy(b)
+        );
     };
     let info = client_info(user, "0000", Some(&data_json), None);
     valid(&info, "client_info");
