@@ -20,6 +20,7 @@ if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
   command -v curl >/dev/null || need+=(curl)
+  { command -v cc >/dev/null && command -v make >/dev/null; } || need+=(build-essential)
   command -v python3 >/dev/null || need+=(python3)
   if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
