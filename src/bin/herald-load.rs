@@ -17,6 +17,8 @@
 mod procfs;
 #[path = "herald_load/run.rs"]
 mod run;
+#[path = "herald_load/sock.rs"]
+mod sock;
 #[path = "herald_load/wire.rs"]
 mod wire;
 

@@ -22,6 +22,12 @@
 
 #[path = "herald_soak/net.rs"]
 mod net;
+#[path = "herald_load/sock.rs"]
+mod sock;
+// The client-side WebSocket frame codec of herald-load (this tool uses part of it).
+#[allow(dead_code)]
+#[path = "herald_load/wire.rs"]
+mod wire;
 
 use clap::Parser;
 use net::{Cfg, Soak, Tr};

@@ -14,13 +14,14 @@
 
 use super::procfs;
 use super::wire::{self, UrlTemplate};
+use crate::sock::connect_from;
 use herald::proto::http::ChunkedDecoder;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 /// How subscribers receive messages.
@@ -168,38 +169,6 @@ struct Run<'a> {
 
 fn chan_name(o: &Opts, ch: u32) -> String {
     format!("{}{ch}", o.chan_prefix)
-}
-
-/// A non-blocking connect from `src` (port chosen at connect time, so every source address
-/// has its own ephemeral port range per destination).
-fn connect_from(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    if let Some(ip) = src {
-        // IP_BIND_ADDRESS_NO_PORT: pick the port at connect(), not at bind(), so the 4-tuple
-        // rather than the local port alone must be unique.
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt reads `one` (an int) for the given length; the fd is ours.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        s.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match s.connect(&dst.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(s.into()))
 }
 
 /// Write as much of `out` as the socket takes.

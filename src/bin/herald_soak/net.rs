@@ -22,6 +22,12 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::sock::connect_from;
+use crate::wire::{client_frame, decode_frame};
+
+/// Largest server frame accepted.
+const MAX_FRAME: usize = 16 << 20;
+
 /// How a subscriber receives messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tr {
@@ -190,71 +196,6 @@ pub struct Soak {
 
 pub fn chan_name(prefix: &str, ch: u32) -> String {
     format!("{prefix}{ch}")
-}
-
-/// A non-blocking connect from 127.0.1.x (so many connections do not exhaust one source
-/// address's ephemeral ports).
-fn connect_from(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
-    s.set_nodelay(true)?;
-    if let Some(ip) = src {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt reads `one` (an int) for the given length; the fd is ours.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        s.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match s.connect(&dst.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(s.into()))
-}
-
-/// A masked client frame (clients must mask, RFC 6455 §5.3).
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x3a, 0x91, 0x5c, 0x07];
-    let n = payload.len().min(125);
-    let mut f = vec![0x80 | opcode, 0x80 | n as u8];
-    f.extend_from_slice(&mask);
-    f.extend(payload[..n].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
-/// One unmasked server frame from the front of `buf`: (fin, opcode, payload start, end).
-/// `Ok(None)`: incomplete.
-fn decode_frame(buf: &[u8]) -> Result<Option<(bool, u8, usize, usize)>, &'static str> {
-    if buf.len() < 2 {
-        return Ok(None);
-    }
-    if buf[1] & 0x80 != 0 {
-        return Err("server frame is masked");
-    }
-    let (len, hl) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
-        126 | 127 => return Ok(None),
-        n => (n as u64, 2),
-    };
-    if len > 16 << 20 {
-        return Err("server frame over 16 MiB");
-    }
-    let end = hl + len as usize;
-    if buf.len() < end {
-        return Ok(None);
-    }
-    Ok(Some((buf[0] & 0x80 != 0, buf[0] & 0x0f, hl, end)))
 }
 
 /// The number after `key` at the start of `s` (`{"id":12,...` with key `{"id":`).
@@ -728,8 +669,8 @@ impl Soak {
                     }
                 }
                 Phase::Ws => {
-                    let (fin, op, start, end) = match decode_frame(&self.conns[key].inbuf) {
-                        Ok(Some(f)) => f,
+                    let (fin, op, start, end) = match decode_frame(&self.conns[key].inbuf, MAX_FRAME) {
+                        Ok(Some(f)) => (f.fin, f.opcode, f.start, f.end),
                         Ok(None) => return None,
                         Err(e) => {
                             self.counts.bad_frames += 1;
@@ -1099,11 +1040,11 @@ mod tests {
     fn frames_and_ids() {
         let f = herald::proto::ws::frame(herald::proto::ws::Opcode::Text, br#"{"id":42,"channel":"c","data":1}"#);
         for cut in 0..f.len() {
-            assert_eq!(decode_frame(&f[..cut]), Ok(None));
+            assert_eq!(decode_frame(&f[..cut], MAX_FRAME), Ok(None));
         }
-        let (fin, op, s, e) = decode_frame(&f).unwrap().unwrap();
-        assert!(fin && op == 1);
-        assert_eq!(leading_id(&f[s..e], b"{\"id\":"), Some(42));
-        assert!(decode_frame(&client_frame(1, b"x")).is_err());
+        let d = decode_frame(&f, MAX_FRAME).unwrap().unwrap();
+        assert!(d.fin && d.opcode == 1);
+        assert_eq!(leading_id(&f[d.start..d.end], b"{\"id\":"), Some(42));
+        assert!(decode_frame(&client_frame(1, b"x"), MAX_FRAME).is_err());
     }
 }
