@@ -66,9 +66,14 @@ fn per_address_limits() {
     let r = get(&h, "/health");
     assert_eq!(r.status, 503);
     assert!(r.text().contains("max_connections_per_ip"));
-    // Another loopback address is its own client.
-    let mut other = std::net::TcpStream::connect((std::net::Ipv4Addr::new(127, 0, 0, 1), h.addr.port())).unwrap();
-    let _ = &mut other;
+    // Another loopback address is another client, with its own allowance.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into()).unwrap();
+    sock.connect(&h.addr.into()).unwrap();
+    let mut other: std::net::TcpStream = sock.into();
+    other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    other.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut other).unwrap().status, 200, "127.0.0.2 is not limited by 127.0.0.1's connections");
     drop((a, b, other));
     assert!(wait_until(Duration::from_secs(5), || get(&h, "/health").status == 200));
 

@@ -37,6 +37,10 @@ pub struct WorkerGauges {
     /// Time spent handling events (not waiting in poll), total microseconds.
     pub busy_us: AtomicU64,
     pub turns: AtomicU64,
+    /// Bytes read and written by this worker (per worker, so the per-flush count touches
+    /// no cache line another worker writes).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
     /// Longest loop turn in the last second, microseconds.
     pub max_turn_us: AtomicU64,
 }
@@ -69,8 +73,6 @@ pub fn render(s: &Shared) -> String {
         ("herald_connections_accepted_total", "Connections accepted.", r(&st.accepted)),
         ("herald_messages_published_total", "Messages published.", r(&st.published)),
         ("herald_messages_delivered_total", "Message deliveries queued to subscribers.", r(&st.delivered)),
-        ("herald_bytes_in_total", "Bytes read from clients.", r(&st.bytes_in)),
-        ("herald_bytes_out_total", "Bytes written to clients.", r(&st.bytes_out)),
         ("herald_slow_consumer_drops_total", "Connections dropped for exceeding max_out_queue.", r(&st.slow_drops)),
         ("herald_accept_errors_total", "accept() failures (EMFILE, ENFILE, ...).", r(&st.accept_errors)),
         ("herald_http_errors_total", "HTTP requests answered with an error status.", r(&st.http_errors)),
@@ -79,6 +81,13 @@ pub fn render(s: &Shared) -> String {
             "WebSocket connections failed for protocol errors.",
             r(&st.ws_protocol_errors),
         ),
+    ] {
+        line(&mut o, name, help, "counter");
+        let _ = writeln!(o, "{name} {v}");
+    }
+    for (name, help, v) in [
+        ("herald_bytes_in_total", "Bytes read from clients.", s.gauges.iter().map(|g| r(&g.bytes_in)).sum::<u64>()),
+        ("herald_bytes_out_total", "Bytes written to clients.", s.gauges.iter().map(|g| r(&g.bytes_out)).sum::<u64>()),
     ] {
         line(&mut o, name, help, "counter");
         let _ = writeln!(o, "{name} {v}");

@@ -31,8 +31,6 @@ pub struct Stats {
     pub accept_errors: AtomicU64,
     pub published: AtomicU64,
     pub delivered: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
     pub slow_drops: AtomicU64,
     pub http_errors: AtomicU64,
     pub ws_protocol_errors: AtomicU64,

@@ -377,7 +377,7 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
-                    ctx.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    ctx.shared.gauges[ctx.id].bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     conn.last_active_ms = ctx.now_ms;
                     if conn.inbuf.is_empty() {
                         let used = transport::process(ctx, conn, &mut scratch[..n]);
@@ -475,7 +475,7 @@ impl Worker {
         }
         let mut written = 0u64;
         let r = conn.out.flush(&mut conn.sock, &mut written);
-        self.ctx.shared.stats.bytes_out.fetch_add(written, Ordering::Relaxed);
+        self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(written, Ordering::Relaxed);
         match r {
             Ok(Flush::Done) => {
                 if conn.close_after_flush && !conn.write_shut {
