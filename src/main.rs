@@ -212,6 +212,7 @@ fn main() {
         let now = shared.now_ms();
         if now - last_sweep >= 1000 {
             shared.engine.sweep(now);
+            herald::reactor::alloc::release_thread_cache();
             last_sweep = now;
         }
     }

@@ -46,6 +46,12 @@ fn metrics_and_stats_are_scraped() {
     assert!(t.contains("herald_worker_busy_seconds_total{worker=\"0\"}"));
     assert!(t.contains("herald_worker_inbox_depth{worker=\"0\"}"));
     assert!(t.contains("herald_connections_refused_total{reason=\"per_ip\"} 0"));
+    // The allocator's own accounting: the program's bytes fit in the pages holding them,
+    // and those in what is resident.
+    let allocated = metric(&t, "herald_allocator_allocated_bytes");
+    let active = metric(&t, "herald_allocator_active_bytes");
+    assert!(allocated > 0.0 && allocated <= active, "allocated {allocated}, active {active}");
+    assert!(active <= metric(&t, "herald_allocator_resident_bytes"));
     let s = get(&h, "/stats").json();
     assert_eq!(s["channels"], 1);
     assert_eq!(s["by_channel"][0]["channel"], "m1");

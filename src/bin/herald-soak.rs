@@ -34,7 +34,7 @@ use net::{Cfg, Soak, Tr};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -110,10 +110,11 @@ struct Cli {
     /// PRNG seed (transports, session and away times).
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
-    /// Read glibc's malloc_stats() in the server (via gdb) at start and end, to tell memory
-    /// in use (a leak) from memory the allocator keeps (fragmentation).
+    /// At start and end, have gdb call jemalloc's `malloc_stats_print` in the server (the full
+    /// report, with per-size-class slab use, goes to herald's log): to find which objects keep
+    /// pages resident. Pauses the server while gdb is attached.
     #[arg(long)]
-    malloc_stats: bool,
+    allocator_dump: bool,
     /// Herald's log goes here [default: herald-soak-PID.log in the temp dir].
     #[arg(long)]
     herald_log: Option<String>,
@@ -157,8 +158,6 @@ struct Server {
     pid: u32,
     addr: SocketAddr,
     warnings: Arc<AtomicU32>,
-    /// glibc `malloc_stats()` totals (bytes in use, system bytes) and how many were read.
-    malloc: Arc<(AtomicU64, AtomicU64, AtomicU32)>,
 }
 
 impl Server {
@@ -176,24 +175,8 @@ impl Server {
         let warnings = Arc::new(AtomicU32::new(0));
         let w = warnings.clone();
         let (tx, rx) = mpsc::channel();
-        let malloc = Arc::new((AtomicU64::new(0), AtomicU64::new(0), AtomicU32::new(0)));
-        let m = malloc.clone();
         std::thread::spawn(move || {
-            let mut in_total = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // malloc_stats() output (see --malloc-stats): the "Total (incl. mmap):" block.
-                if line.starts_with("Total (incl. mmap):") {
-                    in_total = true;
-                } else if in_total {
-                    let n = line.split('=').nth(1).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
-                    if line.starts_with("system bytes") {
-                        m.1.store(n, Ordering::Relaxed);
-                    } else if line.starts_with("in use bytes") {
-                        m.0.store(n, Ordering::Relaxed);
-                        m.2.fetch_add(1, Ordering::Relaxed);
-                        in_total = false;
-                    }
-                }
                 let _ = writeln!(log, "{line}");
                 // Counted for the summary; the first 10 are echoed.
                 if (line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked"))
@@ -206,43 +189,34 @@ impl Server {
                 }
             }
         });
-        let mut s = Server { child, pid, addr: "127.0.0.1:0".parse().expect("addr"), warnings, malloc };
+        let mut s = Server { child, pid, addr: "127.0.0.1:0".parse().expect("addr"), warnings };
         let a =
             rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "herald did not report its address".to_string())?;
         s.addr = a.parse().map_err(|e| format!("address `{a}`: {e}"))?;
         Ok(s)
     }
 
-    /// Have gdb call `malloc_stats()` in the server (it prints to the server's stderr, which
-    /// we read): (KiB in use, KiB the allocator holds from the system). Pauses the server
-    /// for the moment gdb is attached; used only with --malloc-stats, at idle points.
-    fn malloc_stats(&self) -> Option<(u64, u64)> {
-        let before = self.malloc.2.load(Ordering::Relaxed);
-        let mut gdb = Command::new("gdb")
-            .args(["-p", &self.pid.to_string(), "-batch", "-ex", "call (void)malloc_stats()"])
+    /// See `--allocator-dump`. Waits (at most 60 s) for gdb to finish.
+    fn allocator_dump(&self) {
+        let Ok(mut gdb) = Command::new("gdb")
+            .args(["-p", &self.pid.to_string(), "-batch", "-ex", "call (void)_rjem_malloc_stats_print(0, 0, 0)"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
+        else {
+            eprintln!("herald-soak: cannot run gdb for --allocator-dump");
+            return;
+        };
         let t = Instant::now();
-        loop {
-            if let Ok(Some(_)) = gdb.try_wait() {
-                break;
-            }
+        while !matches!(gdb.try_wait(), Ok(Some(_))) {
             if t.elapsed() > Duration::from_secs(60) {
                 let _ = gdb.kill();
                 let _ = gdb.wait();
-                return None;
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let t = Instant::now();
-        while self.malloc.2.load(Ordering::Relaxed) == before && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (self.malloc.2.load(Ordering::Relaxed) != before)
-            .then(|| (self.malloc.0.load(Ordering::Relaxed) / 1024, self.malloc.1.load(Ordering::Relaxed) / 1024))
     }
 
     fn alive(&mut self) -> bool {
@@ -291,7 +265,25 @@ fn http_get(addr: SocketAddr, target: &str) -> Result<String, String> {
 /// A gauge from `/metrics`.
 fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     let m = http_get(addr, "/metrics").ok()?;
-    m.lines().find(|l| l.split_whitespace().next() == Some(name))?.split_whitespace().nth(1)?.parse().ok()
+    gauge(&m, name)
+}
+
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.split_whitespace().next() == Some(name))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The server allocator's own accounting (`herald_allocator_*_bytes` in `/metrics`), in KiB:
+/// what the program holds (`allocated`) versus what the allocator keeps resident, so growth
+/// can be told apart as "herald holds more" or "the allocator keeps more".
+fn allocator_kb(addr: SocketAddr) -> serde_json::Value {
+    let Ok(m) = http_get(addr, "/metrics") else { return serde_json::Value::Null };
+    let mut o = serde_json::Map::new();
+    for k in ["allocated", "active", "resident", "metadata", "retained"] {
+        if let Some(v) = gauge(&m, &format!("herald_allocator_{k}_bytes")) {
+            o.insert(k.into(), ((v / 1024.0) as u64).into());
+        }
+    }
+    o.into()
 }
 
 /// Each channel's newest id as the server holds it (`/stats`).
@@ -433,7 +425,10 @@ fn main() {
     wait_no_channels(server.addr, cli.history_ttl, &interrupted);
     std::thread::sleep(Duration::from_secs(2));
     let s_start = sample(pid);
-    let m_start = if cli.malloc_stats { server.malloc_stats() } else { None };
+    let a_start = allocator_kb(server.addr);
+    if cli.allocator_dump {
+        server.allocator_dump();
+    }
     eprintln!(
         "herald-soak: warm-up: {warm_ok}/{warm_n} subscribers caught up (lost {}, dup {}, missed {}); RSS boot {} KiB, start {} KiB; fds boot {}, start {}",
         warm_bad.lost, warm_bad.dups, warm_bad.missed_events, s_boot.rss_kb, s_start.rss_kb, s_boot.fds, s_start.fds
@@ -575,7 +570,10 @@ fn main() {
     // The /metrics requests above are closed by now; read the end figures.
     std::thread::sleep(Duration::from_millis(500));
     let s_end = sample(pid);
-    let m_end = if cli.malloc_stats { server.malloc_stats() } else { None };
+    let a_end = allocator_kb(server.addr);
+    if cli.allocator_dump {
+        server.allocator_dump();
+    }
     let alive = server.alive();
     server.stop();
 
@@ -649,10 +647,7 @@ fn main() {
                    "clients_gone": s_gone.rss_kb, "end": s_end.rss_kb, "growth_pct": r1(rss_growth_pct)},
         "fds": {"boot": s_boot.fds, "start": s_start.fds, "connected": s_conn.fds, "peak": fds_peak,
                 "clients_gone": s_gone.fds, "end": s_end.fds},
-        "malloc_kb": cli.malloc_stats.then(|| serde_json::json!({
-            "start_in_use": m_start.map(|m| m.0), "start_system": m_start.map(|m| m.1),
-            "end_in_use": m_end.map(|m| m.0), "end_system": m_end.map(|m| m.1),
-        })),
+        "allocator_kb": {"start": a_start, "end": a_end},
         "server_connections_end": conns_left,
         "server_slow_drops": slow_drops,
         "server_log_warnings": server.warnings.load(Ordering::Relaxed),

@@ -120,5 +120,6 @@ pub fn render(s: &Shared) -> String {
     let _ = writeln!(o, "herald_centrifugo_clients {}", st.cf_clients.load(Ordering::Relaxed));
     line(&mut o, "herald_uptime_seconds", "Seconds since start.", "gauge");
     let _ = writeln!(o, "herald_uptime_seconds {}", s.now_ms() / 1000);
+    super::alloc::render(&mut o);
     o
 }

@@ -5,6 +5,7 @@
 //! Owns: sockets, readiness, timers and the clock. Calls into `transport` with bytes and
 //! connection state; transports never read or write a socket themselves.
 
+pub mod alloc;
 pub mod conn;
 pub mod limits;
 pub mod metrics;

@@ -276,6 +276,7 @@ impl Worker {
         trim(&mut self.finish);
         self.ctx.local.shrink();
         self.ctx.cf_users.shrink_to_fit();
+        super::alloc::release_thread_cache();
     }
 
     fn accept(&mut self) {
