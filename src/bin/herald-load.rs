@@ -131,7 +131,7 @@ fn raise_nofile() -> u64 {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
         }
     }
-    rl.rlim_cur as u64
+    rl.rlim_cur
 }
 
 fn main() {

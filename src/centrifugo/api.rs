@@ -98,7 +98,7 @@ pub fn handle(ctx: &mut Ctx, conn: &mut Conn, req: &Req, method: &str) {
     match call(ctx, method, &params) {
         Some(Ok(r)) => send(ctx, conn, req, 200, &format!("{{\"result\":{r}}}")),
         Some(Err(e)) => send(ctx, conn, req, 200, &err_json(e)),
-        None => send(ctx, conn, req, 404, &format!("{{\"error\":{{\"code\":104,\"message\":\"method not found\"}}}}")),
+        None => send(ctx, conn, req, 404, "{\"error\":{\"code\":104,\"message\":\"method not found\"}}"),
     }
 }
 

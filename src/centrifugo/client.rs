@@ -358,11 +358,9 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
     let read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
     let mut recovered = false;
     let mut pubs: Vec<Arc<crate::hub::Message>> = Vec::new();
-    if recovering {
-        if *read.epoch == *req.epoch {
-            recovered = !read.missed;
-            pubs = read.messages;
-        }
+    if recovering && *read.epoch == *req.epoch {
+        recovered = !read.missed;
+        pubs = read.messages;
     }
     // Live deliveries continue after what this reply carries (or after the stream top).
     let after =

@@ -196,7 +196,7 @@ mod tests {
         let inner = &s["<script>parent.handle(".len()..s.len() - ")</script>\n".len()];
         let v: serde_json::Value = serde_json::from_str(inner).unwrap();
         assert_eq!(v["data"], "</script><script>alert(1)</script><!--");
-        let v2: serde_json::Value = serde_json::from_str(&String::from_utf8(env.to_vec()).unwrap()).unwrap();
+        let v2: serde_json::Value = serde_json::from_str(core::str::from_utf8(&env).unwrap()).unwrap();
         assert_eq!(v, v2);
         let mut b = BytesMut::new();
         script_safe("\"\u{2028}\u{2029}\"".as_bytes(), &mut b);

@@ -42,7 +42,11 @@ pub fn render(o: &mut String) {
     for (name, help, v) in [
         ("allocated", "Bytes allocated by the program (jemalloc stats.allocated).", stats::allocated::read()),
         ("active", "Bytes in pages holding allocations (stats.active).", stats::active::read()),
-        ("resident", "Bytes resident in allocator-mapped pages, incl. metadata (stats.resident).", stats::resident::read()),
+        (
+            "resident",
+            "Bytes resident in allocator-mapped pages, incl. metadata (stats.resident).",
+            stats::resident::read(),
+        ),
         ("metadata", "Bytes of allocator metadata (stats.metadata).", stats::metadata::read()),
         ("mapped", "Bytes in active extents mapped by the allocator (stats.mapped).", stats::mapped::read()),
         ("retained", "Bytes of virtual memory kept for reuse, not resident (stats.retained).", stats::retained::read()),

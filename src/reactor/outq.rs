@@ -127,7 +127,7 @@ mod tests {
     impl Write for Trickle {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.block_every > 0 && self.calls % self.block_every == 0 {
+            if self.block_every > 0 && self.calls.is_multiple_of(self.block_every) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let n = b.len().min(self.step);
@@ -138,7 +138,7 @@ mod tests {
             let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &b[..]).unwrap_or(&[]);
             // take from several slices to exercise multi-buffer consume
             self.calls += 1;
-            if self.block_every > 0 && self.calls % self.block_every == 0 {
+            if self.block_every > 0 && self.calls.is_multiple_of(self.block_every) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let mut n = 0;

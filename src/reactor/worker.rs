@@ -200,7 +200,7 @@ impl Worker {
                     WAKER => self.drain_inbox(),
                     Token(key) => {
                         // Spurious or late events for a freed or dying slot are ignored.
-                        if !self.conns.get(key).is_some_and(|c| !c.dead) {
+                        if self.conns.get(key).is_none_or(|c| c.dead) {
                             continue;
                         }
                         if ev.is_writable() {

@@ -21,8 +21,11 @@ use herald::proto::http::{parse_head, percent_decode, query_param, BodyKind, Chu
 use herald::proto::utf8::Utf8Validator;
 use herald::proto::ws::{accept_key, close_frame, frame, valid_key, Decoder, Opcode, WsError, WsEvent, WsLimits};
 
+/// A fuzz target: its name and the function that takes one input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name: the directory names under seeds/ and crashes/.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("http_head", http_head),
     ("chunked", chunked),
     ("ws_decoder", ws_decoder),
@@ -517,11 +520,15 @@ fn ws_model(frames: &[FrameSpec], limits: WsLimits) -> (Vec<Ev>, Option<WsError>
         let fin = f.b0 & 0x80 != 0;
         let op = f.b0 & 0x0F;
         let control = op & 0x8 != 0;
-        let err = if f.b0 & 0x70 != 0 || !matches!(op, 0 | 1 | 2 | 8 | 9 | 10) || (control && !fin) {
-            Some(protocol)
-        } else if !control && ((op == 0) != msg.is_some()) {
-            Some(protocol)
-        } else if !f.masked || (control && len7(f) > 125) {
+        // RSV bits, unknown opcode, fragmented control, continuation without a message (or a
+        // new message inside one), unmasked, oversized control payload.
+        let err = if f.b0 & 0x70 != 0
+            || !matches!(op, 0 | 1 | 2 | 8 | 9 | 10)
+            || (control && !fin)
+            || (!control && ((op == 0) != msg.is_some()))
+            || !f.masked
+            || (control && len7(f) > 125)
+        {
             Some(protocol)
         } else if f.payload.len() > limits.max_frame
             || (!control && msg.as_ref().map_or(0, |m| m.1.len()) + f.payload.len() > limits.max_message)

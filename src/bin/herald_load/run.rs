@@ -337,7 +337,7 @@ impl<'a> Run<'a> {
         }
         if !s.out.is_empty() {
             if let Err(e) = write_out(&mut s.sock, &mut s.out) {
-                return self.sub_failed(key, format!("write: {e}"));
+                self.sub_failed(key, format!("write: {e}"))
             }
         }
     }
@@ -384,7 +384,7 @@ impl<'a> Run<'a> {
             let p = &buf[pos + f.start..pos + f.end];
             let s = &mut self.subs[key];
             match f.opcode {
-                0 | 1 | 2 if !f.fin || !s.frag.is_empty() => {
+                0..=2 if !f.fin || !s.frag.is_empty() => {
                     s.frag.extend_from_slice(p);
                     if f.fin {
                         wire::scan(&s.frag, &mut found);

@@ -81,7 +81,7 @@ pub fn post_request(host: &str, target: &str, body: &[u8]) -> Vec<u8> {
 pub fn message(seq: u64, t_ns: u64, size: usize) -> Vec<u8> {
     let mut m = format!("{{\"seq\":{seq},\"t\":{t_ns},\"p\":\"");
     let pad = size.saturating_sub(m.len() + 2);
-    m.extend(std::iter::repeat('x').take(pad));
+    m.extend(std::iter::repeat_n('x', pad));
     m.push_str("\"}");
     m.into_bytes()
 }
