@@ -53,6 +53,7 @@ fn bench_fanout(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         let mut queues: Vec<OutQueue> = (0..n).map(|_| OutQueue::default()).collect();
         let mut sink = Sink(0);
+        let mut scratch = Vec::with_capacity(herald::reactor::outq::COALESCE_MAX);
         g.bench_function(format!("{n}"), |b| {
             b.iter(|| {
                 for q in queues.iter_mut() {
@@ -62,7 +63,7 @@ fn bench_fanout(c: &mut Criterion) {
                 // separately below); flush is part of a real delivery anyway.
                 let mut w = 0;
                 for q in queues.iter_mut() {
-                    let _ = q.flush(&mut sink, &mut w);
+                    let _ = q.flush(&mut sink, &mut w, &mut scratch);
                 }
                 black_box(w)
             })
@@ -98,7 +99,8 @@ fn bench_fanout(c: &mut Criterion) {
     g.finish();
 }
 
-/// Flushing one queue holding 1, 16 or 64 frames through `write_vectored`.
+/// Flushing one queue holding 1, 16 or 64 frames (16 small frames are coalesced into one
+/// `write`; 64 exceed `COALESCE_MAX` and go through `write_vectored`).
 fn bench_flush(c: &mut Criterion) {
     let env = envelope(1, "room", &body());
     let wire = frame(Opcode::Text, &env);
@@ -106,6 +108,7 @@ fn bench_flush(c: &mut Criterion) {
     for k in [1usize, 16, 64] {
         g.throughput(Throughput::Bytes((k * wire.len()) as u64));
         let mut sink = Sink(0);
+        let mut scratch = Vec::with_capacity(herald::reactor::outq::COALESCE_MAX);
         g.bench_function(format!("{k}_frames"), |b| {
             b.iter_batched_ref(
                 || {
@@ -117,7 +120,7 @@ fn bench_flush(c: &mut Criterion) {
                 },
                 |q| {
                     let mut w = 0;
-                    black_box(q.flush(&mut sink, &mut w).ok());
+                    black_box(q.flush(&mut sink, &mut w, &mut scratch).ok());
                 },
                 BatchSize::SmallInput,
             )

@@ -119,6 +119,8 @@ pub struct Worker {
     gens: Vec<u32>,
     ctx: Ctx,
     scratch: Vec<u8>,
+    /// Where a flush copies several small queued frames to write them in one `write`.
+    coalesce: Vec<u8>,
     wheel: Wheel,
     inbox: Receiver<Note>,
     due: Vec<Entry>,
@@ -169,6 +171,7 @@ impl Worker {
                 cf_users: Default::default(),
             },
             scratch: vec![0; SCRATCH],
+            coalesce: Vec::with_capacity(super::outq::COALESCE_MAX),
             wheel: Wheel::default(),
             inbox,
             due: Vec::new(),
@@ -475,7 +478,7 @@ impl Worker {
             return;
         }
         let mut written = 0u64;
-        let r = conn.out.flush(&mut conn.sock, &mut written);
+        let r = conn.out.flush(&mut conn.sock, &mut written, &mut self.coalesce);
         self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(written, Ordering::Relaxed);
         match r {
             Ok(Flush::Done) => {
