@@ -9,13 +9,16 @@
 #                    here holds at most 20000 descriptors)
 #       DURATION     seconds of publishing per run                  (default 8)
 #       PEERS        peers to include                                (default "uws node-ws nchan")
-#       PEERS_DIR    peer start scripts                              (default ../shared/peers)
+#       PEERS_DIR    peer start scripts                              (default tests/perf/peers)
 #       SERVER_CPU / LOAD_CPU   cores for the server and the generator (default 0 / 1)
 #       QUIET_PCT / QUIET_WAIT  before each run, wait up to QUIET_WAIT s (default 90) for the
 #                    machine to be less than QUIET_PCT % busy (default 25); the busy figure is
 #                    recorded with each result either way
-# Peers are started through PEERS_DIR when it exists (its scripts install them); otherwise
-# they are skipped with a note and Herald runs alone.
+# Peers are started with PEERS_DIR/start-PEER.sh PORT and stopped with PEERS_DIR/stop.sh PID.
+# The project's own scripts in tests/perf/peers/ (see its README.md) install each peer on
+# first use into ~/.cache/herald-perf-peers (uWS and ws with npm, Nchan with apt-get), never
+# into the repo. A peer that does not start is skipped with a note (see OUTDIR/peers.log);
+# when PEERS_DIR does not exist, Herald runs alone.
 # Output: one JSON summary per run in OUTDIR/results.jsonl, and a table on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +29,7 @@ CONNS_LIST=${CONNS_LIST:-"1000 5000 10000 19000"}
 MAX_CONNS=${MAX_CONNS:-19000}
 DURATION=${DURATION:-8}
 PEERS=${PEERS:-"uws node-ws nchan"}
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+PEERS_DIR=${PEERS_DIR:-$ROOT/tests/perf/peers}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT_BASE=${PORT_BASE:-19400}
