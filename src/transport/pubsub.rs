@@ -1,4 +1,4 @@
-//! The public contract of Herald (../shared/DESIGN.md): publish, polling, Comet long-polling,
+//! The public contract of Herald (README.md "Endpoints"): publish, polling, Comet long-polling,
 //! the iframe stream, Server-Sent Events and WebSocket subscriptions, and the delivery of a
 //! published message to each of them.
 //!
