@@ -12,8 +12,9 @@ use std::fmt::Write;
 /// stays, and each cached object pins its whole slab page: a 3-minute soak ended with 5-6 %
 /// of slab pages in use and RSS 1.1 MiB above its warmed start. Called once a second per
 /// worker (and by the main thread after its sweep); it costs a few microseconds, and the
-/// next allocations refill the cache from the arena. A no-op if jemalloc is not the
-/// allocator in use (the call fails and is ignored).
+/// next allocations refill the cache from the arena. Where jemalloc is linked but is not the
+/// global allocator (the library's own unit tests, the fuzz targets), it flushes jemalloc's
+/// unused cache: harmless. The return code is ignored: nothing is to be done if it fails.
 pub fn release_thread_cache() {
     // SAFETY: "thread.tcache.flush" takes no input or output; every pointer is null and the
     // name is NUL-terminated, as mallctl requires.
@@ -32,8 +33,9 @@ pub fn release_thread_cache() {
 /// (`allocated`), the pages those allocations span (`active`), what is resident including
 /// freed-but-not-yet-returned pages and jemalloc's metadata (`resident`), and address space
 /// kept for reuse (`retained`). RSS well above `allocated` is allocator caching or
-/// fragmentation; `allocated` growing is the program holding more. Absent if jemalloc's
-/// statistics cannot be read (the library linked into something without jemalloc stats).
+/// fragmentation; `allocated` growing is the program holding more. A figure jemalloc cannot
+/// read is left out rather than reported as 0. (These describe the process only in the
+/// `herald` binary, whose global allocator jemalloc is.)
 pub fn render(o: &mut String) {
     use tikv_jemalloc_ctl::{epoch, stats};
     if epoch::advance().is_err() {
