@@ -7,7 +7,8 @@
 //! - [`reactor`]: the only IO layer: mio poll loop, slab of connections, timers.
 //!
 //! [`config`] and [`logger`] serve `main`.
-pub mod centrifugo;
+pub mod alloc;
+pub mod cli;
 pub mod config;
 pub mod hub;
 pub mod logger;

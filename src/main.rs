@@ -81,7 +81,7 @@ enum Cmd {
 }
 
 fn run_cmd(cmd: &Cmd) -> ! {
-    use herald::centrifugo::cli;
+    use herald::cli;
     let r = match cmd {
         Cmd::Genconfig { config } => cli::genconfig(config),
         Cmd::Checkconfig { config } => cli::checkconfig(config),
@@ -210,10 +210,10 @@ fn main() {
             reload(&cli, &shared.cfg);
         }
         std::thread::sleep(Duration::from_millis(50));
-        let now = shared.now_ms();
+        let now = server.now_ms();
         if now - last_sweep >= 1000 {
             shared.engine.sweep(now);
-            herald::reactor::alloc::release_thread_cache();
+            herald::alloc::release_thread_cache();
             last_sweep = now;
         }
     }

@@ -3,11 +3,19 @@
 //! Owns: handing messages from whoever publishes (any worker, the main thread) to a worker.
 //! A pending flag makes a burst of sends cost one wake-up; the worker drains the whole queue
 //! at once. Must never block the sender.
+//!
+//! Why the queue is not bounded: every sender is another worker's event loop (or the main
+//! thread), which must never block, and every note is a message already sequenced and
+//! stored in history, so a full queue could only drop it — a silent gap for every
+//! subscriber on that worker. What bounds the queue instead is upstream: publishes come
+//! from HTTP requests and client frames, each bounded per connection and per loop turn, and
+//! a worker drains its whole inbox every turn. `herald_worker_inbox_depth` in `/metrics`
+//! shows the depth; a worker that cannot keep up shows there first.
 
 use super::engine::Message;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A channel event other than a publication (Centrifugo join/leave), encoded once.
 pub struct Event {
@@ -40,11 +48,9 @@ pub enum Note {
 
 /// The sending side of one worker's inbox, shared by all senders.
 pub struct Inbox {
-    // `Sender` is Sync since Rust 1.72; the Mutex only guards the one-time install of the
-    // waker, never the send path.
+    // `Sender` is Sync since Rust 1.72: senders share it without a lock.
     tx: Sender<Note>,
-    waker: Mutex<Option<Arc<mio::Waker>>>,
-    waker_fast: std::sync::OnceLock<Arc<mio::Waker>>,
+    waker: std::sync::OnceLock<Arc<mio::Waker>>,
     pending: AtomicBool,
     depth: std::sync::atomic::AtomicUsize,
 }
@@ -53,20 +59,14 @@ impl Inbox {
     /// A new inbox and its receiving end (kept by the worker).
     pub fn new() -> (Arc<Inbox>, Receiver<Note>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let inbox = Inbox {
-            tx,
-            waker: Mutex::new(None),
-            waker_fast: std::sync::OnceLock::new(),
-            pending: AtomicBool::new(false),
-            depth: Default::default(),
-        };
+        let inbox =
+            Inbox { tx, waker: std::sync::OnceLock::new(), pending: AtomicBool::new(false), depth: Default::default() };
         (Arc::new(inbox), rx)
     }
 
     /// Install the worker's waker (once, when the worker's Poll exists).
     pub fn set_waker(&self, w: Arc<mio::Waker>) {
-        let _ = self.waker_fast.set(w.clone());
-        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        let _ = self.waker.set(w);
     }
 
     /// Queue a note and wake the worker if it is not already due to drain.
@@ -76,7 +76,7 @@ impl Inbox {
             return; // worker gone (shutting down)
         }
         if !self.pending.swap(true, Ordering::AcqRel) {
-            if let Some(w) = self.waker_fast.get() {
+            if let Some(w) = self.waker.get() {
                 let _ = w.wake();
             }
         }

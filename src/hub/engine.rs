@@ -138,14 +138,15 @@ pub struct MemoryEngine {
     policy: Policy,
     seq: AtomicU64,
     epochs: AtomicU64,
+    seed: u64,
 }
 
 const SHARDS: usize = 64;
 
-/// A short random-looking epoch: unique per channel life within and across processes.
-fn new_epoch(n: u64) -> Arc<str> {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let mut x = t ^ n.wrapping_mul(0x9E3779B97F4A7C15) ^ (std::process::id() as u64).rotate_left(32);
+/// A short random-looking epoch: unique per channel life within and across processes
+/// (`seed` is the engine's, given by whoever reads the clock; `n` counts channel lives).
+fn new_epoch(seed: u64, n: u64) -> Arc<str> {
+    let mut x = seed ^ n.wrapping_mul(0x9E3779B97F4A7C15);
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
@@ -155,13 +156,14 @@ fn new_epoch(n: u64) -> Arc<str> {
 
 impl MemoryEngine {
     /// An engine feeding `inboxes` (index = worker id; at most 64 workers) with one history
-    /// policy for every channel.
-    pub fn new(inboxes: Vec<Arc<Inbox>>, history_size: usize, history_ttl_ms: u64) -> Self {
-        Self::with_policy(inboxes, Arc::new(move |_: &str| (history_size, history_ttl_ms)))
+    /// policy for every channel. `seed` makes epochs differ between processes (the caller
+    /// mixes the wall clock and the process id: the hub reads no clock).
+    pub fn new(inboxes: Vec<Arc<Inbox>>, history_size: usize, history_ttl_ms: u64, seed: u64) -> Self {
+        Self::with_policy(inboxes, Arc::new(move |_: &str| (history_size, history_ttl_ms)), seed)
     }
 
     /// An engine whose history size and TTL are decided per channel.
-    pub fn with_policy(inboxes: Vec<Arc<Inbox>>, policy: Policy) -> Self {
+    pub fn with_policy(inboxes: Vec<Arc<Inbox>>, policy: Policy, seed: u64) -> Self {
         assert!(inboxes.len() <= 64, "at most 64 workers");
         MemoryEngine {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -169,6 +171,7 @@ impl MemoryEngine {
             policy,
             seq: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
+            seed,
         }
     }
 
@@ -185,7 +188,7 @@ impl MemoryEngine {
         if !shard.contains_key(channel) {
             let name: Arc<str> = Arc::from(channel);
             let (size, ttl_ms) = (self.policy)(channel);
-            let epoch = new_epoch(self.epochs.fetch_add(1, Ordering::Relaxed));
+            let epoch = new_epoch(self.seed, self.epochs.fetch_add(1, Ordering::Relaxed));
             shard.insert(
                 name.clone(),
                 Chan {
@@ -418,7 +421,7 @@ mod tests {
 
     fn engine(size: usize) -> (MemoryEngine, std::sync::mpsc::Receiver<Note>) {
         let (inbox, rx) = Inbox::new();
-        (MemoryEngine::new(vec![inbox], size, 10_000), rx)
+        (MemoryEngine::new(vec![inbox], size, 10_000, 42), rx)
     }
 
     fn data(s: &str) -> Bytes {

@@ -17,36 +17,97 @@ pub mod local;
 
 pub use engine::{Engine, HistoryRead, MemoryEngine, Message, PubMeta};
 
-/// Why a channel name was refused.
-pub fn check_channel(name: &str) -> Result<(), String> {
+/// Why a channel name or a `cid` list was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadChannel {
+    /// No `cid` (or `channel`) parameter.
+    Missing,
+    /// An empty name (`cid=a,,b`).
+    Empty,
+    /// A name over 255 bytes.
+    TooLong(usize),
+    /// A character outside the allowed set.
+    BadChar(char),
+    /// More channels than `max_channels_per_conn`.
+    TooMany {
+        /// Channels named.
+        named: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for BadChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadChannel::Missing => f.write_str("missing channel: pass cid=CHANNEL"),
+            BadChannel::Empty => f.write_str("channel name is empty"),
+            BadChannel::TooLong(n) => write!(f, "channel name is {n} bytes long; the limit is 255"),
+            BadChannel::BadChar(c) => {
+                write!(f, "channel name contains {c:?}; allowed are A-Z a-z 0-9 and _ - . : @ # $ /")
+            }
+            BadChannel::TooMany { named, max } => write!(f, "{named} channels named; the limit is {max}"),
+        }
+    }
+}
+
+impl std::error::Error for BadChannel {}
+
+/// Why a `since` / `Last-Event-ID` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadSince {
+    /// A positional list whose length is neither 1 nor the number of channels.
+    Count {
+        /// Values given.
+        values: usize,
+        /// Channels named.
+        channels: usize,
+    },
+    /// A value that is not a decimal message id.
+    NotAnId(String),
+}
+
+impl std::fmt::Display for BadSince {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadSince::Count { values, channels } => write!(f, "since has {values} values for {channels} channels"),
+            BadSince::NotAnId(p) => write!(f, "since: `{p}` is not a message id"),
+        }
+    }
+}
+
+impl std::error::Error for BadSince {}
+
+/// Check a channel name of the seed transports.
+pub fn check_channel(name: &str) -> Result<(), BadChannel> {
     check_channel_with(name, "")
 }
 
 /// Channel names of the Centrifugo protocol may also hold `,` (user-limited channels list
 /// users after `#`); they never travel in a `cid=a,b` list.
-pub fn check_cf_channel(name: &str) -> Result<(), String> {
+pub fn check_cf_channel(name: &str) -> Result<(), BadChannel> {
     check_channel_with(name, ",")
 }
 
-fn check_channel_with(name: &str, extra: &str) -> Result<(), String> {
+fn check_channel_with(name: &str, extra: &str) -> Result<(), BadChannel> {
     if name.is_empty() {
-        return Err("channel name is empty".into());
+        return Err(BadChannel::Empty);
     }
     if name.len() > 255 {
-        return Err(format!("channel name is {} bytes long; the limit is 255", name.len()));
+        return Err(BadChannel::TooLong(name.len()));
     }
     if let Some(c) =
         name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@#$/".contains(*c) || extra.contains(*c)))
     {
-        return Err(format!("channel name contains {c:?}; allowed are A-Z a-z 0-9 and _ - . : @ # $ /"));
+        return Err(BadChannel::BadChar(c));
     }
     Ok(())
 }
 
 /// Split and validate a `cid=a,b` list (duplicates removed, order kept).
-pub fn parse_channels(list: &str, max: usize) -> Result<Vec<String>, String> {
+pub fn parse_channels(list: &str, max: usize) -> Result<Vec<String>, BadChannel> {
     if list.is_empty() {
-        return Err("missing channel: pass cid=CHANNEL".into());
+        return Err(BadChannel::Missing);
     }
     let mut out: Vec<String> = Vec::new();
     for name in list.split(',') {
@@ -56,7 +117,7 @@ pub fn parse_channels(list: &str, max: usize) -> Result<Vec<String>, String> {
         }
     }
     if out.len() > max {
-        return Err(format!("{} channels named; the limit is {max}", out.len()));
+        return Err(BadChannel::TooMany { named: out.len(), max });
     }
     Ok(out)
 }
@@ -65,7 +126,12 @@ pub fn parse_channels(list: &str, max: usize) -> Result<Vec<String>, String> {
 /// positional) or, on SSE, from `Last-Event-ID` (header, or `last_event_id` in the query for
 /// polyfills), which wins: a browser reconnects with its original URL plus the header naming
 /// what it actually received. Err names a malformed value.
-pub fn parse_since(query: &str, last_event_id: Option<&str>, n: usize, sse: bool) -> Result<Vec<Option<u64>>, String> {
+pub fn parse_since(
+    query: &str,
+    last_event_id: Option<&str>,
+    n: usize,
+    sse: bool,
+) -> Result<Vec<Option<u64>>, BadSince> {
     use crate::proto::http::query_param;
     let from_sse = if sse {
         last_event_id
@@ -81,16 +147,16 @@ pub fn parse_since(query: &str, last_event_id: Option<&str>, n: usize, sse: bool
     };
     let parts: Vec<&str> = raw.split(',').collect();
     if parts.len() != 1 && parts.len() != n {
-        return Err(format!("since has {} values for {n} channels", parts.len()));
+        return Err(BadSince::Count { values: parts.len(), channels: n });
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let p = parts[if parts.len() == 1 { 0 } else { i }].trim();
         // Digits only: `u64::from_str` would also take a leading `+`.
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("since: `{p}` is not a message id"));
+            return Err(BadSince::NotAnId(p.to_string()));
         }
-        out.push(Some(p.parse::<u64>().map_err(|_| format!("since: `{p}` is not a message id"))?));
+        out.push(Some(p.parse::<u64>().map_err(|_| BadSince::NotAnId(p.to_string()))?));
     }
     Ok(out)
 }
@@ -105,7 +171,7 @@ mod tests {
         assert!(check_channel("").is_err());
         assert!(check_channel(&"a".repeat(255)).is_ok());
         assert!(check_channel(&"a".repeat(256)).is_err());
-        assert!(check_channel("a b").unwrap_err().contains("' '"));
+        assert!(check_channel("a b").unwrap_err().to_string().contains("' '"));
         assert!(check_channel("a,b").is_err());
         assert!(check_channel("é").is_err());
         assert_eq!(parse_channels("a,b,a", 8).unwrap(), vec!["a", "b"]);

@@ -1,4 +1,13 @@
+//! Pure protocol cores over bytes: no sockets, no clock, nothing from the rings above.
+//!
+//! - [`http`]: HTTP/1.1 request heads, chunked bodies, responses.
+//! - [`ws`]: RFC 6455 handshake and frame codec.
+//! - [`centrifugo`]: Centrifugo's client protocol (JSON) and its codes.
+//! - [`jwt`]: Centrifugo connection and subscription tokens (HS256 JWT).
+//! - [`query`], [`utf8`]: query strings and streaming UTF-8 validation.
+pub mod centrifugo;
 pub mod http;
+pub mod jwt;
 pub mod query;
 pub mod utf8;
 pub mod ws;

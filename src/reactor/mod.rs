@@ -2,72 +2,58 @@
 //! each with its own SO_REUSEPORT listener, a slab of connections, a timer wheel and an
 //! inbox for messages from other workers.
 //!
-//! Owns: sockets, readiness, timers and the clock. Calls into `transport` with bytes and
-//! connection state; transports never read or write a socket themselves.
+//! Owns: sockets, readiness, timers, the clock, admission. Calls into `transport` with
+//! bytes and a `Session`, and applies the effects handlers record (flush, close,
+//! backpressure); transports never read or write a socket themselves.
 
-pub mod alloc;
-pub mod conn;
 pub mod limits;
-pub mod metrics;
-pub mod outq;
+pub mod slot;
 pub mod timer;
 pub mod worker;
 
 use crate::config::Config;
 use crate::hub::bus::{Inbox, Note};
 use crate::hub::Engine;
+use crate::transport::{Shared, Stats};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Counters shared by all workers (relaxed atomics: read by /metrics, never on a lock).
-#[derive(Default)]
-pub struct Stats {
-    pub connections: AtomicUsize,
-    pub accepted: AtomicU64,
-    pub refused_max_conns: AtomicU64,
-    pub refused_per_ip: AtomicU64,
-    pub refused_rate: AtomicU64,
-    pub accept_errors: AtomicU64,
-    pub published: AtomicU64,
-    pub delivered: AtomicU64,
-    pub slow_drops: AtomicU64,
-    pub http_errors: AtomicU64,
-    pub ws_protocol_errors: AtomicU64,
-    /// Connected Centrifugo clients.
-    pub cf_clients: AtomicUsize,
+/// The reactor's clock: milliseconds since `epoch` for timers and handlers, and Unix
+/// seconds for token expiry. Read once per loop turn by each worker (and by the main
+/// thread's sweep through [`Server::now_ms`]).
+#[derive(Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
 }
 
-/// What every worker shares: configuration, the engine, the inboxes, the clock's epoch.
-pub struct Shared {
-    pub cfg: Arc<Config>,
-    pub engine: Arc<dyn Engine>,
-    pub inboxes: Vec<Arc<Inbox>>,
-    pub epoch: Instant,
-    pub stats: Stats,
-    /// This node's id (Centrifugo `info`).
-    pub node_id: String,
-    /// Connected Centrifugo users and their connection counts (touched on connect and
-    /// disconnect only).
-    pub users: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
-    /// Per-worker gauges for `/metrics`.
-    pub gauges: Vec<metrics::WorkerGauges>,
-    /// Per-address admission.
-    pub ip_limits: limits::IpLimits,
-}
-
-impl Shared {
-    /// Milliseconds since the process started (the one clock workers and engine share).
+impl Clock {
+    /// Milliseconds since the server started.
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Unix time in seconds.
+    pub fn unix_s(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    }
+
+    /// A seed for id generators: wall clock nanoseconds, the process id and `salt` mixed.
+    pub fn seed(&self, salt: u64) -> u64 {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        t ^ (u64::from(std::process::id()) << 40) ^ salt.wrapping_mul(0x9E3779B97F4A7C15)
     }
 }
 
 /// A running server: its workers' threads and how to stop them.
 pub struct Server {
+    /// What the workers share.
     pub shared: Arc<Shared>,
+    /// The bound address (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The reactor's clock.
+    pub clock: Clock,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -83,20 +69,21 @@ impl Server {
             inboxes.push(i);
             receivers.push(r);
         }
+        let clock = Clock { epoch: Instant::now() };
         let policy_cfg = cfg.clone();
         let policy: crate::hub::engine::Policy = Arc::new(move |ch: &str| policy_cfg.history_policy(ch));
-        let engine: Arc<dyn Engine> = Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy));
+        let engine: Arc<dyn Engine> =
+            Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy, clock.seed(u64::MAX)));
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             engine,
             inboxes,
-            epoch: Instant::now(),
             stats: Stats::default(),
-            node_id: crate::centrifugo::proto::client_id(),
+            node_id: crate::proto::centrifugo::IdGen::new(clock.seed(u64::MAX - 1)).next_id(),
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
-            ip_limits: limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip),
         });
+        let ip_limits = Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip));
         let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| std::io::Error::other("bad bind address"))?;
         let mut addr = SocketAddr::new(ip, cfg.port);
         let mut listeners = Vec::new();
@@ -108,10 +95,10 @@ impl Server {
         }
         let mut threads = Vec::new();
         for (i, (l, rx)) in listeners.into_iter().zip(receivers).enumerate() {
-            let w = worker::Worker::new(i, shared.clone(), l, rx)?;
+            let w = worker::Worker::new(i, shared.clone(), clock, ip_limits.clone(), l, rx)?;
             threads.push(std::thread::Builder::new().name(format!("herald-w{i}")).spawn(move || w.run())?);
         }
-        Ok(Server { shared, addr, threads })
+        Ok(Server { shared, addr, clock, threads })
     }
 
     /// Tell every worker to drain (graceful shutdown).
@@ -126,6 +113,11 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+
+    /// Milliseconds since the server started (the workers' clock).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Open connections right now.

@@ -1,31 +1,91 @@
-//! Transports: adapters between a connection and the hub.
+//! Transports: the protocol half of every connection, between the reactor and the hub.
 //!
-//! Owns: what a connection does with its input in each state, what it does when a timer
-//! fires, and how a published message is written for each wire format. Called by the
-//! reactor with bytes and `&mut Conn`; transports push to the out-queue and change state,
-//! and never read or write a socket.
+//! Owns: what a session does with its input in each state, what it does when its timer
+//! fires, and how a published message is written for each wire format. The reactor calls
+//! the functions of this module with a [`Session`] and an [`Env`]; handlers queue bytes on
+//! the session and record effects in `env.fx` (flush, close, backpressure), which the
+//! reactor applies at the end of the loop turn. Nothing here touches a socket, names the
+//! reactor, or reads the clock (the turn's time is `env.now_ms` / `env.unix_s`).
+//!
+//! ```text
+//!  reactor (sockets, poll, timers, clock) --bytes, Session, Env--> transport
+//!  transport --queued bytes + Effects{flush, close, pressure}--> reactor
+//!  transport --publish/subscribe/history--> hub --> proto (pure codecs)
+//! ```
 //!
 //! - [`http`]: request parsing, routing, plain responses.
 //! - [`ws`]: the WebSocket upgrade and frame handling (`/echo`, `/ws/`).
-//! - [`pubsub`]: publish, polling, long-polling, iframe stream, SSE, and delivery.
+//! - [`pubsub`]: publish, polling, long-polling, iframe stream, SSE, `/ws/` endpoints.
+//! - [`fanout`]: subscribing, delivering a published message, backpressure marks.
+//! - [`wire`]: per-message wire encodings, built once per worker.
+//! - [`access`]: CORS, API keys, the publish allow-list.
+//! - [`centrifugo`]: Centrifugo's client protocol and server API.
+//! - [`ops`], [`metrics`]: `/metrics` and `/stats`.
 
+pub mod access;
+pub mod centrifugo;
+pub mod env;
+pub mod fanout;
 pub mod http;
+pub mod metrics;
 pub mod ops;
+pub mod outq;
 pub mod pubsub;
+pub mod session;
+pub mod wire;
 pub mod ws;
 
-use crate::reactor::conn::{Conn, State, StreamKind};
-use crate::reactor::worker::Ctx;
-pub use pubsub::{deliver, leave_subscriptions, WireCache};
+pub use env::{Effects, Env, Sessions, Shared, Stats, LINGER_MS};
+pub use fanout::leave_subscriptions;
+pub use session::{Kind, Session, State, StreamKind, WsMode};
 
-/// Feed received bytes to the connection's state machine; returns how many were consumed.
-/// Unconsumed bytes are kept by the reactor and passed again, followed by new ones.
-pub fn process(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
+use crate::hub::bus::Note;
+use crate::hub::local::ConnId;
+
+/// Bytes arrived for a session (`data` is the reactor's scratch buffer). Whatever the state
+/// machine does not consume yet is kept in the session's `inbuf` and passed again, followed
+/// by new bytes. An idle session keeps no input buffer.
+pub fn on_bytes(env: &mut Env, conn: &mut Session, data: &mut [u8]) {
+    conn.last_active_ms = env.now_ms;
+    if conn.inbuf.is_empty() {
+        let used = process(env, conn, data);
+        if used < data.len() && !conn.dead {
+            conn.inbuf.extend_from_slice(&data[used..]);
+        }
+    } else {
+        let mut buf = std::mem::take(&mut conn.inbuf);
+        buf.extend_from_slice(data);
+        let used = process(env, conn, &mut buf);
+        buf.drain(..used.min(buf.len()));
+        conn.inbuf = buf;
+    }
+    if !conn.inbuf.is_empty() {
+        check_held_input(env, conn);
+    } else if conn.inbuf.capacity() > 0 {
+        // Idle connections own no read buffer.
+        conn.inbuf = Vec::new();
+    }
+}
+
+/// Run input processing again on bytes already held (after a long-poll completes, the next
+/// pipelined request may be waiting in `inbuf`).
+pub fn reprocess(env: &mut Env, conn: &mut Session) {
+    if conn.inbuf.is_empty() || conn.dead {
+        return;
+    }
+    let mut buf = std::mem::take(&mut conn.inbuf);
+    let used = process(env, conn, &mut buf);
+    buf.drain(..used.min(buf.len()));
+    conn.inbuf = if buf.is_empty() { Vec::new() } else { buf };
+}
+
+/// Feed received bytes to the session's state machine; returns how many were consumed.
+fn process(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
     let mut pos = 0;
     while pos < buf.len() && !conn.dead {
         let n = match conn.state {
-            State::Http => http::on_data(ctx, conn, &mut buf[pos..]),
-            State::Ws(_) => ws::on_data(ctx, conn, &mut buf[pos..]),
+            State::Http(_) => http::on_data(env, conn, &mut buf[pos..]),
+            State::Ws(_) => ws::on_data(env, conn, &mut buf[pos..]),
             // Nothing is expected from these clients: read and discard.
             State::Stream { .. } | State::Closing { .. } => buf.len() - pos,
             // Pipelined requests behind a held long-poll wait their turn (bounded by
@@ -44,40 +104,59 @@ pub fn process(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
     }
 }
 
-/// Bound what a connection may hold unconsumed: a partial request head is bounded by the
+/// Bound what a session may hold unconsumed: a partial request head is bounded by the
 /// HTTP limits inside the parser, a partial frame by the WebSocket limits; input queued
-/// behind a held long-poll may not exceed one request head.
-pub fn check_held_input(ctx: &mut Ctx, conn: &mut Conn) {
+/// behind a held long-poll may not exceed one request head plus body.
+fn check_held_input(env: &mut Env, conn: &mut Session) {
     if let State::LongPoll(_) = conn.state {
-        if conn.inbuf.len() > ctx.http_limits.max_header_bytes + ctx.http_limits.max_body {
+        if conn.inbuf.len() > env.http_limits.max_header_bytes + env.http_limits.max_body {
             log::debug!(
                 "conn {}:{} from {}: too much pipelined input behind a long-poll",
-                ctx.id,
+                env.id,
                 conn.id.key,
                 conn.peer
             );
-            ctx.kill(conn);
+            env.kill(conn);
         }
     }
 }
 
 /// The peer closed its write side (read returned 0).
-pub fn on_eof(ctx: &mut Ctx, conn: &mut Conn) {
+pub fn on_eof(env: &mut Env, conn: &mut Session) {
     match &conn.state {
         // Our close was sent and the peer's FIN arrived: the close is complete.
-        State::Closing { .. } => ctx.kill(conn),
+        State::Closing { .. } => env.kill(conn),
         // A client that half-closes after its request still gets the answer (HTTP/1.0
         // style); anything else is gone.
-        State::Http if !conn.out.is_empty() => ctx.close_after_flush(conn),
-        _ => ctx.kill(conn),
+        State::Http(_) if !conn.out.is_empty() => env.close_after_flush(conn),
+        _ => env.kill(conn),
     }
 }
 
-/// The connection's next deadline in ms on the worker clock, or None.
-pub fn next_deadline(ctx: &Ctx, conn: &Conn) -> Option<u64> {
-    let cfg = &ctx.shared.cfg;
+/// Everything queued before a graceful close has been written and the reactor shut the
+/// write side: leave the channels and linger until the peer's FIN.
+pub fn on_final_flush(env: &mut Env, conn: &mut Session) {
+    leave_subscriptions(env, conn);
+    conn.state = State::Closing { until_ms: env.now_ms + LINGER_MS };
+}
+
+/// The session is being freed (its socket is closed by the reactor).
+pub fn on_close(env: &mut Env, conn: &mut Session) {
+    leave_subscriptions(env, conn);
+}
+
+/// Refuse a fresh connection at admission with an HTTP error, then close it.
+pub fn refuse(env: &mut Env, conn: &mut Session, status: u16, why: &str) {
+    let resp = crate::proto::http::error_response(status, why, false);
+    env.queue(conn, resp);
+    env.close_after_flush(conn);
+}
+
+/// The session's next deadline in ms on the worker clock, or None.
+pub fn next_deadline(env: &Env, conn: &Session) -> Option<u64> {
+    let cfg = &env.shared.cfg;
     match &conn.state {
-        State::Http => Some(match conn.req_started_ms {
+        State::Http(_) => Some(match conn.req_started_ms {
             Some(t) => t + cfg.handshake_timeout_ms,
             None => conn.last_active_ms + cfg.idle_timeout_ms,
         }),
@@ -88,62 +167,78 @@ pub fn next_deadline(ctx: &Ctx, conn: &Conn) -> Option<u64> {
     }
 }
 
-/// A timer fired for this connection: act if its deadline has passed.
-pub fn on_timer(ctx: &mut Ctx, conn: &mut Conn) {
-    let now = ctx.now_ms;
-    match next_deadline(ctx, conn) {
+/// A timer fired for this session: act if its deadline has passed.
+pub fn on_timer(env: &mut Env, conn: &mut Session) {
+    let now = env.now_ms;
+    match next_deadline(env, conn) {
         Some(d) if d <= now => {}
         _ => return, // moved later since the entry was armed; the reactor re-arms
     }
     match &mut conn.state {
-        State::Http => {
+        State::Http(_) => {
             if conn.req_started_ms.is_some() {
                 // Slowloris: the request head did not arrive in time.
-                log::debug!("conn {}:{} from {}: request head timeout", ctx.id, conn.id.key, conn.peer);
+                log::debug!("conn {}:{} from {}: request head timeout", env.id, conn.id.key, conn.peer);
                 if conn.out.is_empty() && conn.inbuf.is_empty() {
-                    ctx.kill(conn);
+                    env.kill(conn);
                 } else {
                     let r = crate::proto::http::error_response(408, "request head not received in time", false);
                     conn.inbuf = Vec::new();
-                    ctx.queue(conn, r);
+                    env.queue(conn, r);
                     conn.req_started_ms = None;
-                    ctx.close_after_flush(conn);
+                    env.close_after_flush(conn);
                 }
             } else {
-                log::debug!("conn {}:{} from {}: idle timeout", ctx.id, conn.id.key, conn.peer);
-                ctx.kill(conn);
+                log::debug!("conn {}:{} from {}: idle timeout", env.id, conn.id.key, conn.peer);
+                env.kill(conn);
             }
         }
-        State::Ws(_) => ws::on_ping_timer(ctx, conn),
-        State::Stream { .. } if conn.cf.is_some() => crate::centrifugo::client::on_ping_timer(ctx, conn),
-        State::Stream { .. } => pubsub::on_keepalive(ctx, conn),
-        State::LongPoll(_) => pubsub::longpoll_timeout(ctx, conn),
-        State::Closing { .. } => ctx.kill(conn),
+        State::Ws(_) => ws::on_ping_timer(env, conn),
+        State::Stream { .. } if conn.cf.is_some() => centrifugo::client::on_ping_timer(env, conn),
+        State::Stream { .. } => pubsub::on_keepalive(env, conn),
+        State::LongPoll(_) => pubsub::longpoll_timeout(env, conn),
+        State::Closing { .. } => env.kill(conn),
     }
 }
 
 /// Graceful shutdown: WebSocket clients get close 1001, held long-polls are answered,
 /// streams end, idle keep-alive connections are closed.
-pub fn on_shutdown(ctx: &mut Ctx, conn: &mut Conn) {
+pub fn on_shutdown(env: &mut Env, conn: &mut Session) {
     match &conn.state {
         State::Ws(_) if conn.cf.is_some() => {
-            crate::centrifugo::client::disconnect(ctx, conn, crate::centrifugo::proto::SHUTDOWN)
+            centrifugo::client::disconnect(env, conn, crate::proto::centrifugo::SHUTDOWN)
         }
-        State::Ws(_) => ws::close(ctx, conn, 1001, "server shutting down"),
-        State::LongPoll(_) => pubsub::longpoll_timeout(ctx, conn),
+        State::Ws(_) => ws::close(env, conn, 1001, "server shutting down"),
+        State::LongPoll(_) => pubsub::longpoll_timeout(env, conn),
         State::Stream { kind, .. } => {
             if *kind == StreamKind::Sse {
-                ctx.queue(conn, bytes::Bytes::from_static(b": server shutting down\n\n"));
+                env.queue(conn, bytes::Bytes::from_static(b": server shutting down\n\n"));
             }
-            ctx.close_after_flush(conn);
+            env.close_after_flush(conn);
         }
-        State::Http => {
+        State::Http(_) => {
             if conn.out.is_empty() {
-                ctx.kill(conn);
+                env.kill(conn);
             } else {
-                ctx.close_after_flush(conn);
+                env.close_after_flush(conn);
             }
         }
         State::Closing { .. } => {}
+    }
+}
+
+/// A note from the worker's inbox (other than shutdown, which the reactor handles): a
+/// publication to fan out, a join/leave event, or an API command for a user's sessions.
+/// Long-polls completed by a delivery are listed in `done` (the reactor re-arms them and
+/// runs their pipelined input).
+pub fn on_note<S: Sessions>(env: &mut Env, sessions: &mut S, note: &Note, done: &mut Vec<ConnId>) {
+    match note {
+        Note::Publish(msg) => {
+            let mut cache = wire::WireCache::default();
+            fanout::deliver(env, sessions, msg, &mut cache, done);
+        }
+        Note::Event(ev) => centrifugo::client::deliver_event(env, sessions, ev),
+        Note::User(cmd) => centrifugo::client::user_command(env, sessions, cmd),
+        Note::Shutdown => {}
     }
 }

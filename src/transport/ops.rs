@@ -4,33 +4,31 @@
 //! Owns: those two responses. Called by the router.
 
 use super::http::{error, respond, Req};
-use super::pubsub;
+use super::{Env, Session};
 use crate::proto::http::Response;
-use crate::reactor::conn::Conn;
-use crate::reactor::worker::Ctx;
 use std::sync::atomic::Ordering;
 
 /// `GET /metrics`.
-pub fn metrics(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
-    let body = crate::reactor::metrics::render(&ctx.shared);
+pub fn metrics(env: &mut Env, conn: &mut Session, req: &Req) {
+    let body = crate::transport::metrics::render(&env.shared, env.now_ms);
     let keep = req.keep_alive();
     let r = Response::new(200).keep_alive(keep).body("text/plain; version=0.0.4; charset=utf-8", body.as_bytes());
-    respond(ctx, conn, r, keep);
+    respond(env, conn, r, keep);
 }
 
 /// `GET /stats`: allowed where publishing is (address allow-list or API key).
-pub fn stats(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
-    if !pubsub::may_publish(ctx, conn, req) {
+pub fn stats(env: &mut Env, conn: &mut Session, req: &Req) {
+    if !super::access::may_publish(env, conn, req) {
         return error(
-            ctx,
+            env,
             conn,
             req,
             403,
             "stats are not allowed from this address (see publish_allow / publish_api_key)",
         );
     }
-    let st = &ctx.shared.stats;
-    let chans = ctx.shared.engine.channel_stats();
+    let st = &env.shared.stats;
+    let chans = env.shared.engine.channel_stats();
     let list: Vec<serde_json::Value> = chans
         .iter()
         .map(|c| {
@@ -44,7 +42,7 @@ pub fn stats(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
         .collect();
     let v = serde_json::json!({
         "hostname": std::env::var("HOSTNAME").unwrap_or_default(),
-        "uptime_seconds": ctx.shared.now_ms() / 1000,
+        "uptime_seconds": env.now_ms / 1000,
         "connections": st.connections.load(Ordering::Relaxed),
         "published_messages": st.published.load(Ordering::Relaxed),
         "delivered_messages": st.delivered.load(Ordering::Relaxed),
@@ -53,5 +51,5 @@ pub fn stats(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
         "stored_messages": chans.iter().map(|c| c.stored).sum::<usize>(),
         "by_channel": list,
     });
-    super::http::json(ctx, conn, req, 200, v.to_string().as_bytes(), "application/json");
+    super::http::json(env, conn, req, 200, v.to_string().as_bytes(), "application/json");
 }

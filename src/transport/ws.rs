@@ -6,19 +6,19 @@
 //! `proto::ws`. Must never read or write the socket.
 
 use super::http::{error, respond, Req};
+use super::session::{State, WsMode, WsState};
+use super::{Env, Session};
 use crate::proto::http::{Method, Response};
 use crate::proto::ws::{self as codec, Decoder, Opcode, Payload, WsEvent};
-use crate::reactor::conn::{Conn, State, WsMode, WsState};
-use crate::reactor::worker::Ctx;
 use std::sync::atomic::Ordering;
 
 /// Check the handshake and switch the connection to WebSocket. Returns false (after
 /// queueing the error response) when the request is not a valid upgrade.
-pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode) -> bool {
+pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bool {
     let h = req.head;
-    let cfg = ctx.shared.cfg.clone();
+    let cfg = env.shared.cfg.clone();
     if h.method != Method::Get || h.minor_version < 1 {
-        error(ctx, conn, req, 400, "a WebSocket handshake is an HTTP/1.1 GET");
+        error(env, conn, req, 400, "a WebSocket handshake is an HTTP/1.1 GET");
         return false;
     }
     if !h.header_has_token("Upgrade", "websocket") || !h.header_has_token("Connection", "upgrade") {
@@ -28,7 +28,7 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode) -> bool 
             .header("Upgrade", "websocket")
             .header("Connection", "Upgrade")
             .body("application/json", b"{\"error\":\"this endpoint speaks WebSocket: send Upgrade: websocket\"}");
-        respond(ctx, conn, r, keep);
+        respond(env, conn, r, keep);
         return false;
     }
     if h.header_str("Sec-WebSocket-Version") != Some("13") {
@@ -38,11 +38,11 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode) -> bool 
             .keep_alive(keep)
             .header("Sec-WebSocket-Version", "13")
             .body("application/json", b"{\"error\":\"unsupported WebSocket version; this server speaks 13\"}");
-        respond(ctx, conn, r, keep);
+        respond(env, conn, r, keep);
         return false;
     }
     let Some(key) = h.header("Sec-WebSocket-Key").filter(|k| codec::valid_key(k.trim_ascii())) else {
-        error(ctx, conn, req, 400, "missing or invalid Sec-WebSocket-Key");
+        error(env, conn, req, 400, "missing or invalid Sec-WebSocket-Key");
         return false;
     };
     let origins = if matches!(mode, WsMode::Centrifugo | WsMode::CfUni) {
@@ -53,8 +53,8 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode) -> bool 
     if !origins.is_empty() {
         let origin = h.header_str("Origin").unwrap_or("");
         if !origins.iter().any(|o| o == origin || o == "*") {
-            log::debug!("conn {}:{} from {}: origin {origin:?} refused", ctx.id, conn.id.key, conn.peer);
-            error(ctx, conn, req, 403, "origin not allowed");
+            log::debug!("conn {}:{} from {}: origin {origin:?} refused", env.id, conn.id.key, conn.peer);
+            error(env, conn, req, 403, "origin not allowed");
             return false;
         }
     }
@@ -69,19 +69,19 @@ pub fn upgrade(ctx: &mut Ctx, conn: &mut Conn, req: &Req, mode: WsMode) -> bool 
         .collect();
     let proto = cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
     let accept = codec::accept_key(key.trim_ascii());
-    ctx.queue(conn, Response::upgrade_websocket(&accept, proto));
+    env.queue(conn, Response::upgrade_websocket(&accept, proto));
     conn.state = State::Ws(Box::new(WsState {
-        decoder: Decoder::new(ctx.ws_limits),
+        decoder: Decoder::new(env.ws_limits),
         mode,
-        next_ping_ms: ctx.now_ms + cfg.ws_ping_interval_ms,
+        next_ping_ms: env.now_ms + cfg.ws_ping_interval_ms,
         close_sent: false,
     }));
-    log::debug!("conn {}:{} from {}: websocket {:?}", ctx.id, conn.id.key, conn.peer, mode);
+    log::debug!("conn {}:{} from {}: websocket {:?}", env.id, conn.id.key, conn.peer, mode);
     true
 }
 
 /// Decode at most one event from `buf` and act on it; returns bytes consumed.
-pub fn on_data(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
+pub fn on_data(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
     let State::Ws(ws) = &mut conn.state else {
         return 0;
     };
@@ -92,31 +92,31 @@ pub fn on_data(ctx: &mut Ctx, conn: &mut Conn, buf: &mut [u8]) -> usize {
         Ok((Some(ev), used)) => {
             match ev {
                 WsEvent::Text(p) | WsEvent::Binary(p) if close_sent => drop(p),
-                WsEvent::Text(p) => on_message(ctx, conn, mode, Opcode::Text, payload(buf, &p)),
-                WsEvent::Binary(p) => on_message(ctx, conn, mode, Opcode::Binary, payload(buf, &p)),
+                WsEvent::Text(p) => on_message(env, conn, mode, Opcode::Text, payload(buf, &p)),
+                WsEvent::Binary(p) => on_message(env, conn, mode, Opcode::Binary, payload(buf, &p)),
                 WsEvent::Ping(r) => {
                     if !close_sent {
                         let pong = codec::frame(Opcode::Pong, &buf[r]);
-                        ctx.queue(conn, pong);
+                        env.queue(conn, pong);
                     }
                 }
                 WsEvent::Pong(_) => {}
                 WsEvent::Close { code, .. } => {
                     if close_sent {
                         // Our close was answered: the handshake is complete.
-                        ctx.close_after_flush(conn);
+                        env.close_after_flush(conn);
                     } else {
                         // Echo the status code (RFC 6455 §5.5.1), then close.
-                        close(ctx, conn, code.unwrap_or(1000), "");
+                        close(env, conn, code.unwrap_or(1000), "");
                     }
                 }
             }
             used.max(1)
         }
         Err(e) => {
-            ctx.shared.stats.ws_protocol_errors.fetch_add(1, Ordering::Relaxed);
-            log::debug!("conn {}:{} from {}: websocket error: {}", ctx.id, conn.id.key, conn.peer, e.reason());
-            close(ctx, conn, e.close_code(), e.reason());
+            env.shared.stats.ws_protocol_errors.fetch_add(1, Ordering::Relaxed);
+            log::debug!("conn {}:{} from {}: websocket error: {}", env.id, conn.id.key, conn.peer, e.reason());
+            close(env, conn, e.close_code(), e.reason());
             buf.len()
         }
     }
@@ -129,21 +129,21 @@ fn payload<'a>(buf: &'a [u8], p: &'a Payload) -> &'a [u8] {
     }
 }
 
-fn on_message(ctx: &mut Ctx, conn: &mut Conn, mode: WsMode, op: Opcode, data: &[u8]) {
+fn on_message(env: &mut Env, conn: &mut Session, mode: WsMode, op: Opcode, data: &[u8]) {
     match mode {
         WsMode::Echo => {
             let f = codec::frame(op, data);
-            ctx.queue(conn, f);
-            super::pubsub::check_backpressure(ctx, conn);
+            env.queue(conn, f);
+            super::fanout::check_backpressure(env, conn);
         }
-        WsMode::Sub => super::pubsub::ws_client_message(ctx, conn, data),
-        WsMode::Centrifugo | WsMode::CfUni => crate::centrifugo::client::on_frame(ctx, conn, data),
+        WsMode::Sub => super::pubsub::ws_client_message(env, conn, data),
+        WsMode::Centrifugo | WsMode::CfUni => crate::transport::centrifugo::client::on_frame(env, conn, data),
     }
 }
 
 /// Send a close frame and finish the connection once it is flushed (the peer's close frame
 /// or FIN is awaited for at most the linger time).
-pub fn close(ctx: &mut Ctx, conn: &mut Conn, code: u16, reason: &str) {
+pub fn close(env: &mut Env, conn: &mut Session, code: u16, reason: &str) {
     if let State::Ws(ws) = &mut conn.state {
         if ws.close_sent {
             return;
@@ -151,27 +151,27 @@ pub fn close(ctx: &mut Ctx, conn: &mut Conn, code: u16, reason: &str) {
         ws.close_sent = true;
     }
     let f = codec::close_frame(code, reason);
-    ctx.queue(conn, f);
-    ctx.close_after_flush(conn);
+    env.queue(conn, f);
+    env.close_after_flush(conn);
 }
 
 /// Ping timer: a peer that has sent nothing for two ping intervals is dropped; otherwise
 /// ping it.
-pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
+pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
     if conn.cf.is_some() {
         // Centrifugo connections use application-level `{}` pings.
-        return crate::centrifugo::client::on_ping_timer(ctx, conn);
+        return crate::transport::centrifugo::client::on_ping_timer(env, conn);
     }
-    let interval = ctx.shared.cfg.ws_ping_interval_ms;
-    if ctx.now_ms.saturating_sub(conn.last_active_ms) >= 2 * interval {
-        log::debug!("conn {}:{} from {}: no answer to pings, dropping", ctx.id, conn.id.key, conn.peer);
-        ctx.kill(conn);
+    let interval = env.shared.cfg.ws_ping_interval_ms;
+    if env.now_ms.saturating_sub(conn.last_active_ms) >= 2 * interval {
+        log::debug!("conn {}:{} from {}: no answer to pings, dropping", env.id, conn.id.key, conn.peer);
+        env.kill(conn);
         return;
     }
     if let State::Ws(ws) = &mut conn.state {
-        ws.next_ping_ms = ctx.now_ms + interval;
+        ws.next_ping_ms = env.now_ms + interval;
     }
-    ctx.queue(conn, bytes::Bytes::from_static(PING));
+    env.queue(conn, bytes::Bytes::from_static(PING));
 }
 
 /// A server ping with an empty payload (FIN + opcode 9, length 0).

@@ -4,34 +4,16 @@
 //! subscriptions), refreshed once a second by the worker with relaxed atomics; and the
 //! exposition format. Called by the worker (update) and the `/metrics` route (render).
 
-use super::Shared;
+use super::env::Shared;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Transport labels, in the order of [`WorkerGauges::conns`].
-pub const TRANSPORTS: [&str; 11] = [
-    "http",
-    "ws_echo",
-    "ws",
-    "sse",
-    "stream",
-    "longpoll",
-    "closing",
-    "centrifugo_ws",
-    "centrifugo_uni_ws",
-    "centrifugo_uni_sse",
-    "centrifugo_uni_http_stream",
-];
-
-/// Index of a transport label.
-pub fn transport_index(name: &str) -> usize {
-    TRANSPORTS.iter().position(|t| *t == name).unwrap_or(0)
-}
+use super::session::Kind;
 
 /// What one worker reports.
 #[derive(Default)]
 pub struct WorkerGauges {
-    pub conns: [AtomicUsize; TRANSPORTS.len()],
+    pub conns: [AtomicUsize; Kind::LABELS.len()],
     pub channels: AtomicUsize,
     pub subscriptions: AtomicUsize,
     /// Time spent handling events (not waiting in poll), total microseconds.
@@ -50,12 +32,12 @@ fn line(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 /// Render `/metrics`.
-pub fn render(s: &Shared) -> String {
+pub fn render(s: &Shared, now_ms: u64) -> String {
     let st = &s.stats;
     let mut o = String::with_capacity(4096);
     let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
     line(&mut o, "herald_connections", "Open connections by transport.", "gauge");
-    for (i, t) in TRANSPORTS.iter().enumerate() {
+    for (i, t) in Kind::LABELS.iter().enumerate() {
         let n: usize = s.gauges.iter().map(|g| g.conns[i].load(Ordering::Relaxed)).sum();
         let _ = writeln!(o, "herald_connections{{transport=\"{t}\"}} {n}");
     }
@@ -119,7 +101,7 @@ pub fn render(s: &Shared) -> String {
     line(&mut o, "herald_centrifugo_clients", "Connected Centrifugo protocol clients.", "gauge");
     let _ = writeln!(o, "herald_centrifugo_clients {}", st.cf_clients.load(Ordering::Relaxed));
     line(&mut o, "herald_uptime_seconds", "Seconds since start.", "gauge");
-    let _ = writeln!(o, "herald_uptime_seconds {}", s.now_ms() / 1000);
-    super::alloc::render(&mut o);
+    let _ = writeln!(o, "herald_uptime_seconds {}", now_ms / 1000);
+    crate::alloc::render(&mut o);
     o
 }

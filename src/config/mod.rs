@@ -5,6 +5,8 @@
 //! get an `Arc<Config>` and never re-read it. Must never panic on a bad file: every problem
 //! is an `Err(String)` that names the key.
 
+pub mod centrifugo;
+
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -86,11 +88,11 @@ pub struct Config {
     pub max_subscribers_per_channel: usize,
 
     /// Centrifugo `client` section: tokens, anonymous access, pings.
-    pub client: crate::centrifugo::config::ClientConfig,
+    pub client: centrifugo::ClientConfig,
     /// Centrifugo `http_api` section: the server API key.
-    pub http_api: crate::centrifugo::config::HttpApiConfig,
+    pub http_api: centrifugo::HttpApiConfig,
     /// Centrifugo `channel` section: namespaces and their options.
-    pub channel: crate::centrifugo::config::ChannelConfig,
+    pub channel: centrifugo::ChannelConfig,
 }
 
 impl Default for Config {

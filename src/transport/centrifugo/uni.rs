@@ -7,11 +7,11 @@
 //! `client::connect`.
 
 use super::client;
-use super::proto::ConnectReq;
+use crate::proto::centrifugo::ConnectReq;
 use crate::proto::http::{query_param, Method};
-use crate::reactor::conn::{Conn, State, StreamKind};
-use crate::reactor::worker::Ctx;
 use crate::transport::http::{error, Req};
+use crate::transport::session::{State, StreamKind};
+use crate::transport::{Env, Session};
 use bytes::Bytes;
 
 fn connect_request(req: &Req) -> Result<Option<ConnectReq>, String> {
@@ -26,38 +26,38 @@ fn connect_request(req: &Req) -> Result<Option<ConnectReq>, String> {
 
 /// uni_websocket: connect at once when the URL carries `cf_connect`; otherwise the first
 /// message from the client is the connect request.
-pub fn connect_from_query(ctx: &mut Ctx, conn: &mut Conn, req: &Req) {
+pub fn connect_from_query(env: &mut Env, conn: &mut Session, req: &Req) {
     match connect_request(req) {
-        Ok(Some(r)) => client::connect(ctx, conn, 0, r),
+        Ok(Some(r)) => client::connect(env, conn, 0, r),
         Ok(None) => {}
-        Err(_) => client::disconnect(ctx, conn, super::proto::DISCONNECT_BAD_REQUEST),
+        Err(_) => client::disconnect(env, conn, crate::proto::centrifugo::DISCONNECT_BAD_REQUEST),
     }
 }
 
 /// uni_sse and uni_http_stream: an endless response carrying the connect result, then
 /// pushes.
-pub fn stream(ctx: &mut Ctx, conn: &mut Conn, req: &Req, kind: StreamKind) {
+pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     let r = match connect_request(req) {
         Ok(Some(r)) => r,
         Ok(None) if kind == StreamKind::CfSse => ConnectReq::default(),
-        Ok(None) => return error(ctx, conn, req, 400, "POST a JSON connect request"),
-        Err(e) => return error(ctx, conn, req, 400, &e),
+        Ok(None) => return error(env, conn, req, 400, "POST a JSON connect request"),
+        Err(e) => return error(env, conn, req, 400, &e),
     };
-    if ctx.shutting_down {
-        return error(ctx, conn, req, 503, "server shutting down");
+    if env.shutting_down {
+        return error(env, conn, req, 503, "server shutting down");
     }
     let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "application/json" };
     let mut head = format!(
         "HTTP/1.{} 200 OK\r\nServer: herald\r\nContent-Type: {ct}\r\nCache-Control: no-cache, no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
         req.head.minor_version.min(1)
     );
-    if let Some(o) = crate::transport::pubsub::cors_origin(ctx, req) {
+    if let Some(o) = crate::transport::access::cors_origin(env, req) {
         head.push_str(&format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"));
     }
     head.push_str("\r\n");
-    ctx.queue(conn, Bytes::from(head));
+    env.queue(conn, Bytes::from(head));
     conn.state =
-        State::Stream { kind, next_keepalive_ms: ctx.now_ms + ctx.shared.cfg.client.ping_interval.0, multi: false };
-    client::attach(conn, true);
-    client::connect(ctx, conn, 0, r);
+        State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.client.ping_interval.0, multi: false };
+    client::attach(env, conn, true);
+    client::connect(env, conn, 0, r);
 }

@@ -3,9 +3,13 @@
 //! Owns: the text these commands print and the config file genconfig writes. Called by
 //! `main`. Never prints a secret except the ones genconfig creates (into the file).
 
-use super::proto::unix_now;
-use super::token::{decode_unverified, sign_hs256, Secret};
 use crate::config::Config;
+use crate::proto::jwt::{decode_unverified, sign_hs256, Secret};
+
+/// Unix time in seconds (the CLI is part of the app, which may read the wall clock).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
 
 /// 32 random bytes as hex, from the kernel's CSPRNG.
 fn random_hex(n: usize) -> Result<String, String> {
@@ -78,7 +82,7 @@ pub fn gentoken(path: &str, user: &str, ttl: i64) -> Result<String, String> {
 /// Verify a connection token and show its user and expiry.
 pub fn checktoken(path: &str, token: &str) -> Result<String, String> {
     let cfg = Config::from_file(path)?;
-    let v = super::client::verifier(&cfg);
+    let v = crate::transport::centrifugo::client::verifier(&cfg);
     match v.verify_connect(token, unix_now()) {
         Ok(ok) => {
             let c = ok.claims();

@@ -8,20 +8,20 @@
 //! (pings). Replies and pushes are queued on the connection; no socket is touched. Never
 //! logs tokens or message data.
 
-use super::proto::{self, Command, Disconnect, Error, SubscribeReq};
-use super::token::{TokenError, Verifier};
 use crate::hub::bus::{Event, Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
 use crate::hub::envelope::json_data;
+use crate::proto::centrifugo::{self as proto, Command, Disconnect, Error, SubscribeReq};
+use crate::proto::jwt::{TokenError, Verifier};
 use crate::proto::ws::{self as codec, Opcode};
-use crate::reactor::conn::{Conn, State, WsMode};
-use crate::reactor::worker::Ctx;
-use crate::transport::pubsub;
+use crate::transport::fanout;
+use crate::transport::session::{State, WsMode};
+use crate::transport::{Env, Session, Sessions};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Centrifugo state of one connection (kept on the `Conn`, so it outlives state changes
+/// Centrifugo state of one connection (kept on the `Session`, so it outlives state changes
 /// and is cleaned up — presence, leave — when the connection goes).
 pub struct CfClient {
     pub id: Arc<str>,
@@ -47,9 +47,9 @@ pub struct CfSub {
 }
 
 impl CfClient {
-    fn new(uni: bool) -> CfClient {
+    fn new(id: String, uni: bool) -> CfClient {
         CfClient {
-            id: Arc::from(proto::client_id()),
+            id: Arc::from(id),
             user: Arc::from(""),
             conn_info: None,
             connected: false,
@@ -63,7 +63,7 @@ impl CfClient {
 
 /// Build the token verifier from the configuration.
 pub fn verifier(cfg: &crate::config::Config) -> Verifier {
-    use super::token::Secret;
+    use crate::proto::jwt::Secret;
     let t = &cfg.client.token;
     let secret = (!t.hmac_secret_key.is_empty()).then(|| Secret::new(t.hmac_secret_key.as_bytes()));
     Verifier::new(secret)
@@ -71,8 +71,8 @@ pub fn verifier(cfg: &crate::config::Config) -> Verifier {
         .with_issuer((!t.issuer.is_empty()).then(|| t.issuer.clone()))
 }
 
-fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
-    use super::token::Secret;
+pub fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
+    use crate::proto::jwt::Secret;
     let st = &cfg.client.subscription_token;
     if st.enabled && !st.hmac_secret_key.is_empty() {
         Verifier::new(Some(Secret::new(st.hmac_secret_key.as_bytes())))
@@ -82,36 +82,36 @@ fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
 }
 
 /// Start Centrifugo state on a freshly upgraded connection.
-pub fn attach(conn: &mut Conn, uni: bool) {
-    conn.cf = Some(Box::new(CfClient::new(uni)));
+pub fn attach(env: &mut Env, conn: &mut Session, uni: bool) {
+    conn.cf = Some(Box::new(CfClient::new(env.ids.next_id(), uni)));
 }
 
-fn send_text(ctx: &mut Ctx, conn: &mut Conn, s: &[u8]) {
+fn send_text(env: &mut Env, conn: &mut Session, s: &[u8]) {
     let f = codec::frame(Opcode::Text, s);
-    ctx.queue(conn, f);
+    env.queue(conn, f);
 }
 
 /// Close the connection with a Centrifugo disconnect code (in the WebSocket close frame).
-pub fn disconnect(ctx: &mut Ctx, conn: &mut Conn, d: Disconnect) {
-    log::debug!("conn {}:{} from {}: centrifugo disconnect {} {}", ctx.id, conn.id.key, conn.peer, d.code, d.reason);
+pub fn disconnect(env: &mut Env, conn: &mut Session, d: Disconnect) {
+    log::debug!("conn {}:{} from {}: centrifugo disconnect {} {}", env.id, conn.id.key, conn.peer, d.code, d.reason);
     if matches!(conn.state, State::Ws(_)) {
-        crate::transport::ws::close(ctx, conn, d.code, d.reason);
+        crate::transport::ws::close(env, conn, d.code, d.reason);
     } else {
-        ctx.close_after_flush(conn);
+        env.close_after_flush(conn);
     }
 }
 
 /// A text or binary frame from a bidirectional client: one or more newline-separated
 /// JSON commands.
-pub fn on_frame(ctx: &mut Ctx, conn: &mut Conn, data: &[u8]) {
+pub fn on_frame(env: &mut Env, conn: &mut Session, data: &[u8]) {
     if conn.cf.as_ref().is_some_and(|c| c.uni) {
         // Unidirectional WebSocket: the first message may carry the connect request.
         if conn.cf.as_ref().is_some_and(|c| c.connected) {
             return;
         }
         match serde_json::from_slice::<proto::ConnectReq>(data) {
-            Ok(req) => return connect(ctx, conn, 0, req),
-            Err(_) => return disconnect(ctx, conn, proto::DISCONNECT_BAD_REQUEST),
+            Ok(req) => return connect(env, conn, 0, req),
+            Err(_) => return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST),
         }
     }
     for raw in proto::split_commands(data) {
@@ -120,50 +120,50 @@ pub fn on_frame(ctx: &mut Ctx, conn: &mut Conn, data: &[u8]) {
         }
         let cmd: Command = match serde_json::from_slice(raw) {
             Ok(c) => c,
-            Err(_) => return disconnect(ctx, conn, proto::DISCONNECT_BAD_REQUEST),
+            Err(_) => return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST),
         };
-        command(ctx, conn, cmd);
+        command(env, conn, cmd);
     }
 }
 
-fn command(ctx: &mut Ctx, conn: &mut Conn, cmd: Command) {
+fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
     let id = cmd.id;
     let connected = conn.cf.as_ref().is_some_and(|c| c.connected);
     if let Some(req) = cmd.connect {
         if connected {
-            return disconnect(ctx, conn, proto::DISCONNECT_BAD_REQUEST);
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
         }
-        return connect(ctx, conn, id, req);
+        return connect(env, conn, id, req);
     }
     if !connected {
         // Anything but connect before connecting is a protocol error.
-        return disconnect(ctx, conn, proto::DISCONNECT_BAD_REQUEST);
+        return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
     }
     if id == 0 {
         // `{}`: the client's pong. Nothing else may come without an id.
         if let Some(cf) = conn.cf.as_mut() {
             if cf.pong_deadline_ms.take().is_some() {
-                pong_received(ctx, conn);
+                pong_received(env, conn);
             }
         }
         return;
     }
     let (method, res): (&str, Result<String, Error>) = if let Some(r) = cmd.subscribe {
-        return subscribe(ctx, conn, id, r, false);
+        return subscribe(env, conn, id, r, false);
     } else if let Some(r) = cmd.unsubscribe {
-        ("unsubscribe", unsubscribe(ctx, conn, &r.channel).map(|_| "{}".into()))
+        ("unsubscribe", unsubscribe(env, conn, &r.channel).map(|_| "{}".into()))
     } else if let Some(r) = cmd.publish {
-        ("publish", publish(ctx, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())))
+        ("publish", publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())))
     } else if let Some(r) = cmd.history {
-        ("history", history(ctx, conn, &r))
+        ("history", history(env, conn, &r))
     } else if let Some(r) = cmd.presence {
-        ("presence", presence(ctx, conn, &r.channel, false))
+        ("presence", presence(env, conn, &r.channel, false))
     } else if let Some(r) = cmd.presence_stats {
-        ("presence_stats", presence(ctx, conn, &r.channel, true))
+        ("presence_stats", presence(env, conn, &r.channel, true))
     } else if let Some(r) = cmd.refresh {
-        return refresh(ctx, conn, id, &r.token);
+        return refresh(env, conn, id, &r.token);
     } else if let Some(r) = cmd.sub_refresh {
-        ("sub_refresh", sub_refresh(ctx, conn, &r.channel, &r.token))
+        ("sub_refresh", sub_refresh(env, conn, &r.channel, &r.token))
     } else if cmd.ping.is_some() {
         ("ping", Ok("{}".into()))
     } else if cmd.send.is_some() {
@@ -175,19 +175,19 @@ fn command(ctx: &mut Ctx, conn: &mut Conn, cmd: Command) {
         Ok(body) => proto::reply(id, method, &body),
         Err(e) => proto::error_reply(id, e),
     };
-    send_text(ctx, conn, text.as_bytes());
+    send_text(env, conn, text.as_bytes());
 }
 
-pub(crate) fn connect(ctx: &mut Ctx, conn: &mut Conn, id: u32, req: proto::ConnectReq) {
-    let cfg = ctx.shared.cfg.clone();
-    let now = proto::unix_now();
+pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::ConnectReq) {
+    let cfg = env.shared.cfg.clone();
+    let now = env.unix_s;
     let (user, info, channels, expire_at) = if req.token.is_empty() {
         if !cfg.client.allow_anonymous_connect_without_token {
-            return disconnect(ctx, conn, proto::INVALID_TOKEN);
+            return disconnect(env, conn, proto::INVALID_TOKEN);
         }
         (String::new(), None, Vec::new(), None)
     } else {
-        match ctx.verifier.verify_connect(&req.token, now) {
+        match env.verifier.verify_connect(&req.token, now) {
             Ok(v) => {
                 let c = v.into_claims();
                 let exp = c.connection_expires_at();
@@ -198,11 +198,11 @@ pub(crate) fn connect(ctx: &mut Ctx, conn: &mut Conn, id: u32, req: proto::Conne
             }
             Err(TokenError::Expired | TokenError::NotYetValid) => {
                 let t = proto::error_reply(id, proto::TOKEN_EXPIRED);
-                return send_text(ctx, conn, t.as_bytes());
+                return send_text(env, conn, t.as_bytes());
             }
             Err(e) => {
-                log::debug!("conn {}:{} from {}: connect token refused: {e:?}", ctx.id, conn.id.key, conn.peer);
-                return disconnect(ctx, conn, proto::INVALID_TOKEN);
+                log::debug!("conn {}:{} from {}: connect token refused: {e:?}", env.id, conn.id.key, conn.peer);
+                return disconnect(env, conn, proto::INVALID_TOKEN);
             }
         }
     };
@@ -213,11 +213,11 @@ pub(crate) fn connect(ctx: &mut Ctx, conn: &mut Conn, id: u32, req: proto::Conne
     cf.expires_at = expire_at;
     let client_id = cf.id.clone();
     let uni = cf.uni;
-    ctx.cf_users.entry(cf.user.clone()).or_default().push(conn.id);
-    if let Ok(mut u) = ctx.shared.users.lock() {
+    env.cf_users.entry(cf.user.clone()).or_default().push(conn.id);
+    if let Ok(mut u) = env.shared.users.lock() {
         *u.entry(cf.user.clone()).or_insert(0) += 1;
     }
-    ctx.shared.stats.cf_clients.fetch_add(1, Ordering::Relaxed);
+    env.shared.stats.cf_clients.fetch_add(1, Ordering::Relaxed);
     let ping_s = cfg.client.ping_interval.0 / 1000;
     let mut body = format!(
         "{{\"client\":\"{client_id}\",\"version\":\"{} herald\",\"ping\":{},\"pong\":{}",
@@ -236,14 +236,14 @@ pub(crate) fn connect(ctx: &mut Ctx, conn: &mut Conn, id: u32, req: proto::Conne
         subs.push((ch.clone(), r));
     }
     if let State::Ws(ws) = &mut conn.state {
-        ws.next_ping_ms = ctx.now_ms + cfg.client.ping_interval.0;
+        ws.next_ping_ms = env.now_ms + cfg.client.ping_interval.0;
     }
     if !subs.is_empty() {
         body.push_str(",\"subs\":{");
         let mut first = true;
         for (ch, mut r) in subs {
             r.channel = ch.clone();
-            if let Ok(res) = do_subscribe(ctx, conn, r, true) {
+            if let Ok(res) = do_subscribe(env, conn, r, true) {
                 if !first {
                     body.push(',');
                 }
@@ -254,55 +254,55 @@ pub(crate) fn connect(ctx: &mut Ctx, conn: &mut Conn, id: u32, req: proto::Conne
         body.push('}');
     }
     body.push('}');
-    log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", ctx.id, conn.id.key, conn.peer);
+    log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", env.id, conn.id.key, conn.peer);
     if uni {
         // Unidirectional: the connect result is the first push.
         let push = format!("{{\"connect\":{body}}}");
-        uni_send(ctx, conn, push.as_bytes());
+        uni_send(env, conn, push.as_bytes());
     } else {
-        send_text(ctx, conn, proto::reply(id, "connect", &body).as_bytes());
+        send_text(env, conn, proto::reply(id, "connect", &body).as_bytes());
     }
 }
 
 /// Send a push on a unidirectional transport (WebSocket text frame, SSE event or
 /// newline-delimited JSON).
-pub fn uni_send(ctx: &mut Ctx, conn: &mut Conn, json: &[u8]) {
+pub fn uni_send(env: &mut Env, conn: &mut Session, json: &[u8]) {
     match &conn.state {
-        State::Ws(_) => send_text(ctx, conn, json),
-        State::Stream { kind: crate::reactor::conn::StreamKind::CfSse, .. } => {
+        State::Ws(_) => send_text(env, conn, json),
+        State::Stream { kind: crate::transport::session::StreamKind::CfSse, .. } => {
             let ev = crate::hub::envelope::sse_event(None, json);
-            ctx.queue(conn, ev);
+            env.queue(conn, ev);
         }
         State::Stream { .. } => {
             let mut b = BytesMut::with_capacity(json.len() + 1);
             b.put_slice(json);
             b.put_u8(b'\n');
-            ctx.queue(conn, b.freeze());
+            env.queue(conn, b.freeze());
         }
         _ => {}
     }
 }
 
-fn user_allowed_in_limited(ctx: &Ctx, user: &str, channel: &str) -> bool {
-    !user.is_empty() && ctx.shared.cfg.channel.limited_users(channel).is_some_and(|mut us| us.any(|u| u == user))
+fn user_allowed_in_limited(env: &Env, user: &str, channel: &str) -> bool {
+    !user.is_empty() && env.shared.cfg.channel.limited_users(channel).is_some_and(|mut us| us.any(|u| u == user))
 }
 
 /// Marker error: a subscription token that is not valid for this client disconnects it
 /// with 3500, as Centrifugo does.
 const INVALID_SUB_TOKEN: Error = Error { code: 0, message: "invalid token" };
 
-fn subscribe(ctx: &mut Ctx, conn: &mut Conn, id: u32, req: SubscribeReq, server_side: bool) {
-    let text = match do_subscribe(ctx, conn, req, server_side) {
+fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, server_side: bool) {
+    let text = match do_subscribe(env, conn, req, server_side) {
         Ok(body) => proto::reply(id, "subscribe", &body),
-        Err(e) if e == INVALID_SUB_TOKEN => return disconnect(ctx, conn, proto::INVALID_TOKEN),
+        Err(e) if e == INVALID_SUB_TOKEN => return disconnect(env, conn, proto::INVALID_TOKEN),
         Err(e) => proto::error_reply(id, e),
     };
-    send_text(ctx, conn, text.as_bytes());
+    send_text(env, conn, text.as_bytes());
 }
 
 /// Check and perform a subscription; returns the subscribe result JSON.
-fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: bool) -> Result<String, Error> {
-    let cfg = ctx.shared.cfg.clone();
+fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<String, Error> {
+    let cfg = env.shared.cfg.clone();
     let ch = req.channel.as_str();
     if check_channel(ch).is_err() {
         return Err(proto::BAD_REQUEST);
@@ -314,7 +314,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
         return Err(proto::ALREADY_SUBSCRIBED);
     }
     if cf.subs.len() >= cfg.client.channel_limit
-        || pubsub::full_channel(ctx, std::slice::from_ref(&req.channel)).is_some()
+        || fanout::full_channel(env, std::slice::from_ref(&req.channel)).is_some()
     {
         return Err(proto::LIMIT_EXCEEDED);
     }
@@ -325,7 +325,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
         if !req.token.is_empty() {
             // As Centrifugo: a token that does not verify is "permission denied"; one that
             // verifies but names another channel, user or client disconnects (3500).
-            let v = sub_verifier(&cfg).verify_subscribe(&req.token, ch, proto::unix_now()).map_err(|e| match e {
+            let v = env.sub_verifier.verify_subscribe(&req.token, ch, env.unix_s).map_err(|e| match e {
                 TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
                 TokenError::WrongChannel => INVALID_SUB_TOKEN,
                 _ => proto::PERMISSION_DENIED,
@@ -340,7 +340,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
         } else if cfg.channel.is_private(ch) {
             return Err(proto::PERMISSION_DENIED);
         } else if opts.allow_user_limited_channels && cfg.channel.limited_users(ch).is_some() {
-            if !user_allowed_in_limited(ctx, &user, ch) {
+            if !user_allowed_in_limited(env, &user, ch) {
                 return Err(proto::PERMISSION_DENIED);
             }
         } else {
@@ -354,7 +354,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
     let recoverable = opts.history() && (opts.force_recovery || opts.force_positioning || req.recoverable);
     let recovering = req.recover && recoverable;
     let since = if recovering { Some(req.offset) } else { None };
-    let reads = pubsub::subscribe(ctx, conn, &[ch.to_string()], &[since]);
+    let reads = fanout::subscribe(env, conn, &[ch.to_string()], &[since]);
     let read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
     let mut recovered = false;
     let mut pubs: Vec<Arc<crate::hub::Message>> = Vec::new();
@@ -387,7 +387,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
     }
     let client_id: Arc<str> = conn.cf.as_ref().map(|c| c.id.clone()).unwrap_or_else(|| Arc::from(""));
     if opts.presence {
-        ctx.shared.engine.presence_add(ch, &client_id, &user, info.clone());
+        env.shared.engine.presence_add(ch, &client_id, &user, info.clone());
     }
     if opts.join_leave {
         let ev = Arc::new(Event {
@@ -395,12 +395,12 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
             json: proto::join_leave_push(ch, &info, true),
             client: client_id,
         });
-        ctx.shared.engine.channel_event(ch, &|| Note::Event(ev.clone()));
+        env.shared.engine.channel_event(ch, &|| Note::Event(ev.clone()));
     }
     let mut out = String::from("{");
     let mut parts: Vec<String> = Vec::new();
     if let Some(exp) = sub_expires {
-        parts.push(format!("\"expires\":true,\"ttl\":{}", (exp - proto::unix_now()).max(0)));
+        parts.push(format!("\"expires\":true,\"ttl\":{}", (exp - env.unix_s).max(0)));
     }
     if recoverable {
         parts.push("\"recoverable\":true".into());
@@ -423,7 +423,7 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
             if i > 0 {
                 b.put_u8(b',');
             }
-            proto::publication_of(&mut b, m);
+            crate::transport::wire::cf_pub(m).write(&mut b);
         }
         b.put_u8(b']');
         parts.push(String::from_utf8_lossy(&b).into_owned());
@@ -432,31 +432,31 @@ fn do_subscribe(ctx: &mut Ctx, conn: &mut Conn, req: SubscribeReq, server_side: 
     out.push('}');
     log::debug!(
         "conn {}:{}: centrifugo subscribe {ch} recovering={recovering} recovered={recovered}",
-        ctx.id,
+        env.id,
         conn.id.key
     );
     Ok(out)
 }
 
 /// Leave one channel (client unsubscribe, API unsubscribe, or connection close).
-fn unsubscribe(ctx: &mut Ctx, conn: &mut Conn, channel: &str) -> Result<(), Error> {
+fn unsubscribe(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), Error> {
     let Some(cf) = conn.cf.as_mut() else { return Err(proto::INTERNAL) };
     let Some(pos) = cf.subs.iter().position(|s| &*s.channel == channel) else { return Ok(()) };
     let sub = cf.subs.swap_remove(pos);
     let client = cf.id.clone();
-    leave_effects(ctx, &sub, &client);
+    leave_effects(env, &sub, &client);
     if let Some(i) = conn.subs.iter().position(|s| &*s.channel == channel) {
         let sr = conn.subs.swap_remove(i);
-        let last = ctx.local.remove(&sr.channel, sr.slot);
-        ctx.shared.engine.unsubscribe(&sr.channel, ctx.id, last);
+        let last = env.local.remove(&sr.channel, sr.slot);
+        env.shared.engine.unsubscribe(&sr.channel, env.id, last);
     }
     Ok(())
 }
 
-fn leave_effects(ctx: &mut Ctx, sub: &CfSub, client: &Arc<str>) {
-    let cfg = ctx.shared.cfg.clone();
+fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>) {
+    let cfg = env.shared.cfg.clone();
     if sub.presence {
-        ctx.shared.engine.presence_remove(&sub.channel, client);
+        env.shared.engine.presence_remove(&sub.channel, client);
     }
     if cfg.channel.resolve(&sub.channel).is_some_and(|(_, o)| o.join_leave) {
         let ev = Arc::new(Event {
@@ -464,25 +464,25 @@ fn leave_effects(ctx: &mut Ctx, sub: &CfSub, client: &Arc<str>) {
             json: proto::join_leave_push(&sub.channel, &sub.info, false),
             client: client.clone(),
         });
-        ctx.shared.engine.channel_event(&sub.channel, &|| Note::Event(ev.clone()));
+        env.shared.engine.channel_event(&sub.channel, &|| Note::Event(ev.clone()));
     }
 }
 
 /// The connection is going away: presence entries and leave events for every channel.
-pub fn on_close(ctx: &mut Ctx, conn: &mut Conn) {
+pub fn on_close(env: &mut Env, conn: &mut Session) {
     let Some(cf) = conn.cf.take() else { return };
     if cf.connected {
         for s in &cf.subs {
-            leave_effects(ctx, s, &cf.id);
+            leave_effects(env, s, &cf.id);
         }
-        if let Some(list) = ctx.cf_users.get_mut(&cf.user) {
+        if let Some(list) = env.cf_users.get_mut(&cf.user) {
             list.retain(|c| *c != conn.id);
             if list.is_empty() {
-                ctx.cf_users.remove(&cf.user);
+                env.cf_users.remove(&cf.user);
             }
         }
-        ctx.shared.stats.cf_clients.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut u) = ctx.shared.users.lock() {
+        env.shared.stats.cf_clients.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut u) = env.shared.users.lock() {
             if let Some(n) = u.get_mut(&cf.user) {
                 *n -= 1;
                 if *n == 0 {
@@ -493,8 +493,8 @@ pub fn on_close(ctx: &mut Ctx, conn: &mut Conn) {
     }
 }
 
-fn publish(ctx: &mut Ctx, conn: &mut Conn, channel: &str, data: Option<&[u8]>) -> Result<String, Error> {
-    let cfg = ctx.shared.cfg.clone();
+fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<String, Error> {
+    let cfg = env.shared.cfg.clone();
     let data = data.ok_or(proto::BAD_REQUEST)?;
     if check_channel(channel).is_err() {
         return Err(proto::BAD_REQUEST);
@@ -512,13 +512,13 @@ fn publish(ctx: &mut Ctx, conn: &mut Conn, channel: &str, data: Option<&[u8]>) -
         Some(s) => s.info.clone(),
         None => proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), None),
     };
-    ctx.shared.engine.publish(channel, json_data(data), Some(info).into(), ctx.now_ms);
-    ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+    env.shared.engine.publish(channel, json_data(data), Some(info).into(), env.now_ms);
+    env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
     Ok("{}".into())
 }
 
-fn history(ctx: &mut Ctx, conn: &mut Conn, r: &proto::HistoryReq) -> Result<String, Error> {
-    let cfg = ctx.shared.cfg.clone();
+fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<String, Error> {
+    let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(&r.channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     let subscribed = cf.subs.iter().any(|s| *s.channel == *r.channel);
@@ -528,19 +528,19 @@ fn history(ctx: &mut Ctx, conn: &mut Conn, r: &proto::HistoryReq) -> Result<Stri
     if !opts.history() {
         return Err(proto::NOT_AVAILABLE);
     }
-    history_result(ctx, &r.channel, r.limit, r.since.as_ref(), r.reverse)
+    history_result(env, &r.channel, r.limit, r.since.as_ref(), r.reverse)
 }
 
 /// History for clients and the API: `{"publications":[...],"epoch":"E","offset":N}`.
 pub fn history_result(
-    ctx: &Ctx,
+    env: &Env,
     channel: &str,
     limit: i64,
     since: Option<&proto::StreamPosition>,
     reverse: bool,
 ) -> Result<String, Error> {
-    let engine = &ctx.shared.engine;
-    let all = engine.history(channel, None, usize::MAX, ctx.now_ms);
+    let engine = &env.shared.engine;
+    let all = engine.history(channel, None, usize::MAX, env.now_ms);
     let mut msgs = all.messages;
     if let Some(sp) = since {
         if !sp.epoch.is_empty() && *sp.epoch != *all.epoch {
@@ -565,14 +565,14 @@ pub fn history_result(
         if i > 0 {
             b.put_u8(b',');
         }
-        proto::publication_of(&mut b, m);
+        crate::transport::wire::cf_pub(m).write(&mut b);
     }
     b.put_slice(format!("],\"epoch\":\"{}\",\"offset\":{}}}", all.epoch, all.last_id).as_bytes());
     Ok(String::from_utf8_lossy(&b).into_owned())
 }
 
-fn presence(ctx: &mut Ctx, conn: &mut Conn, channel: &str, stats: bool) -> Result<String, Error> {
-    let cfg = ctx.shared.cfg.clone();
+fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Result<String, Error> {
+    let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     let subscribed = cf.subs.iter().any(|s| &*s.channel == channel);
@@ -582,12 +582,12 @@ fn presence(ctx: &mut Ctx, conn: &mut Conn, channel: &str, stats: bool) -> Resul
     if !opts.presence {
         return Err(proto::NOT_AVAILABLE);
     }
-    Ok(presence_result(ctx, channel, stats))
+    Ok(presence_result(env, channel, stats))
 }
 
 /// Presence for clients and the API.
-pub fn presence_result(ctx: &Ctx, channel: &str, stats: bool) -> String {
-    let entries = ctx.shared.engine.presence(channel);
+pub fn presence_result(env: &Env, channel: &str, stats: bool) -> String {
+    let entries = env.shared.engine.presence(channel);
     if stats {
         let mut users: Vec<&str> = entries.iter().map(|(_, u, _)| u.as_str()).collect();
         users.sort();
@@ -605,14 +605,14 @@ pub fn presence_result(ctx: &Ctx, channel: &str, stats: bool) -> String {
     s
 }
 
-fn refresh(ctx: &mut Ctx, conn: &mut Conn, id: u32, token: &str) {
-    let now = proto::unix_now();
-    match ctx.verifier.verify_connect(token, now) {
+fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
+    let now = env.unix_s;
+    match env.verifier.verify_connect(token, now) {
         Ok(v) => {
             let c = v.into_claims();
             let Some(cf) = conn.cf.as_mut() else { return };
             if c.sub != *cf.user {
-                return disconnect(ctx, conn, proto::INVALID_TOKEN);
+                return disconnect(env, conn, proto::INVALID_TOKEN);
             }
             let exp = c.connection_expires_at();
             cf.expires_at = exp;
@@ -621,19 +621,18 @@ fn refresh(ctx: &mut Ctx, conn: &mut Conn, id: u32, token: &str) {
                 body.push_str(&format!(",\"expires\":true,\"ttl\":{}", (e - now).max(0)));
             }
             body.push('}');
-            send_text(ctx, conn, proto::reply(id, "refresh", &body).as_bytes());
+            send_text(env, conn, proto::reply(id, "refresh", &body).as_bytes());
         }
         Err(TokenError::Expired | TokenError::NotYetValid) => {
-            send_text(ctx, conn, proto::error_reply(id, proto::TOKEN_EXPIRED).as_bytes());
+            send_text(env, conn, proto::error_reply(id, proto::TOKEN_EXPIRED).as_bytes());
         }
-        Err(_) => disconnect(ctx, conn, proto::INVALID_TOKEN),
+        Err(_) => disconnect(env, conn, proto::INVALID_TOKEN),
     }
 }
 
-fn sub_refresh(ctx: &mut Ctx, conn: &mut Conn, channel: &str, token: &str) -> Result<String, Error> {
-    let cfg = ctx.shared.cfg.clone();
-    let now = proto::unix_now();
-    let v = sub_verifier(&cfg).verify_subscribe(token, channel, now).map_err(|e| match e {
+fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) -> Result<String, Error> {
+    let now = env.unix_s;
+    let v = env.sub_verifier.verify_subscribe(token, channel, now).map_err(|e| match e {
         TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
         _ => proto::PERMISSION_DENIED,
     })?;
@@ -653,24 +652,24 @@ fn sub_refresh(ctx: &mut Ctx, conn: &mut Conn, channel: &str, token: &str) -> Re
 
 /// Ping timer of a Centrifugo connection: a missing pong is 3012; an expired connection
 /// token is 3005; otherwise send `{}`.
-pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
-    let cfg = ctx.shared.cfg.clone();
-    let now_ms = ctx.now_ms;
+pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
+    let cfg = env.shared.cfg.clone();
+    let now_ms = env.now_ms;
     let Some(cf) = conn.cf.as_mut() else { return };
     if !cf.connected {
         // Connected neither in time: Centrifugo's "stale".
-        return disconnect(ctx, conn, Disconnect { code: 3502, reason: "stale" });
+        return disconnect(env, conn, Disconnect { code: 3502, reason: "stale" });
     }
     if cf.pong_deadline_ms.is_some_and(|d| now_ms >= d) {
-        return disconnect(ctx, conn, proto::NO_PONG);
+        return disconnect(env, conn, proto::NO_PONG);
     }
-    let now = proto::unix_now();
+    let now = env.unix_s;
     if cf.expires_at.is_some_and(|e| now > e + 5) {
-        return disconnect(ctx, conn, proto::EXPIRED);
+        return disconnect(env, conn, proto::EXPIRED);
     }
     if let Some(s) = cf.subs.iter().find(|s| s.expires_at.is_some_and(|e| now > e + 5)) {
         let _ = s;
-        return disconnect(ctx, conn, Disconnect { code: 3006, reason: "subscription expired" });
+        return disconnect(env, conn, Disconnect { code: 3006, reason: "subscription expired" });
     }
     let uni = cf.uni;
     let next;
@@ -680,9 +679,9 @@ pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
         }
         next = if uni { now_ms + cfg.client.ping_interval.0 } else { now_ms + cfg.client.pong_timeout.0 };
         if uni {
-            uni_send(ctx, conn, b"{}");
+            uni_send(env, conn, b"{}");
         } else {
-            send_text(ctx, conn, b"{}");
+            send_text(env, conn, b"{}");
         }
     } else {
         next = cf.pong_deadline_ms.unwrap_or(now_ms);
@@ -697,19 +696,19 @@ pub fn on_ping_timer(ctx: &mut Ctx, conn: &mut Conn) {
 }
 
 /// When the pong came back, schedule the next ping an interval after the last one.
-pub fn pong_received(ctx: &Ctx, conn: &mut Conn) {
-    let interval = ctx.shared.cfg.client.ping_interval.0;
+pub fn pong_received(env: &Env, conn: &mut Session) {
+    let interval = env.shared.cfg.client.ping_interval.0;
     if let State::Ws(ws) = &mut conn.state {
-        ws.next_ping_ms = ctx.now_ms + interval;
+        ws.next_ping_ms = env.now_ms + interval;
     }
 }
 
 /// A join/leave event for a channel this worker has subscribers on.
-pub fn deliver_event(ctx: &mut Ctx, conns: &mut slab::Slab<Conn>, ev: &Event) {
-    let Some(set) = ctx.local.take(&ev.channel) else { return };
+pub fn deliver_event<S: Sessions>(env: &mut Env, conns: &mut S, ev: &Event) {
+    let Some(set) = env.local.take(&ev.channel) else { return };
     let mut frame: Option<Bytes> = None;
     for (_, id) in set.iter() {
-        let Some(conn) = conns.get_mut(id.key as usize) else { continue };
+        let Some(conn) = conns.session(id.key as usize) else { continue };
         if conn.id.gen != id.gen || conn.dead {
             continue;
         }
@@ -718,65 +717,65 @@ pub fn deliver_event(ctx: &mut Ctx, conns: &mut slab::Slab<Conn>, ev: &Event) {
             continue;
         }
         let f = frame.get_or_insert_with(|| codec::frame(Opcode::Text, &ev.json)).clone();
-        ctx.queue(conn, f);
-        pubsub::check_backpressure(ctx, conn);
+        env.queue(conn, f);
+        fanout::check_backpressure(env, conn);
     }
-    ctx.local.put_back(&ev.channel, set);
+    env.local.put_back(&ev.channel, set);
 }
 
 /// A server API command for a user's connections on this worker.
-pub fn user_command(ctx: &mut Ctx, conns: &mut slab::Slab<Conn>, cmd: &UserCmd) {
+pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
     let user = match cmd {
         UserCmd::Subscribe { user, .. }
         | UserCmd::Unsubscribe { user, .. }
         | UserCmd::Disconnect { user, .. }
         | UserCmd::Refresh { user, .. } => user.as_str(),
     };
-    let Some(ids) = ctx.cf_users.get(user).cloned() else { return };
+    let Some(ids) = env.cf_users.get(user).cloned() else { return };
     for id in ids {
-        let Some(conn) = conns.get_mut(id.key as usize) else { continue };
+        let Some(conn) = conns.session(id.key as usize) else { continue };
         if conn.id.gen != id.gen || conn.dead {
             continue;
         }
         match cmd {
             UserCmd::Subscribe { channel, .. } => {
                 let req = SubscribeReq { channel: channel.clone(), ..Default::default() };
-                if let Ok(res) = do_subscribe(ctx, conn, req, true) {
+                if let Ok(res) = do_subscribe(env, conn, req, true) {
                     let push = format!("{{\"push\":{{\"channel\":\"{channel}\",\"subscribe\":{res}}}}}");
                     if conn.cf.as_ref().is_some_and(|c| c.uni) {
                         let bare = format!("{{\"channel\":\"{channel}\",\"subscribe\":{res}}}");
-                        uni_send(ctx, conn, bare.as_bytes());
+                        uni_send(env, conn, bare.as_bytes());
                     } else {
-                        send_text(ctx, conn, push.as_bytes());
+                        send_text(env, conn, push.as_bytes());
                     }
                 }
             }
             UserCmd::Unsubscribe { channel, .. } => {
                 if conn.cf.as_ref().is_some_and(|c| c.subs.iter().any(|s| *s.channel == **channel)) {
-                    let _ = unsubscribe(ctx, conn, channel);
+                    let _ = unsubscribe(env, conn, channel);
                     let push = format!(
                         "{{\"push\":{{\"channel\":\"{channel}\",\"unsubscribe\":{{\"code\":2000,\"reason\":\"server unsubscribe\"}}}}}}"
                     );
-                    send_text(ctx, conn, push.as_bytes());
+                    send_text(env, conn, push.as_bytes());
                 }
             }
             UserCmd::Disconnect { code, reason, .. } => {
                 let reason: &'static str = if reason.is_empty() { "force disconnect" } else { "disconnect" };
-                disconnect(ctx, conn, Disconnect { code: *code, reason });
+                disconnect(env, conn, Disconnect { code: *code, reason });
             }
-            UserCmd::Refresh { expired: true, .. } => disconnect(ctx, conn, proto::EXPIRED),
+            UserCmd::Refresh { expired: true, .. } => disconnect(env, conn, proto::EXPIRED),
             UserCmd::Refresh { expire_at, .. } => {
                 let exp = expire_at.filter(|e| *e > 0);
                 if let Some(cf) = conn.cf.as_mut() {
                     cf.expires_at = exp;
                     let body = match exp {
-                        Some(e) => format!("{{\"expires\":true,\"ttl\":{}}}", (e - proto::unix_now()).max(0)),
+                        Some(e) => format!("{{\"expires\":true,\"ttl\":{}}}", (e - env.unix_s).max(0)),
                         None => "{}".into(),
                     };
                     if cf.uni {
-                        uni_send(ctx, conn, format!("{{\"refresh\":{body}}}").as_bytes());
+                        uni_send(env, conn, format!("{{\"refresh\":{body}}}").as_bytes());
                     } else {
-                        send_text(ctx, conn, format!("{{\"push\":{{\"refresh\":{body}}}}}").as_bytes());
+                        send_text(env, conn, format!("{{\"push\":{{\"refresh\":{body}}}}}").as_bytes());
                     }
                 }
             }
@@ -786,11 +785,11 @@ pub fn user_command(ctx: &mut Ctx, conns: &mut slab::Slab<Conn>, cmd: &UserCmd) 
 
 /// Start a Centrifugo WebSocket connection after the upgrade (the stale timer runs until
 /// connect arrives).
-pub fn on_upgrade(ctx: &mut Ctx, conn: &mut Conn, uni: bool) {
-    attach(conn, uni);
+pub fn on_upgrade(env: &mut Env, conn: &mut Session, uni: bool) {
+    attach(env, conn, uni);
     if let State::Ws(ws) = &mut conn.state {
         // Until connect arrives the ping timer is the "stale" deadline.
-        ws.next_ping_ms = ctx.now_ms + ctx.shared.cfg.handshake_timeout_ms;
+        ws.next_ping_ms = env.now_ms + env.shared.cfg.handshake_timeout_ms;
         ws.mode = if uni { WsMode::CfUni } else { WsMode::Centrifugo };
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: the JSON shapes of commands, replies, errors and pushes, and the encoding of a
 //! publication push (once per message per worker). Called by the Centrifugo transport and
-//! API. No sockets, no clock. Unknown fields in commands are ignored, as Centrifugo does.
+//! API. No sockets, no clock (client ids come from a seeded [`IdGen`]). Unknown fields in commands are ignored, as Centrifugo does.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -180,15 +180,32 @@ pub fn publication(out: &mut BytesMut, data: &[u8], offset: u64, info: Option<&[
     out.put_u8(b'}');
 }
 
-/// A publication object for a stored message.
-pub fn publication_of(out: &mut BytesMut, m: &crate::hub::Message) {
-    publication(out, &m.data, m.id, m.info.as_deref(), m.tags.as_deref());
+/// The parts of one publication, borrowed from wherever the message is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Pub<'a> {
+    /// Channel the publication belongs to.
+    pub channel: &'a str,
+    /// Payload as JSON text.
+    pub data: &'a [u8],
+    /// Stream offset (0: unsequenced, omitted).
+    pub offset: u64,
+    /// Publisher's ClientInfo JSON.
+    pub info: Option<&'a [u8]>,
+    /// Tags JSON object.
+    pub tags: Option<&'a [u8]>,
+}
+
+impl Pub<'_> {
+    /// Append the publication object.
+    pub fn write(&self, out: &mut BytesMut) {
+        publication(out, self.data, self.offset, self.info, self.tags);
+    }
 }
 
 /// The publication push. `wrapped`: bidirectional (`{"push":{...}}`); else the bare push
 /// object that unidirectional transports send.
-pub fn pub_push(m: &crate::hub::Message, wrapped: bool) -> Bytes {
-    let channel = &*m.channel;
+pub fn pub_push(m: &Pub<'_>, wrapped: bool) -> Bytes {
+    let channel = m.channel;
     let mut out = BytesMut::with_capacity(m.data.len() + channel.len() + 64);
     if wrapped {
         out.put_slice(b"{\"push\":");
@@ -196,7 +213,7 @@ pub fn pub_push(m: &crate::hub::Message, wrapped: bool) -> Bytes {
     out.put_slice(b"{\"channel\":\"");
     out.put_slice(channel.as_bytes());
     out.put_slice(b"\",\"pub\":");
-    publication_of(&mut out, m);
+    m.write(&mut out);
     out.put_u8(b'}');
     if wrapped {
         out.put_u8(b'}');
@@ -221,25 +238,36 @@ pub fn split_commands(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
     payload.split(|&b| b == b'\n').map(|l| l.trim_ascii()).filter(|l| !l.is_empty())
 }
 
-/// Unix time in seconds for token checks (the one clock read here is the caller's).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+/// Client ids in UUID v4 form from a splitmix64 sequence. The seed comes from the caller
+/// (the reactor mixes the wall clock, the process id and the worker index once at start),
+/// so this code reads no clock and two generators with different seeds do not collide.
+#[derive(Debug, Clone)]
+pub struct IdGen {
+    state: u64,
 }
 
-/// A fresh client id in UUID v4 form.
-pub fn client_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CTR: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let mut x = t ^ CTR.fetch_add(0x9E3779B97F4A7C15, Ordering::Relaxed) ^ (std::process::id() as u64) << 40;
-    let mut next = || {
-        x = x.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = x;
+impl IdGen {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> IdGen {
+        IdGen { state: seed }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
         z ^ (z >> 31)
-    };
-    let (a, b) = (next(), next());
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> String {
+        client_id(self.next_u64(), self.next_u64())
+    }
+}
+
+/// Format two random words as a UUID v4.
+fn client_id(a: u64, b: u64) -> String {
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
         a >> 32,
@@ -257,17 +285,13 @@ mod tests {
     #[test]
     fn shapes() {
         assert_eq!(error_reply(3, PERMISSION_DENIED), r#"{"id":3,"error":{"code":103,"message":"permission denied"}}"#);
-        let m =
-            |data: &'static [u8], id, info: Option<&'static [u8]>, tags: Option<&'static [u8]>| crate::hub::Message {
-                channel: "c".into(),
-                id,
-                data: Bytes::from_static(data),
-                envelope: Bytes::new(),
-                info: info.map(Bytes::from_static),
-                tags: tags.map(Bytes::from_static),
-                time_ms: 0,
-                seq: 0,
-            };
+        let m = |data: &'static [u8], offset, info: Option<&'static [u8]>, tags: Option<&'static [u8]>| Pub {
+            channel: "c",
+            data,
+            offset,
+            info,
+            tags,
+        };
         let p = pub_push(&m(b"{\"a\":1}", 5, None, None), true);
         assert_eq!(&p[..], br#"{"push":{"channel":"c","pub":{"data":{"a":1},"offset":5}}}"#);
         let p = pub_push(&m(b"1", 5, Some(b"{\"user\":\"u\"}"), Some(b"{\"k\":\"v\"}")), false);
@@ -285,8 +309,10 @@ mod tests {
             serde_json::from_slice(br#"{"id":2,"subscribe":{"channel":"x","recover":true,"unknown":1},"zzz":[]}"#)
                 .unwrap();
         assert_eq!(c.subscribe.unwrap().channel, "x");
-        let id = client_id();
+        let mut g = IdGen::new(1);
+        let id = g.next_id();
         assert_eq!(id.len(), 36);
-        assert_ne!(id, client_id());
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(id, g.next_id());
     }
 }

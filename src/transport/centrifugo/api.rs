@@ -7,16 +7,15 @@
 //! (subscribe, unsubscribe, disconnect, refresh) are broadcast to every worker's inbox.
 
 use super::client::{history_result, presence_result};
-use super::proto::{self, Error};
 use crate::hub::bus::{Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
 use crate::hub::envelope::json_data;
 use crate::hub::PubMeta;
+use crate::proto::centrifugo::{self as proto, Error};
 use crate::proto::http::Response;
-use crate::reactor::conn::Conn;
-use crate::reactor::worker::Ctx;
+use crate::transport::access::ct_eq;
 use crate::transport::http::{respond, Req};
-use crate::transport::pubsub::ct_eq;
+use crate::transport::{Env, Session};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,8 +23,8 @@ use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-fn authorised(ctx: &Ctx, req: &Req) -> bool {
-    let api = &ctx.shared.cfg.http_api;
+fn authorised(env: &Env, req: &Req) -> bool {
+    let api = &env.shared.cfg.http_api;
     if api.insecure {
         return true;
     }
@@ -53,13 +52,13 @@ fn authorised(ctx: &Ctx, req: &Req) -> bool {
     false
 }
 
-fn send(ctx: &mut Ctx, conn: &mut Conn, req: &Req, status: u16, body: &str) {
+fn send(env: &mut Env, conn: &mut Session, req: &Req, status: u16, body: &str) {
     let keep = req.keep_alive();
     let r = Response::new(status)
         .keep_alive(keep)
         .http10(req.head.minor_version == 0)
         .body("application/json", body.as_bytes());
-    respond(ctx, conn, r, keep);
+    respond(env, conn, r, keep);
 }
 
 fn err_json(e: Error) -> String {
@@ -67,24 +66,24 @@ fn err_json(e: Error) -> String {
 }
 
 /// `POST /api/<method>`.
-pub fn handle(ctx: &mut Ctx, conn: &mut Conn, req: &Req, method: &str) {
-    if !authorised(ctx, req) {
-        log::debug!("conn {}:{} from {}: api refused (no valid key)", ctx.id, conn.id.key, conn.peer);
-        return send(ctx, conn, req, 401, "{\"error\":\"unauthorized: pass X-API-Key or Authorization: apikey KEY\"}");
+pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
+    if !authorised(env, req) {
+        log::debug!("conn {}:{} from {}: api refused (no valid key)", env.id, conn.id.key, conn.peer);
+        return send(env, conn, req, 401, "{\"error\":\"unauthorized: pass X-API-Key or Authorization: apikey KEY\"}");
     }
     let body: &[u8] = if req.body.trim_ascii().is_empty() { b"{}" } else { req.body };
     let params: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => return send(ctx, conn, req, 400, "{\"error\":\"request body must be a JSON object\"}"),
+        _ => return send(env, conn, req, 400, "{\"error\":\"request body must be a JSON object\"}"),
     };
     if method == "batch" {
         let Some(cmds) = params.get("commands").and_then(|c| c.as_array()) else {
-            return send(ctx, conn, req, 200, &err_json(proto::BAD_REQUEST));
+            return send(env, conn, req, 200, &err_json(proto::BAD_REQUEST));
         };
         let mut replies = Vec::with_capacity(cmds.len());
         for c in cmds {
             let reply = match c.as_object().and_then(|o| o.iter().next()) {
-                Some((m, p)) => match call(ctx, m, p) {
+                Some((m, p)) => match call(env, m, p) {
                     Some(Ok(r)) => format!("{{\"{m}\":{r}}}"),
                     Some(Err(e)) => err_json(e),
                     None => err_json(proto::METHOD_NOT_FOUND),
@@ -93,12 +92,12 @@ pub fn handle(ctx: &mut Ctx, conn: &mut Conn, req: &Req, method: &str) {
             };
             replies.push(reply);
         }
-        return send(ctx, conn, req, 200, &format!("{{\"replies\":[{}]}}", replies.join(",")));
+        return send(env, conn, req, 200, &format!("{{\"replies\":[{}]}}", replies.join(",")));
     }
-    match call(ctx, method, &params) {
-        Some(Ok(r)) => send(ctx, conn, req, 200, &format!("{{\"result\":{r}}}")),
-        Some(Err(e)) => send(ctx, conn, req, 200, &err_json(e)),
-        None => send(ctx, conn, req, 404, "{\"error\":{\"code\":104,\"message\":\"method not found\"}}"),
+    match call(env, method, &params) {
+        Some(Ok(r)) => send(env, conn, req, 200, &format!("{{\"result\":{r}}}")),
+        Some(Err(e)) => send(env, conn, req, 200, &err_json(e)),
+        None => send(env, conn, req, 404, "{\"error\":{\"code\":104,\"message\":\"method not found\"}}"),
     }
 }
 
@@ -140,11 +139,11 @@ struct HistoryParams {
     reverse: bool,
 }
 
-fn publish_one(ctx: &Ctx, channel: &str, data: &[u8], p: &PublishParams) -> Result<String, Error> {
+fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Result<String, Error> {
     if check_channel(channel).is_err() {
         return Err(proto::BAD_REQUEST);
     }
-    if ctx.shared.cfg.channel.resolve(channel).is_none() {
+    if env.shared.cfg.channel.resolve(channel).is_none() {
         return Err(proto::UNKNOWN_CHANNEL);
     }
     let meta = PubMeta {
@@ -153,23 +152,23 @@ fn publish_one(ctx: &Ctx, channel: &str, data: &[u8], p: &PublishParams) -> Resu
         skip_history: p.skip_history,
         idempotency_key: (!p.idempotency_key.is_empty()).then(|| p.idempotency_key.clone()),
     };
-    let (id, epoch) = ctx.shared.engine.publish(channel, json_data(data), meta, ctx.now_ms);
-    ctx.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+    let (id, epoch) = env.shared.engine.publish(channel, json_data(data), meta, env.now_ms);
+    env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
     if id == 0 {
         return Ok("{}".into()); // not sequenced (skip_history)
     }
     Ok(format!("{{\"offset\":{id},\"epoch\":\"{epoch}\"}}"))
 }
 
-fn channel_checked(ctx: &Ctx, ch: &str) -> Result<crate::centrifugo::config::ChannelOptions, Error> {
+fn channel_checked(env: &Env, ch: &str) -> Result<crate::config::centrifugo::ChannelOptions, Error> {
     if check_channel(ch).is_err() {
         return Err(proto::BAD_REQUEST);
     }
-    ctx.shared.cfg.channel.resolve(ch).map(|(_, o)| o.clone()).ok_or(proto::UNKNOWN_CHANNEL)
+    env.shared.cfg.channel.resolve(ch).map(|(_, o)| o.clone()).ok_or(proto::UNKNOWN_CHANNEL)
 }
 
 /// One API method; None when the method does not exist.
-fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Error>> {
+fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<String, Error>> {
     let de = |v: &Value| v.clone();
     Some(match method {
         "publish" | "broadcast" => {
@@ -182,7 +181,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                 (None, None) => return Some(Err(proto::BAD_REQUEST)),
             };
             if method == "publish" {
-                publish_one(ctx, &p.channel, &data, &p)
+                publish_one(env, &p.channel, &data, &p)
             } else {
                 if p.channels.is_empty() {
                     return Some(Err(proto::BAD_REQUEST));
@@ -190,7 +189,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                 let parts: Vec<String> = p
                     .channels
                     .iter()
-                    .map(|c| match publish_one(ctx, c, &data, &p) {
+                    .map(|c| match publish_one(env, c, &data, &p) {
                         Ok(r) => format!("{{\"result\":{r}}}"),
                         Err(e) => err_json(e),
                     })
@@ -204,7 +203,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                 return Some(Err(proto::BAD_REQUEST));
             }
             if matches!(method, "subscribe" | "unsubscribe") {
-                if let Err(e) = channel_checked(ctx, &p.channel) {
+                if let Err(e) = channel_checked(env, &p.channel) {
                     return Some(Err(e));
                 }
             }
@@ -218,33 +217,33 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
                 }
                 _ => UserCmd::Refresh { user: p.user, expire_at: p.expire_at, expired: p.expired },
             });
-            ctx.shared.engine.broadcast(&|| Note::User(cmd.clone()));
+            env.shared.engine.broadcast(&|| Note::User(cmd.clone()));
             Ok("{}".into())
         }
         "presence" | "presence_stats" => {
             let ch = params.get("channel").and_then(|c| c.as_str()).unwrap_or("");
-            match channel_checked(ctx, ch) {
+            match channel_checked(env, ch) {
                 Err(e) => Err(e),
                 Ok(o) if !o.presence => Err(proto::NOT_AVAILABLE),
-                Ok(_) => Ok(presence_result(ctx, ch, method == "presence_stats")),
+                Ok(_) => Ok(presence_result(env, ch, method == "presence_stats")),
             }
         }
         "history" => {
             let Ok(p) = serde_json::from_value::<HistoryParams>(de(params)) else {
                 return Some(Err(proto::BAD_REQUEST));
             };
-            match channel_checked(ctx, &p.channel) {
+            match channel_checked(env, &p.channel) {
                 Err(e) => Err(e),
                 Ok(o) if !o.history() => Err(proto::NOT_AVAILABLE),
-                Ok(_) => history_result(ctx, &p.channel, p.limit, p.since.as_ref(), p.reverse),
+                Ok(_) => history_result(env, &p.channel, p.limit, p.since.as_ref(), p.reverse),
             }
         }
         "history_remove" => {
             let ch = params.get("channel").and_then(|c| c.as_str()).unwrap_or("");
-            match channel_checked(ctx, ch) {
+            match channel_checked(env, ch) {
                 Err(e) => Err(e),
                 Ok(_) => {
-                    ctx.shared.engine.history_remove(ch);
+                    env.shared.engine.history_remove(ch);
                     Ok("{}".into())
                 }
             }
@@ -252,7 +251,7 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
         "channels" => {
             let pattern = params.get("pattern").and_then(|p| p.as_str()).unwrap_or("");
             let mut parts = Vec::new();
-            for st in ctx.shared.engine.channel_stats() {
+            for st in env.shared.engine.channel_stats() {
                 if st.subscribers == 0 || !glob(pattern, &st.name) {
                     continue;
                 }
@@ -261,18 +260,18 @@ fn call(ctx: &mut Ctx, method: &str, params: &Value) -> Option<Result<String, Er
             Ok(format!("{{\"channels\":{{{}}}}}", parts.join(",")))
         }
         "info" => {
-            let stats = ctx.shared.engine.channel_stats();
+            let stats = env.shared.engine.channel_stats();
             let subs: usize = stats.iter().map(|s| s.subscribers).sum();
             let chans = stats.iter().filter(|s| s.subscribers > 0).count();
-            let clients = ctx.shared.stats.connections.load(Ordering::Relaxed);
-            let cf_clients = ctx.shared.stats.cf_clients.load(Ordering::Relaxed);
-            let uptime = ctx.now_ms / 1000;
+            let clients = env.shared.stats.connections.load(Ordering::Relaxed);
+            let cf_clients = env.shared.stats.cf_clients.load(Ordering::Relaxed);
+            let uptime = env.now_ms / 1000;
             Ok(format!(
                 "{{\"nodes\":[{{\"uid\":\"{}\",\"name\":\"herald\",\"version\":\"{} herald\",\"num_clients\":{},\"num_users\":{},\"num_subs\":{subs},\"num_channels\":{chans},\"uptime\":{uptime},\"num_connections\":{clients}}}]}}",
-                ctx.shared.node_id,
+                env.shared.node_id,
                 env!("CARGO_PKG_VERSION"),
                 cf_clients,
-                ctx.cf_user_count(),
+                env.cf_user_count(),
             ))
         }
         _ => return None,

@@ -1,0 +1,44 @@
+//! One socket slot: the socket and what the reactor keeps about it, beside the protocol
+//! half (the transport's `Session`).
+//!
+//! Owns: the socket, the timer handle, the write-shutdown flag and per-address admission.
+//! Created and freed by the worker; only the worker reads or writes the socket. The
+//! session's `dirty`/`dead` flags are the effect lists' de-duplication marks.
+
+use crate::transport::{Session, Sessions};
+use mio::net::TcpStream;
+use slab::Slab;
+
+/// One client connection as the reactor holds it.
+pub struct Slot {
+    /// The socket (registered with the worker's poll under the slab key).
+    pub sock: TcpStream,
+    /// The protocol half.
+    pub session: Session,
+    /// Tick of this connection's live timer-wheel entry, if any.
+    pub timer_tick: Option<u64>,
+    /// The write side has been shut down.
+    pub write_shut: bool,
+    /// Counted in the per-address table (released on close).
+    pub admitted: bool,
+}
+
+/// Fan-out and inbox handling reach sessions through the slab of slots.
+impl Sessions for Slab<Slot> {
+    fn session(&mut self, key: usize) -> Option<&mut Session> {
+        self.get_mut(key).map(|s| &mut s.session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's fixed cost stays small: it is what the slab holds per client
+    /// (heap buffers are empty while idle).
+    #[test]
+    fn slot_stays_small() {
+        // mio's socket carries a selector id for its own checks in debug builds only.
+        let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
+        let n = std::mem::size_of::<super::Slot>();
+        assert!(n <= 256 + debug_extra, "Slot is {n} bytes");
+    }
+}

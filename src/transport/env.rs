@@ -1,0 +1,206 @@
+//! What a transport handler sees besides its session: the worker's environment.
+//!
+//! Owns: [`Shared`] (what all workers share: configuration, engine, inboxes, counters),
+//! [`Env`] (one worker's transport-side state: its subscriber sets, the clock of this loop
+//! turn, limits, the token verifier) and [`Effects`], the sink where handlers record what
+//! the reactor must do at the end of the turn (flush a session, close it, apply the
+//! backpressure policy). Handlers never do IO: they queue bytes on the session and list
+//! it here; the reactor applies the lists (the rustls/quinn-proto shape). The clock is
+//! read by the reactor once per loop turn and written into `now_ms` and `unix_s`.
+
+use super::metrics::WorkerGauges;
+use super::session::{Session, State};
+use crate::config::Config;
+use crate::hub::bus::Inbox;
+use crate::hub::local::{ConnId, LocalHub};
+use crate::hub::Engine;
+use crate::proto::centrifugo::IdGen;
+use crate::proto::http::HttpLimits;
+use crate::proto::jwt::Verifier;
+use crate::proto::ws::WsLimits;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+
+/// How long a closing connection may linger waiting for the peer's FIN.
+pub const LINGER_MS: u64 = 2_000;
+
+/// Counters shared by all workers (relaxed atomics: read by /metrics, never on a lock).
+#[derive(Default)]
+pub struct Stats {
+    /// Open connections.
+    pub connections: AtomicUsize,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Refused: over `max_connections`.
+    pub refused_max_conns: AtomicU64,
+    /// Refused: over `max_connections_per_ip`.
+    pub refused_per_ip: AtomicU64,
+    /// Refused: over `connect_rate_per_ip`.
+    pub refused_rate: AtomicU64,
+    /// accept() failures.
+    pub accept_errors: AtomicU64,
+    /// Messages published.
+    pub published: AtomicU64,
+    /// Deliveries queued to subscribers.
+    pub delivered: AtomicU64,
+    /// Connections dropped over `max_out_queue`.
+    pub slow_drops: AtomicU64,
+    /// HTTP requests answered with an error.
+    pub http_errors: AtomicU64,
+    /// WebSocket connections failed for protocol errors.
+    pub ws_protocol_errors: AtomicU64,
+    /// Connected Centrifugo clients.
+    pub cf_clients: AtomicUsize,
+}
+
+/// What every worker shares: configuration, the engine, the inboxes, the counters.
+pub struct Shared {
+    /// The configuration (never re-read by workers).
+    pub cfg: Arc<Config>,
+    /// The engine (memory by default).
+    pub engine: Arc<dyn Engine>,
+    /// Every worker's inbox, by worker index.
+    pub inboxes: Vec<Arc<Inbox>>,
+    /// Counters.
+    pub stats: Stats,
+    /// This node's id (Centrifugo `info`).
+    pub node_id: String,
+    /// Connected Centrifugo users and their connection counts (touched on connect and
+    /// disconnect only, never on delivery).
+    pub users: Mutex<HashMap<Arc<str>, usize>>,
+    /// Per-worker gauges for `/metrics`.
+    pub gauges: Vec<WorkerGauges>,
+}
+
+/// What handlers ask the reactor to do, applied at the end of the loop turn. Each list
+/// holds slab keys; a session's `dirty`/`dead` flags keep it listed once.
+#[derive(Default)]
+pub struct Effects {
+    /// Sessions with queued bytes to flush.
+    pub flush: Vec<usize>,
+    /// Sessions to close now (their socket is freed; nothing more is sent).
+    pub close: Vec<usize>,
+    /// Sessions whose out-queue passed `max_out_queue` (the reactor's backpressure policy).
+    pub pressure: Vec<usize>,
+}
+
+/// One worker's transport-side state, handed to every handler with a session.
+pub struct Env {
+    /// Worker index.
+    pub id: usize,
+    /// What all workers share.
+    pub shared: Arc<Shared>,
+    /// This worker's subscriber sets.
+    pub local: LocalHub,
+    /// Milliseconds since the server started, read once per loop turn by the reactor.
+    pub now_ms: u64,
+    /// Unix time in seconds, read once per loop turn by the reactor (token expiry).
+    pub unix_s: i64,
+    /// HTTP parser limits.
+    pub http_limits: HttpLimits,
+    /// WebSocket decoder limits.
+    pub ws_limits: WsLimits,
+    /// Addresses allowed to publish.
+    pub publish_cidrs: Vec<crate::config::Cidr>,
+    /// The graceful drain has begun.
+    pub shutting_down: bool,
+    /// Effects for the reactor.
+    pub fx: Effects,
+    /// Centrifugo connection-token verifier.
+    pub verifier: Arc<Verifier>,
+    /// Centrifugo subscription-token verifier.
+    pub sub_verifier: Arc<Verifier>,
+    /// This worker's Centrifugo connections by user (for API commands aimed at users).
+    pub cf_users: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Client ids (seeded by the reactor).
+    pub ids: IdGen,
+}
+
+impl Env {
+    /// A worker's environment. `seed` feeds the client-id generator (the reactor mixes the
+    /// wall clock, the process id and the worker index); `now_ms` and `unix_s` are the
+    /// clock at start.
+    pub fn new(id: usize, shared: Arc<Shared>, seed: u64, now_ms: u64, unix_s: i64) -> Env {
+        let cfg = &shared.cfg;
+        let http_limits = HttpLimits {
+            max_request_line: cfg.max_request_line,
+            max_headers: cfg.max_headers,
+            max_header_bytes: cfg.max_header_bytes,
+            max_body: cfg.max_body,
+        };
+        let ws_limits = WsLimits { max_message: cfg.ws_max_message, max_frame: cfg.ws_max_frame };
+        let publish_cidrs = cfg.publish_cidrs();
+        let verifier = Arc::new(super::centrifugo::client::verifier(cfg));
+        let sub_verifier = Arc::new(super::centrifugo::client::sub_verifier(cfg));
+        Env {
+            id,
+            local: LocalHub::default(),
+            now_ms,
+            unix_s,
+            http_limits,
+            ws_limits,
+            publish_cidrs,
+            shutting_down: false,
+            fx: Effects::default(),
+            verifier,
+            sub_verifier,
+            cf_users: HashMap::new(),
+            ids: IdGen::new(seed),
+            shared,
+        }
+    }
+
+    /// Queue bytes on a session and mark it for the end-of-turn flush.
+    pub fn queue(&mut self, conn: &mut Session, b: bytes::Bytes) {
+        conn.out.push(b);
+        self.mark_dirty(conn);
+    }
+
+    /// Close a session now (freed at the end of the loop turn; nothing more is sent).
+    pub fn kill(&mut self, conn: &mut Session) {
+        if !conn.dead {
+            conn.dead = true;
+            self.fx.close.push(conn.id.key as usize);
+        }
+    }
+
+    /// Send what is queued, then close gracefully (shut the write side, drain input until the
+    /// peer's FIN, linger at most [`LINGER_MS`]). Input arriving meanwhile is discarded.
+    pub fn close_after_flush(&mut self, conn: &mut Session) {
+        conn.close_after_flush = true;
+        if !matches!(conn.state, State::Closing { .. }) {
+            // Subscriptions are left when the flush completes or the connection is freed,
+            // never here: this may run during a delivery pass over a subscriber set.
+            conn.state = State::Closing { until_ms: self.now_ms + LINGER_MS };
+        }
+        self.mark_dirty(conn);
+    }
+
+    /// Distinct Centrifugo users connected to the whole node.
+    pub fn cf_user_count(&self) -> usize {
+        self.shared.users.lock().map(|u| u.len()).unwrap_or(0)
+    }
+
+    /// Mark a session for the end-of-turn flush.
+    pub fn mark_dirty(&mut self, conn: &mut Session) {
+        if !conn.dirty {
+            conn.dirty = true;
+            self.fx.flush.push(conn.id.key as usize);
+        }
+    }
+}
+
+/// Sessions by slab key: implemented by the reactor's slab of socket slots, so that
+/// fan-out and inbox handling can reach other sessions without knowing what holds them.
+pub trait Sessions {
+    /// The live session at `key`, if any.
+    fn session(&mut self, key: usize) -> Option<&mut Session>;
+}
+
+/// A plain slab of sessions (unit tests; anything without sockets).
+impl Sessions for slab::Slab<Session> {
+    fn session(&mut self, key: usize) -> Option<&mut Session> {
+        self.get_mut(key)
+    }
+}

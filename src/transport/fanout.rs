@@ -1,0 +1,160 @@
+//! Fan-out: subscribing a session to channels, delivering a published message to this
+//! worker's subscribers in each one's wire format, and marking sessions over their
+//! out-queue cap for the reactor's backpressure policy.
+//!
+//! Owns: the join between history replay and the live feed (per-subscription `last_id`),
+//! and leaving channels. Called by the endpoints (subscribe), by `transport::on_note`
+//! (deliver) and on close. Delivery queues clones of the same `Bytes` from the
+//! [`WireCache`]: no payload copy per subscriber. Never blocks, never touches a socket.
+
+use super::pubsub::finish_longpoll;
+use super::session::{State, StreamKind, WsMode};
+use super::wire::WireCache;
+use super::{Env, Session, Sessions};
+use crate::hub::envelope::messages_body;
+use crate::hub::local::{ConnId, SubRef};
+use crate::hub::{HistoryRead, Message};
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+
+/// Subscribe `conn` to `chans`, returning what history holds after each `since`.
+/// The first of `chans` that is at `max_subscribers_per_channel`, if any.
+pub(crate) fn full_channel<'a>(env: &Env, chans: &'a [String]) -> Option<&'a str> {
+    let max = env.shared.cfg.max_subscribers_per_channel;
+    if max == 0 {
+        return None;
+    }
+    chans.iter().find(|c| env.shared.engine.subscribers(c) >= max).map(|c| c.as_str())
+}
+
+pub(crate) fn subscribe(
+    env: &mut Env,
+    conn: &mut Session,
+    chans: &[String],
+    since: &[Option<u64>],
+) -> Vec<HistoryRead> {
+    let engine = env.shared.engine.clone();
+    let mut reads = Vec::with_capacity(chans.len());
+    for (ch, s) in chans.iter().zip(since) {
+        let (name, slot, _) = env.local.add(ch, conn.id);
+        let read = engine.subscribe(ch, env.id, *s, env.now_ms);
+        // Deliveries skip ids at or below `last_id`: start just before what the replay
+        // will send, so history and the live feed join with no gap and no duplicate.
+        let last_id = match *s {
+            Some(s) if s <= read.last_id => s,
+            Some(_) => 0, // a `since` from a previous life of the channel: replay it all
+            None => read.last_id,
+        };
+        conn.subs.push(SubRef { channel: name, slot, last_id });
+        reads.push(read);
+    }
+    reads
+}
+
+/// Remove every subscription of a connection (on close, or when a long-poll completes).
+pub fn leave_subscriptions(env: &mut Env, conn: &mut Session) {
+    if conn.cf.is_some() {
+        crate::transport::centrifugo::client::on_close(env, conn);
+    }
+    for sr in conn.subs.drain(..) {
+        let last = env.local.remove(&sr.channel, sr.slot);
+        env.shared.engine.unsubscribe(&sr.channel, env.id, last);
+    }
+    if conn.subs.capacity() > 0 {
+        conn.subs = Vec::new();
+    }
+}
+
+/// Note a connection whose queued output passed `max_out_queue`; the worker applies the
+/// backpressure policy (`Worker::relieve`) before the loop turn ends.
+pub fn check_backpressure(env: &mut Env, conn: &mut Session) {
+    if conn.out.len() > env.shared.cfg.max_out_queue && !conn.dead {
+        env.fx.pressure.push(conn.id.key as usize);
+    }
+}
+
+/// Deliver one message to one subscriber connection in its wire format. `slot` identifies
+/// the membership (usize::MAX: match by channel name).
+pub(crate) fn deliver_one(
+    env: &mut Env,
+    conn: &mut Session,
+    m: &Message,
+    cache: &mut WireCache,
+    slot: usize,
+    done: &mut Vec<ConnId>,
+) -> bool {
+    let Some(sr) = conn.subs.iter_mut().find(|s| (slot == usize::MAX || s.slot == slot) && *s.channel == *m.channel)
+    else {
+        return false;
+    };
+    if m.id == 0 {
+        // Not sequenced (Centrifugo skip_history): delivered as is, never deduplicated.
+    } else if m.id <= sr.last_id {
+        return false; // already delivered (history replay raced the live feed)
+    } else {
+        sr.last_id = m.id;
+    }
+    match &conn.state {
+        State::Ws(w) if w.mode == WsMode::Centrifugo => env.queue(conn, cache.cf(m)),
+        State::Ws(w) if w.mode == WsMode::CfUni => env.queue(conn, cache.cf_uni_ws(m)),
+        State::Stream { kind: StreamKind::CfSse, .. } => env.queue(conn, cache.cf_uni_sse(m)),
+        State::Stream { kind: StreamKind::CfHttp, .. } => {
+            env.queue(conn, cache.cf_uni(m));
+            env.queue(conn, Bytes::from_static(b"\n"));
+        }
+        State::Ws(_) => env.queue(conn, cache.ws(m)),
+        State::Stream { kind: StreamKind::Iframe, .. } => env.queue(conn, cache.iframe(m)),
+        State::Stream { kind: StreamKind::Sse, multi: false, .. } => env.queue(conn, cache.sse(m)),
+        State::Stream { kind: StreamKind::Sse, multi: true, .. } => {
+            // Several channels: the event id lists each channel's position so that
+            // Last-Event-ID resumes all of them; only this short line is per connection.
+            let full = cache.sse(m);
+            let skip = full.iter().position(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0);
+            env.queue(conn, full.slice(skip..full.len() - 1));
+            let ids: Vec<String> = conn.subs.iter().map(|s| s.last_id.to_string()).collect();
+            env.queue(conn, Bytes::from(format!("id: {}\n\n", ids.join(","))));
+        }
+        State::LongPoll(lp) => {
+            let body = if lp.callback.is_none() && conn.subs.len() == 1 && m.id > 0 {
+                cache.longpoll(m)
+            } else {
+                // `last_id` is the connection's position, which an unsequenced message
+                // (id 0) does not move.
+                let last: Vec<(&str, u64)> = conn.subs.iter().map(|s| (&*s.channel, s.last_id)).collect();
+                Bytes::from(messages_body(&[&m.envelope], false, &last, lp.callback.as_deref()))
+            };
+            finish_longpoll(env, conn, body);
+            done.push(conn.id);
+        }
+        State::Http(_) | State::Closing { .. } => return false,
+    }
+    check_backpressure(env, conn);
+    true
+}
+
+/// Fan a message out to this worker's subscribers of its channel.
+pub fn deliver<S: Sessions>(env: &mut Env, conns: &mut S, m: &Message, cache: &mut WireCache, done: &mut Vec<ConnId>) {
+    let Some(set) = env.local.take(&m.channel) else {
+        return;
+    };
+    let mut n = 0u64;
+    for (slot, id) in set.iter() {
+        let Some(conn) = conns.session(id.key as usize) else {
+            continue;
+        };
+        if conn.id.gen != id.gen || conn.dead {
+            continue;
+        }
+        if deliver_one(env, conn, m, cache, slot, done) {
+            n += 1;
+        }
+    }
+    env.local.put_back(&m.channel, set);
+    env.shared.stats.delivered.fetch_add(n, Ordering::Relaxed);
+    // Completed long-polls leave their channels now that the set is back in place.
+    for id in done.iter() {
+        if let Some(conn) = conns.session(id.key as usize).filter(|c| c.id.gen == id.gen) {
+            leave_subscriptions(env, conn);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The protocol half of one connection: its state machine, partial input, out-queue,
+//! subscriptions and Centrifugo client state.
+//!
+//! Owns: per-connection protocol state only. The reactor keeps the socket beside it (its
+//! `Slot`) and hands the session to transport functions with bytes; transports change
+//! `state`, push to `out` and record effects in the [`super::Env`]. A session never holds a
+//! socket, so every handler runs in unit tests without one. An idle session owns no heap
+//! buffer: `inbuf` is empty (capacity 0) and `out` is empty.
+
+use super::centrifugo::client::CfClient;
+use super::outq::OutQueue;
+use crate::hub::local::{ConnId, SubRef};
+use crate::proto::http::ChunkedDecoder;
+use crate::proto::ws::Decoder;
+use std::net::SocketAddr;
+
+/// Which transport a subscriber connection uses (decides the wire format of deliveries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `/sse/`: Server-Sent Events.
+    Sse,
+    /// `/stream/`: endless HTML for a hidden iframe.
+    Iframe,
+    /// `/connection/uni_sse`: Centrifugo pushes as SSE events.
+    CfSse,
+    /// `/connection/uni_http_stream`: Centrifugo pushes as newline-delimited JSON.
+    CfHttp,
+}
+
+/// What a WebSocket connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsMode {
+    /// `/echo`: every message sent back as is.
+    Echo,
+    /// `/ws/`: subscriber to channels.
+    Sub,
+    /// `/connection/websocket`: Centrifugo's bidirectional protocol.
+    Centrifugo,
+    /// `/connection/uni_websocket`: Centrifugo's unidirectional WebSocket.
+    CfUni,
+}
+
+/// WebSocket connection state (boxed: only upgraded connections pay for it).
+pub struct WsState {
+    /// Frame decoder (holds a partial message's state).
+    pub decoder: Decoder,
+    /// What the connection is for.
+    pub mode: WsMode,
+    /// When the next server ping is due.
+    pub next_ping_ms: u64,
+    /// A close frame has been queued: nothing but the close handshake follows.
+    pub close_sent: bool,
+}
+
+/// A held long-poll request.
+pub struct LongPoll {
+    /// When to answer with no messages.
+    pub expires_ms: u64,
+    /// Keep the connection open after the answer.
+    pub keep_alive: bool,
+    /// The request was HTTP/1.0.
+    pub http10: bool,
+    /// `Access-Control-Allow-Origin` for the answer.
+    pub cors: Option<Box<str>>,
+    /// JSONP callback for the answer.
+    pub callback: Option<Box<str>>,
+}
+
+/// The connection's protocol state.
+pub enum State {
+    /// Reading HTTP requests (keep-alive, pipelining); holds a chunked request body while
+    /// it arrives.
+    Http(Option<Box<ChunkedBody>>),
+    /// Upgraded to WebSocket.
+    Ws(Box<WsState>),
+    /// An endless response (SSE or iframe); input is read and discarded.
+    Stream {
+        /// Wire format of deliveries.
+        kind: StreamKind,
+        /// When the next keep-alive (or Centrifugo ping) is due.
+        next_keepalive_ms: u64,
+        /// Several channels: SSE ids are positional lists.
+        multi: bool,
+    },
+    /// A `/listen/` request held until a message or the timeout.
+    LongPoll(Box<LongPoll>),
+    /// Final bytes queued; after they are flushed the write side is shut and input is
+    /// drained until EOF or `until_ms` (a lingering close, so the peer sees our last bytes
+    /// rather than a reset).
+    Closing {
+        /// When to give up waiting for the peer's FIN.
+        until_ms: u64,
+    },
+}
+
+/// Transport of a session, for logs and the `/metrics` label (index into
+/// [`Kind::LABELS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain HTTP requests.
+    Http = 0,
+    /// `/echo`.
+    WsEcho,
+    /// `/ws/`.
+    Ws,
+    /// `/sse/`.
+    Sse,
+    /// `/stream/`.
+    Stream,
+    /// `/listen/` held.
+    LongPoll,
+    /// Closing.
+    Closing,
+    /// `/connection/websocket`.
+    CentrifugoWs,
+    /// `/connection/uni_websocket`.
+    CentrifugoUniWs,
+    /// `/connection/uni_sse`.
+    CentrifugoUniSse,
+    /// `/connection/uni_http_stream`.
+    CentrifugoUniHttpStream,
+}
+
+impl Kind {
+    /// Metric labels, indexed by `Kind as usize`.
+    pub const LABELS: [&'static str; 11] = [
+        "http",
+        "ws_echo",
+        "ws",
+        "sse",
+        "stream",
+        "longpoll",
+        "closing",
+        "centrifugo_ws",
+        "centrifugo_uni_ws",
+        "centrifugo_uni_sse",
+        "centrifugo_uni_http_stream",
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+/// The protocol half of one client connection.
+pub struct Session {
+    /// Slab key and generation (names this connection in subscriber sets and timers).
+    pub id: ConnId,
+    /// The peer's address (for logs, the publish allow-list and per-address limits).
+    pub peer: SocketAddr,
+    /// Bytes received but not yet consumed (a partial request or frame). Empty when idle.
+    pub inbuf: Vec<u8>,
+    /// Everything queued for this connection (the one accounting point).
+    pub out: OutQueue,
+    /// Protocol state.
+    pub state: State,
+    /// Channels this connection is subscribed to.
+    pub subs: Vec<SubRef>,
+    /// Centrifugo client state, for connections speaking its protocol.
+    pub cf: Option<Box<CfClient>>,
+    /// When the request now being received started (slowloris deadline); None between
+    /// requests.
+    pub req_started_ms: Option<u64>,
+    /// Last time bytes arrived or a response completed.
+    pub last_active_ms: u64,
+    /// After the out-queue drains, move to `Closing`.
+    pub close_after_flush: bool,
+    /// Listed in the environment's flush effects already.
+    pub dirty: bool,
+    /// Listed in the environment's close effects: nothing more is done for it.
+    pub dead: bool,
+}
+
+/// A chunked request body decoded so far (kept across reads so decoding is linear).
+pub struct ChunkedBody {
+    /// Decoder state.
+    pub decoder: ChunkedDecoder,
+    /// Body bytes decoded so far.
+    pub data: Vec<u8>,
+    /// Raw bytes of the body already fed to the decoder (they stay in `inbuf`).
+    pub fed: usize,
+}
+
+impl Session {
+    /// A fresh session in the HTTP state; its request deadline starts now.
+    pub fn new(id: ConnId, peer: SocketAddr, now_ms: u64) -> Session {
+        Session {
+            id,
+            peer,
+            inbuf: Vec::new(),
+            out: OutQueue::default(),
+            state: State::Http(None),
+            subs: Vec::new(),
+            cf: None,
+            req_started_ms: Some(now_ms),
+            last_active_ms: now_ms,
+            close_after_flush: false,
+            dirty: false,
+            dead: false,
+        }
+    }
+
+    /// Which transport this session is, for logs and metrics.
+    pub fn kind(&self) -> Kind {
+        match &self.state {
+            State::Http(_) => Kind::Http,
+            State::Ws(w) => match w.mode {
+                WsMode::Echo => Kind::WsEcho,
+                WsMode::Sub => Kind::Ws,
+                WsMode::Centrifugo => Kind::CentrifugoWs,
+                WsMode::CfUni => Kind::CentrifugoUniWs,
+            },
+            State::Stream { kind: StreamKind::Sse, .. } => Kind::Sse,
+            State::Stream { kind: StreamKind::Iframe, .. } => Kind::Stream,
+            State::Stream { kind: StreamKind::CfSse, .. } => Kind::CentrifugoUniSse,
+            State::Stream { kind: StreamKind::CfHttp, .. } => Kind::CentrifugoUniHttpStream,
+            State::LongPoll(_) => Kind::LongPoll,
+            State::Closing { .. } => Kind::Closing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle session's fixed cost stays small: it is what the slab holds per client
+    /// (heap buffers are empty while idle).
+    #[test]
+    fn session_stays_small() {
+        let n = std::mem::size_of::<super::Session>();
+        assert!(n <= 224, "Session is {n} bytes");
+    }
+
+    #[test]
+    fn labels_match_kinds() {
+        use super::Kind;
+        assert_eq!(Kind::CentrifugoUniHttpStream as usize + 1, Kind::LABELS.len());
+        assert_eq!(Kind::LongPoll.label(), "longpoll");
+    }
+}

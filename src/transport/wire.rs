@@ -1,0 +1,69 @@
+//! Per-message wire encodings: each published message is encoded at most once per worker
+//! per wire format, and the same `Bytes` are queued to every subscriber using it.
+//!
+//! Owns: [`WireCache`], filled lazily during one delivery pass. Called by `fanout`. Knows
+//! every format a delivery can take (seed transports and Centrifugo's), and nothing else.
+
+use crate::hub::envelope::{iframe_chunk, messages_body, sse_event};
+use crate::hub::Message;
+use crate::proto::centrifugo::{pub_push, Pub};
+use crate::proto::ws::{self as codec, Opcode};
+use bytes::Bytes;
+
+/// The Centrifugo view of a stored message.
+pub fn cf_pub(m: &Message) -> Pub<'_> {
+    Pub { channel: &m.channel, data: &m.data, offset: m.id, info: m.info.as_deref(), tags: m.tags.as_deref() }
+}
+
+/// Per-message wire encodings, built lazily once per worker per message.
+#[derive(Default)]
+pub struct WireCache {
+    ws: Option<Bytes>,
+    sse: Option<Bytes>,
+    iframe: Option<Bytes>,
+    longpoll: Option<Bytes>,
+    cf: Option<Bytes>,
+    cf_uni: Option<Bytes>,
+    cf_uni_ws: Option<Bytes>,
+    cf_uni_sse: Option<Bytes>,
+}
+
+impl WireCache {
+    /// `/ws/`: the envelope in a text frame.
+    pub fn ws(&mut self, m: &Message) -> Bytes {
+        self.ws.get_or_insert_with(|| codec::frame(Opcode::Text, &m.envelope)).clone()
+    }
+    pub fn sse(&mut self, m: &Message) -> Bytes {
+        // An unsequenced message (id 0) carries no `id:`, so Last-Event-ID keeps its place.
+        self.sse.get_or_insert_with(|| sse_event((m.id > 0).then(|| m.id.to_string()).as_deref(), &m.envelope)).clone()
+    }
+    pub fn iframe(&mut self, m: &Message) -> Bytes {
+        self.iframe.get_or_insert_with(|| iframe_chunk(&m.envelope)).clone()
+    }
+    /// Centrifugo publication push in a WebSocket frame.
+    pub fn cf(&mut self, m: &Message) -> Bytes {
+        self.cf
+            .get_or_insert_with(|| {
+                let push = pub_push(&cf_pub(m), true);
+                codec::frame(Opcode::Text, &push)
+            })
+            .clone()
+    }
+    /// The bare push unidirectional transports send (framed by the caller per transport).
+    pub fn cf_uni(&mut self, m: &Message) -> Bytes {
+        self.cf_uni.get_or_insert_with(|| pub_push(&cf_pub(m), false)).clone()
+    }
+    pub fn cf_uni_ws(&mut self, m: &Message) -> Bytes {
+        let p = self.cf_uni(m);
+        self.cf_uni_ws.get_or_insert_with(|| codec::frame(Opcode::Text, &p)).clone()
+    }
+    pub fn cf_uni_sse(&mut self, m: &Message) -> Bytes {
+        let p = self.cf_uni(m);
+        self.cf_uni_sse.get_or_insert_with(|| sse_event(None, &p)).clone()
+    }
+    pub fn longpoll(&mut self, m: &Message) -> Bytes {
+        self.longpoll
+            .get_or_insert_with(|| Bytes::from(messages_body(&[&m.envelope], false, &[(&m.channel, m.id)], None)))
+            .clone()
+    }
+}
