@@ -63,11 +63,13 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// A response head under construction; finish it with [`Response::body`],
-/// [`Response::empty`] or [`Response::chunked_start`], each returning the whole encoded
-/// response in one buffer.
+/// [`Response::empty`], [`Response::chunked_start`] or [`Response::close_delimited_start`],
+/// each returning the whole encoded response (or head) in one buffer.
 ///
-/// Every response carries `Server: herald`. The builder owns the framing: `Content-Length`,
-/// `Transfer-Encoding`, `Connection` and `Server` passed to [`Response::header`] are ignored.
+/// Every response carries `Server: herald` and `X-Content-Type-Options: nosniff` (bodies such
+/// as [`error_response`]'s echo client input, so a browser must not sniff them into another
+/// type). The builder owns the framing: `Content-Length`, `Transfer-Encoding`, `Connection`,
+/// `Server` and `X-Content-Type-Options` passed to [`Response::header`] are ignored.
 /// Responses that never have content (1xx, 204, 304; RFC 9110 §6.4.1) get no Content-Type,
 /// Content-Length, Transfer-Encoding or body.
 #[derive(Debug, Clone)]
@@ -83,7 +85,12 @@ pub struct Response {
 enum BodyFraming<'a> {
     Length(&'a [u8]),
     Chunked,
+    /// Neither Content-Length nor chunked: the body runs to the close (RFC 9112 §6.3 (8)).
+    CloseDelimited,
 }
+
+/// The fields every response built by [`Response`] starts with, after the status line.
+const COMMON_FIELDS: &[u8] = b"Server: herald\r\nX-Content-Type-Options: nosniff\r\n";
 
 impl Response {
     /// A response with this status, keep-alive, HTTP/1.1. A status outside 100-999 is sent
@@ -103,7 +110,7 @@ impl Response {
     /// the response), or if the name is one the builder owns (see [`Response`]).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let value = value.trim_matches([' ', '\t']);
-        let reserved = ["content-length", "transfer-encoding", "connection", "server"]
+        let reserved = ["content-length", "transfer-encoding", "connection", "server", "x-content-type-options"]
             .iter()
             .any(|r| name.eq_ignore_ascii_case(r));
         if is_token(name) && is_field_value(value) && !reserved {
@@ -155,10 +162,38 @@ impl Response {
         self.finish(content_type, BodyFraming::Chunked)
     }
 
+    /// The head of a close-delimited streamed response (RFC 9112 §6.3 (8)): no
+    /// Content-Length, no Transfer-Encoding, always `Connection: close`, whatever
+    /// [`Response::keep_alive`] said. The body is the raw bytes the caller writes after it,
+    /// up to the close: send data unframed (not through [`chunk`]) and close the connection
+    /// to end it. Works the same for HTTP/1.1 and, with [`Response::http10`], HTTP/1.0.
+    /// `content_type` is sent as Content-Type unless it is empty or invalid; as for every
+    /// response, 1xx, 204 and 304 get no Content-Type.
+    ///
+    /// Unlike [`Response::chunked_start`] this needs no per-message framing, at the cost of
+    /// the connection (a client cannot tell a complete stream from a cut one).
+    ///
+    /// ```
+    /// use herald::proto::http::Response;
+    /// let head = Response::new(200)
+    ///     .http10(false)
+    ///     .header("Cache-Control", "no-cache, no-store")
+    ///     .close_delimited_start("text/event-stream; charset=utf-8");
+    /// assert!(head.ends_with(b"Connection: close\r\n\r\n"));
+    /// ```
+    ///
+    /// [`chunk`]: super::chunk
+    pub fn close_delimited_start(self, content_type: &str) -> Bytes {
+        self.finish(content_type, BodyFraming::CloseDelimited)
+    }
+
     /// The `101 Switching Protocols` head accepting a WebSocket handshake (RFC 6455 §4.2.2).
     /// `accept` is the Sec-WebSocket-Accept value; `protocol`, if any, the chosen
     /// subprotocol. A value holding control bytes (or a protocol that is not a token) is
     /// dropped, which makes the client fail the handshake rather than read injected headers.
+    ///
+    /// It carries no `X-Content-Type-Options`: a 101 has no content, and what follows it is
+    /// WebSocket frames, not something a browser could sniff.
     pub fn upgrade_websocket(accept: &str, protocol: Option<&str>) -> Bytes {
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(
@@ -178,20 +213,25 @@ impl Response {
     fn finish(self, content_type: &str, framing: BodyFraming<'_>) -> Bytes {
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
         let bodiless = self.status < 200 || self.status == 204 || self.status == 304;
-        let chunked = matches!(framing, BodyFraming::Chunked);
-        // An HTTP/1.0 stream is delimited by the close (RFC 9112 §6.3 (8)).
-        let keep_alive = self.keep_alive && !(chunked && self.http10 && !bodiless);
+        let close_delimited = match framing {
+            BodyFraming::CloseDelimited => true,
+            // An HTTP/1.0 stream is delimited by the close too: it has no chunked coding.
+            BodyFraming::Chunked => self.http10 && !bodiless,
+            BodyFraming::Length(_) => false,
+        };
+        let keep_alive = self.keep_alive && !close_delimited;
         let body = match framing {
             BodyFraming::Length(b) if !bodiless && !self.head_only => b,
             _ => &[],
         };
         let reason = reason(self.status);
-        let mut out = Vec::with_capacity(96 + reason.len() + self.headers.len() + content_type.len() + body.len());
+        let mut out = Vec::with_capacity(128 + reason.len() + self.headers.len() + content_type.len() + body.len());
         out.extend_from_slice(if self.http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
         push_decimal(&mut out, usize::from(self.status));
         out.push(b' ');
         out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\nServer: herald\r\n");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(COMMON_FIELDS);
         out.extend_from_slice(&self.headers);
         if !bodiless {
             let content_type = content_type.trim_matches([' ', '\t']);
@@ -207,7 +247,7 @@ impl Response {
                 BodyFraming::Chunked if !self.http10 => {
                     out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
                 }
-                BodyFraming::Chunked => {}
+                BodyFraming::Chunked | BodyFraming::CloseDelimited => {}
             }
         }
         if !keep_alive {
@@ -288,7 +328,7 @@ mod tests {
     fn response_body() {
         assert_eq!(
             text(Response::new(200).body("application/json", b"{\"ok\":true}")),
-            "HTTP/1.1 200 OK\r\nServer: herald\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
         );
         assert_eq!(
             text(
@@ -298,16 +338,16 @@ mod tests {
                     .keep_alive(false)
                     .body("text/plain", b"nope")
             ),
-            "HTTP/1.1 404 Not Found\r\nServer: herald\r\nAccess-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n\
+            "HTTP/1.1 404 Not Found\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n\
              Content-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
         );
         assert_eq!(
             text(Response::new(200).head_only(true).body("text/plain", b"hello")),
-            "HTTP/1.1 200 OK\r\nServer: herald\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
         );
         assert_eq!(
             text(Response::new(200).body("", b"x")),
-            "HTTP/1.1 200 OK\r\nServer: herald\r\nContent-Length: 1\r\n\r\nx"
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 1\r\n\r\nx"
         );
     }
 
@@ -315,17 +355,23 @@ mod tests {
     fn response_empty_and_bodiless() {
         assert_eq!(
             text(Response::new(202).empty()),
-            "HTTP/1.1 202 Accepted\r\nServer: herald\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 202 Accepted\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\n\r\n"
         );
-        assert_eq!(text(Response::new(204).empty()), "HTTP/1.1 204 No Content\r\nServer: herald\r\n\r\n");
+        assert_eq!(
+            text(Response::new(204).empty()),
+            "HTTP/1.1 204 No Content\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+        );
         assert_eq!(
             text(Response::new(304).header("ETag", "\"7\"").body("text/plain", b"ignored")),
-            "HTTP/1.1 304 Not Modified\r\nServer: herald\r\nETag: \"7\"\r\n\r\n"
+            "HTTP/1.1 304 Not Modified\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nETag: \"7\"\r\n\r\n"
         );
-        assert_eq!(text(Response::new(299).empty()), "HTTP/1.1 299 \r\nServer: herald\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            text(Response::new(299).empty()),
+            "HTTP/1.1 299 \r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\n\r\n"
+        );
         assert_eq!(
             text(Response::new(7).empty()),
-            "HTTP/1.1 500 Internal Server Error\r\nServer: herald\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 500 Internal Server Error\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
@@ -333,11 +379,11 @@ mod tests {
     fn response_http10() {
         assert_eq!(
             text(Response::new(200).http10(true).body("text/plain", b"hi")),
-            "HTTP/1.0 200 OK\r\nServer: herald\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi"
+            "HTTP/1.0 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi"
         );
         assert_eq!(
             text(Response::new(200).http10(true).keep_alive(false).empty()),
-            "HTTP/1.0 200 OK\r\nServer: herald\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "HTTP/1.0 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
     }
 
@@ -345,18 +391,81 @@ mod tests {
     fn response_chunked() {
         assert_eq!(
             text(Response::new(200).header("Cache-Control", "no-cache").chunked_start("text/event-stream")),
-            "HTTP/1.1 200 OK\r\nServer: herald\r\nCache-Control: no-cache\r\nContent-Type: text/event-stream\r\n\
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\nContent-Type: text/event-stream\r\n\
              Transfer-Encoding: chunked\r\n\r\n"
         );
         assert_eq!(
             text(Response::new(200).keep_alive(false).chunked_start("text/html")),
-            "HTTP/1.1 200 OK\r\nServer: herald\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
         // HTTP/1.0 has no chunked coding: the body runs to the close.
         assert_eq!(
             text(Response::new(200).http10(true).chunked_start("text/html")),
-            "HTTP/1.0 200 OK\r\nServer: herald\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n"
+            "HTTP/1.0 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn response_close_delimited() {
+        // What the SSE / iframe / Centrifugo uni streams send: HTTP/1.1 ...
+        let h11 = Response::new(200)
+            .header("Cache-Control", "no-cache, no-store")
+            .header("X-Accel-Buffering", "no")
+            .header("Access-Control-Allow-Origin", "https://a.example")
+            .header("Vary", "Origin")
+            .close_delimited_start("text/event-stream; charset=utf-8");
+        assert_eq!(
+            text(h11),
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\n\
+             Cache-Control: no-cache, no-store\r\nX-Accel-Buffering: no\r\n\
+             Access-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n\
+             Content-Type: text/event-stream; charset=utf-8\r\nConnection: close\r\n\r\n"
+        );
+        // ... and HTTP/1.0, without CORS; keep_alive(true) cannot keep a close-delimited body open.
+        let h10 = Response::new(200)
+            .http10(true)
+            .keep_alive(true)
+            .header("Cache-Control", "no-cache, no-store")
+            .header("X-Accel-Buffering", "no")
+            .close_delimited_start("text/html; charset=utf-8");
+        assert_eq!(
+            text(h10),
+            "HTTP/1.0 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\n\
+             Cache-Control: no-cache, no-store\r\nX-Accel-Buffering: no\r\n\
+             Content-Type: text/html; charset=utf-8\r\nConnection: close\r\n\r\n"
+        );
+        // No framing header, ever; a HEAD request gets the same head.
+        let head = text(Response::new(200).head_only(true).close_delimited_start("application/json"));
+        assert!(!head.contains("Content-Length") && !head.contains("Transfer-Encoding"), "{head}");
+        assert!(head.ends_with("Content-Type: application/json\r\nConnection: close\r\n\r\n"), "{head}");
+        // Bodiless statuses get no Content-Type, but still the close.
+        assert_eq!(
+            text(Response::new(204).close_delimited_start("text/plain")),
+            "HTTP/1.1 204 No Content\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn every_built_response_says_nosniff() {
+        const NOSNIFF: &str = "\r\nX-Content-Type-Options: nosniff\r\n";
+        let all = [
+            Response::new(200).body("text/plain", b"x"),
+            Response::new(200).head_only(true).body("text/plain", b"x"),
+            Response::new(404).keep_alive(false).empty(),
+            Response::new(204).empty(),
+            Response::new(200).chunked_start("text/event-stream"),
+            Response::new(200).http10(true).chunked_start("text/html"),
+            Response::new(200).close_delimited_start("text/html"),
+            error_response(400, "<script>", false),
+            error_response(431, "x", true),
+        ];
+        for r in all {
+            let r = text(r);
+            assert_eq!(r.matches(NOSNIFF).count(), 1, "{r}");
+        }
+        // Not on the WebSocket upgrade: a 101 has no content to sniff.
+        assert!(!text(Response::upgrade_websocket("abc=", None)).contains("X-Content-Type-Options"));
     }
 
     #[test]
@@ -392,11 +501,12 @@ mod tests {
                 .header("transfer-encoding", "chunked")
                 .header("Connection", "close")
                 .header("Server", "other")
+                .header("X-Content-Type-Options", "sniff-away")
                 .body("text/plain\r\nX-Evil: 1", b"ok"),
         );
         assert_eq!(
             r,
-            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Tab: a\tb\r\nX-Utf8: caf\u{e9}\r\nContent-Length: 2\r\n\r\nok"
+            "HTTP/1.1 200 OK\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nX-Tab: a\tb\r\nX-Utf8: caf\u{e9}\r\nContent-Length: 2\r\n\r\nok"
         );
     }
 
@@ -404,7 +514,7 @@ mod tests {
     fn error_responses() {
         assert_eq!(
             text(error_response(404, "no such channel", true)),
-            "HTTP/1.1 404 Not Found\r\nServer: herald\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n\
+            "HTTP/1.1 404 Not Found\r\nServer: herald\r\nX-Content-Type-Options: nosniff\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n\
              {\"error\":\"no such channel\"}"
         );
         let e = text(error_response(400, "bad \"x\"\\\n\u{1}é", false));
