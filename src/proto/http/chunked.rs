@@ -56,11 +56,13 @@ enum ChunkState {
 ///
 /// Feed it the bytes after the head as they arrive; it consumes everything it is given until
 /// the body ends, so the caller keeps no bytes of its own, and when done it reports how many
-/// bytes belonged to the body (what is left is the next pipelined request). Chunk extensions
-/// and trailer fields are checked for control bytes, bounded, and ignored. The framing
-/// overhead is bounded too, so the bytes on the wire stay under `2 × max_body + 64 KiB`
-/// (more → [`HttpError::BodyTooLarge`]). After an error it returns the same error on every
-/// call.
+/// bytes belonged to the body (what is left is the next pipelined request). Keep one decoder
+/// (and one output buffer) per body across reads and pass each byte exactly once: the work
+/// is then linear in the body's size however it is split (see [`ChunkedDecoder::feed`]).
+/// Chunk extensions and trailer fields are checked for control bytes, bounded, and ignored.
+/// The framing overhead is bounded too, so the bytes on the wire stay under
+/// `2 × max_body + 64 KiB` (more → [`HttpError::BodyTooLarge`]). After an error it returns
+/// the same error on every call.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: ChunkState,
@@ -106,8 +108,31 @@ impl ChunkedDecoder {
         self.total
     }
 
-    /// Decodes `buf`, appending body data to `out`. Returns `(consumed, done)`: when `done`
-    /// is false, all of `buf` was consumed; when true, `buf[consumed..]` follows the body.
+    /// Decodes `buf`, the next bytes of the body, appending the chunk data in it to `out`.
+    /// Returns `(consumed, done)`.
+    ///
+    /// Incremental contract:
+    /// - Pass only bytes not passed before. The decoder keeps its position between calls, so
+    ///   a caller reading the body in pieces keeps this decoder and its `out` across reads and
+    ///   feeds each read's new bytes; re-feeding earlier bytes would parse them a second time
+    ///   (and fail, or decode garbage).
+    /// - `done == false`: the body is incomplete and all of `buf` was consumed
+    ///   (`consumed == buf.len()`), even when it ends inside a chunk-size line, extension,
+    ///   CRLF or trailer field. Such a split token is carried in the decoder's state (a few
+    ///   counters), not in bytes, so the caller keeps nothing back and never offers these
+    ///   bytes again.
+    /// - `done == true`: the body ended at `buf[consumed - 1]`; `buf[consumed..]` belongs to
+    ///   what follows (the next pipelined request). Later calls return `Ok((0, true))`.
+    /// - Each byte of `buf` is examined once, so a call costs `O(buf.len())` plus the copy
+    ///   into `out`, and a whole body costs `O(body length)` however it is split: the sum of
+    ///   `consumed` over the calls equals the body's length on the wire.
+    /// - `max_body` is enforced as soon as a chunk-size line declares a chunk that would take
+    ///   the decoded total past it, before any of that chunk's data is appended, so
+    ///   [`ChunkedDecoder::decoded_len`] (the sum of what was appended to `out` over all
+    ///   calls) never exceeds `max_body`.
+    /// - `Err(e)`: the body is rejected; some data may already have been appended to `out`.
+    ///   Every later call returns the same error without looking at its input. Answer with
+    ///   `e.status()` and close, since the framing of what follows is unknown.
     pub fn feed(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), HttpError> {
         match self.state {
             ChunkState::Done => return Ok((0, true)),
@@ -295,6 +320,109 @@ pub(super) mod tests {
             }
             assert_eq!(&out[..], *want);
         }
+    }
+
+    /// A 1.2 MB body of mixed chunk sizes, extensions and trailers, plus a pipelined request.
+    fn big_body() -> (Vec<u8>, Vec<u8>) {
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        let mut i = 0usize;
+        while want.len() < 1_200_000 {
+            // Sizes 1..=4096 with a few extensions, so every token gets split somewhere.
+            let n = 1 + (i * 7919) % 4096;
+            let data: Vec<u8> = (0..n).map(|k| (k + i) as u8).collect();
+            if i.is_multiple_of(5) {
+                wire.extend_from_slice(format!("{n:X};ext=\"v {i}\"\r\n").as_bytes());
+                wire.extend_from_slice(&data);
+                wire.extend_from_slice(b"\r\n");
+            } else {
+                wire.extend_from_slice(&chunk(&data));
+            }
+            want.extend_from_slice(&data);
+            i += 1;
+        }
+        wire.extend_from_slice(b"0;end\r\nX-Sum: 1\r\nX-Other: two\r\n\r\n");
+        (wire, want)
+    }
+
+    #[test]
+    fn chunked_incremental_is_linear() {
+        let (body, want) = big_body();
+        let mut wire = body.clone();
+        wire.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let max = 2 << 20;
+        // One call.
+        let mut d = ChunkedDecoder::new(max);
+        let mut whole = Vec::new();
+        assert_eq!(d.feed(&wire, &mut whole), Ok((body.len(), true)));
+        assert_eq!(whole, want);
+        // One byte per call, each byte passed exactly once, decoder and output kept across calls.
+        let mut d = ChunkedDecoder::new(max);
+        let mut out = Vec::new();
+        let mut passed = 0;
+        let mut consumed = 0;
+        let mut done = false;
+        while !done {
+            let (n, fin) = d.feed(&wire[passed..passed + 1], &mut out).unwrap();
+            assert_eq!(n, 1, "byte {passed}");
+            assert_eq!(fin, passed + 1 == body.len(), "done only at the body's last byte ({passed})");
+            passed += 1;
+            consumed += n;
+            done = fin;
+        }
+        assert_eq!((consumed, passed), (body.len(), body.len()));
+        assert_eq!(out, whole);
+        assert_eq!(d.decoded_len(), want.len());
+        assert_eq!(d.feed(&wire[passed..], &mut out), Ok((0, true)));
+        // Uneven reads (1 to 1500 bytes): the same again, and consumed sums to the wire length.
+        let mut d = ChunkedDecoder::new(max);
+        let mut out = Vec::new();
+        let (mut at, mut step) = (0, 1usize);
+        let (mut consumed, mut calls) = (0, 0);
+        loop {
+            let end = (at + step).min(wire.len());
+            let (n, fin) = d.feed(&wire[at..end], &mut out).unwrap();
+            consumed += n;
+            calls += 1;
+            if fin {
+                assert_eq!(&wire[at + n..end], &wire[body.len()..end]);
+                break;
+            }
+            assert_eq!(n, end - at);
+            at = end;
+            step = step * 31 % 1499 + 1;
+        }
+        assert!(calls > 1000, "{calls}");
+        assert_eq!(consumed, body.len());
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn chunked_incremental_limit() {
+        // The limit trips at the size line that would pass it, fed a byte at a time, with
+        // nothing of that chunk appended: decoded output never exceeds max_body.
+        let wire = b"6\r\nabcdef\r\n5\r\nghijk\r\n0\r\n\r\n";
+        let mut d = ChunkedDecoder::new(10);
+        let mut out = Vec::new();
+        let mut failed_at = None;
+        for (i, b) in wire.iter().enumerate() {
+            match d.feed(std::slice::from_ref(b), &mut out) {
+                Ok((1, false)) => {}
+                Err(e) => {
+                    assert_eq!(e, HttpError::BodyTooLarge);
+                    failed_at = Some(i);
+                    break;
+                }
+                other => panic!("byte {i}: {other:?}"),
+            }
+        }
+        assert_eq!(failed_at, Some(11), "at the '5' of the second size line");
+        assert_eq!((out.as_slice(), d.decoded_len()), (&b"abcdef"[..], 6));
+        assert_eq!(d.feed(b"ghijk", &mut out), Err(HttpError::BodyTooLarge));
+        // A size accumulated over several reads ("1" then "0" = 16 > 10) trips on its last digit.
+        let mut d = ChunkedDecoder::new(10);
+        assert_eq!(d.feed(b"1", &mut Vec::new()), Ok((1, false)));
+        assert_eq!(d.feed(b"0", &mut Vec::new()), Err(HttpError::BodyTooLarge));
     }
 
     #[test]
