@@ -32,6 +32,10 @@ pub mod ops;
 pub mod outq;
 pub mod pubsub;
 pub mod session;
+#[cfg(test)]
+pub mod testkit;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 pub mod ws;
 

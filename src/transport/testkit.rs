@@ -1,0 +1,140 @@
+//! Unit-test support: a worker environment and sessions without sockets or threads.
+//!
+//! Owns: [`Kit`], which builds a [`Shared`] with the memory engine (inboxes whose notes the
+//! test drains by hand), an [`Env`] with a fake clock, and sessions in a plain slab. Tests
+//! feed bytes with [`Kit::input`], move the clock with [`Kit::advance`], fire timers with
+//! [`Kit::timer`], deliver the engine's notes with [`Kit::pump`], and read what a session
+//! would have written with [`Kit::output`]. Compiled for tests only.
+
+use super::env::{Env, Shared, Stats};
+use super::session::Session;
+use crate::config::Config;
+use crate::hub::bus::{Inbox, Note};
+use crate::hub::local::ConnId;
+use crate::hub::Engine;
+use slab::Slab;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+/// A worker environment with sessions and no IO.
+pub struct Kit {
+    /// The environment handlers get.
+    pub env: Env,
+    /// Sessions by key.
+    pub sessions: Slab<Session>,
+    inbox: Receiver<Note>,
+}
+
+impl Kit {
+    /// A kit for `cfg` (one worker).
+    pub fn new(cfg: Config) -> Kit {
+        let cfg = Arc::new(cfg);
+        let (inbox, rx) = Inbox::new();
+        let pc = cfg.clone();
+        let policy: crate::hub::engine::Policy = Arc::new(move |ch: &str| pc.history_policy(ch));
+        let engine: Arc<dyn Engine> = Arc::new(crate::hub::MemoryEngine::with_policy(vec![inbox.clone()], policy, 7));
+        let shared = Arc::new(Shared {
+            cfg,
+            engine,
+            inboxes: vec![inbox],
+            stats: Stats::default(),
+            node_id: "node".into(),
+            users: Default::default(),
+            gauges: vec![Default::default()],
+        });
+        let env = Env::new(0, shared, 1, 1_000, 1_700_000_000);
+        Kit { env, sessions: Slab::new(), inbox: rx }
+    }
+
+    /// A kit with the configuration a JSON text gives (panics on a bad config: tests only).
+    pub fn with_json(json: &str) -> Kit {
+        Kit::new(Config::from_json(json).expect("test config"))
+    }
+
+    /// Open a session from 127.0.0.1; returns its key.
+    pub fn open(&mut self) -> usize {
+        let e = self.sessions.vacant_entry();
+        let key = e.key();
+        let id = ConnId { key: key as u32, gen: 1 };
+        e.insert(Session::new(id, "127.0.0.1:40000".parse().expect("addr"), self.env.now_ms));
+        key
+    }
+
+    /// The session at `key`.
+    pub fn s(&mut self, key: usize) -> &mut Session {
+        &mut self.sessions[key]
+    }
+
+    /// Bytes from the client, as the reactor would hand them over.
+    pub fn input(&mut self, key: usize, bytes: &[u8]) {
+        let mut buf = bytes.to_vec();
+        super::on_bytes(&mut self.env, &mut self.sessions[key], &mut buf);
+        self.settle();
+    }
+
+    /// Everything queued for the session so far, as the socket would have received it.
+    pub fn output(&mut self, key: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut written = 0;
+        let mut scratch = Vec::new();
+        let s = &mut self.sessions[key];
+        s.out.flush(&mut out, &mut written, &mut scratch).expect("flush into a Vec");
+        s.dirty = false;
+        out
+    }
+
+    /// Output as text (lossy).
+    pub fn text(&mut self, key: usize) -> String {
+        String::from_utf8_lossy(&self.output(key)).into_owned()
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&mut self, ms: u64) {
+        self.env.now_ms += ms;
+        self.env.unix_s += (ms / 1000) as i64;
+    }
+
+    /// Fire the session's timer (the handler checks its own deadline).
+    pub fn timer(&mut self, key: usize) {
+        super::on_timer(&mut self.env, &mut self.sessions[key]);
+        self.settle();
+    }
+
+    /// Deliver every note the engine sent this worker (publications, events, API commands).
+    pub fn pump(&mut self) {
+        while let Ok(note) = self.inbox.try_recv() {
+            let mut done = Vec::new();
+            super::on_note(&mut self.env, &mut self.sessions, &note, &mut done);
+            for id in done {
+                super::reprocess(&mut self.env, &mut self.sessions[id.key as usize]);
+            }
+        }
+        self.settle();
+    }
+
+    /// Whether the session was closed (killed, or its graceful close has begun).
+    pub fn closed(&mut self, key: usize) -> bool {
+        let s = &self.sessions[key];
+        s.dead || s.close_after_flush
+    }
+
+    /// Forget the effect lists (a test has no reactor to apply them).
+    fn settle(&mut self) {
+        self.env.fx.flush.clear();
+        self.env.fx.pressure.clear();
+        let closed = std::mem::take(&mut self.env.fx.close);
+        for key in closed {
+            if let Some(s) = self.sessions.get_mut(key) {
+                super::on_close(&mut self.env, s);
+            }
+        }
+    }
+
+    /// Publish `body` on `channel` as the backend would (`POST /publish/`).
+    pub fn publish(&mut self, channel: &str, body: &str) -> u64 {
+        let data = crate::hub::envelope::json_data(body.as_bytes());
+        let (id, _) = self.env.shared.engine.publish(channel, data, Default::default(), self.env.now_ms);
+        self.pump();
+        id
+    }
+}
