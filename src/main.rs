@@ -223,6 +223,13 @@ fn main() {
         shared.cfg.shutdown_timeout_ms
     );
     server.shutdown();
-    server.join();
+    // Workers close what is left at their own deadline; this one covers a worker that
+    // cannot reach it (stuck in a long turn): the process ends anyway, shortly after.
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis(shared.cfg.shutdown_timeout_ms) + Duration::from_millis(1000);
+    if !server.join_until(deadline) {
+        log::warn!("workers still busy {} ms after shutdown began; exiting", shared.cfg.shutdown_timeout_ms + 1000);
+        std::process::exit(0);
+    }
     log::info!("stopped");
 }

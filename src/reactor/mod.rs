@@ -115,6 +115,21 @@ impl Server {
         }
     }
 
+    /// Wait for all workers to finish, at most until `deadline`; returns false if some were
+    /// still running then (the caller exits anyway: `shutdown_timeout_ms` is a promise).
+    pub fn join_until(self, deadline: Instant) -> bool {
+        for t in &self.threads {
+            while !t.is_finished() {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        self.join();
+        true
+    }
+
     /// Milliseconds since the server started (the workers' clock).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()

@@ -21,6 +21,9 @@ pub struct Slot {
     pub write_shut: bool,
     /// Counted in the per-address table (released on close).
     pub admitted: bool,
+    /// Reading stopped: the out-queue is over the high-water mark (resumed by a flush that
+    /// drains it to the low-water mark).
+    pub paused: bool,
 }
 
 /// Fan-out and inbox handling reach sessions through the slab of slots.

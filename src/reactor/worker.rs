@@ -28,6 +28,9 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// Per-worker read scratch buffer: every read lands here first.
 const SCRATCH: usize = 64 * 1024;
+/// Bytes one connection may have read per loop turn before the worker moves on (with
+/// `transport::TURN_BUDGET` requests/frames, the fairness budget of one connection).
+const READ_BUDGET: usize = 4 * SCRATCH;
 /// Back-off before retrying accept after EMFILE/ENFILE.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -56,6 +59,9 @@ pub struct Worker {
     scratch: Vec<u8>,
     /// Where a flush copies several small queued frames to write them in one `write`.
     coalesce: Vec<u8>,
+    /// Connections to serve again next turn without a readiness event (budget spent, or
+    /// reading resumed after a pause).
+    ready: Vec<usize>,
     wheel: Wheel,
     inbox: Receiver<Note>,
     due: Vec<Entry>,
@@ -92,6 +98,7 @@ impl Worker {
             ip_limits,
             scratch: vec![0; SCRATCH],
             coalesce: Vec::with_capacity(crate::transport::outq::COALESCE_MAX),
+            ready: Vec::new(),
             wheel: Wheel::default(),
             inbox,
             due: Vec::new(),
@@ -108,7 +115,9 @@ impl Worker {
         log::debug!("worker {} started", self.ctx.id);
         loop {
             let now = self.clock.now_ms();
-            let timeout = self.wheel.next_wait_ms(now);
+            // Connections left with work by their turn budget are served again at once.
+            let busy = !self.ready.is_empty() || !self.ctx.fx.ready.is_empty() || !self.ctx.fx.flush.is_empty();
+            let timeout = if busy { 0 } else { self.wheel.next_wait_ms(now) };
             if let Err(e) = self.poll.poll(&mut events, Some(std::time::Duration::from_millis(timeout))) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.ctx.id);
@@ -118,6 +127,7 @@ impl Worker {
             self.ctx.now_ms = self.clock.now_ms();
             self.ctx.unix_s = self.clock.unix_s();
             let turn_start = std::time::Instant::now();
+            self.serve_ready();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -260,6 +270,7 @@ impl Worker {
             timer_tick: None,
             write_shut: false,
             admitted: false,
+            paused: false,
         });
         log::debug!("conn {}:{} from {peer}: accepted", self.ctx.id, key);
         let limits = &self.ip_limits;
@@ -291,14 +302,30 @@ impl Worker {
         self.arm(key);
     }
 
+    /// Read a connection until `WouldBlock`, its turn budget is spent, or its out-queue is
+    /// over the high-water mark (then reading pauses until a flush drains it: input is not
+    /// parsed while the client is not reading what it asked for).
     fn on_readable(&mut self, key: usize) {
         let Worker { conns, ctx, scratch, .. } = self;
         let Some(slot) = conns.get_mut(key) else {
             return;
         };
+        if slot.paused {
+            return;
+        }
+        ctx.budget = transport::env::TURN_BUDGET;
+        let mut read_budget = READ_BUDGET;
         loop {
             if slot.session.dead {
                 return;
+            }
+            if ctx.over_high_water(&slot.session) {
+                slot.paused = true;
+                break;
+            }
+            if read_budget == 0 || ctx.budget == 0 {
+                ctx.fx.ready.push(key);
+                break;
             }
             match slot.sock.read(scratch) {
                 Ok(0) => {
@@ -306,6 +333,7 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
+                    read_budget = read_budget.saturating_sub(n);
                     ctx.shared.gauges[ctx.id].bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     transport::on_bytes(ctx, &mut slot.session, &mut scratch[..n]);
                 }
@@ -325,12 +353,36 @@ impl Worker {
     /// pipelined request may be waiting in `inbuf`).
     fn reprocess(&mut self, key: usize) {
         if let Some(slot) = self.conns.get_mut(key) {
+            if slot.paused || slot.session.dead {
+                return;
+            }
+            self.ctx.budget = transport::env::TURN_BUDGET;
             transport::reprocess(&mut self.ctx, &mut slot.session);
         }
     }
 
+    /// Serve the connections that still had work when their turn budget ran out (or that
+    /// resumed after a pause): held input first, then the socket. Edge-triggered readiness
+    /// will not report bytes that were already there, so they are not waited for.
+    fn serve_ready(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.append(&mut self.ctx.fx.ready);
+        ready.sort_unstable();
+        ready.dedup();
+        for &key in &ready {
+            if !self.conns.get(key).is_some_and(|c| !c.session.dead && !c.paused) {
+                continue;
+            }
+            self.reprocess(key);
+            self.on_readable(key);
+        }
+        ready.clear();
+        self.ready = ready;
+    }
+
     /// Bookkeeping after a connection was handled: apply backpressure, re-arm its timer.
     fn after(&mut self, key: usize) {
+        self.ready.append(&mut self.ctx.fx.ready);
         self.relieve();
         if self.conns.get(key).is_some_and(|c| !c.session.dead) {
             self.arm(key);
@@ -378,7 +430,25 @@ impl Worker {
             return;
         }
         let mut written = 0u64;
-        let r = slot.session.out.flush(&mut slot.sock, &mut written, &mut self.coalesce);
+        let mut r = slot.session.out.flush(&mut slot.sock, &mut written, &mut self.coalesce);
+        // A paced replay continues as the socket takes it (bounded rounds per turn; the
+        // rest continues on the next writable event or turn).
+        let mut rounds = 0;
+        while matches!(r, Ok(Flush::Done)) && slot.session.replay.is_some() && rounds < 16 && !slot.session.dead {
+            transport::on_drained(&mut self.ctx, &mut slot.session);
+            r = slot.session.out.flush(&mut slot.sock, &mut written, &mut self.coalesce);
+            rounds += 1;
+        }
+        if matches!(r, Ok(Flush::Blocked)) && slot.session.out.len() <= self.ctx.low_water {
+            transport::on_drained(&mut self.ctx, &mut slot.session);
+        }
+        if slot.paused && slot.session.out.len() <= self.ctx.low_water {
+            slot.paused = false;
+            self.ready.push(key);
+        }
+        if rounds == 16 && slot.session.replay.is_some() {
+            self.ctx.mark_dirty(&mut slot.session);
+        }
         self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(written, Ordering::Relaxed);
         match r {
             Ok(Flush::Done) => {

@@ -83,7 +83,14 @@ pub struct Effects {
     pub close: Vec<usize>,
     /// Sessions whose out-queue passed `max_out_queue` (the reactor's backpressure policy).
     pub pressure: Vec<usize>,
+    /// Sessions that stopped with input left because their per-turn budget ran out: the
+    /// reactor comes back to them next turn without waiting for a new readiness event.
+    pub ready: Vec<usize>,
 }
+
+/// Requests or WebSocket frames one session may have handled per loop turn before the
+/// worker moves on to the others (fairness under pipelining floods).
+pub const TURN_BUDGET: u32 = 64;
 
 /// One worker's transport-side state, handed to every handler with a session.
 pub struct Env {
@@ -107,6 +114,16 @@ pub struct Env {
     pub shutting_down: bool,
     /// Effects for the reactor.
     pub fx: Effects,
+    /// The cap on a session's queued bytes (`max_out_queue`).
+    pub max_out_queue: usize,
+    /// Input is not parsed while a session has this many bytes queued (see
+    /// [`Env::high_water_of`]); replays refill up to it.
+    pub high_water: usize,
+    /// A paused session resumes reading, and a replay is refilled, once its queue falls
+    /// to this many bytes.
+    pub low_water: usize,
+    /// Requests or frames the session now being handled may still process this turn.
+    pub budget: u32,
     /// Centrifugo connection-token verifier.
     pub verifier: Arc<Verifier>,
     /// Centrifugo subscription-token verifier.
@@ -133,8 +150,13 @@ impl Env {
         let publish_cidrs = cfg.publish_cidrs();
         let verifier = Arc::new(super::centrifugo::client::verifier(cfg));
         let sub_verifier = Arc::new(super::centrifugo::client::sub_verifier(cfg));
+        let high_water = Env::high_water_of(cfg.max_out_queue);
         Env {
             id,
+            max_out_queue: cfg.max_out_queue,
+            high_water,
+            low_water: high_water / 2,
+            budget: TURN_BUDGET,
             local: LocalHub::default(),
             now_ms,
             unix_s,
@@ -151,10 +173,29 @@ impl Env {
         }
     }
 
-    /// Queue bytes on a session and mark it for the end-of-turn flush.
+    /// The high-water mark for a cap: a quarter of it, between 64 KiB and 1 MiB (never
+    /// above the cap). Small enough that a paused client holds little, large enough for a
+    /// batch of deliveries or one large reply.
+    pub fn high_water_of(max_out_queue: usize) -> usize {
+        (max_out_queue / 4).clamp(64 << 10, 1 << 20).min(max_out_queue)
+    }
+
+    /// Queue bytes on a session and mark it for the end-of-turn flush. This is the one
+    /// accounting point: replies, pongs, close frames, command answers, deliveries and
+    /// replays all pass here, and a session whose queue crosses `max_out_queue` is listed
+    /// for the reactor's backpressure policy.
     pub fn queue(&mut self, conn: &mut Session, b: bytes::Bytes) {
+        let before = conn.out.len();
         conn.out.push(b);
+        if before <= self.max_out_queue && conn.out.len() > self.max_out_queue && !conn.dead {
+            self.fx.pressure.push(conn.id.key as usize);
+        }
         self.mark_dirty(conn);
+    }
+
+    /// Whether a session has so much queued that its input must wait.
+    pub fn over_high_water(&self, conn: &Session) -> bool {
+        conn.out.len() >= self.high_water
     }
 
     /// Close a session now (freed at the end of the loop turn; nothing more is sent).

@@ -8,7 +8,7 @@
 //! [`WireCache`]: no payload copy per subscriber. Never blocks, never touches a socket.
 
 use super::pubsub::finish_longpoll;
-use super::session::{State, StreamKind, WsMode};
+use super::session::{Replay, State, StreamKind, WsMode};
 use super::wire::WireCache;
 use super::{Env, Session, Sessions};
 use crate::hub::envelope::messages_body;
@@ -16,6 +16,7 @@ use crate::hub::local::{ConnId, SubRef};
 use crate::hub::{HistoryRead, Message};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Subscribe `conn` to `chans`, returning what history holds after each `since`.
 /// The first of `chans` that is at `max_subscribers_per_channel`, if any.
@@ -65,17 +66,53 @@ pub fn leave_subscriptions(env: &mut Env, conn: &mut Session) {
     }
 }
 
-/// Note a connection whose queued output passed `max_out_queue`; the worker applies the
-/// backpressure policy (`Worker::relieve`) before the loop turn ends.
-pub fn check_backpressure(env: &mut Env, conn: &mut Session) {
-    if conn.out.len() > env.shared.cfg.max_out_queue && !conn.dead {
-        env.fx.pressure.push(conn.id.key as usize);
+/// Deliver one message to one subscriber connection in its wire format. `slot` identifies
+/// the membership (usize::MAX: match by channel name). While a paced history replay runs,
+/// the message joins the end of the replay instead, so order holds; a reader that lets
+/// live messages pile up there past `max_out_queue` is a slow consumer.
+pub(crate) fn deliver_one(
+    env: &mut Env,
+    conn: &mut Session,
+    m: &Arc<Message>,
+    cache: &mut WireCache,
+    slot: usize,
+    done: &mut Vec<ConnId>,
+) -> bool {
+    if !conn.subs.iter().any(|s| (slot == usize::MAX || s.slot == slot) && *s.channel == *m.channel) {
+        return false;
     }
+    if let Some(r) = conn.replay.as_mut() {
+        r.queue.push_back(m.clone());
+        r.live_bytes += m.envelope.len();
+        let waiting = r.live_bytes;
+        if waiting > env.max_out_queue {
+            slow_consumer(env, conn, waiting);
+        }
+        return true;
+    }
+    deliver_now(env, conn, m, cache, slot, done)
 }
 
-/// Deliver one message to one subscriber connection in its wire format. `slot` identifies
-/// the membership (usize::MAX: match by channel name).
-pub(crate) fn deliver_one(
+/// Drop a connection that fell too far behind (counted, logged once).
+fn slow_consumer(env: &mut Env, conn: &mut Session, bytes: usize) {
+    if conn.dead {
+        return;
+    }
+    env.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
+    log::info!(
+        "conn {}:{} from {}: slow consumer ({bytes} bytes waiting > max_out_queue {}), dropped",
+        env.id,
+        conn.id.key,
+        conn.peer,
+        env.max_out_queue
+    );
+    conn.replay = None;
+    conn.out.clear();
+    env.kill(conn);
+}
+
+/// Queue a message now (no replay in the way).
+fn deliver_now(
     env: &mut Env,
     conn: &mut Session,
     m: &Message,
@@ -105,6 +142,9 @@ pub(crate) fn deliver_one(
         State::Ws(_) => env.queue(conn, cache.ws(m)),
         State::Stream { kind: StreamKind::Iframe, .. } => env.queue(conn, cache.iframe(m)),
         State::Stream { kind: StreamKind::Sse, multi: false, .. } => env.queue(conn, cache.sse(m)),
+        // An unsequenced message moves no position: it goes out without an id line, so
+        // the browser's Last-Event-ID stays where it was.
+        State::Stream { kind: StreamKind::Sse, multi: true, .. } if m.id == 0 => env.queue(conn, cache.sse(m)),
         State::Stream { kind: StreamKind::Sse, multi: true, .. } => {
             // Several channels: the event id lists each channel's position so that
             // Last-Event-ID resumes all of them; only this short line is per connection.
@@ -128,12 +168,50 @@ pub(crate) fn deliver_one(
         }
         State::Http(_) | State::Closing { .. } => return false,
     }
-    check_backpressure(env, conn);
     true
 }
 
+/// Start a paced replay of `msgs` (oldest first) and queue its first part.
+pub(crate) fn start_replay(env: &mut Env, conn: &mut Session, msgs: Vec<Arc<Message>>) {
+    if msgs.is_empty() {
+        return;
+    }
+    conn.replay = Some(Box::new(Replay { queue: msgs.into(), live_bytes: 0, history_left: 0 }));
+    if let Some(r) = conn.replay.as_mut() {
+        r.history_left = r.queue.len();
+    }
+    refill(env, conn);
+}
+
+/// The out-queue drained below the low-water mark: queue more of the replay, up to the
+/// high-water mark. The replay ends (and live delivery resumes directly) when it is empty.
+pub fn refill(env: &mut Env, conn: &mut Session) {
+    let mut cache = WireCache::default();
+    let mut done = Vec::new();
+    while conn.out.len() < env.high_water && !conn.dead {
+        let Some(r) = conn.replay.as_mut() else { return };
+        let Some(m) = r.queue.pop_front() else {
+            conn.replay = None;
+            return;
+        };
+        if r.history_left > 0 {
+            r.history_left -= 1;
+        } else {
+            r.live_bytes = r.live_bytes.saturating_sub(m.envelope.len());
+        }
+        cache.clear();
+        deliver_now(env, conn, &m, &mut cache, usize::MAX, &mut done);
+    }
+}
+
 /// Fan a message out to this worker's subscribers of its channel.
-pub fn deliver<S: Sessions>(env: &mut Env, conns: &mut S, m: &Message, cache: &mut WireCache, done: &mut Vec<ConnId>) {
+pub fn deliver<S: Sessions>(
+    env: &mut Env,
+    conns: &mut S,
+    m: &Arc<Message>,
+    cache: &mut WireCache,
+    done: &mut Vec<ConnId>,
+) {
     let Some(set) = env.local.take(&m.channel) else {
         return;
     };

@@ -6,7 +6,7 @@
 //! before it is routed; limits are enforced by the parser (431/414/413) before anything is
 //! buffered past them. Must never read or write the socket.
 
-use super::session::WsMode;
+use super::session::{ChunkedBody, State, WsMode};
 use super::{pubsub, ws};
 use super::{Env, Session};
 use crate::proto::http::{error_response, parse_head, BodyKind, ChunkedDecoder, Head, Method, Response};
@@ -27,10 +27,15 @@ impl Req<'_, '_> {
 }
 
 /// Parse and handle at most one request from `buf`; returns the bytes consumed (0 while the
-/// request is incomplete).
+/// request head or a Content-Length body is incomplete). A chunked body is decoded as it
+/// arrives: its raw bytes are consumed at once (linear work, no re-decoding) and the head
+/// is kept beside the decoded body until the last chunk.
 pub fn on_data(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
-    if conn.req_started_ms.is_none() {
-        conn.req_started_ms = Some(env.now_ms);
+    if let State::Http(Some(_)) = conn.state {
+        return chunked_more(env, conn, buf);
+    }
+    if conn.req_started_ms().is_none() {
+        conn.set_req_started(Some(env.now_ms));
     }
     let head = match parse_head(buf, &env.http_limits) {
         Ok(Some(h)) => h,
@@ -43,37 +48,67 @@ pub fn on_data(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
         }
     };
     let head_len = head.head_len;
-    let (body_owned, used): (Option<Vec<u8>>, usize) = match head.body {
-        BodyKind::None => (None, head_len),
+    match head.body {
+        BodyKind::None => {
+            conn.set_req_started(None);
+            route(env, conn, &Req { head: &head, body: &[] });
+            head_len
+        }
         BodyKind::Length(n) => {
             if buf.len() - head_len < n {
                 return 0;
             }
-            (None, head_len + n)
+            conn.set_req_started(None);
+            route(env, conn, &Req { head: &head, body: &buf[head_len..head_len + n] });
+            head_len + n
         }
         BodyKind::Chunked => {
             let mut dec = ChunkedDecoder::new(env.http_limits.max_body);
-            let mut out = Vec::new();
-            match dec.feed(&buf[head_len..], &mut out) {
-                Ok((n, true)) => (Some(out), head_len + n),
-                Ok((_, false)) => return 0,
+            let mut data = Vec::new();
+            match dec.feed(&buf[head_len..], &mut data) {
+                Ok((n, true)) => {
+                    conn.set_req_started(None);
+                    route(env, conn, &Req { head: &head, body: &data });
+                    head_len + n
+                }
+                Ok((_, false)) => {
+                    // The whole rest of `buf` was fed: keep the decoder, not the raw bytes.
+                    let saved = buf[..head_len].to_vec();
+                    conn.state = State::Http(Some(Box::new(ChunkedBody { decoder: dec, data, head: saved })));
+                    buf.len()
+                }
                 Err(e) => {
                     env.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
                     respond(env, conn, error_response(e.status(), e.message(), false), false);
-                    return buf.len();
+                    buf.len()
                 }
             }
         }
-    };
-    let body: &[u8] = match (&body_owned, head.body) {
-        (Some(b), _) => b,
-        (None, BodyKind::Length(n)) => &buf[head_len..head_len + n],
-        _ => &[],
-    };
-    conn.req_started_ms = None;
-    let req = Req { head: &head, body };
-    route(env, conn, &req);
-    used
+    }
+}
+
+/// More bytes of a chunked body whose head arrived earlier.
+fn chunked_more(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
+    let State::Http(Some(cb)) = &mut conn.state else { return 0 };
+    match cb.decoder.feed(buf, &mut cb.data) {
+        Ok((n, false)) => n.max(buf.len()),
+        Ok((n, true)) => {
+            let State::Http(Some(cb)) = std::mem::replace(&mut conn.state, State::Http(None)) else { return n };
+            conn.set_req_started(None);
+            match parse_head(&cb.head, &env.http_limits) {
+                Ok(Some(head)) => route(env, conn, &Req { head: &head, body: &cb.data }),
+                // The same bytes parsed before: cannot happen, but never panic on input.
+                _ => respond(env, conn, error_response(400, "bad request", false), false),
+            }
+            n
+        }
+        Err(e) => {
+            conn.state = State::Http(None);
+            env.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
+            respond(env, conn, error_response(e.status(), e.message(), false), false);
+            buf.len()
+        }
+    }
 }
 
 /// Queue a complete response. Without keep-alive the connection closes once it is sent,

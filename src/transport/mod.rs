@@ -69,6 +69,22 @@ pub fn on_bytes(env: &mut Env, conn: &mut Session, data: &mut [u8]) {
         // Idle connections own no read buffer.
         conn.inbuf = Vec::new();
     }
+    note_partial_frame(env, conn);
+}
+
+/// Start (or end) the deadline of an incomplete WebSocket frame: bytes of a frame that
+/// never completes must not be held forever (they count toward no out-queue).
+fn note_partial_frame(env: &Env, conn: &mut Session) {
+    // Input held back while the session is paused over its high-water mark is not a
+    // stalled frame: the client is not reading, and the ping timer handles that.
+    let held = !conn.inbuf.is_empty() && !env.over_high_water(conn);
+    if let State::Ws(w) = &mut conn.state {
+        match (held, w.partial_since_ms) {
+            (true, None) => w.partial_since_ms = Some(env.now_ms),
+            (false, Some(_)) => w.partial_since_ms = None,
+            _ => {}
+        }
+    }
 }
 
 /// Run input processing again on bytes already held (after a long-poll completes, the next
@@ -81,12 +97,24 @@ pub fn reprocess(env: &mut Env, conn: &mut Session) {
     let used = process(env, conn, &mut buf);
     buf.drain(..used.min(buf.len()));
     conn.inbuf = if buf.is_empty() { Vec::new() } else { buf };
+    note_partial_frame(env, conn);
 }
 
 /// Feed received bytes to the session's state machine; returns how many were consumed.
+/// Stops early, leaving input unconsumed, while the session is over its high-water mark
+/// (the reactor stops reading it until the queue drains) or when its per-turn budget of
+/// requests/frames is spent (the reactor comes back next turn: `env.fx.ready`).
 fn process(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
     let mut pos = 0;
     while pos < buf.len() && !conn.dead {
+        let parses = matches!(conn.state, State::Http(_) | State::Ws(_));
+        if parses && env.over_high_water(conn) {
+            break;
+        }
+        if parses && env.budget == 0 {
+            env.fx.ready.push(conn.id.key as usize);
+            break;
+        }
         let n = match conn.state {
             State::Http(_) => http::on_data(env, conn, &mut buf[pos..]),
             State::Ws(_) => ws::on_data(env, conn, &mut buf[pos..]),
@@ -98,6 +126,9 @@ fn process(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
         };
         if n == 0 {
             break;
+        }
+        if parses {
+            env.budget -= 1;
         }
         pos += n;
     }
@@ -122,6 +153,13 @@ fn check_held_input(env: &mut Env, conn: &mut Session) {
             );
             env.kill(conn);
         }
+    }
+}
+
+/// The session's out-queue fell to the low-water mark: continue a paced replay.
+pub fn on_drained(env: &mut Env, conn: &mut Session) {
+    if conn.replay.is_some() {
+        fanout::refill(env, conn);
     }
 }
 
@@ -160,11 +198,14 @@ pub fn refuse(env: &mut Env, conn: &mut Session, status: u16, why: &str) {
 pub fn next_deadline(env: &Env, conn: &Session) -> Option<u64> {
     let cfg = &env.shared.cfg;
     match &conn.state {
-        State::Http(_) => Some(match conn.req_started_ms {
+        State::Http(_) => Some(match conn.req_started_ms() {
             Some(t) => t + cfg.handshake_timeout_ms,
             None => conn.last_active_ms + cfg.idle_timeout_ms,
         }),
-        State::Ws(w) => Some(w.next_ping_ms),
+        State::Ws(w) => Some(match w.partial_since_ms {
+            Some(t) => w.next_ping_ms.min(t + cfg.handshake_timeout_ms),
+            None => w.next_ping_ms,
+        }),
         State::Stream { next_keepalive_ms, .. } => Some(*next_keepalive_ms),
         State::LongPoll(lp) => Some(lp.expires_ms),
         State::Closing { until_ms } => Some(*until_ms),
@@ -180,22 +221,30 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
     }
     match &mut conn.state {
         State::Http(_) => {
-            if conn.req_started_ms.is_some() {
+            if conn.req_started_ms().is_some() {
                 // Slowloris: the request head did not arrive in time.
                 log::debug!("conn {}:{} from {}: request head timeout", env.id, conn.id.key, conn.peer);
-                if conn.out.is_empty() && conn.inbuf.is_empty() {
+                let receiving = conn.inbuf.len() > 0 || matches!(conn.state, State::Http(Some(_)));
+                if conn.out.is_empty() && !receiving {
                     env.kill(conn);
                 } else {
-                    let r = crate::proto::http::error_response(408, "request head not received in time", false);
+                    let r = crate::proto::http::error_response(408, "request not received in time", false);
                     conn.inbuf = Vec::new();
+                    conn.state = State::Http(None);
                     env.queue(conn, r);
-                    conn.req_started_ms = None;
+                    conn.set_req_started(None);
                     env.close_after_flush(conn);
                 }
             } else {
                 log::debug!("conn {}:{} from {}: idle timeout", env.id, conn.id.key, conn.peer);
                 env.kill(conn);
             }
+        }
+        State::Ws(w) if w.partial_since_ms.is_some_and(|t| t + env.shared.cfg.handshake_timeout_ms <= now) => {
+            // A frame started arriving and never completed: its bytes are held for nothing.
+            log::debug!("conn {}:{} from {}: incomplete frame timed out", env.id, conn.id.key, conn.peer);
+            conn.inbuf = Vec::new();
+            ws::close(env, conn, 1008, "frame not completed in time")
         }
         State::Ws(_) => ws::on_ping_timer(env, conn),
         State::Stream { .. } if conn.cf.is_some() => centrifugo::client::on_ping_timer(env, conn),

@@ -8,10 +8,9 @@
 //! read or write a socket, nor block.
 
 use super::access::cors_origin;
-use super::fanout::{deliver_one, full_channel, leave_subscriptions, subscribe};
+use super::fanout::{full_channel, leave_subscriptions, subscribe};
 use super::http::{error, json, respond, Req};
 use super::session::{LongPoll, State, StreamKind, WsMode};
-use super::wire::WireCache;
 use super::{Env, Session};
 use crate::hub::envelope::{json_data, messages_body, sse_event, valid_callback};
 use crate::hub::{parse_channels, HistoryRead, Message};
@@ -278,10 +277,8 @@ fn replay(env: &mut Env, conn: &mut Session, chans: &[String], reads: Vec<Histor
     }
     let mut msgs: Vec<Arc<Message>> = reads.into_iter().flat_map(|r| r.messages).collect();
     msgs.sort_by_key(|m| m.seq);
-    for m in msgs {
-        let mut cache = WireCache::default();
-        deliver_one(env, conn, &m, &mut cache, usize::MAX, &mut Vec::new());
-    }
+    // Paced: queued as the socket drains (`fanout::refill`), never all at once.
+    super::fanout::start_replay(env, conn, msgs);
 }
 
 /// `GET /ws/?cid=CH`: WebSocket subscription delivering envelopes as text frames.
@@ -322,5 +319,4 @@ pub fn on_keepalive(env: &mut Env, conn: &mut Session) {
         StreamKind::Iframe => b"<!-- keepalive -->\n",
     };
     env.queue(conn, Bytes::from_static(b));
-    super::fanout::check_backpressure(env, conn);
 }

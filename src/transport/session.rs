@@ -10,9 +10,13 @@
 use super::centrifugo::client::CfClient;
 use super::outq::OutQueue;
 use crate::hub::local::{ConnId, SubRef};
+use crate::hub::Message;
 use crate::proto::http::ChunkedDecoder;
 use crate::proto::ws::Decoder;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
+use std::sync::Arc;
 
 /// Which transport a subscriber connection uses (decides the wire format of deliveries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +54,8 @@ pub struct WsState {
     pub next_ping_ms: u64,
     /// A close frame has been queued: nothing but the close handshake follows.
     pub close_sent: bool,
+    /// Since when an incomplete frame has been waiting for its remaining bytes.
+    pub partial_since_ms: Option<u64>,
 }
 
 /// A held long-poll request.
@@ -159,9 +165,12 @@ pub struct Session {
     pub subs: Vec<SubRef>,
     /// Centrifugo client state, for connections speaking its protocol.
     pub cf: Option<Box<CfClient>>,
-    /// When the request now being received started (slowloris deadline); None between
-    /// requests.
-    pub req_started_ms: Option<u64>,
+    /// When the request now being received started (slowloris and body deadline), stored
+    /// plus one so `None` costs no space; see [`Session::req_started_ms`].
+    req_started: Option<NonZeroU64>,
+    /// History still to be sent (paced as the socket drains), and live messages that
+    /// arrived meanwhile, in order.
+    pub replay: Option<Box<Replay>>,
     /// Last time bytes arrived or a response completed.
     pub last_active_ms: u64,
     /// After the out-queue drains, move to `Closing`.
@@ -172,17 +181,44 @@ pub struct Session {
     pub dead: bool,
 }
 
-/// A chunked request body decoded so far (kept across reads so decoding is linear).
+/// A chunked request body decoded so far. Raw body bytes are consumed as they are fed, so
+/// decoding is linear in the bytes received and the session holds the request head plus
+/// the decoded body (at most `max_body`), never the raw chunk framing.
 pub struct ChunkedBody {
     /// Decoder state.
     pub decoder: ChunkedDecoder,
     /// Body bytes decoded so far.
     pub data: Vec<u8>,
-    /// Raw bytes of the body already fed to the decoder (they stay in `inbuf`).
-    pub fed: usize,
+    /// The request head, parsed again when the body is complete.
+    pub head: Vec<u8>,
+}
+
+/// A paced history replay: messages not yet queued, oldest first. The reactor asks for
+/// more (`transport::on_drained`) whenever the out-queue falls below the low-water mark,
+/// so a replay never holds more than the high-water mark in the out-queue, and an honest
+/// reader gets every message however large the history is.
+#[derive(Default)]
+pub struct Replay {
+    /// Messages to send, in order (history first, then live ones that arrived meanwhile).
+    pub queue: VecDeque<Arc<Message>>,
+    /// Bytes of live messages added while the replay runs; they may no longer be in
+    /// history, so they count against `max_out_queue` like queued bytes.
+    pub live_bytes: usize,
+    /// How many messages at the front of `queue` came from history.
+    pub history_left: usize,
 }
 
 impl Session {
+    /// When the request now being received started, if one is.
+    pub fn req_started_ms(&self) -> Option<u64> {
+        self.req_started.map(|t| t.get() - 1)
+    }
+
+    /// Start (Some) or end (None) the current request's deadline.
+    pub fn set_req_started(&mut self, ms: Option<u64>) {
+        self.req_started = ms.and_then(|t| NonZeroU64::new(t.saturating_add(1)));
+    }
+
     /// A fresh session in the HTTP state; its request deadline starts now.
     pub fn new(id: ConnId, peer: SocketAddr, now_ms: u64) -> Session {
         Session {
@@ -193,7 +229,8 @@ impl Session {
             state: State::Http(None),
             subs: Vec::new(),
             cf: None,
-            req_started_ms: Some(now_ms),
+            req_started: NonZeroU64::new(now_ms.saturating_add(1)),
+            replay: None,
             last_active_ms: now_ms,
             close_after_flush: false,
             dirty: false,

@@ -29,6 +29,11 @@ pub struct WireCache {
 }
 
 impl WireCache {
+    /// Forget every encoding (the next message is another one).
+    pub fn clear(&mut self) {
+        *self = WireCache::default();
+    }
+
     /// `/ws/`: the envelope in a text frame.
     pub fn ws(&mut self, m: &Message) -> Bytes {
         self.ws.get_or_insert_with(|| codec::frame(Opcode::Text, &m.envelope)).clone()

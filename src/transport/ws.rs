@@ -75,6 +75,7 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
         mode,
         next_ping_ms: env.now_ms + cfg.ws_ping_interval_ms,
         close_sent: false,
+        partial_since_ms: None,
     }));
     log::debug!("conn {}:{} from {}: websocket {:?}", env.id, conn.id.key, conn.peer, mode);
     true
@@ -134,7 +135,6 @@ fn on_message(env: &mut Env, conn: &mut Session, mode: WsMode, op: Opcode, data:
         WsMode::Echo => {
             let f = codec::frame(op, data);
             env.queue(conn, f);
-            super::fanout::check_backpressure(env, conn);
         }
         WsMode::Sub => super::pubsub::ws_client_message(env, conn, data),
         WsMode::Centrifugo | WsMode::CfUni => crate::transport::centrifugo::client::on_frame(env, conn, data),

@@ -718,7 +718,6 @@ pub fn deliver_event<S: Sessions>(env: &mut Env, conns: &mut S, ev: &Event) {
         }
         let f = frame.get_or_insert_with(|| codec::frame(Opcode::Text, &ev.json)).clone();
         env.queue(conn, f);
-        fanout::check_backpressure(env, conn);
     }
     env.local.put_back(&ev.channel, set);
 }
