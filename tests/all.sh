@@ -47,8 +47,8 @@ fi
 log "cargo build (release: the browser and conformance runs use it)"
 cargo build --release --locked
 
-log "cargo test (unit tests on byte vectors; integration tests against a real herald)"
-cargo test --locked --release 2>&1
+log "cargo test --workspace (unit tests on byte vectors; integration tests against a real herald; the load/soak client library)"
+cargo test --locked --release --workspace 2>&1
 
 log "Autobahn|Testsuite against /echo (groups 1-7, 9, 10)"
 bash tests/autobahn/run.sh --no-build

@@ -39,7 +39,8 @@ RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
 echo "building herald and herald-load (release)..." >&2
-cargo build --release --bin herald --bin herald-load >&2 || exit 1
+# herald-load lives in the workspace's tool crate (benches/load); both land in target/release.
+cargo build --release -p herald -p herald-bench-tools --bin herald --bin herald-load >&2 || exit 1
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN=${TARGET_DIR:-$ROOT/target}/release
 

@@ -27,7 +27,8 @@ while [ $# -gt 0 ]; do
 done
 
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin herald --bin herald-soak >&2
+# herald-soak lives in the workspace's tool crate (benches/load); both land in $TARGET/release.
+cargo build --release -p herald -p herald-bench-tools --bin herald --bin herald-soak >&2
 
 # Each subscriber is a descriptor in this process (and one in herald's).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

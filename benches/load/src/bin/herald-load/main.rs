@@ -8,21 +8,20 @@
 //! progress line goes to stderr every second; the last line on stdout is a one-line JSON
 //! summary. Every phase is bounded in time.
 //!
+//! Modules: `run` (the mio event loop and its phases), `wire` (URL templates, the load
+//! message and its scan); sockets, HTTP, WebSocket, `/proc` and the open-files limit come
+//! from the shared client library `herald_bench_tools`.
+//!
 //! Examples:
 //!   herald-load --target herald --addr 127.0.0.1:8000 --conns 10000 --rate 0 --duration 10
 //!   herald-load --target nchan --addr 127.0.0.1:9001 --conns 10000 --server-pid 1234
 //!   herald-load --sub-url 'ws://127.0.0.1:9002/sub?cid={ch}' --pub-url 'http://127.0.0.1:9002/pub?cid={ch}'
 
-#[path = "herald_load/procfs.rs"]
-mod procfs;
-#[path = "herald_load/run.rs"]
 mod run;
-#[path = "herald_load/sock.rs"]
-mod sock;
-#[path = "herald_load/wire.rs"]
 mod wire;
 
 use clap::Parser;
+use herald_bench_tools::{procfs, rlimit::raise_nofile};
 use run::{pct, Opts, Transport};
 use std::time::Duration;
 use wire::UrlTemplate;
@@ -118,20 +117,6 @@ fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
         (t, tr) => return Err(format!("no URL shapes for --target {t} with {tr:?}; pass --sub-url and --pub-url")),
     };
     Ok((cli.sub_url.clone().unwrap_or(sub), cli.pub_url.clone().unwrap_or(publ)))
-}
-
-/// Raise the soft open-files limit to the hard one (each subscriber is a descriptor).
-fn raise_nofile() -> u64 {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-        }
-    }
-    rl.rlim_cur
 }
 
 fn main() {

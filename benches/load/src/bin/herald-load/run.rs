@@ -12,16 +12,19 @@
 //! seen is a duplicate. Expected deliveries of a message = subscribers open on its channel when
 //! it was published; loss = expected − unique deliveries.
 
-use super::procfs;
-use super::wire::{self, UrlTemplate};
-use crate::sock::connect_from;
+mod publisher;
+
+use crate::wire::{self, UrlTemplate};
 use herald::proto::http::ChunkedDecoder;
+use herald_bench_tools::http::{self, parse_response};
+use herald_bench_tools::sock::{connect_from, loopback_source, read_available, write_pending, ReadEnd};
+use herald_bench_tools::{procfs, text, ws};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use publisher::Publisher;
 use slab::Slab;
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How subscribers receive messages.
@@ -89,25 +92,6 @@ struct Sub {
     last_seq: u64,
 }
 
-#[derive(PartialEq, Eq)]
-enum PubState {
-    Connecting,
-    Open,
-    Dead,
-}
-
-struct Publisher {
-    sock: TcpStream,
-    state: PubState,
-    out: Vec<u8>,
-    inbuf: Vec<u8>,
-    /// Sequence numbers of requests sent and not yet answered, in order.
-    inflight: VecDeque<u64>,
-    /// Requests waiting for a pipeline slot.
-    queued: VecDeque<u64>,
-    resp: Option<(u16, Option<usize>, Option<ChunkedDecoder>)>,
-}
-
 /// Counters and samples; turned into the summary at the end.
 #[derive(Default)]
 pub struct Tally {
@@ -171,33 +155,9 @@ fn chan_name(o: &Opts, ch: u32) -> String {
     format!("{}{ch}", o.chan_prefix)
 }
 
-/// Write as much of `out` as the socket takes.
-fn write_out(sock: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    while !out.is_empty() {
-        match sock.write(out) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                out.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Read until WouldBlock, appending to `buf`. Returns Ok(false) at EOF.
 fn read_in(sock: &mut TcpStream, scratch: &mut [u8], buf: &mut Vec<u8>) -> io::Result<bool> {
-    loop {
-        match sock.read(scratch) {
-            Ok(0) => return Ok(false),
-            Ok(n) => buf.extend_from_slice(&scratch[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    read_available(sock, scratch, buf, usize::MAX).map(|end| end != ReadEnd::Eof)
 }
 
 /// Percentile of sorted samples.
@@ -218,8 +178,7 @@ impl<'a> Run<'a> {
         if self.o.sources == 0 || !self.o.sub.addr.ip().is_loopback() || self.o.sub.addr.is_ipv6() {
             return None;
         }
-        let k = i % self.o.sources;
-        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (k / 250) as u8, 1 + (k % 250) as u8)))
+        Some(loopback_source(i % self.o.sources))
     }
 
     fn note_error(&mut self, e: String) {
@@ -249,11 +208,11 @@ impl<'a> Run<'a> {
         }
         let target = self.o.sub.target(&chan_name(self.o, ch));
         let out = match self.o.transport {
-            Transport::Ws => wire::ws_request(&self.o.sub.host, &target),
-            Transport::Sse => wire::get_request(&self.o.sub.host, &target, true),
+            Transport::Ws => ws::upgrade_request(&self.o.sub.host, &target),
+            Transport::Sse => http::get_request(&self.o.sub.host, &target, "text/event-stream", &[]),
             // since=0 on a fresh channel: anything published before the request is held
             // comes from history, so no message falls between two polls.
-            Transport::LongPoll => wire::get_request(&self.o.sub.host, &lp_target(&target, 0), false),
+            Transport::LongPoll => http::get_request(&self.o.sub.host, &lp_target(&target, 0), "application/json", &[]),
         };
         entry.insert(Sub {
             sock,
@@ -312,7 +271,7 @@ impl<'a> Run<'a> {
                 Err(e) => return self.sub_failed(key, format!("connect: {e}")),
             }
         }
-        if let Err(e) = write_out(&mut s.sock, &mut s.out) {
+        if let Err(e) = write_pending(&mut s.sock, &mut s.out) {
             return self.sub_failed(key, format!("write: {e}"));
         }
         // A long-poll is answered only when a message comes: it counts as open once its
@@ -336,7 +295,7 @@ impl<'a> Run<'a> {
             return self.sub_failed(key, "server closed the connection".into());
         }
         if !s.out.is_empty() {
-            if let Err(e) = write_out(&mut s.sock, &mut s.out) {
+            if let Err(e) = write_pending(&mut s.sock, &mut s.out) {
                 self.sub_failed(key, format!("write: {e}"))
             }
         }
@@ -346,11 +305,10 @@ impl<'a> Run<'a> {
     fn sub_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
         let tr = self.o.transport;
         if self.subs[key].state == SubState::Handshake {
-            let Some(h) = wire::parse_response(buf)? else { return Ok(()) };
+            let Some(h) = parse_response(buf)? else { return Ok(()) };
             match tr {
                 Transport::Ws => {
-                    let want = herald::proto::ws::accept_key(wire::WS_KEY.as_bytes());
-                    if h.status != 101 || h.ws_accept.as_deref() != Some(want.as_str()) {
+                    if h.status != 101 || !ws::accept_ok(h.ws_accept.as_deref()) {
                         return Err(format!("websocket handshake answered {}", h.status));
                     }
                     buf.drain(..h.head_len);
@@ -380,7 +338,7 @@ impl<'a> Run<'a> {
         let mut pos = 0;
         let mut found = std::mem::take(&mut self.found);
         let mut r = Ok(());
-        while let Some(f) = wire::decode_frame(&buf[pos..], MAX_FRAME)? {
+        while let Some(f) = ws::decode_frame(&buf[pos..], MAX_FRAME)? {
             let p = &buf[pos + f.start..pos + f.end];
             let s = &mut self.subs[key];
             match f.opcode {
@@ -392,7 +350,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 1 | 2 => wire::scan(p, &mut found),
-                9 => s.out.extend_from_slice(&wire::client_frame(10, p)),
+                9 => s.out.extend_from_slice(&ws::client_frame(ws::op::PONG, p)),
                 10 => {}
                 8 => {
                     r = Err("server sent a close frame".to_string());
@@ -439,7 +397,7 @@ impl<'a> Run<'a> {
         loop {
             let s = &mut self.subs[key];
             if s.lp_body.is_none() {
-                let Some(h) = wire::parse_response(buf)? else { return Ok(()) };
+                let Some(h) = parse_response(buf)? else { return Ok(()) };
                 if h.status != 200 {
                     return Err(format!("long-poll answered {}", h.status));
                 }
@@ -453,7 +411,7 @@ impl<'a> Run<'a> {
             }
             let body: Vec<u8> = buf.drain(..len).collect();
             s.lp_body = None;
-            if let Some(p) = wire::find(&body, b"\"last_id\":") {
+            if let Some(p) = text::find(&body, b"\"last_id\":") {
                 let digits: String =
                     body[p + 10..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
                 if let Ok(v) = digits.parse() {
@@ -461,7 +419,7 @@ impl<'a> Run<'a> {
                 }
             }
             let target = lp_target(&self.o.sub.target(&chan_name(self.o, s.ch)), s.since);
-            s.out.extend_from_slice(&wire::get_request(&self.o.sub.host, &target, false));
+            s.out.extend_from_slice(&http::get_request(&self.o.sub.host, &target, "application/json", &[]));
             let mut found = std::mem::take(&mut self.found);
             wire::scan(&body, &mut found);
             // Newest first in the body: count them oldest first.
@@ -499,153 +457,6 @@ impl<'a> Run<'a> {
             }
         }
         found.clear();
-    }
-
-    // ---------- publishers ----------
-
-    fn open_publishers(&mut self) {
-        for i in 0..self.o.pub_conns {
-            let state = PubState::Connecting;
-            let mut sock = match connect_from(None, self.o.publ.addr) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.note_error(format!("publisher connect: {e}"));
-                    continue;
-                }
-            };
-            if self
-                .poll
-                .registry()
-                .register(&mut sock, Token(PUB_TOKEN_BASE + i), Interest::READABLE | Interest::WRITABLE)
-                .is_err()
-            {
-                continue;
-            }
-            self.pubs.push(Publisher {
-                sock,
-                state,
-                out: Vec::new(),
-                inbuf: Vec::new(),
-                inflight: VecDeque::new(),
-                queued: VecDeque::new(),
-                resp: None,
-            });
-        }
-    }
-
-    /// Create message `seq` on its channel and hand it to that channel's publisher.
-    fn publish_next(&mut self, now: u64) -> bool {
-        let seq = self.msgs.len() as u64 + 1;
-        let ch = ((seq - 1) % self.o.channels as u64) as u32;
-        let pi = ch as usize % self.pubs.len().max(1);
-        let Some(p) = self.pubs.get_mut(pi) else { return false };
-        if p.state == PubState::Dead || p.queued.len() > 10_000 {
-            self.t.pub_skipped += 1;
-            return false;
-        }
-        self.msgs.push(Msg { ch, sent_ns: now, expected: self.alive[ch as usize], got: 0 });
-        self.t.published += 1;
-        p.queued.push_back(seq);
-        self.pump_pub(pi);
-        true
-    }
-
-    fn pump_pub(&mut self, pi: usize) {
-        let p = &mut self.pubs[pi];
-        if p.state != PubState::Open {
-            return;
-        }
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        while p.inflight.len() < self.o.pub_pipeline {
-            let Some(seq) = p.queued.pop_front() else { break };
-            let m = &mut self.msgs[seq as usize - 1];
-            // The send time is when the request leaves, not when it was queued.
-            m.sent_ns = now;
-            let body = wire::message(seq, now, self.o.size);
-            let target = self.o.publ.target(&chan_name(self.o, m.ch));
-            p.out.extend_from_slice(&wire::post_request(&self.o.publ.host, &target, &body));
-            p.inflight.push_back(seq);
-        }
-        if let Err(e) = write_out(&mut p.sock, &mut p.out) {
-            p.state = PubState::Dead;
-            let why = format!("publisher write: {e}");
-            self.note_error(why);
-        }
-    }
-
-    fn pub_event(&mut self, pi: usize) {
-        let p = &mut self.pubs[pi];
-        if p.state == PubState::Dead {
-            return;
-        }
-        if p.state == PubState::Connecting {
-            match (p.sock.take_error(), p.sock.peer_addr()) {
-                (Ok(None), Ok(_)) => p.state = PubState::Open,
-                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
-                (Ok(Some(e)) | Err(e), _) | (_, Err(e)) => {
-                    p.state = PubState::Dead;
-                    return self.note_error(format!("publisher connect: {e}"));
-                }
-            }
-        }
-        let alive = read_in(&mut p.sock, &mut self.scratch, &mut p.inbuf);
-        loop {
-            let p = &mut self.pubs[pi];
-            if p.resp.is_none() {
-                match wire::parse_response(&p.inbuf) {
-                    Ok(Some(h)) => {
-                        p.inbuf.drain(..h.head_len);
-                        let dec = h.chunked.then(|| ChunkedDecoder::new(1 << 20));
-                        let len = if h.chunked { None } else { Some(h.content_length.unwrap_or(0)) };
-                        p.resp = Some((h.status, len, dec));
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        p.state = PubState::Dead;
-                        self.note_error(format!("publisher: {e}"));
-                        return;
-                    }
-                }
-            }
-            let Some((status, len, dec)) = p.resp.as_mut() else { break };
-            let complete = match (len, dec) {
-                (Some(n), _) if p.inbuf.len() >= *n => {
-                    p.inbuf.drain(..*n);
-                    true
-                }
-                (Some(_), _) => false,
-                (None, Some(d)) => match d.feed(&p.inbuf, &mut Vec::new()) {
-                    Ok((used, done)) => {
-                        p.inbuf.drain(..used);
-                        done
-                    }
-                    Err(_) => {
-                        p.state = PubState::Dead;
-                        return;
-                    }
-                },
-                (None, None) => false,
-            };
-            if !complete {
-                break;
-            }
-            let status = *status;
-            p.resp = None;
-            if let Some(seq) = p.inflight.pop_front() {
-                if !(200..300).contains(&status) {
-                    self.t.pub_errors += 1;
-                    self.msgs[seq as usize - 1].expected = 0;
-                    self.note_error(format!("publish answered {status}"));
-                }
-            }
-        }
-        match alive {
-            Ok(true) => self.pump_pub(pi),
-            Ok(false) | Err(_) => {
-                self.pubs[pi].state = PubState::Dead;
-                self.note_error("publisher connection closed by the server".into());
-            }
-        }
     }
 
     /// Advance the window past messages fully delivered or older than 2 s.

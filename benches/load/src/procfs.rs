@@ -1,7 +1,9 @@
-//! `/proc` readers for `herald-load`: a server's resident memory and CPU time (the process
-//! and its direct children, so an nginx master PID covers its worker), the generator's own
-//! CPU time, and the kernel's TCP socket memory from `/proc/net/sockstat`.
+//! `/proc` readers: a server's resident memory, CPU time and open descriptors (one process,
+//! or the process and its direct children, so an nginx master PID covers its worker), the
+//! tool's own CPU time, and the kernel's TCP socket and slab memory.
 //!
+//! `herald-load` reads the server family's RSS and CPU, `sockstat` and `Slab:` around its
+//! phases; `herald-soak` samples its own server's RSS, CPU and descriptor count.
 //! Reads files only; never signals or otherwise touches the processes it watches.
 
 use std::fs;
@@ -32,23 +34,23 @@ fn family(pid: u32) -> Vec<u32> {
     out
 }
 
-/// Resident set size in bytes of `pid` and its children (`VmRSS`), or None if gone.
+/// Resident set size in bytes of one process (`VmRSS` of `/proc/PID/status`), or None if
+/// gone.
+pub fn rss_bytes_one(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident set size in bytes of `pid` and its children, or None if all are gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let mut total = 0;
-    let mut any = false;
-    for p in family(pid) {
-        let Ok(s) = fs::read_to_string(format!("/proc/{p}/status")) else { continue };
-        if let Some(kb) = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            total += kb * 1024;
-            any = true;
-        }
-    }
-    any.then_some(total)
+    let v: Vec<u64> = family(pid).into_iter().filter_map(rss_bytes_one).collect();
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
+/// Open descriptors of one process (entries of `/proc/PID/fd`; needs the same user).
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// User + system CPU seconds of one process (`/proc/PID/stat` fields 14 and 15).
@@ -68,7 +70,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum())
 }
 
-/// The generator's own CPU seconds.
+/// This process's own CPU seconds.
 pub fn self_cpu_seconds() -> f64 {
     cpu_seconds_one("self").unwrap_or(0.0)
 }
@@ -98,5 +100,22 @@ pub fn page_size() -> u64 {
         p as u64
     } else {
         4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(rss_bytes_one(me).is_some_and(|b| b > 0));
+        assert!(rss_bytes(me).unwrap() >= rss_bytes_one(me).unwrap());
+        assert!(fd_count(me).is_some_and(|n| n >= 3));
+        assert!(cpu_seconds(me).is_some());
+        assert!(self_cpu_seconds() >= 0.0);
+        assert!(page_size() >= 4096);
+        assert_eq!(rss_bytes_one(u32::MAX), None);
     }
 }

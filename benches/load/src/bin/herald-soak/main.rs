@@ -19,20 +19,19 @@
 //! summary; the exit status is 0 on PASS, 1 on FAIL, 2 on a usage or start-up error.
 //! Every phase is bounded in time and a watchdog ends the run (and the server it started)
 //! if the whole exceeds its budget.
+//!
+//! Modules: this file (command line, the server it starts, the phases, the verdict), `net`
+//! (the subscribers' and publishers' mio event loop). Sockets, HTTP, WebSocket, `/proc`,
+//! the PRNG and the open-files limit come from the shared client library
+//! `herald_bench_tools`.
 
-#[path = "herald_soak/net.rs"]
 mod net;
-#[path = "herald_load/sock.rs"]
-mod sock;
-// The client-side WebSocket frame codec of herald-load (this tool uses part of it).
-#[allow(dead_code)]
-#[path = "herald_load/wire.rs"]
-mod wire;
 
 use clap::Parser;
+use herald_bench_tools::{http, procfs, rlimit::raise_nofile};
 use net::{Cfg, Soak, Tr};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -120,36 +119,14 @@ struct Cli {
     herald_log: Option<String>,
 }
 
-/// Resident memory in KiB and open descriptors of a process.
+/// Resident memory of one process, in KiB.
 fn rss_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    procfs::rss_bytes_one(pid).map(|b| b / 1024)
 }
 
-fn fd_count(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
-
+/// CPU seconds (user + system) of one process.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
-    let t: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(t / hz)
-}
-
-fn raise_nofile() -> u64 {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-        }
-    }
-    rl.rlim_cur
+    procfs::cpu_seconds_one(&pid.to_string())
 }
 
 /// The started server; SIGTERM then SIGKILL (by its PID only) when dropped.
@@ -247,19 +224,9 @@ impl Drop for Server {
     }
 }
 
-/// A blocking `GET` on a fresh connection; returns the body.
+/// A blocking `GET` of a 200 answer on a fresh connection; returns the body as text.
 fn http_get(addr: SocketAddr, target: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(s, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no response head")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{target}: {}", head.lines().next().unwrap_or("")));
-    }
-    Ok(body.to_string())
+    http::get_ok(addr, target).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// A gauge from `/metrics`.
@@ -308,7 +275,7 @@ struct Sample {
 }
 
 fn sample(pid: u32) -> Sample {
-    Sample { rss_kb: rss_kb(pid).unwrap_or(0), fds: fd_count(pid).unwrap_or(0) }
+    Sample { rss_kb: rss_kb(pid).unwrap_or(0), fds: procfs::fd_count(pid).unwrap_or(0) }
 }
 
 fn fail(msg: &str) -> ! {

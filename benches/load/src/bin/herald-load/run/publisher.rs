@@ -1,0 +1,188 @@
+//! The publisher side of the load run: HTTP keep-alive connections (channel `c` on
+//! connection `c % pub_conns`, so each channel's messages are published in order), each
+//! with up to `pub_pipeline` requests in flight; answers are matched to requests in order
+//! and a non-2xx answer marks its message as expecting no deliveries.
+//!
+//! Called from `run.rs`: `open_publishers` after connecting, `publish_next` at the rate or
+//! window, `pub_event` on readiness of a publisher connection.
+
+use super::{chan_name, read_in, Msg, Run, PUB_TOKEN_BASE};
+use crate::wire;
+use herald::proto::http::ChunkedDecoder;
+use herald_bench_tools::http::{self, parse_response};
+use herald_bench_tools::sock::{connect_from, write_pending};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use std::collections::VecDeque;
+use std::io;
+
+/// Where a publisher connection is.
+#[derive(PartialEq, Eq)]
+enum PubState {
+    Connecting,
+    Open,
+    Dead,
+}
+
+/// One publisher connection and its pipeline.
+pub(super) struct Publisher {
+    sock: TcpStream,
+    state: PubState,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    /// Sequence numbers of requests sent and not yet answered, in order.
+    inflight: VecDeque<u64>,
+    /// Requests waiting for a pipeline slot.
+    queued: VecDeque<u64>,
+    resp: Option<(u16, Option<usize>, Option<ChunkedDecoder>)>,
+}
+
+impl Run<'_> {
+    /// Open the `pub_conns` publisher connections (from the kernel's source address).
+    pub(super) fn open_publishers(&mut self) {
+        for i in 0..self.o.pub_conns {
+            let state = PubState::Connecting;
+            let mut sock = match connect_from(None, self.o.publ.addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.note_error(format!("publisher connect: {e}"));
+                    continue;
+                }
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, Token(PUB_TOKEN_BASE + i), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.pubs.push(Publisher {
+                sock,
+                state,
+                out: Vec::new(),
+                inbuf: Vec::new(),
+                inflight: VecDeque::new(),
+                queued: VecDeque::new(),
+                resp: None,
+            });
+        }
+    }
+
+    /// Create message `seq` on its channel and hand it to that channel's publisher.
+    pub(super) fn publish_next(&mut self, now: u64) -> bool {
+        let seq = self.msgs.len() as u64 + 1;
+        let ch = ((seq - 1) % self.o.channels as u64) as u32;
+        let pi = ch as usize % self.pubs.len().max(1);
+        let Some(p) = self.pubs.get_mut(pi) else { return false };
+        if p.state == PubState::Dead || p.queued.len() > 10_000 {
+            self.t.pub_skipped += 1;
+            return false;
+        }
+        self.msgs.push(Msg { ch, sent_ns: now, expected: self.alive[ch as usize], got: 0 });
+        self.t.published += 1;
+        p.queued.push_back(seq);
+        self.pump_pub(pi);
+        true
+    }
+
+    fn pump_pub(&mut self, pi: usize) {
+        let p = &mut self.pubs[pi];
+        if p.state != PubState::Open {
+            return;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        while p.inflight.len() < self.o.pub_pipeline {
+            let Some(seq) = p.queued.pop_front() else { break };
+            let m = &mut self.msgs[seq as usize - 1];
+            // The send time is when the request leaves, not when it was queued.
+            m.sent_ns = now;
+            let body = wire::message(seq, now, self.o.size);
+            let target = self.o.publ.target(&chan_name(self.o, m.ch));
+            p.out.extend_from_slice(&http::post_request(&self.o.publ.host, &target, &body));
+            p.inflight.push_back(seq);
+        }
+        if let Err(e) = write_pending(&mut p.sock, &mut p.out) {
+            p.state = PubState::Dead;
+            let why = format!("publisher write: {e}");
+            self.note_error(why);
+        }
+    }
+
+    /// Readiness on publisher connection `pi`: finish its connect, read and match answers,
+    /// send what the pipeline allows.
+    pub(super) fn pub_event(&mut self, pi: usize) {
+        let p = &mut self.pubs[pi];
+        if p.state == PubState::Dead {
+            return;
+        }
+        if p.state == PubState::Connecting {
+            match (p.sock.take_error(), p.sock.peer_addr()) {
+                (Ok(None), Ok(_)) => p.state = PubState::Open,
+                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                (Ok(Some(e)) | Err(e), _) | (_, Err(e)) => {
+                    p.state = PubState::Dead;
+                    return self.note_error(format!("publisher connect: {e}"));
+                }
+            }
+        }
+        let alive = read_in(&mut p.sock, &mut self.scratch, &mut p.inbuf);
+        loop {
+            let p = &mut self.pubs[pi];
+            if p.resp.is_none() {
+                match parse_response(&p.inbuf) {
+                    Ok(Some(h)) => {
+                        p.inbuf.drain(..h.head_len);
+                        let dec = h.chunked.then(|| ChunkedDecoder::new(1 << 20));
+                        let len = if h.chunked { None } else { Some(h.content_length.unwrap_or(0)) };
+                        p.resp = Some((h.status, len, dec));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        p.state = PubState::Dead;
+                        self.note_error(format!("publisher: {e}"));
+                        return;
+                    }
+                }
+            }
+            let Some((status, len, dec)) = p.resp.as_mut() else { break };
+            let complete = match (len, dec) {
+                (Some(n), _) if p.inbuf.len() >= *n => {
+                    p.inbuf.drain(..*n);
+                    true
+                }
+                (Some(_), _) => false,
+                (None, Some(d)) => match d.feed(&p.inbuf, &mut Vec::new()) {
+                    Ok((used, done)) => {
+                        p.inbuf.drain(..used);
+                        done
+                    }
+                    Err(_) => {
+                        p.state = PubState::Dead;
+                        return;
+                    }
+                },
+                (None, None) => false,
+            };
+            if !complete {
+                break;
+            }
+            let status = *status;
+            p.resp = None;
+            if let Some(seq) = p.inflight.pop_front() {
+                if !(200..300).contains(&status) {
+                    self.t.pub_errors += 1;
+                    self.msgs[seq as usize - 1].expected = 0;
+                    self.note_error(format!("publish answered {status}"));
+                }
+            }
+        }
+        match alive {
+            Ok(true) => self.pump_pub(pi),
+            Ok(false) | Err(_) => {
+                self.pubs[pi].state = PubState::Dead;
+                self.note_error("publisher connection closed by the server".into());
+            }
+        }
+    }
+}
