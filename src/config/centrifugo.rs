@@ -200,6 +200,10 @@ pub struct ChannelConfig {
     pub private_prefix: Option<String>,
     /// Separator of user ids in user-limited channels, default `#`.
     pub user_boundary: Option<String>,
+    /// Separator between namespace and the rest of a channel name, default `:`; set from
+    /// `client.channel_namespace_boundary` when the configuration is loaded.
+    #[serde(skip)]
+    pub namespace_boundary: Option<String>,
 }
 
 impl ChannelConfig {
@@ -208,7 +212,7 @@ impl ChannelConfig {
     pub fn resolve<'a>(&'a self, channel: &str) -> Option<(&'a str, &'a ChannelOptions)> {
         let prefix = self.private_prefix.as_deref().unwrap_or("$");
         let name = channel.strip_prefix(prefix).unwrap_or(channel);
-        match name.split_once(':') {
+        match name.split_once(self.boundary()) {
             Some((ns, _)) => self.namespaces.iter().find(|n| n.name == ns).map(|n| (n.name.as_str(), &n.options)),
             None => Some(("", &self.without_namespace)),
         }
@@ -220,7 +224,13 @@ impl ChannelConfig {
         if prefix.is_empty() {
             return false;
         }
-        channel.starts_with(prefix) || channel.split_once(':').is_some_and(|(_, rest)| rest.starts_with(prefix))
+        channel.starts_with(prefix)
+            || channel.split_once(self.boundary()).is_some_and(|(_, rest)| rest.starts_with(prefix))
+    }
+
+    /// The namespace boundary in use.
+    pub fn boundary(&self) -> &str {
+        self.namespace_boundary.as_deref().filter(|b| !b.is_empty()).unwrap_or(":")
     }
 
     /// The users a `#` user-limited channel allows (None if the channel is not one).
@@ -287,5 +297,10 @@ mod tests {
         assert_eq!(c.limited_users("chat:dm#1,2").unwrap().collect::<Vec<_>>(), vec!["1", "2"]);
         let bad: Result<ChannelConfig, _> = serde_json::from_str(r#"{"namespaces":[{"name":"a","presenc":true}]}"#);
         assert!(bad.is_err());
+        let mut c = c;
+        c.namespace_boundary = Some("/".into());
+        assert_eq!(c.resolve("chat/room").unwrap().0, "chat");
+        assert_eq!(c.resolve("chat:room").unwrap().0, "", "`:` is no boundary any more");
+        assert!(c.is_private("chat/$secret"));
     }
 }

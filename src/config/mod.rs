@@ -87,6 +87,11 @@ pub struct Config {
     /// error 106).
     pub max_subscribers_per_channel: usize,
 
+    /// Namespaces whose channels the simple endpoints (`/messages/`, `/listen/`,
+    /// `/stream/`, `/sse/`, `/ws/`) serve to anyone even though the namespace does not
+    /// allow anonymous subscription (those endpoints carry no credentials).
+    pub simple_access_namespaces: Vec<String>,
+
     /// Centrifugo `client` section: tokens, anonymous access, pings.
     pub client: centrifugo::ClientConfig,
     /// Centrifugo `http_api` section: the server API key.
@@ -129,6 +134,7 @@ impl Default for Config {
             max_connections_per_ip: 0,
             connect_rate_per_ip: 0,
             max_subscribers_per_channel: 0,
+            simple_access_namespaces: Vec::new(),
             client: Default::default(),
             http_api: Default::default(),
             channel: Default::default(),
@@ -203,6 +209,8 @@ impl Config {
                 format!("key `{path}`: {inner}")
             }
         })?;
+        let mut cfg = cfg;
+        cfg.channel.namespace_boundary = cfg.client.channel_namespace_boundary.clone();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -264,6 +272,17 @@ impl Config {
             }
         }
         self.channel.validate()?;
+        if self.client.channel_namespace_boundary.as_deref().is_some_and(|b| b.is_empty() || b.contains(',')) {
+            return bad("client.channel_namespace_boundary", "must be a non-empty string without `,`");
+        }
+        for (i, n) in self.simple_access_namespaces.iter().enumerate() {
+            if !self.channel.namespaces.iter().any(|ns| ns.name == *n) {
+                return bad(
+                    &format!("simple_access_namespaces[{i}]"),
+                    &format!("`{n}` is not a namespace in channel.namespaces"),
+                );
+            }
+        }
         if self.client.ping_interval.0 == 0 || self.client.pong_timeout.0 == 0 {
             return bad("client.ping_interval", "ping_interval and pong_timeout must be above 0");
         }

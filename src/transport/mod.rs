@@ -23,6 +23,7 @@
 //! - [`ops`], [`metrics`]: `/metrics` and `/stats`.
 
 pub mod access;
+pub mod authz;
 pub mod centrifugo;
 pub mod env;
 pub mod fanout;

@@ -38,6 +38,20 @@ fn channels(env: &mut Env, conn: &mut Session, req: &Req) -> Option<Vec<String>>
     }
 }
 
+/// The channels of a read request (`cid`), each allowed to an anonymous reader by the one
+/// authorization decision (`authz`); else a 403 naming the channel and the rule is queued.
+fn readable_channels(env: &mut Env, conn: &mut Session, req: &Req) -> Option<Vec<String>> {
+    let chans = channels(env, conn, req)?;
+    for c in &chans {
+        if let Err(denied) = super::authz::subscribe(&env.shared.cfg, c, super::authz::Who::Anonymous) {
+            log::debug!("conn {}:{} from {}: read of {c} refused: {denied}", env.id, conn.id.key, conn.peer);
+            error(env, conn, req, 403, &format!("channel {c}: {denied}"));
+            return None;
+        }
+    }
+    Some(chans)
+}
+
 /// `since` for each channel: `since=ID` applies to all; `since=5,7` is positional. SSE's
 /// `Last-Event-ID` (header, or `last_event_id` in the query for polyfills) has the same
 /// form. Returns Err with a message on a malformed value.
@@ -86,7 +100,11 @@ fn callback(env: &mut Env, conn: &mut Session, req: &Req) -> Result<Option<Strin
     }
 }
 
-fn body_for(reads: &[(&str, HistoryRead)], limit: usize, walking: bool, cb: Option<&str>) -> Vec<u8> {
+/// A polling or long-poll answer: at most `limit` messages and at most `max_bytes` of
+/// envelopes (at least one message), so one reply never outgrows the connection's
+/// high-water mark by more than one message. With `since` (walking) the oldest that fit
+/// are kept, so a client continuing from `messages[0].id` misses nothing.
+fn body_for(reads: &[(&str, HistoryRead)], limit: usize, walking: bool, cb: Option<&str>, max_bytes: usize) -> Vec<u8> {
     let mut msgs: Vec<&Arc<Message>> = reads.iter().flat_map(|(_, r)| r.messages.iter()).collect();
     msgs.sort_by_key(|m| m.seq);
     // With `since`, the oldest `limit` after it (a client walking forward misses nothing);
@@ -95,6 +113,22 @@ fn body_for(reads: &[(&str, HistoryRead)], limit: usize, walking: bool, cb: Opti
         msgs.truncate(limit);
     } else if msgs.len() > limit {
         msgs.drain(..msgs.len() - limit);
+    }
+    let fit = |it: &mut dyn Iterator<Item = &&Arc<Message>>| {
+        let mut total = 0usize;
+        it.take_while(|m| {
+            total += m.envelope.len() + 1;
+            total <= max_bytes
+        })
+        .count()
+        .max(1)
+    };
+    if walking {
+        let n = fit(&mut msgs.iter());
+        msgs.truncate(n);
+    } else {
+        let n = fit(&mut msgs.iter().rev());
+        msgs.drain(..msgs.len().saturating_sub(n));
     }
     // Newest first: the classic client takes `since = messages[0].id`.
     msgs.reverse();
@@ -111,7 +145,7 @@ fn send_messages(env: &mut Env, conn: &mut Session, req: &Req, body: &[u8], json
 
 /// `GET /messages/?cid=CH&since=ID&limit=N`: polling.
 pub fn poll(env: &mut Env, conn: &mut Session, req: &Req) {
-    let Some(chans) = channels(env, conn, req) else {
+    let Some(chans) = readable_channels(env, conn, req) else {
         return;
     };
     let Ok(cb) = callback(env, conn, req) else {
@@ -129,7 +163,7 @@ pub fn poll(env: &mut Env, conn: &mut Session, req: &Req) {
     let engine = env.shared.engine.clone();
     let reads: Vec<(&str, HistoryRead)> =
         chans.iter().zip(&since).map(|(c, s)| (c.as_str(), engine.history(c, *s, limit, env.now_ms))).collect();
-    let body = body_for(&reads, limit, since.iter().any(|s| s.is_some()), cb.as_deref());
+    let body = body_for(&reads, limit, since.iter().any(|s| s.is_some()), cb.as_deref(), env.high_water);
     send_messages(env, conn, req, &body, cb.is_some());
 }
 
@@ -150,7 +184,7 @@ fn subscription_request(
     req: &Req,
     sse: bool,
 ) -> Option<(Vec<String>, Vec<Option<u64>>)> {
-    let chans = channels(env, conn, req)?;
+    let chans = readable_channels(env, conn, req)?;
     let since = match since_list(req, chans.len(), sse) {
         Ok(s) => s,
         Err(e) => {
@@ -180,7 +214,7 @@ pub fn listen(env: &mut Env, conn: &mut Session, req: &Req) {
     let reads = subscribe(env, conn, &chans, &since);
     if reads.iter().any(|r| !r.messages.is_empty() || r.missed) {
         let named: Vec<(&str, HistoryRead)> = chans.iter().map(|c| c.as_str()).zip(reads).collect();
-        let body = body_for(&named, usize::MAX, true, cb.as_deref());
+        let body = body_for(&named, usize::MAX, true, cb.as_deref(), env.high_water);
         leave_subscriptions(env, conn);
         return send_messages(env, conn, req, &body, cb.is_some());
     }
@@ -218,6 +252,19 @@ pub fn longpoll_timeout(env: &mut Env, conn: &mut Session) {
     finish_longpoll(env, conn, body);
 }
 
+/// The head of an endless response: a close-delimited body (RFC 9112 §6.3), so the
+/// stream ends when the connection does; never cached or buffered by proxies.
+pub fn stream_head(env: &Env, req: &Req, content_type: &str) -> Bytes {
+    let mut r = Response::new(200)
+        .http10(req.head.minor_version == 0)
+        .header("Cache-Control", "no-cache, no-store")
+        .header("X-Accel-Buffering", "no");
+    if let Some(o) = cors_origin(env, req) {
+        r = r.header("Access-Control-Allow-Origin", &o).header("Vary", "Origin");
+    }
+    r.close_delimited_start(content_type)
+}
+
 /// `GET /stream/?cid=CH` (iframe) and `GET /sse/?cid=CH`: an endless response.
 pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     let Some((chans, since)) = subscription_request(env, conn, req, kind == StreamKind::Sse) else {
@@ -239,17 +286,8 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
             ),
         ),
     };
-    // A close-delimited body (RFC 9112 §6.3): the stream ends when the connection does.
-    let mut head = format!(
-        "HTTP/1.{} 200 OK\r\nServer: herald\r\nContent-Type: {ct}\r\nCache-Control: no-cache, no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
-        req.head.minor_version.min(1)
-    );
-    if let Some(o) = cors_origin(env, req) {
-        head.push_str(&format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(&preamble);
-    env.queue(conn, Bytes::from(head));
+    env.queue(conn, stream_head(env, req, ct));
+    env.queue(conn, Bytes::from(preamble));
     let multi = chans.len() > 1;
     conn.state = State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.stream_keepalive_ms, multi };
     let reads = subscribe(env, conn, &chans, &since);

@@ -68,6 +68,8 @@ impl Kit {
     /// Bytes from the client, as the reactor would hand them over.
     pub fn input(&mut self, key: usize, bytes: &[u8]) {
         let mut buf = bytes.to_vec();
+        // One read per loop turn, as the reactor grants it.
+        self.env.budget = super::env::TURN_BUDGET;
         super::on_bytes(&mut self.env, &mut self.sessions[key], &mut buf);
         self.settle();
     }
@@ -81,6 +83,25 @@ impl Kit {
         s.out.flush(&mut out, &mut written, &mut scratch).expect("flush into a Vec");
         s.dirty = false;
         out
+    }
+
+    /// Read everything as a fast client would: flush, and let a paced replay refill as the
+    /// reactor does after each drain, until nothing more comes. Returns what was written
+    /// and the most bytes the session ever held queued meanwhile.
+    pub fn read_all(&mut self, key: usize) -> (Vec<u8>, usize) {
+        let mut all = Vec::new();
+        let mut peak = self.sessions[key].out.len();
+        loop {
+            let chunk = self.output(key);
+            let more = self.sessions[key].replay.is_some();
+            super::on_drained(&mut self.env, &mut self.sessions[key]);
+            self.settle();
+            peak = peak.max(self.sessions[key].out.len());
+            if chunk.is_empty() && !more {
+                return (all, peak);
+            }
+            all.extend_from_slice(&chunk);
+        }
     }
 
     /// Output as text (lossy).

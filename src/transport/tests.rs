@@ -167,3 +167,168 @@ fn slowloris_head_gets_408() {
     assert!(k.text(c).starts_with("HTTP/1.1 408"));
     assert!(k.closed(c));
 }
+
+const NAMESPACES: &str = r#"{"channel":{"namespaces":[
+    {"name":"secret","history_size":10,"history_ttl":"60s"},
+    {"name":"open","allow_subscribe_for_client":true,"allow_subscribe_for_anonymous":true},
+    {"name":"personal","allow_user_limited_channels":true,"allow_subscribe_for_client":true}]}}"#;
+
+#[test]
+fn simple_endpoints_refuse_what_centrifugo_refuses() {
+    for path in ["/messages/", "/listen/", "/sse/", "/stream/", "/ws/"] {
+        for ch in ["%24private", "secret:plans", "personal:%2342", "open:%24x"] {
+            let mut k = Kit::with_json(NAMESPACES);
+            k.publish(&ch.replace("%24", "$").replace("%23", "#"), "data");
+            let c = k.open();
+            k.input(c, &get(&format!("{path}?cid={ch}&since=0")));
+            let t = k.text(c);
+            assert!(t.starts_with("HTTP/1.1 403"), "{path} {ch}: {t}");
+            assert!(!t.contains("data\""), "{path} {ch}: leaked the message: {t}");
+            let v: serde_json::Value = serde_json::from_str(body(&t)).unwrap();
+            assert!(v["error"].as_str().unwrap().contains("channel "), "{t}");
+        }
+        let mut k = Kit::with_json(NAMESPACES);
+        let c = k.open();
+        k.input(c, &get(&format!("{path}?cid=open:news&since=0")));
+        assert!(!k.text(c).starts_with("HTTP/1.1 403"), "{path}: an open namespace is served");
+    }
+}
+
+#[test]
+fn a_namespace_can_be_opened_to_simple_endpoints() {
+    let json = NAMESPACES.replacen('{', r#"{"simple_access_namespaces":["secret"],"#, 1);
+    let mut k = Kit::with_json(&json);
+    k.publish("secret:plans", "plan");
+    let c = k.open();
+    k.input(c, &get("/messages/?cid=secret:plans&since=0"));
+    let t = k.text(c);
+    assert!(t.starts_with("HTTP/1.1 200"), "{t}");
+    assert!(t.contains("plan"));
+}
+
+#[test]
+fn poll_reply_is_bounded_by_bytes_and_walks_forward() {
+    // 20 messages of 100 KB; high water with the default cap is 1 MiB: a reply carries
+    // about 10, the oldest first when walking, and walking on gets the rest.
+    let mut k = Kit::new(Default::default());
+    let big = format!("\"{}\"", "x".repeat(100_000));
+    for _ in 0..20 {
+        k.publish("a", &big);
+    }
+    let c = k.open();
+    let mut since = 0;
+    let mut seen = 0;
+    for _ in 0..10 {
+        k.input(c, &get(&format!("/messages/?cid=a&since={since}")));
+        let t = k.text(c);
+        let v: serde_json::Value = serde_json::from_str(body(&t)).unwrap();
+        let msgs = v["messages"].as_array().unwrap();
+        if msgs.is_empty() {
+            break;
+        }
+        assert!(body(&t).len() <= k.env.high_water + 200_000, "reply of {} bytes", body(&t).len());
+        assert_eq!(msgs.last().unwrap()["id"], since + 1, "oldest first after since");
+        since = msgs[0]["id"].as_u64().unwrap();
+        seen += msgs.len();
+    }
+    assert_eq!(seen, 20, "walking forward reached every message");
+}
+
+#[test]
+fn sse_replay_is_paced_and_complete() {
+    let mut k = Kit::new(Default::default());
+    let big = format!("\"{}\"", "y".repeat(200_000));
+    for _ in 0..100 {
+        k.publish("big", &big);
+    }
+    let c = k.open();
+    k.input(c, &get("/sse/?cid=big&since=0"));
+    let queued = k.s(c).out.len();
+    assert!(queued <= k.env.high_water + 250_000, "replay queued {queued} bytes at once");
+    // A live message during the replay comes after it.
+    k.publish("big", "\"live\"");
+    let (all, peak) = k.read_all(c);
+    let text = String::from_utf8_lossy(&all);
+    let ids: Vec<u64> = text.lines().filter_map(|l| l.strip_prefix("id: ")).map(|v| v.parse().unwrap()).collect();
+    assert_eq!(ids, (1..=101).collect::<Vec<u64>>(), "every event, in order");
+    assert!(peak <= k.env.high_water + 250_000, "peak queue {peak}");
+    assert!(text.ends_with("\"data\":\"live\"}\n\n"));
+    assert!(!k.closed(c));
+}
+
+#[test]
+fn pipelined_requests_wait_while_replies_are_unread() {
+    let mut k = Kit::new(Default::default());
+    let c = k.open();
+    // 2,000 pipelined `GET /` (demo page, ~18 KB each) in one read.
+    let req = get("/");
+    let many: Vec<u8> = req.iter().copied().cycle().take(req.len() * 2000).collect();
+    k.input(c, &many);
+    let queued = k.s(c).out.len();
+    assert!(queued >= k.env.high_water, "answered up to the high-water mark");
+    assert!(queued < k.env.high_water + 64 * 1024, "{queued} bytes queued: parsing went on past high water");
+    assert!(!k.s(c).inbuf.is_empty(), "the rest waits unparsed");
+}
+
+#[test]
+fn chunked_body_in_one_byte_chunks() {
+    let mut k = Kit::new(Default::default());
+    let c = k.open();
+    k.input(c, b"POST /publish/?cid=t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..3000 {
+        k.input(c, b"1\r\nz\r\n");
+        assert!(k.s(c).inbuf.is_empty(), "raw chunk bytes are consumed as they are decoded");
+    }
+    k.input(c, b"0\r\n\r\n");
+    let t = k.text(c);
+    assert_eq!(body(&t), r#"{"id":1,"channel":"t"}"#, "{t}");
+    k.input(c, &get("/messages/?cid=t"));
+    assert!(k.text(c).contains(&"z".repeat(3000)));
+}
+
+#[test]
+fn trickled_body_times_out_with_408() {
+    let mut k = Kit::new(Default::default());
+    let c = k.open();
+    k.input(c, b"POST /publish/?cid=t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n");
+    k.advance(k.env.shared.cfg.handshake_timeout_ms);
+    k.timer(c);
+    assert!(k.text(c).starts_with("HTTP/1.1 408"));
+}
+
+#[test]
+fn incomplete_websocket_frame_times_out_with_1008() {
+    let mut k = Kit::new(Default::default());
+    let c = k.open();
+    let req = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    k.input(c, req.as_bytes());
+    let _ = k.output(c);
+    // A masked text frame announcing 1000 bytes; 10 arrive.
+    let mut f = vec![0x81, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
+    f.extend_from_slice(&[0u8; 10]);
+    k.input(c, &f);
+    k.advance(k.env.shared.cfg.handshake_timeout_ms);
+    k.timer(c);
+    let out = k.output(c);
+    assert_eq!(&out[..4], &[0x88, out[1], 0x03, 0xf0], "close 1008: {out:?}");
+    assert!(k.closed(c));
+}
+
+#[test]
+fn multi_channel_sse_sends_unsequenced_messages_with_their_data() {
+    let mut k = Kit::new(Default::default());
+    let c = k.open();
+    k.input(c, &get("/sse/?cid=a,b"));
+    let _ = k.output(c);
+    let data = crate::hub::envelope::json_data(b"{\"x\":1}");
+    let meta = crate::hub::PubMeta { skip_history: true, ..Default::default() };
+    k.env.shared.engine.publish("a", data, meta, k.env.now_ms);
+    k.pump();
+    let t = k.text(c);
+    assert!(t.starts_with("data: {\"id\":0,\"channel\":\"a\",\"data\":{\"x\":1}}\n\n"), "{t:?}");
+    assert!(!t.contains("id: "), "no id line for an unsequenced message: {t:?}");
+    k.publish("b", "2");
+    let t = k.text(c);
+    assert!(t.ends_with("id: 0,1\n\n"), "{t:?}");
+}
