@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use herald::hub::envelope::{envelope, iframe_chunk, sse_event};
 use herald::proto::ws::{frame, Opcode};
-use herald::reactor::outq::OutQueue;
+use herald::transport::outq::OutQueue;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ fn bench_fanout(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         let mut queues: Vec<OutQueue> = (0..n).map(|_| OutQueue::default()).collect();
         let mut sink = Sink(0);
-        let mut scratch = Vec::with_capacity(herald::reactor::outq::COALESCE_MAX);
+        let mut scratch = Vec::with_capacity(herald::transport::outq::COALESCE_MAX);
         g.bench_function(format!("{n}"), |b| {
             b.iter(|| {
                 for q in queues.iter_mut() {
@@ -108,7 +108,7 @@ fn bench_flush(c: &mut Criterion) {
     for k in [1usize, 16, 64] {
         g.throughput(Throughput::Bytes((k * wire.len()) as u64));
         let mut sink = Sink(0);
-        let mut scratch = Vec::with_capacity(herald::reactor::outq::COALESCE_MAX);
+        let mut scratch = Vec::with_capacity(herald::transport::outq::COALESCE_MAX);
         g.bench_function(format!("{k}_frames"), |b| {
             b.iter_batched_ref(
                 || {

@@ -225,7 +225,7 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
             if conn.req_started_ms().is_some() {
                 // Slowloris: the request head did not arrive in time.
                 log::debug!("conn {}:{} from {}: request head timeout", env.id, conn.id.key, conn.peer);
-                let receiving = conn.inbuf.len() > 0 || matches!(conn.state, State::Http(Some(_)));
+                let receiving = !conn.inbuf.is_empty() || matches!(conn.state, State::Http(Some(_)));
                 if conn.out.is_empty() && !receiving {
                     env.kill(conn);
                 } else {
