@@ -28,6 +28,7 @@ pub struct Command {
     pub sub_refresh: Option<SubRefreshReq>,
 }
 
+/// `connect`: token, client data, subscriptions to resume, client name and version.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ConnectReq {
@@ -38,6 +39,7 @@ pub struct ConnectReq {
     pub version: String,
 }
 
+/// `subscribe` (also a `subs` entry of connect): channel, token, recovery position and options.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]
 pub struct SubscribeReq {
@@ -52,12 +54,14 @@ pub struct SubscribeReq {
     pub join_leave: bool,
 }
 
+/// A command naming only a channel (`unsubscribe`, `presence`, `presence_stats`).
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ChannelReq {
     pub channel: String,
 }
 
+/// `publish`: channel and JSON data.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct PublishReq {
@@ -65,6 +69,7 @@ pub struct PublishReq {
     pub data: Option<Box<RawValue>>,
 }
 
+/// A stream position given by a client or API caller.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]
 pub struct StreamPosition {
@@ -72,6 +77,7 @@ pub struct StreamPosition {
     pub epoch: String,
 }
 
+/// `history`: channel, limit (0: position only; negative: all), since, direction.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct HistoryReq {
@@ -81,12 +87,14 @@ pub struct HistoryReq {
     pub reverse: bool,
 }
 
+/// `refresh`: a new connection token.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct RefreshReq {
     pub token: String,
 }
 
+/// `sub_refresh`: a new subscription token for a channel.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct SubRefreshReq {
@@ -100,7 +108,9 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " herald");
 /// A client error (Centrifugo codes 100-112).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Error {
+    /// Centrifugo error code.
     pub code: u16,
+    /// Its message.
     pub message: &'static str,
 }
 
@@ -119,7 +129,9 @@ pub const UNRECOVERABLE_POSITION: Error = Error { code: 112, message: "unrecover
 /// A disconnect: WebSocket close code and reason (Centrifugo v6 codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnect {
+    /// WebSocket close code.
     pub code: u16,
+    /// Close reason.
     pub reason: &'static str,
 }
 
@@ -140,7 +152,9 @@ pub const PERMISSION_DENIED_DISCONNECT: Disconnect = Disconnect { code: 3507, re
 /// Why the server ended a subscription (the body of an unsubscribe push).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsubscribe {
+    /// Centrifugo unsubscribe code.
     pub code: u16,
+    /// Its reason.
     pub reason: &'static str,
 }
 

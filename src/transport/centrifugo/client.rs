@@ -28,12 +28,17 @@ use std::sync::Arc;
 /// Centrifugo state of one connection (kept on the `Session`, so it outlives state changes
 /// and is cleaned up — presence, leave — when the connection goes).
 pub struct CfClient {
+    /// Client id (UUID form).
     pub id: Arc<str>,
+    /// User from the connection token ("" anonymous).
     pub user: Arc<str>,
+    /// The token's `info`: ClientInfo `conn_info`.
     pub conn_info: Option<Bytes>,
+    /// The connect command succeeded.
     pub connected: bool,
     /// Unix seconds after which the connection must have refreshed its token.
     pub expires_at: Option<i64>,
+    /// Subscriptions, in subscribe order.
     pub subs: Vec<CfSub>,
     /// A `{}` ping was sent and its pong must arrive by then.
     pub pong_deadline_ms: Option<u64>,
@@ -43,10 +48,15 @@ pub struct CfClient {
 
 /// One Centrifugo subscription.
 pub struct CfSub {
+    /// Channel name.
     pub channel: Arc<str>,
+    /// The subscriber's ClientInfo JSON (publications, presence, join/leave).
     pub info: Bytes,
+    /// The client receives join/leave pushes.
     pub join_leave: bool,
+    /// The client is in the channel's presence.
     pub presence: bool,
+    /// Unix seconds when the subscription token expires.
     pub expires_at: Option<i64>,
 }
 
@@ -75,6 +85,8 @@ pub fn verifier(cfg: &crate::config::Config) -> Verifier {
         .with_issuer((!t.issuer.is_empty()).then(|| t.issuer.clone()))
 }
 
+/// Build the subscription token verifier: `client.subscription_token` when enabled with
+/// its own key, else the connection token verifier.
 pub fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
     use crate::proto::jwt::Secret;
     let st = &cfg.client.subscription_token;
