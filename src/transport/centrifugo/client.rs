@@ -328,7 +328,7 @@ fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, serv
 
 /// Check and perform a subscription; returns the encoded subscribe result.
 fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<Bytes, Refusal> {
-    let opts = admissible(env, conn, &req.channel)?;
+    let opts = admissible(env, conn, &req)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     let grant =
         if server_side { SubGrant::default() } else { may_subscribe(env, cf, &req.channel, &opts, &req.token)? };
@@ -355,8 +355,9 @@ fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_sid
 
 /// The checks before permission: a valid channel name in a known namespace, not yet
 /// subscribed, within the client's and the channel's limits. Returns the channel's options.
-fn admissible(env: &Env, conn: &Session, ch: &str) -> Result<ChannelOptions, Error> {
+fn admissible(env: &Env, conn: &Session, req: &SubscribeReq) -> Result<ChannelOptions, Error> {
     let cfg = &env.shared.cfg;
+    let ch = req.channel.as_str();
     if check_channel(ch).is_err() {
         return Err(proto::BAD_REQUEST);
     }
@@ -365,7 +366,9 @@ fn admissible(env: &Env, conn: &Session, ch: &str) -> Result<ChannelOptions, Err
     if cf.subs.iter().any(|s| &*s.channel == ch) {
         return Err(proto::ALREADY_SUBSCRIBED);
     }
-    if cf.subs.len() >= cfg.client.channel_limit || fanout::full_channel(env, &[ch.to_string()]).is_some() {
+    if cf.subs.len() >= cfg.client.channel_limit
+        || fanout::full_channel(env, std::slice::from_ref(&req.channel)).is_some()
+    {
         return Err(proto::LIMIT_EXCEEDED);
     }
     Ok(opts.clone())
