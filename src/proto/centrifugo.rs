@@ -4,7 +4,8 @@
 //! publication push (once per message per worker). Called by the Centrifugo transport and
 //! API. No sockets, no clock (client ids come from a seeded [`IdGen`]). Unknown fields in commands are ignored, as Centrifugo does.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::proto::json::Writer;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -27,6 +28,7 @@ pub struct Command {
     pub sub_refresh: Option<SubRefreshReq>,
 }
 
+/// `connect`: token, client data, subscriptions to resume, client name and version.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ConnectReq {
@@ -37,6 +39,7 @@ pub struct ConnectReq {
     pub version: String,
 }
 
+/// `subscribe` (also a `subs` entry of connect): channel, token, recovery position and options.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]
 pub struct SubscribeReq {
@@ -51,12 +54,14 @@ pub struct SubscribeReq {
     pub join_leave: bool,
 }
 
+/// A command naming only a channel (`unsubscribe`, `presence`, `presence_stats`).
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ChannelReq {
     pub channel: String,
 }
 
+/// `publish`: channel and JSON data.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct PublishReq {
@@ -64,6 +69,7 @@ pub struct PublishReq {
     pub data: Option<Box<RawValue>>,
 }
 
+/// A stream position given by a client or API caller.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]
 pub struct StreamPosition {
@@ -71,6 +77,7 @@ pub struct StreamPosition {
     pub epoch: String,
 }
 
+/// `history`: channel, limit (0: position only; negative: all), since, direction.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct HistoryReq {
@@ -80,12 +87,14 @@ pub struct HistoryReq {
     pub reverse: bool,
 }
 
+/// `refresh`: a new connection token.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct RefreshReq {
     pub token: String,
 }
 
+/// `sub_refresh`: a new subscription token for a channel.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct SubRefreshReq {
@@ -93,10 +102,15 @@ pub struct SubRefreshReq {
     pub token: String,
 }
 
+/// The server's version string in connect and refresh results.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " herald");
+
 /// A client error (Centrifugo codes 100-112).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Error {
+    /// Centrifugo error code.
     pub code: u16,
+    /// Its message.
     pub message: &'static str,
 }
 
@@ -115,69 +129,300 @@ pub const UNRECOVERABLE_POSITION: Error = Error { code: 112, message: "unrecover
 /// A disconnect: WebSocket close code and reason (Centrifugo v6 codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnect {
+    /// WebSocket close code.
     pub code: u16,
+    /// Close reason.
     pub reason: &'static str,
 }
 
 pub const SHUTDOWN: Disconnect = Disconnect { code: 3001, reason: "shutdown" };
 pub const EXPIRED: Disconnect = Disconnect { code: 3005, reason: "connection expired" };
+/// A subscription token expired and was not refreshed in time.
+pub const SUBSCRIPTION_EXPIRED: Disconnect = Disconnect { code: 3006, reason: "subscription expired" };
 pub const SLOW: Disconnect = Disconnect { code: 3008, reason: "slow" };
 pub const NO_PONG: Disconnect = Disconnect { code: 3012, reason: "no pong" };
 pub const INVALID_TOKEN: Disconnect = Disconnect { code: 3500, reason: "invalid token" };
 pub const DISCONNECT_BAD_REQUEST: Disconnect = Disconnect { code: 3501, reason: "bad request" };
+/// No connect command arrived in time after the upgrade.
+pub const STALE: Disconnect = Disconnect { code: 3502, reason: "stale" };
 pub const FORCE_NO_RECONNECT: Disconnect = Disconnect { code: 3503, reason: "force disconnect" };
 pub const CHANNEL_LIMIT: Disconnect = Disconnect { code: 3505, reason: "channel limit" };
 pub const PERMISSION_DENIED_DISCONNECT: Disconnect = Disconnect { code: 3507, reason: "permission denied" };
 
-/// `{"id":N,"error":{"code":C,"message":"..."}}`
-pub fn error_reply(id: u32, e: Error) -> String {
-    format!("{{\"id\":{id},\"error\":{{\"code\":{},\"message\":\"{}\"}}}}", e.code, e.message)
+/// Why the server ended a subscription (the body of an unsubscribe push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// Centrifugo unsubscribe code.
+    pub code: u16,
+    /// Its reason.
+    pub reason: &'static str,
+}
+
+/// The server (API `unsubscribe`) removed the subscription.
+pub const SERVER_UNSUBSCRIBE: Unsubscribe = Unsubscribe { code: 2000, reason: "server unsubscribe" };
+
+/// A value that encodes itself as one JSON value through the escaping [`Writer`].
+pub trait Encode {
+    /// Append the value.
+    fn write(&self, w: &mut Writer);
+
+    /// The value on its own.
+    fn encode(&self) -> Bytes {
+        let mut w = Writer::new();
+        self.write(&mut w);
+        w.finish()
+    }
+}
+
+/// Already-encoded JSON (a result kept from an earlier encoding, a payload).
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a>(pub &'a [u8]);
+
+impl Encode for Raw<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.raw(self.0);
+    }
+}
+
+/// `{}`: the result of a method with nothing to report.
+#[derive(Debug, Clone, Copy)]
+pub struct Empty;
+
+impl Encode for Empty {
+    fn write(&self, w: &mut Writer) {
+        w.obj().end();
+    }
+}
+
+/// `{"code":C,"message":"M"}`
+impl Encode for Error {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("code").u64(self.code.into()).key("message").string(self.message).end();
+    }
+}
+
+/// `{"code":C,"reason":"R"}`
+impl Encode for Unsubscribe {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("code").u64(self.code.into()).key("reason").string(self.reason).end();
+    }
+}
+
+/// Seconds left until `expires_at` (never negative), when there is an expiry.
+pub fn ttl(expires_at: Option<i64>, now: i64) -> Option<i64> {
+    expires_at.map(|e| (e - now).max(0))
+}
+
+/// `"expires":true,"ttl":N` members when the token expires.
+fn expiry(w: &mut Writer, ttl: Option<i64>) {
+    if let Some(t) = ttl {
+        w.key("expires").bool(true).key("ttl").i64(t);
+    }
 }
 
 /// `{"id":N,"METHOD":RESULT}`
-pub fn reply(id: u32, method: &str, result: &str) -> String {
-    format!("{{\"id\":{id},\"{method}\":{result}}}")
+pub fn reply(id: u32, method: &str, result: &dyn Encode) -> Bytes {
+    let mut w = Writer::new();
+    w.obj().key("id").u64(id.into()).key(method);
+    result.write(&mut w);
+    w.end();
+    w.finish()
+}
+
+/// `{"id":N,"error":{"code":C,"message":"..."}}`
+pub fn error_reply(id: u32, e: Error) -> Bytes {
+    reply(id, "error", &e)
+}
+
+/// The connect result: `{"client":..,"version":..,"ping":S,"pong":B[,"expires":true,"ttl":N][,"subs":{..}]}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectResult<'a> {
+    /// Client id.
+    pub client: &'a str,
+    /// Server version ([`VERSION`]).
+    pub version: &'a str,
+    /// Ping interval in seconds.
+    pub ping: u64,
+    /// Whether the client must answer pings (bidirectional transports).
+    pub pong: bool,
+    /// Seconds until the connection token expires.
+    pub expires_ttl: Option<i64>,
+    /// Server-side subscriptions: channel and its encoded subscribe result. `Some` (even
+    /// empty) when the token named channels.
+    pub subs: Option<&'a [(String, Bytes)]>,
+}
+
+impl Encode for ConnectResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("client").string(self.client).key("version").string(self.version);
+        w.key("ping").u64(self.ping).key("pong").bool(self.pong);
+        expiry(w, self.expires_ttl);
+        if let Some(subs) = self.subs {
+            w.key("subs").obj();
+            for (ch, res) in subs {
+                w.key(ch).raw(res);
+            }
+            w.end();
+        }
+        w.end();
+    }
+}
+
+/// The refresh result: `{"client":..,"version":..[,"expires":true,"ttl":N]}`.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshResult<'a> {
+    /// Client id.
+    pub client: &'a str,
+    /// Server version ([`VERSION`]).
+    pub version: &'a str,
+    /// Seconds until the new token expires.
+    pub expires_ttl: Option<i64>,
+}
+
+impl Encode for RefreshResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("client").string(self.client).key("version").string(self.version);
+        expiry(w, self.expires_ttl);
+        w.end();
+    }
+}
+
+/// An expiry alone: `{"expires":true,"ttl":N}` or `{}` — the sub_refresh result and the
+/// body of a refresh push.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// Seconds until expiry; None: does not expire.
+    pub ttl: Option<i64>,
+}
+
+impl Encode for Expiry {
+    fn write(&self, w: &mut Writer) {
+        w.obj();
+        expiry(w, self.ttl);
+        w.end();
+    }
+}
+
+/// A stream position: epoch and top offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Position<'a> {
+    /// Stream epoch.
+    pub epoch: &'a str,
+    /// Top offset (0: empty stream).
+    pub offset: u64,
+}
+
+/// The subscribe result: `{[expires,ttl][,"recoverable":true,"epoch":E[,"offset":N],
+/// "positioned":true][,"was_recovering":true[,"recovered":true]][,"publications":[..]]}`.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeResult<'a> {
+    /// Seconds until the subscription token expires.
+    pub expires_ttl: Option<i64>,
+    /// The stream position of a recoverable (positioned) subscription.
+    pub recoverable: Option<Position<'a>>,
+    /// The client asked to recover.
+    pub was_recovering: bool,
+    /// Recovery succeeded (only written when recovering).
+    pub recovered: bool,
+    /// Publications the client missed (omitted when none).
+    pub publications: &'a [Pub<'a>],
+}
+
+impl Encode for SubscribeResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj();
+        expiry(w, self.expires_ttl);
+        if let Some(p) = self.recoverable {
+            w.key("recoverable").bool(true).key("epoch").string(p.epoch);
+            if p.offset > 0 {
+                w.key("offset").u64(p.offset);
+            }
+            w.key("positioned").bool(true);
+        }
+        if self.was_recovering {
+            w.key("was_recovering").bool(true);
+            if self.recovered {
+                w.key("recovered").bool(true);
+            }
+        }
+        if !self.publications.is_empty() {
+            w.key("publications");
+            pubs(w, self.publications);
+        }
+        w.end();
+    }
+}
+
+fn pubs(w: &mut Writer, list: &[Pub<'_>]) {
+    w.arr();
+    for p in list {
+        p.write(w);
+    }
+    w.end_arr();
+}
+
+/// The history result: `{"publications":[..],"epoch":E,"offset":N}`.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryResult<'a> {
+    /// Publications, in the order asked for.
+    pub publications: &'a [Pub<'a>],
+    /// Stream position (offset always written).
+    pub position: Position<'a>,
+}
+
+impl Encode for HistoryResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("publications");
+        pubs(w, self.publications);
+        w.key("epoch").string(self.position.epoch).key("offset").u64(self.position.offset).end();
+    }
+}
+
+/// The presence result: `{"presence":{"CLIENT":INFO,..}}`.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceResult<'a> {
+    /// (client id, user, ClientInfo JSON) as the engine keeps them.
+    pub clients: &'a [(String, String, Bytes)],
+}
+
+impl Encode for PresenceResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("presence").obj();
+        for (client, _, info) in self.clients {
+            w.key(client).raw(info);
+        }
+        w.end().end();
+    }
+}
+
+/// The presence_stats result: `{"num_clients":N,"num_users":M}`.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceStatsResult {
+    /// Connections present.
+    pub num_clients: u64,
+    /// Distinct users among them.
+    pub num_users: u64,
+}
+
+impl Encode for PresenceStatsResult {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("num_clients").u64(self.num_clients).key("num_users").u64(self.num_users).end();
+    }
 }
 
 /// ClientInfo JSON: `{"user":..,"client":..,"conn_info":..,"chan_info":..}` (empty parts
 /// omitted, as Centrifugo's JSON does).
 pub fn client_info(user: &str, client: &str, conn_info: Option<&[u8]>, chan_info: Option<&[u8]>) -> Bytes {
-    let mut out = BytesMut::with_capacity(64);
-    out.put_slice(b"{\"user\":");
-    out.put_slice(serde_json::to_string(user).unwrap_or_default().as_bytes());
-    out.put_slice(b",\"client\":\"");
-    out.put_slice(client.as_bytes());
-    out.put_u8(b'"');
+    let mut w = Writer::with_capacity(64);
+    w.obj().key("user").string(user).key("client").string(client);
     if let Some(c) = conn_info {
-        out.put_slice(b",\"conn_info\":");
-        out.put_slice(c);
+        w.key("conn_info").raw(c);
     }
     if let Some(c) = chan_info {
-        out.put_slice(b",\"chan_info\":");
-        out.put_slice(c);
+        w.key("chan_info").raw(c);
     }
-    out.put_u8(b'}');
-    out.freeze()
-}
-
-/// A publication object `{"data":DATA[,"offset":N][,"info":INFO][,"tags":TAGS]}` (offset
-/// 0 — an unsequenced publication — is omitted, as Centrifugo's JSON does).
-pub fn publication(out: &mut BytesMut, data: &[u8], offset: u64, info: Option<&[u8]>, tags: Option<&[u8]>) {
-    out.put_slice(b"{\"data\":");
-    out.put_slice(data);
-    if offset > 0 {
-        out.put_slice(b",\"offset\":");
-        out.put_slice(offset.to_string().as_bytes());
-    }
-    if let Some(i) = info {
-        out.put_slice(b",\"info\":");
-        out.put_slice(i);
-    }
-    if let Some(t) = tags {
-        out.put_slice(b",\"tags\":");
-        out.put_slice(t);
-    }
-    out.put_u8(b'}');
+    w.end();
+    w.finish()
 }
 
 /// The parts of one publication, borrowed from wherever the message is kept.
@@ -195,42 +440,81 @@ pub struct Pub<'a> {
     pub tags: Option<&'a [u8]>,
 }
 
-impl Pub<'_> {
-    /// Append the publication object.
-    pub fn write(&self, out: &mut BytesMut) {
-        publication(out, self.data, self.offset, self.info, self.tags);
+/// The publication object `{"data":DATA[,"offset":N][,"info":INFO][,"tags":TAGS]}` (offset
+/// 0 — an unsequenced publication — is omitted, as Centrifugo's JSON does).
+impl Encode for Pub<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("data").raw(self.data);
+        if self.offset > 0 {
+            w.key("offset").u64(self.offset);
+        }
+        if let Some(i) = self.info {
+            w.key("info").raw(i);
+        }
+        if let Some(t) = self.tags {
+            w.key("tags").raw(t);
+        }
+        w.end();
     }
 }
 
-/// The publication push. `wrapped`: bidirectional (`{"push":{...}}`); else the bare push
-/// object that unidirectional transports send.
+/// A push: `{"push":{["channel":"C",]"KIND":BODY}}`, or with `wrapped` false the bare
+/// `{["channel":"C",]"KIND":BODY}` that unidirectional transports send.
+pub fn push(channel: Option<&str>, kind: &str, body: &dyn Encode, wrapped: bool, capacity: usize) -> Bytes {
+    let mut w = Writer::with_capacity(capacity + channel.map_or(0, str::len) + 48);
+    if wrapped {
+        w.obj().key("push");
+    }
+    w.obj();
+    if let Some(ch) = channel {
+        w.key("channel").string(ch);
+    }
+    w.key(kind);
+    body.write(&mut w);
+    w.end();
+    if wrapped {
+        w.end();
+    }
+    w.finish()
+}
+
+/// The publication push (encoded once per message per worker).
 pub fn pub_push(m: &Pub<'_>, wrapped: bool) -> Bytes {
-    let channel = m.channel;
-    let mut out = BytesMut::with_capacity(m.data.len() + channel.len() + 64);
-    if wrapped {
-        out.put_slice(b"{\"push\":");
-    }
-    out.put_slice(b"{\"channel\":\"");
-    out.put_slice(channel.as_bytes());
-    out.put_slice(b"\",\"pub\":");
-    m.write(&mut out);
-    out.put_u8(b'}');
-    if wrapped {
-        out.put_u8(b'}');
-    }
-    out.freeze()
+    push(Some(m.channel), "pub", m, wrapped, m.data.len() + 16)
 }
 
-/// A join or leave push.
+/// `{"info":INFO}`: the body of join and leave pushes.
+struct InfoBody<'a>(&'a [u8]);
+
+impl Encode for InfoBody<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj().key("info").raw(self.0).end();
+    }
+}
+
+/// A join or leave push (bidirectional only).
 pub fn join_leave_push(channel: &str, info: &[u8], join: bool) -> Bytes {
-    let kind = if join { "join" } else { "leave" };
-    let mut out = BytesMut::with_capacity(info.len() + channel.len() + 48);
-    out.put_slice(b"{\"push\":{\"channel\":\"");
-    out.put_slice(channel.as_bytes());
-    out.put_slice(format!("\",\"{kind}\":{{\"info\":").as_bytes());
-    out.put_slice(info);
-    out.put_slice(b"}}}");
-    out.freeze()
+    push(Some(channel), if join { "join" } else { "leave" }, &InfoBody(info), true, info.len())
+}
+
+/// A server-side subscribe push carrying the (encoded) [`SubscribeResult`].
+pub fn subscribe_push(channel: &str, result: &[u8], wrapped: bool) -> Bytes {
+    push(Some(channel), "subscribe", &Raw(result), wrapped, result.len())
+}
+
+/// A server-side unsubscribe push.
+pub fn unsubscribe_push(channel: &str, why: Unsubscribe, wrapped: bool) -> Bytes {
+    push(Some(channel), "unsubscribe", &why, wrapped, 48)
+}
+
+/// A refresh push (the server changed the connection's expiry).
+pub fn refresh_push(expiry: Expiry, wrapped: bool) -> Bytes {
+    push(None, "refresh", &expiry, wrapped, 32)
+}
+
+/// The connect push that opens a unidirectional stream: `{"connect":RESULT}`.
+pub fn connect_push(result: &ConnectResult<'_>) -> Bytes {
+    push(None, "connect", result, false, 128)
 }
 
 /// Split a frame's payload into the JSON commands it carries (newline-delimited).
@@ -284,7 +568,10 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert_eq!(error_reply(3, PERMISSION_DENIED), r#"{"id":3,"error":{"code":103,"message":"permission denied"}}"#);
+        assert_eq!(
+            &error_reply(3, PERMISSION_DENIED)[..],
+            br#"{"id":3,"error":{"code":103,"message":"permission denied"}}"#
+        );
         let m = |data: &'static [u8], offset, info: Option<&'static [u8]>, tags: Option<&'static [u8]>| Pub {
             channel: "c",
             data,
@@ -314,5 +601,117 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert_ne!(id, g.next_id());
+    }
+
+    fn text(b: Bytes) -> String {
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn replies_keep_todays_bytes() {
+        assert_eq!(text(reply(1, "ping", &Empty)), r#"{"id":1,"ping":{}}"#);
+        let subs = vec![("a".to_string(), Bytes::from_static(b"{}"))];
+        let c = ConnectResult {
+            client: "id",
+            version: "1.0 herald",
+            ping: 25,
+            pong: true,
+            expires_ttl: Some(30),
+            subs: Some(&subs),
+        };
+        assert_eq!(
+            text(reply(1, "connect", &c)),
+            r#"{"id":1,"connect":{"client":"id","version":"1.0 herald","ping":25,"pong":true,"expires":true,"ttl":30,"subs":{"a":{}}}}"#
+        );
+        let c = ConnectResult { expires_ttl: None, subs: Some(&[]), pong: false, ..c };
+        assert_eq!(
+            text(connect_push(&c)),
+            r#"{"connect":{"client":"id","version":"1.0 herald","ping":25,"pong":false,"subs":{}}}"#
+        );
+        let c = ConnectResult { subs: None, ..c };
+        assert_eq!(text(c.encode()), r#"{"client":"id","version":"1.0 herald","ping":25,"pong":false}"#);
+        let r = RefreshResult { client: "id", version: "v", expires_ttl: Some(0) };
+        assert_eq!(text(r.encode()), r#"{"client":"id","version":"v","expires":true,"ttl":0}"#);
+        assert_eq!(text(Expiry { ttl: None }.encode()), "{}");
+        assert_eq!(
+            text(refresh_push(Expiry { ttl: Some(9) }, true)),
+            r#"{"push":{"refresh":{"expires":true,"ttl":9}}}"#
+        );
+        assert_eq!(text(refresh_push(Expiry { ttl: None }, false)), r#"{"refresh":{}}"#);
+        assert_eq!(ttl(Some(5), 10), Some(0));
+        assert_eq!(ttl(Some(15), 10), Some(5));
+    }
+
+    #[test]
+    fn subscribe_history_presence_shapes() {
+        let p = [Pub { channel: "c", data: b"1", offset: 2, info: None, tags: None }];
+        let s = SubscribeResult {
+            expires_ttl: Some(4),
+            recoverable: Some(Position { epoch: "e", offset: 2 }),
+            was_recovering: true,
+            recovered: true,
+            publications: &p,
+        };
+        assert_eq!(
+            text(s.encode()),
+            r#"{"expires":true,"ttl":4,"recoverable":true,"epoch":"e","offset":2,"positioned":true,"was_recovering":true,"recovered":true,"publications":[{"data":1,"offset":2}]}"#
+        );
+        let s = SubscribeResult {
+            expires_ttl: None,
+            recoverable: Some(Position { epoch: "e", offset: 0 }),
+            recovered: false,
+            publications: &[],
+            ..s
+        };
+        assert_eq!(text(s.encode()), r#"{"recoverable":true,"epoch":"e","positioned":true,"was_recovering":true}"#);
+        let s = SubscribeResult { recoverable: None, was_recovering: false, ..s };
+        assert_eq!(text(s.encode()), "{}");
+        let h = HistoryResult { publications: &p, position: Position { epoch: "e", offset: 0 } };
+        assert_eq!(text(h.encode()), r#"{"publications":[{"data":1,"offset":2}],"epoch":"e","offset":0}"#);
+        let h = HistoryResult { publications: &[], position: Position { epoch: "e", offset: 7 } };
+        assert_eq!(text(h.encode()), r#"{"publications":[],"epoch":"e","offset":7}"#);
+        let entries = vec![
+            ("c1".to_string(), "u".to_string(), Bytes::from_static(b"{\"user\":\"u\"}")),
+            ("c2".to_string(), "".to_string(), Bytes::from_static(b"{}")),
+        ];
+        assert_eq!(text(PresenceResult { clients: &entries }.encode()), r#"{"presence":{"c1":{"user":"u"},"c2":{}}}"#);
+        assert_eq!(text(PresenceResult { clients: &[] }.encode()), r#"{"presence":{}}"#);
+        let st = PresenceStatsResult { num_clients: 2, num_users: 1 };
+        assert_eq!(text(st.encode()), r#"{"num_clients":2,"num_users":1}"#);
+    }
+
+    #[test]
+    fn pushes_escape_channel_names() {
+        let ch = "a\"b\\c\n";
+        let v: serde_json::Value = serde_json::from_slice(&pub_push(
+            &Pub { channel: ch, data: b"1", offset: 0, info: None, tags: None },
+            true,
+        ))
+        .unwrap();
+        assert_eq!(v["push"]["channel"], ch);
+        let v: serde_json::Value = serde_json::from_slice(&join_leave_push(ch, b"{}", true)).unwrap();
+        assert_eq!(v["push"]["channel"], ch);
+        assert!(v["push"]["join"]["info"].is_object());
+        let u = unsubscribe_push(ch, SERVER_UNSUBSCRIBE, true);
+        let v: serde_json::Value = serde_json::from_slice(&u).unwrap();
+        assert_eq!(v["push"]["channel"], ch);
+        assert_eq!(v["push"]["unsubscribe"]["code"], 2000);
+        assert_eq!(
+            text(unsubscribe_push("c", SERVER_UNSUBSCRIBE, true)),
+            r#"{"push":{"channel":"c","unsubscribe":{"code":2000,"reason":"server unsubscribe"}}}"#
+        );
+        assert_eq!(text(subscribe_push("c", b"{}", true)), r#"{"push":{"channel":"c","subscribe":{}}}"#);
+        assert_eq!(text(subscribe_push("c", b"{}", false)), r#"{"channel":"c","subscribe":{}}"#);
+        assert_eq!(text(join_leave_push("c", b"{}", false)), r#"{"push":{"channel":"c","leave":{"info":{}}}}"#);
+        let mut w = Writer::new();
+        w.obj().key("m\"").raw(b"1").end();
+        assert_eq!(w.as_bytes(), br#"{"m\"":1}"#);
+        let v: serde_json::Value = serde_json::from_slice(&reply(
+            1,
+            "x",
+            &PresenceResult { clients: &[(ch.to_string(), String::new(), Bytes::from_static(b"{}"))] },
+        ))
+        .unwrap();
+        assert!(v["x"]["presence"][ch].is_object());
     }
 }

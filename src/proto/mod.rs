@@ -4,9 +4,11 @@
 //! - [`ws`]: RFC 6455 handshake and frame codec.
 //! - [`centrifugo`]: Centrifugo's client protocol (JSON) and its codes.
 //! - [`jwt`]: Centrifugo connection and subscription tokens (HS256 JWT).
+//! - [`json`]: the escaping JSON writer every hand-built reply goes through.
 //! - [`query`], [`utf8`]: query strings and streaming UTF-8 validation.
 pub mod centrifugo;
 pub mod http;
+pub mod json;
 pub mod jwt;
 pub mod query;
 pub mod utf8;

@@ -11,8 +11,9 @@ use crate::hub::bus::{Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
 use crate::hub::envelope::json_data;
 use crate::hub::PubMeta;
-use crate::proto::centrifugo::{self as proto, Error};
+use crate::proto::centrifugo::{self as proto, Encode, Error};
 use crate::proto::http::Response;
+use crate::proto::json::Writer;
 use crate::transport::access::ct_eq;
 use crate::transport::http::{respond, Req};
 use crate::transport::{Env, Session};
@@ -52,52 +53,71 @@ fn authorised(env: &Env, req: &Req) -> bool {
     false
 }
 
-fn send(env: &mut Env, conn: &mut Session, req: &Req, status: u16, body: &str) {
+fn send(env: &mut Env, conn: &mut Session, req: &Req, status: u16, body: &[u8]) {
     let keep = req.keep_alive();
-    let r = Response::new(status)
-        .keep_alive(keep)
-        .http10(req.head.minor_version == 0)
-        .body("application/json", body.as_bytes());
+    let r = Response::new(status).keep_alive(keep).http10(req.head.minor_version == 0).body("application/json", body);
     respond(env, conn, r, keep);
 }
 
-fn err_json(e: Error) -> String {
-    format!("{{\"error\":{{\"code\":{},\"message\":\"{}\"}}}}", e.code, e.message)
+/// The body of a request without a valid key (401).
+const UNAUTHORISED_BODY: &[u8] = b"{\"error\":\"unauthorized: pass X-API-Key or Authorization: apikey KEY\"}";
+/// The body of a request whose body is not a JSON object (400).
+const NOT_AN_OBJECT_BODY: &[u8] = b"{\"error\":\"request body must be a JSON object\"}";
+
+/// One API answer: `{"result":R}` or `{"error":{"code":C,"message":M}}`. Also the shape of
+/// each element of a broadcast's `responses`.
+fn answer(w: &mut Writer, res: &Result<Bytes, Error>) {
+    w.obj();
+    match res {
+        Ok(r) => w.key("result").raw(r),
+        Err(e) => w.key("error").obj().key("code").u64(e.code.into()).key("message").string(e.message).end(),
+    };
+    w.end();
+}
+
+/// [`answer`] on its own.
+fn answer_body(res: &Result<Bytes, Error>) -> Bytes {
+    let mut w = Writer::new();
+    answer(&mut w, res);
+    w.finish()
 }
 
 /// `POST /api/<method>`.
 pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
     if !authorised(env, req) {
         log::debug!("conn {}:{} from {}: api refused (no valid key)", env.id, conn.id.key, conn.peer);
-        return send(env, conn, req, 401, "{\"error\":\"unauthorized: pass X-API-Key or Authorization: apikey KEY\"}");
+        return send(env, conn, req, 401, UNAUTHORISED_BODY);
     }
     let body: &[u8] = if req.body.trim_ascii().is_empty() { b"{}" } else { req.body };
     let params: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => return send(env, conn, req, 400, "{\"error\":\"request body must be a JSON object\"}"),
+        _ => return send(env, conn, req, 400, NOT_AN_OBJECT_BODY),
     };
     if method == "batch" {
         let Some(cmds) = params.get("commands").and_then(|c| c.as_array()) else {
-            return send(env, conn, req, 200, &err_json(proto::BAD_REQUEST));
+            return send(env, conn, req, 200, &answer_body(&Err(proto::BAD_REQUEST)));
         };
-        let mut replies = Vec::with_capacity(cmds.len());
+        // `{"replies":[{"METHOD":RESULT} | {"error":{..}}, ..]}`
+        let mut w = Writer::new();
+        w.obj().key("replies").arr();
         for c in cmds {
-            let reply = match c.as_object().and_then(|o| o.iter().next()) {
+            match c.as_object().and_then(|o| o.iter().next()) {
                 Some((m, p)) => match call(env, m, p) {
-                    Some(Ok(r)) => format!("{{\"{m}\":{r}}}"),
-                    Some(Err(e)) => err_json(e),
-                    None => err_json(proto::METHOD_NOT_FOUND),
+                    Some(Ok(r)) => {
+                        w.obj().key(m).raw(&r).end();
+                    }
+                    Some(Err(e)) => answer(&mut w, &Err(e)),
+                    None => answer(&mut w, &Err(proto::METHOD_NOT_FOUND)),
                 },
-                None => err_json(proto::BAD_REQUEST),
-            };
-            replies.push(reply);
+                None => answer(&mut w, &Err(proto::BAD_REQUEST)),
+            }
         }
-        return send(env, conn, req, 200, &format!("{{\"replies\":[{}]}}", replies.join(",")));
+        w.end_arr().end();
+        return send(env, conn, req, 200, w.as_bytes());
     }
     match call(env, method, &params) {
-        Some(Ok(r)) => send(env, conn, req, 200, &format!("{{\"result\":{r}}}")),
-        Some(Err(e)) => send(env, conn, req, 200, &err_json(e)),
-        None => send(env, conn, req, 404, "{\"error\":{\"code\":104,\"message\":\"method not found\"}}"),
+        Some(res) => send(env, conn, req, 200, &answer_body(&res)),
+        None => send(env, conn, req, 404, &answer_body(&Err(proto::METHOD_NOT_FOUND))),
     }
 }
 
@@ -139,7 +159,23 @@ struct HistoryParams {
     reverse: bool,
 }
 
-fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Result<String, Error> {
+/// The publish result: `{"offset":N,"epoch":"E"}`, or `{}` for an unsequenced publication.
+struct PublishResult<'a> {
+    offset: u64,
+    epoch: &'a str,
+}
+
+impl Encode for PublishResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj();
+        if self.offset > 0 {
+            w.key("offset").u64(self.offset).key("epoch").string(self.epoch);
+        }
+        w.end();
+    }
+}
+
+fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Result<Bytes, Error> {
     if check_channel(channel).is_err() {
         return Err(proto::BAD_REQUEST);
     }
@@ -154,10 +190,8 @@ fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Resu
     };
     let (id, epoch) = env.shared.engine.publish(channel, json_data(data), meta, env.now_ms);
     env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-    if id == 0 {
-        return Ok("{}".into()); // not sequenced (skip_history)
-    }
-    Ok(format!("{{\"offset\":{id},\"epoch\":\"{epoch}\"}}"))
+    // id 0: not sequenced (skip_history).
+    Ok(PublishResult { offset: id, epoch: &epoch }.encode())
 }
 
 fn channel_checked(env: &Env, ch: &str) -> Result<crate::config::centrifugo::ChannelOptions, Error> {
@@ -168,7 +202,7 @@ fn channel_checked(env: &Env, ch: &str) -> Result<crate::config::centrifugo::Cha
 }
 
 /// One API method; None when the method does not exist.
-fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<String, Error>> {
+fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<Bytes, Error>> {
     let de = |v: &Value| v.clone();
     Some(match method {
         "publish" | "broadcast" => {
@@ -186,15 +220,14 @@ fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<String, Er
                 if p.channels.is_empty() {
                     return Some(Err(proto::BAD_REQUEST));
                 }
-                let parts: Vec<String> = p
-                    .channels
-                    .iter()
-                    .map(|c| match publish_one(env, c, &data, &p) {
-                        Ok(r) => format!("{{\"result\":{r}}}"),
-                        Err(e) => err_json(e),
-                    })
-                    .collect();
-                Ok(format!("{{\"responses\":[{}]}}", parts.join(",")))
+                // `{"responses":[{"result":R} | {"error":{..}}, ..]}`
+                let mut w = Writer::new();
+                w.obj().key("responses").arr();
+                for c in &p.channels {
+                    answer(&mut w, &publish_one(env, c, &data, &p));
+                }
+                w.end_arr().end();
+                Ok(w.finish())
             }
         }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
@@ -211,14 +244,16 @@ fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<String, Er
                 "subscribe" => UserCmd::Subscribe { user: p.user, channel: p.channel },
                 "unsubscribe" => UserCmd::Unsubscribe { user: p.user, channel: p.channel },
                 "disconnect" => {
-                    let d = p.disconnect.unwrap_or(DisconnectParams { code: 3503, reason: "force disconnect".into() });
-                    let code = if (3000..5000).contains(&d.code) { d.code } else { 3503 };
+                    let force = proto::FORCE_NO_RECONNECT;
+                    let d = p.disconnect.unwrap_or(DisconnectParams { code: force.code, reason: force.reason.into() });
+                    // Only application close codes; anything else is the default force disconnect.
+                    let code = if (3000..5000).contains(&d.code) { d.code } else { force.code };
                     UserCmd::Disconnect { user: p.user, code, reason: d.reason }
                 }
                 _ => UserCmd::Refresh { user: p.user, expire_at: p.expire_at, expired: p.expired },
             });
             env.shared.engine.broadcast(&|| Note::User(cmd.clone()));
-            Ok("{}".into())
+            Ok(proto::Empty.encode())
         }
         "presence" | "presence_stats" => {
             let ch = params.get("channel").and_then(|c| c.as_str()).unwrap_or("");
@@ -244,20 +279,23 @@ fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<String, Er
                 Err(e) => Err(e),
                 Ok(_) => {
                     env.shared.engine.history_remove(ch);
-                    Ok("{}".into())
+                    Ok(proto::Empty.encode())
                 }
             }
         }
         "channels" => {
             let pattern = params.get("pattern").and_then(|p| p.as_str()).unwrap_or("");
-            let mut parts = Vec::new();
+            // `{"channels":{"NAME":{"num_clients":N},..}}`
+            let mut w = Writer::new();
+            w.obj().key("channels").obj();
             for st in env.shared.engine.channel_stats() {
                 if st.subscribers == 0 || !glob(pattern, &st.name) {
                     continue;
                 }
-                parts.push(format!("\"{}\":{{\"num_clients\":{}}}", st.name, st.subscribers));
+                w.key(&st.name).obj().key("num_clients").u64(st.subscribers as u64).end();
             }
-            Ok(format!("{{\"channels\":{{{}}}}}", parts.join(",")))
+            w.end().end();
+            Ok(w.finish())
         }
         "info" => {
             let stats = env.shared.engine.channel_stats();
@@ -266,13 +304,14 @@ fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<String, Er
             let clients = env.shared.stats.connections.load(Ordering::Relaxed);
             let cf_clients = env.shared.stats.cf_clients.load(Ordering::Relaxed);
             let uptime = env.now_ms / 1000;
-            Ok(format!(
-                "{{\"nodes\":[{{\"uid\":\"{}\",\"name\":\"herald\",\"version\":\"{} herald\",\"num_clients\":{},\"num_users\":{},\"num_subs\":{subs},\"num_channels\":{chans},\"uptime\":{uptime},\"num_connections\":{clients}}}]}}",
-                env.shared.node_id,
-                env!("CARGO_PKG_VERSION"),
-                cf_clients,
-                env.cf_user_count(),
-            ))
+            let mut w = Writer::with_capacity(256);
+            w.obj().key("nodes").arr().obj();
+            w.key("uid").string(&env.shared.node_id).key("name").string("herald").key("version").string(proto::VERSION);
+            w.key("num_clients").u64(cf_clients as u64).key("num_users").u64(env.cf_user_count() as u64);
+            w.key("num_subs").u64(subs as u64).key("num_channels").u64(chans as u64);
+            w.key("uptime").u64(uptime).key("num_connections").u64(clients as u64);
+            w.end().end_arr().end();
+            Ok(w.finish())
         }
         _ => return None,
     })

@@ -8,14 +8,18 @@
 //! (pings). Replies and pushes are queued on the connection; no socket is touched. Never
 //! logs tokens or message data.
 
+use crate::config::centrifugo::ChannelOptions;
 use crate::hub::bus::{Event, Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
+use crate::hub::engine::HistoryRead;
 use crate::hub::envelope::json_data;
-use crate::proto::centrifugo::{self as proto, Command, Disconnect, Error, SubscribeReq};
+use crate::hub::Message;
+use crate::proto::centrifugo::{self as proto, Command, Disconnect, Encode, Error, SubscribeReq};
 use crate::proto::jwt::{TokenError, Verifier};
 use crate::proto::ws::{self as codec, Opcode};
 use crate::transport::fanout;
 use crate::transport::session::{State, WsMode};
+use crate::transport::wire::cf_pub;
 use crate::transport::{Env, Session, Sessions};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::Ordering;
@@ -24,12 +28,17 @@ use std::sync::Arc;
 /// Centrifugo state of one connection (kept on the `Session`, so it outlives state changes
 /// and is cleaned up — presence, leave — when the connection goes).
 pub struct CfClient {
+    /// Client id (UUID form).
     pub id: Arc<str>,
+    /// User from the connection token ("" anonymous).
     pub user: Arc<str>,
+    /// The token's `info`: ClientInfo `conn_info`.
     pub conn_info: Option<Bytes>,
+    /// The connect command succeeded.
     pub connected: bool,
     /// Unix seconds after which the connection must have refreshed its token.
     pub expires_at: Option<i64>,
+    /// Subscriptions, in subscribe order.
     pub subs: Vec<CfSub>,
     /// A `{}` ping was sent and its pong must arrive by then.
     pub pong_deadline_ms: Option<u64>,
@@ -39,10 +48,15 @@ pub struct CfClient {
 
 /// One Centrifugo subscription.
 pub struct CfSub {
+    /// Channel name.
     pub channel: Arc<str>,
+    /// The subscriber's ClientInfo JSON (publications, presence, join/leave).
     pub info: Bytes,
+    /// The client receives join/leave pushes.
     pub join_leave: bool,
+    /// The client is in the channel's presence.
     pub presence: bool,
+    /// Unix seconds when the subscription token expires.
     pub expires_at: Option<i64>,
 }
 
@@ -71,6 +85,8 @@ pub fn verifier(cfg: &crate::config::Config) -> Verifier {
         .with_issuer((!t.issuer.is_empty()).then(|| t.issuer.clone()))
 }
 
+/// Build the subscription token verifier: `client.subscription_token` when enabled with
+/// its own key, else the connection token verifier.
 pub fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
     use crate::proto::jwt::Secret;
     let st = &cfg.client.subscription_token;
@@ -148,10 +164,11 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         }
         return;
     }
-    let (method, res): (&str, Result<String, Error>) = if let Some(r) = cmd.subscribe {
+    // Each arm gives the method name and its encoded result.
+    let (method, res): (&str, Result<Bytes, Error>) = if let Some(r) = cmd.subscribe {
         return subscribe(env, conn, id, r, false);
     } else if let Some(r) = cmd.unsubscribe {
-        ("unsubscribe", unsubscribe(env, conn, &r.channel).map(|_| "{}".into()))
+        ("unsubscribe", unsubscribe(env, conn, &r.channel).map(|_| proto::Empty.encode()))
     } else if let Some(r) = cmd.publish {
         ("publish", publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())))
     } else if let Some(r) = cmd.history {
@@ -165,17 +182,17 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
     } else if let Some(r) = cmd.sub_refresh {
         ("sub_refresh", sub_refresh(env, conn, &r.channel, &r.token))
     } else if cmd.ping.is_some() {
-        ("ping", Ok("{}".into()))
+        ("ping", Ok(proto::Empty.encode()))
     } else if cmd.send.is_some() {
         return; // asynchronous message: no handler on this server
     } else {
         ("", Err(proto::METHOD_NOT_FOUND))
     };
     let text = match res {
-        Ok(body) => proto::reply(id, method, &body),
+        Ok(body) => proto::reply(id, method, &proto::Raw(&body)),
         Err(e) => proto::error_reply(id, e),
     };
-    send_text(env, conn, text.as_bytes());
+    send_text(env, conn, &text);
 }
 
 pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::ConnectReq) {
@@ -197,8 +214,7 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
                 (c.sub, info, chans, exp)
             }
             Err(TokenError::Expired | TokenError::NotYetValid) => {
-                let t = proto::error_reply(id, proto::TOKEN_EXPIRED);
-                return send_text(env, conn, t.as_bytes());
+                return send_text(env, conn, &proto::error_reply(id, proto::TOKEN_EXPIRED));
             }
             Err(e) => {
                 log::debug!("conn {}:{} from {}: connect token refused: {e:?}", env.id, conn.id.key, conn.peer);
@@ -219,48 +235,37 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
     }
     env.shared.stats.cf_clients.fetch_add(1, Ordering::Relaxed);
     let ping_s = cfg.client.ping_interval.0 / 1000;
-    let mut body = format!(
-        "{{\"client\":\"{client_id}\",\"version\":\"{} herald\",\"ping\":{},\"pong\":{}",
-        env!("CARGO_PKG_VERSION"),
-        ping_s.max(1),
-        !uni
-    );
-    if let Some(exp) = expire_at {
-        body.push_str(&format!(",\"expires\":true,\"ttl\":{}", (exp - now).max(0)));
-    }
-    // Server-side subscriptions from the token's `channels`, and the ones the client asks
-    // to resume in `subs`.
-    let mut subs = Vec::new();
-    for ch in channels.iter().filter(|c| check_channel(c).is_ok()) {
-        let r = req.subs.get(ch).cloned().unwrap_or_default();
-        subs.push((ch.clone(), r));
-    }
     if let State::Ws(ws) = &mut conn.state {
         ws.next_ping_ms = env.now_ms + cfg.client.ping_interval.0;
     }
-    if !subs.is_empty() {
-        body.push_str(",\"subs\":{");
-        let mut first = true;
-        for (ch, mut r) in subs {
+    // Server-side subscriptions from the token's `channels`, and the ones the client asks
+    // to resume in `subs`; `"subs"` is present whenever the token named a valid channel.
+    let wanted: Vec<&String> = channels.iter().filter(|c| check_channel(c).is_ok()).collect();
+    let subs = (!wanted.is_empty()).then(|| {
+        let mut done = Vec::with_capacity(wanted.len());
+        for ch in wanted {
+            let mut r = req.subs.get(ch).cloned().unwrap_or_default();
             r.channel = ch.clone();
             if let Ok(res) = do_subscribe(env, conn, r, true) {
-                if !first {
-                    body.push(',');
-                }
-                first = false;
-                body.push_str(&format!("\"{ch}\":{res}"));
+                done.push((ch.clone(), res));
             }
         }
-        body.push('}');
-    }
-    body.push('}');
+        done
+    });
+    let result = proto::ConnectResult {
+        client: &client_id,
+        version: proto::VERSION,
+        ping: ping_s.max(1),
+        pong: !uni,
+        expires_ttl: proto::ttl(expire_at, now),
+        subs: subs.as_deref(),
+    };
     log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", env.id, conn.id.key, conn.peer);
     if uni {
         // Unidirectional: the connect result is the first push.
-        let push = format!("{{\"connect\":{body}}}");
-        uni_send(env, conn, push.as_bytes());
+        uni_send(env, conn, &proto::connect_push(&result));
     } else {
-        send_text(env, conn, proto::reply(id, "connect", &body).as_bytes());
+        send_text(env, conn, &proto::reply(id, "connect", &result));
     }
 }
 
@@ -287,28 +292,76 @@ fn user_allowed_in_limited(env: &Env, user: &str, channel: &str) -> bool {
     !user.is_empty() && env.shared.cfg.channel.limited_users(channel).is_some_and(|mut us| us.any(|u| u == user))
 }
 
-/// Marker error: a subscription token that is not valid for this client disconnects it
-/// with 3500, as Centrifugo does.
-const INVALID_SUB_TOKEN: Error = Error { code: 0, message: "invalid token" };
-
-fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, server_side: bool) {
-    let text = match do_subscribe(env, conn, req, server_side) {
-        Ok(body) => proto::reply(id, "subscribe", &body),
-        Err(e) if e == INVALID_SUB_TOKEN => return disconnect(env, conn, proto::INVALID_TOKEN),
-        Err(e) => proto::error_reply(id, e),
-    };
-    send_text(env, conn, text.as_bytes());
+/// Why a subscription is refused: an error reply, or a disconnect (a subscription token
+/// that verifies but names another channel, user or client closes the connection with
+/// 3500, as Centrifugo does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Answer the subscribe command with this error.
+    Reply(Error),
+    /// Close the connection.
+    Disconnect(Disconnect),
 }
 
-/// Check and perform a subscription; returns the subscribe result JSON.
-fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<String, Error> {
-    let cfg = env.shared.cfg.clone();
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        Refusal::Reply(e)
+    }
+}
+
+/// What a permitted subscription takes from its subscription token (nothing without one).
+#[derive(Debug, Default)]
+pub struct SubGrant {
+    /// The token's `info`: the subscriber's `chan_info`.
+    pub chan_info: Option<Bytes>,
+    /// When the subscription expires (unix seconds), from the token.
+    pub expires_at: Option<i64>,
+}
+
+fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, server_side: bool) {
+    match do_subscribe(env, conn, req, server_side) {
+        Ok(body) => send_text(env, conn, &proto::reply(id, "subscribe", &proto::Raw(&body))),
+        Err(Refusal::Reply(e)) => send_text(env, conn, &proto::error_reply(id, e)),
+        Err(Refusal::Disconnect(d)) => disconnect(env, conn, d),
+    }
+}
+
+/// Check and perform a subscription; returns the encoded subscribe result.
+fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<Bytes, Refusal> {
+    let opts = admissible(env, conn, &req)?;
+    let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
+    let grant =
+        if server_side { SubGrant::default() } else { may_subscribe(env, cf, &req.channel, &opts, &req.token)? };
+    let rec = recover(env, conn, &req, &opts)?;
+    enter(env, conn, &req, &opts, &grant);
+    let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
+    let result = proto::SubscribeResult {
+        expires_ttl: proto::ttl(grant.expires_at, env.unix_s),
+        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.read.last_id }),
+        was_recovering: rec.recovering,
+        recovered: rec.recovered,
+        publications: &pubs,
+    };
+    log::debug!(
+        "conn {}:{}: centrifugo subscribe {} recovering={} recovered={}",
+        env.id,
+        conn.id.key,
+        req.channel,
+        rec.recovering,
+        rec.recovered
+    );
+    Ok(result.encode())
+}
+
+/// The checks before permission: a valid channel name in a known namespace, not yet
+/// subscribed, within the client's and the channel's limits. Returns the channel's options.
+fn admissible(env: &Env, conn: &Session, req: &SubscribeReq) -> Result<ChannelOptions, Error> {
+    let cfg = &env.shared.cfg;
     let ch = req.channel.as_str();
     if check_channel(ch).is_err() {
         return Err(proto::BAD_REQUEST);
     }
     let Some((_, opts)) = cfg.channel.resolve(ch) else { return Err(proto::UNKNOWN_CHANNEL) };
-    let opts = opts.clone();
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     if cf.subs.iter().any(|s| &*s.channel == ch) {
         return Err(proto::ALREADY_SUBSCRIBED);
@@ -318,76 +371,108 @@ fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_sid
     {
         return Err(proto::LIMIT_EXCEEDED);
     }
-    let user = cf.user.clone();
-    let mut chan_info: Option<Bytes> = None;
-    let mut sub_expires = None;
-    if !server_side {
-        if !req.token.is_empty() {
-            // As Centrifugo: a token that does not verify is "permission denied"; one that
-            // verifies but names another channel, user or client disconnects (3500).
-            let v = env.sub_verifier.verify_subscribe(&req.token, ch, env.unix_s).map_err(|e| match e {
-                TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
-                TokenError::WrongChannel => INVALID_SUB_TOKEN,
-                _ => proto::PERMISSION_DENIED,
-            })?;
-            let c = v.into_claims();
-            let client_id = conn.cf.as_ref().map(|c| c.id.clone()).unwrap_or_else(|| Arc::from(""));
-            if c.sub != *user || (!c.client.is_empty() && *c.client != *client_id) {
-                return Err(INVALID_SUB_TOKEN);
-            }
-            sub_expires = c.subscription_expires_at();
-            chan_info = c.info.map(|i| Bytes::from(i.to_string()));
-        } else if cfg.channel.is_private(ch) {
-            return Err(proto::PERMISSION_DENIED);
-        } else if opts.allow_user_limited_channels && cfg.channel.limited_users(ch).is_some() {
-            if !user_allowed_in_limited(env, &user, ch) {
-                return Err(proto::PERMISSION_DENIED);
-            }
-        } else {
-            let anon = user.is_empty();
-            let allowed = opts.allow_subscribe_for_client && (!anon || opts.allow_subscribe_for_anonymous);
-            if !allowed {
-                return Err(proto::PERMISSION_DENIED);
-            }
-        }
+    Ok(opts.clone())
+}
+
+/// The permission decision for a client's subscribe command: with a subscription token,
+/// the token decides; without one, `$` private channels are refused, `#` user-limited
+/// channels (where the namespace allows them) admit the users they name, and other
+/// channels follow `allow_subscribe_for_client` (and `allow_subscribe_for_anonymous` for
+/// the anonymous user).
+pub fn may_subscribe(
+    env: &Env,
+    cf: &CfClient,
+    ch: &str,
+    opts: &ChannelOptions,
+    token: &str,
+) -> Result<SubGrant, Refusal> {
+    if !token.is_empty() {
+        return token_grant(env, cf, ch, token);
     }
+    let channels = &env.shared.cfg.channel;
+    let allowed = if channels.is_private(ch) {
+        false
+    } else if opts.allow_user_limited_channels && channels.limited_users(ch).is_some() {
+        user_allowed_in_limited(env, &cf.user, ch)
+    } else {
+        opts.allow_subscribe_for_client && (!cf.user.is_empty() || opts.allow_subscribe_for_anonymous)
+    };
+    if allowed {
+        Ok(SubGrant::default())
+    } else {
+        Err(Refusal::Reply(proto::PERMISSION_DENIED))
+    }
+}
+
+/// The subscription token path. As Centrifugo: a token that does not verify is "permission
+/// denied" (or "token expired"); one that verifies but names another channel, user or
+/// client disconnects with 3500.
+fn token_grant(env: &Env, cf: &CfClient, ch: &str, token: &str) -> Result<SubGrant, Refusal> {
+    let v = env.sub_verifier.verify_subscribe(token, ch, env.unix_s).map_err(|e| match e {
+        TokenError::Expired | TokenError::NotYetValid => Refusal::Reply(proto::TOKEN_EXPIRED),
+        TokenError::WrongChannel => Refusal::Disconnect(proto::INVALID_TOKEN),
+        _ => Refusal::Reply(proto::PERMISSION_DENIED),
+    })?;
+    let c = v.into_claims();
+    if c.sub != *cf.user || (!c.client.is_empty() && *c.client != *cf.id) {
+        return Err(Refusal::Disconnect(proto::INVALID_TOKEN));
+    }
+    Ok(SubGrant { expires_at: c.subscription_expires_at(), chan_info: c.info.map(|i| Bytes::from(i.to_string())) })
+}
+
+/// The outcome of joining a channel's stream.
+struct Recovery {
+    /// The channel keeps a stream the client may position itself in.
+    recoverable: bool,
+    /// The client asked to recover (and the channel allows it).
+    recovering: bool,
+    /// Recovery succeeded: same epoch and nothing missed.
+    recovered: bool,
+    /// The stream's position as the subscription began.
+    read: HistoryRead,
+    /// The publications the client missed (empty unless recovering in the same epoch).
+    pubs: Vec<Arc<Message>>,
+}
+
+/// Join the channel's delivery set, reading what a recovering client missed; live
+/// deliveries continue after what the reply carries (or after the stream top).
+fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &ChannelOptions) -> Result<Recovery, Error> {
+    let ch = req.channel.as_str();
     let recoverable = opts.history() && (opts.force_recovery || opts.force_positioning || req.recoverable);
     let recovering = req.recover && recoverable;
     let since = if recovering { Some(req.offset) } else { None };
     let reads = fanout::subscribe(env, conn, &[ch.to_string()], &[since]);
-    let read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
+    let mut read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
     let mut recovered = false;
-    let mut pubs: Vec<Arc<crate::hub::Message>> = Vec::new();
+    let mut pubs: Vec<Arc<Message>> = Vec::new();
     if recovering && *read.epoch == *req.epoch {
         recovered = !read.missed;
-        pubs = read.messages;
+        pubs = std::mem::take(&mut read.messages);
     }
-    // Live deliveries continue after what this reply carries (or after the stream top).
     let after =
         pubs.last().map(|m| m.id).unwrap_or(read.last_id).max(if recovering && recovered { req.offset } else { 0 });
     let after = if pubs.is_empty() { read.last_id } else { after };
     if let Some(sr) = conn.subs.iter_mut().find(|s| &*s.channel == ch) {
         sr.last_id = after;
     }
-    let info = proto::client_info(
-        &user,
-        conn.cf.as_ref().map(|c| &*c.id).unwrap_or(""),
-        conn.cf.as_ref().and_then(|c| c.conn_info.as_deref()),
-        chan_info.as_deref(),
-    );
-    let join_leave = opts.join_leave && (opts.force_push_join_leave || req.join_leave);
-    if let Some(cf) = conn.cf.as_mut() {
-        cf.subs.push(CfSub {
-            channel: Arc::from(ch),
-            info: info.clone(),
-            join_leave,
-            presence: opts.presence,
-            expires_at: sub_expires,
-        });
-    }
-    let client_id: Arc<str> = conn.cf.as_ref().map(|c| c.id.clone()).unwrap_or_else(|| Arc::from(""));
+    Ok(Recovery { recoverable, recovering, recovered, read, pubs })
+}
+
+/// Record the subscription on the client, add presence and announce the join.
+fn enter(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &ChannelOptions, grant: &SubGrant) {
+    let Some(cf) = conn.cf.as_mut() else { return };
+    let ch = req.channel.as_str();
+    let info = proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), grant.chan_info.as_deref());
+    cf.subs.push(CfSub {
+        channel: Arc::from(ch),
+        info: info.clone(),
+        join_leave: opts.join_leave && (opts.force_push_join_leave || req.join_leave),
+        presence: opts.presence,
+        expires_at: grant.expires_at,
+    });
+    let client_id = cf.id.clone();
     if opts.presence {
-        env.shared.engine.presence_add(ch, &client_id, &user, info.clone());
+        env.shared.engine.presence_add(ch, &client_id, &cf.user, info.clone());
     }
     if opts.join_leave {
         let ev = Arc::new(Event {
@@ -397,45 +482,6 @@ fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_sid
         });
         env.shared.engine.channel_event(ch, &|| Note::Event(ev.clone()));
     }
-    let mut out = String::from("{");
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(exp) = sub_expires {
-        parts.push(format!("\"expires\":true,\"ttl\":{}", (exp - env.unix_s).max(0)));
-    }
-    if recoverable {
-        parts.push("\"recoverable\":true".into());
-        parts.push(format!("\"epoch\":\"{}\"", read.epoch));
-        if read.last_id > 0 {
-            parts.push(format!("\"offset\":{}", read.last_id));
-        }
-        parts.push("\"positioned\":true".into());
-    }
-    if recovering {
-        parts.push("\"was_recovering\":true".into());
-        if recovered {
-            parts.push("\"recovered\":true".into());
-        }
-    }
-    if !pubs.is_empty() {
-        let mut b = BytesMut::new();
-        b.put_slice(b"\"publications\":[");
-        for (i, m) in pubs.iter().enumerate() {
-            if i > 0 {
-                b.put_u8(b',');
-            }
-            crate::transport::wire::cf_pub(m).write(&mut b);
-        }
-        b.put_u8(b']');
-        parts.push(String::from_utf8_lossy(&b).into_owned());
-    }
-    out.push_str(&parts.join(","));
-    out.push('}');
-    log::debug!(
-        "conn {}:{}: centrifugo subscribe {ch} recovering={recovering} recovered={recovered}",
-        env.id,
-        conn.id.key
-    );
-    Ok(out)
 }
 
 /// Leave one channel (client unsubscribe, API unsubscribe, or connection close).
@@ -493,7 +539,7 @@ pub fn on_close(env: &mut Env, conn: &mut Session) {
     }
 }
 
-fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<String, Error> {
+fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<Bytes, Error> {
     let cfg = env.shared.cfg.clone();
     let data = data.ok_or(proto::BAD_REQUEST)?;
     if check_channel(channel).is_err() {
@@ -514,10 +560,10 @@ fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>
     };
     env.shared.engine.publish(channel, json_data(data), Some(info).into(), env.now_ms);
     env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-    Ok("{}".into())
+    Ok(proto::Empty.encode())
 }
 
-fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<String, Error> {
+fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<Bytes, Error> {
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(&r.channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
@@ -538,7 +584,7 @@ pub fn history_result(
     limit: i64,
     since: Option<&proto::StreamPosition>,
     reverse: bool,
-) -> Result<String, Error> {
+) -> Result<Bytes, Error> {
     let engine = &env.shared.engine;
     let all = engine.history(channel, None, usize::MAX, env.now_ms);
     let mut msgs = all.messages;
@@ -559,19 +605,12 @@ pub fn history_result(
     if limit >= 0 {
         msgs.truncate(limit as usize);
     }
-    let mut b = BytesMut::new();
-    b.put_slice(b"{\"publications\":[");
-    for (i, m) in msgs.iter().enumerate() {
-        if i > 0 {
-            b.put_u8(b',');
-        }
-        crate::transport::wire::cf_pub(m).write(&mut b);
-    }
-    b.put_slice(format!("],\"epoch\":\"{}\",\"offset\":{}}}", all.epoch, all.last_id).as_bytes());
-    Ok(String::from_utf8_lossy(&b).into_owned())
+    let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
+    let position = proto::Position { epoch: &all.epoch, offset: all.last_id };
+    Ok(proto::HistoryResult { publications: &pubs, position }.encode())
 }
 
-fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Result<String, Error> {
+fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Result<Bytes, Error> {
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
@@ -585,24 +624,17 @@ fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Re
     Ok(presence_result(env, channel, stats))
 }
 
-/// Presence for clients and the API.
-pub fn presence_result(env: &Env, channel: &str, stats: bool) -> String {
+/// Presence (or, with `stats`, presence_stats) for clients and the API, encoded.
+pub fn presence_result(env: &Env, channel: &str, stats: bool) -> Bytes {
     let entries = env.shared.engine.presence(channel);
     if stats {
         let mut users: Vec<&str> = entries.iter().map(|(_, u, _)| u.as_str()).collect();
         users.sort();
         users.dedup();
-        return format!("{{\"num_clients\":{},\"num_users\":{}}}", entries.len(), users.len());
+        return proto::PresenceStatsResult { num_clients: entries.len() as u64, num_users: users.len() as u64 }
+            .encode();
     }
-    let mut s = String::from("{\"presence\":{");
-    for (i, (client, _, info)) in entries.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&format!("\"{client}\":{}", String::from_utf8_lossy(info)));
-    }
-    s.push_str("}}");
-    s
+    proto::PresenceResult { clients: &entries }.encode()
 }
 
 fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
@@ -616,21 +648,19 @@ fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
             }
             let exp = c.connection_expires_at();
             cf.expires_at = exp;
-            let mut body = format!("{{\"client\":\"{}\",\"version\":\"{} herald\"", cf.id, env!("CARGO_PKG_VERSION"));
-            if let Some(e) = exp {
-                body.push_str(&format!(",\"expires\":true,\"ttl\":{}", (e - now).max(0)));
-            }
-            body.push('}');
-            send_text(env, conn, proto::reply(id, "refresh", &body).as_bytes());
+            let result =
+                proto::RefreshResult { client: &cf.id, version: proto::VERSION, expires_ttl: proto::ttl(exp, now) };
+            let text = proto::reply(id, "refresh", &result);
+            send_text(env, conn, &text);
         }
         Err(TokenError::Expired | TokenError::NotYetValid) => {
-            send_text(env, conn, proto::error_reply(id, proto::TOKEN_EXPIRED).as_bytes());
+            send_text(env, conn, &proto::error_reply(id, proto::TOKEN_EXPIRED));
         }
         Err(_) => disconnect(env, conn, proto::INVALID_TOKEN),
     }
 }
 
-fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) -> Result<String, Error> {
+fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) -> Result<Bytes, Error> {
     let now = env.unix_s;
     let v = env.sub_verifier.verify_subscribe(token, channel, now).map_err(|e| match e {
         TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
@@ -644,10 +674,7 @@ fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) ->
     let sub = cf.subs.iter_mut().find(|s| &*s.channel == channel).ok_or(proto::PERMISSION_DENIED)?;
     let exp = c.subscription_expires_at();
     sub.expires_at = exp;
-    Ok(match exp {
-        Some(e) => format!("{{\"expires\":true,\"ttl\":{}}}", (e - now).max(0)),
-        None => "{}".into(),
-    })
+    Ok(proto::Expiry { ttl: proto::ttl(exp, now) }.encode())
 }
 
 /// Ping timer of a Centrifugo connection: a missing pong is 3012; an expired connection
@@ -658,7 +685,7 @@ pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
     let Some(cf) = conn.cf.as_mut() else { return };
     if !cf.connected {
         // Connected neither in time: Centrifugo's "stale".
-        return disconnect(env, conn, Disconnect { code: 3502, reason: "stale" });
+        return disconnect(env, conn, proto::STALE);
     }
     if cf.pong_deadline_ms.is_some_and(|d| now_ms >= d) {
         return disconnect(env, conn, proto::NO_PONG);
@@ -667,9 +694,8 @@ pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
     if cf.expires_at.is_some_and(|e| now > e + 5) {
         return disconnect(env, conn, proto::EXPIRED);
     }
-    if let Some(s) = cf.subs.iter().find(|s| s.expires_at.is_some_and(|e| now > e + 5)) {
-        let _ = s;
-        return disconnect(env, conn, Disconnect { code: 3006, reason: "subscription expired" });
+    if cf.subs.iter().any(|s| s.expires_at.is_some_and(|e| now > e + 5)) {
+        return disconnect(env, conn, proto::SUBSCRIPTION_EXPIRED);
     }
     let uni = cf.uni;
     let next;
@@ -740,26 +766,27 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
             UserCmd::Subscribe { channel, .. } => {
                 let req = SubscribeReq { channel: channel.clone(), ..Default::default() };
                 if let Ok(res) = do_subscribe(env, conn, req, true) {
-                    let push = format!("{{\"push\":{{\"channel\":\"{channel}\",\"subscribe\":{res}}}}}");
                     if conn.cf.as_ref().is_some_and(|c| c.uni) {
-                        let bare = format!("{{\"channel\":\"{channel}\",\"subscribe\":{res}}}");
-                        uni_send(env, conn, bare.as_bytes());
+                        uni_send(env, conn, &proto::subscribe_push(channel, &res, false));
                     } else {
-                        send_text(env, conn, push.as_bytes());
+                        send_text(env, conn, &proto::subscribe_push(channel, &res, true));
                     }
                 }
             }
             UserCmd::Unsubscribe { channel, .. } => {
                 if conn.cf.as_ref().is_some_and(|c| c.subs.iter().any(|s| *s.channel == **channel)) {
                     let _ = unsubscribe(env, conn, channel);
-                    let push = format!(
-                        "{{\"push\":{{\"channel\":\"{channel}\",\"unsubscribe\":{{\"code\":2000,\"reason\":\"server unsubscribe\"}}}}}}"
-                    );
-                    send_text(env, conn, push.as_bytes());
+                    if conn.cf.as_ref().is_some_and(|c| c.uni) {
+                        uni_send(env, conn, &proto::unsubscribe_push(channel, proto::SERVER_UNSUBSCRIBE, false));
+                    } else {
+                        send_text(env, conn, &proto::unsubscribe_push(channel, proto::SERVER_UNSUBSCRIBE, true));
+                    }
                 }
             }
             UserCmd::Disconnect { code, reason, .. } => {
-                let reason: &'static str = if reason.is_empty() { "force disconnect" } else { "disconnect" };
+                // The API's own reason text is not kept (reasons are static); the code is.
+                let reason: &'static str =
+                    if reason.is_empty() { proto::FORCE_NO_RECONNECT.reason } else { "disconnect" };
                 disconnect(env, conn, Disconnect { code: *code, reason });
             }
             UserCmd::Refresh { expired: true, .. } => disconnect(env, conn, proto::EXPIRED),
@@ -767,14 +794,11 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
                 let exp = expire_at.filter(|e| *e > 0);
                 if let Some(cf) = conn.cf.as_mut() {
                     cf.expires_at = exp;
-                    let body = match exp {
-                        Some(e) => format!("{{\"expires\":true,\"ttl\":{}}}", (e - env.unix_s).max(0)),
-                        None => "{}".into(),
-                    };
+                    let expiry = proto::Expiry { ttl: proto::ttl(exp, env.unix_s) };
                     if cf.uni {
-                        uni_send(env, conn, format!("{{\"refresh\":{body}}}").as_bytes());
+                        uni_send(env, conn, &proto::refresh_push(expiry, false));
                     } else {
-                        send_text(env, conn, format!("{{\"push\":{{\"refresh\":{body}}}}}").as_bytes());
+                        send_text(env, conn, &proto::refresh_push(expiry, true));
                     }
                 }
             }

@@ -8,3 +8,6 @@
 pub mod api;
 pub mod client;
 pub mod uni;
+
+#[cfg(test)]
+mod tests;
