@@ -205,3 +205,111 @@ fn sighup_reloads_the_log_level() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// How a herald started by [`start_on`] ended up.
+enum Started {
+    /// Listening (killed on drop).
+    Up(#[allow(dead_code)] KillOnDrop),
+    /// Exited before listening: its status and stderr.
+    Exited(std::process::ExitStatus, String),
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start herald on 127.0.0.1:`port` (no `--port 0` here, unlike the harness) with `config`
+/// and `extra` flags; wait until it either logs "listening on" or exits.
+fn start_on(port: u16, config: &str, extra: &[&str]) -> Started {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cfg = std::env::temp_dir().join(format!("herald-port-{}-{n}.json", std::process::id()));
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--workers", "2", "--config"])
+        .arg(&cfg)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        if lines.lock().unwrap().iter().any(|l| l.contains("listening on")) {
+            break Started::Up(KillOnDrop(child));
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            reader.join().unwrap();
+            break Started::Exited(st, lines.lock().unwrap().join("\n"));
+        }
+        assert!(Instant::now() < end, "herald neither listened nor exited: {:?}", lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = std::fs::remove_file(cfg);
+    out
+}
+
+/// Issue #11: a second herald on a port another one holds used to start silently (both
+/// listeners have SO_REUSEPORT) and take half the connections, with its own history. Now it
+/// exits non-zero naming the address, unless both ask for `reuse_port`; and a bind failure
+/// names the address and port.
+#[test]
+fn second_server_on_a_taken_port_is_refused_unless_reuse_port() {
+    let a = Herald::start("{}");
+    let port = a.addr.port();
+    let t = Instant::now();
+    match start_on(port, "{}", &[]) {
+        Started::Up(_) => panic!("a second herald started on {} held by another", a.addr),
+        Started::Exited(st, err) => {
+            eprintln!("second herald on {}: {st} after {:?}:\n{err}", a.addr, t.elapsed());
+            assert!(!st.success(), "{st}");
+            assert!(err.contains(&format!("127.0.0.1:{port}")), "stderr should name the address: {err}");
+            assert!(err.contains("reuse_port"), "stderr should say how to share on purpose: {err}");
+        }
+    }
+    // The first one carries on, alone on its port: every connection reaches it.
+    publish(&a, "solo", b"x");
+    for _ in 0..20 {
+        let v = get(&a, "/messages/?cid=solo").json();
+        assert_eq!(v["last_id"], 1, "a connection reached another server");
+    }
+
+    // Sharing asked for on both sides: the second one starts (config key, and the flag).
+    let shared = Herald::start(r#"{"reuse_port": true}"#);
+    let port = shared.addr.port();
+    match start_on(port, r#"{"reuse_port": true}"#, &[]) {
+        Started::Up(_) => eprintln!("with reuse_port: a second herald shares {}", shared.addr),
+        Started::Exited(st, err) => panic!("with reuse_port the second herald should start: {st}\n{err}"),
+    }
+    match start_on(port, "{}", &["--reuse-port"]) {
+        Started::Up(_) => eprintln!("with --reuse-port: a second herald shares {}", shared.addr),
+        Started::Exited(st, err) => panic!("with --reuse-port the second herald should start: {st}\n{err}"),
+    }
+
+    // A port held by a plain (non-SO_REUSEPORT) socket: even with reuse_port the bind
+    // fails, and the message names the address and port.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    match start_on(port, r#"{"reuse_port": true}"#, &[]) {
+        Started::Up(_) => panic!("herald shared a port with a socket that did not allow it"),
+        Started::Exited(st, err) => {
+            eprintln!("herald with reuse_port on 127.0.0.1:{port} held by a plain socket: {st}:\n{err}");
+            assert!(!st.success(), "{st}");
+            assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+        }
+    }
+}

@@ -20,6 +20,10 @@ pub struct Config {
     pub port: u16,
     /// Worker threads (event loops); 0 = one per core.
     pub workers: usize,
+    /// Share `bind:port` with other processes on purpose (SO_REUSEPORT, e.g. several
+    /// processes behind one shared engine). When false, start-up fails if another process
+    /// already listens on the address, instead of silently splitting its traffic.
+    pub reuse_port: bool,
     /// error, warn, info, debug or trace.
     pub log_level: String,
 
@@ -101,6 +105,7 @@ impl Default for Config {
             bind: "0.0.0.0".into(),
             port: 8000,
             workers: 0,
+            reuse_port: false,
             log_level: "info".into(),
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
@@ -313,6 +318,8 @@ mod tests {
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
         assert_eq!(Config::from_json("{}").unwrap().port, 8000);
+        assert!(!Config::default().reuse_port, "sharing a port is opt-in");
+        assert!(Config::from_json(r#"{"reuse_port": true}"#).unwrap().reuse_port);
     }
 
     #[test]

@@ -46,6 +46,29 @@ impl Clock {
     }
 }
 
+/// Fail if another process listens on `addr` already. The workers' listeners use
+/// SO_REUSEPORT (one per worker), which would also let them join a port another herald
+/// holds and split its traffic between two servers with separate histories; a plain bind
+/// (SO_REUSEADDR only, so sockets in TIME_WAIT do not count) refuses an address in use.
+/// Skipped when `reuse_port` asks for sharing, and for port 0.
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
+    s.set_reuse_address(true).map_err(named)?;
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {addr}: address already in use (another process holds it; \
+                 set \"reuse_port\": true to share the port on purpose)"
+            ),
+        )),
+        Err(e) => Err(named(e)),
+    }
+}
+
 /// A running server: its workers' threads and how to stop them.
 pub struct Server {
     /// What the workers share.
@@ -84,13 +107,21 @@ impl Server {
             gauges: (0..n).map(|_| Default::default()).collect(),
         });
         let ip_limits = Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip));
-        let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| std::io::Error::other("bad bind address"))?;
+        let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad bind address `{}` (want an IP address such as 0.0.0.0)", cfg.bind),
+            )
+        })?;
         let mut addr = SocketAddr::new(ip, cfg.port);
+        if !cfg.reuse_port && cfg.port != 0 {
+            probe(addr)?;
+        }
         let mut listeners = Vec::new();
         for _ in 0..n {
             let l = worker::listen(addr)?;
             // Port 0: the first listener picks the port, the others share it.
-            addr = l.local_addr()?;
+            addr = l.local_addr().map_err(|e| std::io::Error::new(e.kind(), format!("listener on {addr}: {e}")))?;
             listeners.push(l);
         }
         let mut threads = Vec::new();
