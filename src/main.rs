@@ -220,6 +220,7 @@ fn main() {
         let now = server.now_ms();
         if now - last_sweep >= 1000 {
             shared.engine.sweep(now);
+            server.sweep(now);
             herald::alloc::release_thread_cache();
             last_sweep = now;
         }

@@ -87,6 +87,10 @@ pub struct Config {
     /// Most new connections per second from one client address (0 = no limit; bursts of
     /// one second's worth); beyond it 429.
     pub connect_rate_per_ip: u32,
+    /// Most client addresses the per-IP limits track at once (an address is tracked while
+    /// it has open connections or connected within the last second). When the table is
+    /// full, connections from addresses not in it get 429; tracked ones carry on.
+    pub max_tracked_ips: usize,
     /// Most subscribers one channel may have (0 = no limit); beyond it 503 (Centrifugo:
     /// error 106).
     pub max_subscribers_per_channel: usize,
@@ -133,6 +137,7 @@ impl Default for Config {
             max_channels_per_conn: 64,
             max_connections_per_ip: 0,
             connect_rate_per_ip: 0,
+            max_tracked_ips: 65_536,
             max_subscribers_per_channel: 0,
             client: Default::default(),
             http_api: Default::default(),
@@ -246,6 +251,7 @@ impl Config {
             ("ws_max_frame", self.ws_max_frame, 125),
             ("max_out_queue", self.max_out_queue, 1024),
             ("max_channels_per_conn", self.max_channels_per_conn, 1),
+            ("max_tracked_ips", self.max_tracked_ips, 1),
         ] {
             if v < min {
                 return bad(k, &format!("must be at least {min}"));

@@ -77,6 +77,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The reactor's clock.
     pub clock: Clock,
+    ip_limits: Arc<limits::IpLimits>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -106,7 +107,8 @@ impl Server {
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
         });
-        let ip_limits = Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip));
+        let ip_limits =
+            Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip, cfg.max_tracked_ips));
         let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -129,7 +131,7 @@ impl Server {
             let w = worker::Worker::new(i, shared.clone(), clock, ip_limits.clone(), l, rx)?;
             threads.push(std::thread::Builder::new().name(format!("herald-w{i}")).spawn(move || w.run())?);
         }
-        Ok(Server { shared, addr, clock, threads })
+        Ok(Server { shared, addr, clock, ip_limits, threads })
     }
 
     /// Tell every worker to drain (graceful shutdown).
@@ -149,6 +151,14 @@ impl Server {
     /// Milliseconds since the server started (the workers' clock).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Housekeeping, about once a second (the main thread's loop): expire idle entries of
+    /// the per-IP admission table and publish its size as the `herald_ip_table_entries`
+    /// gauge.
+    pub fn sweep(&self, now_ms: u64) {
+        let n = self.ip_limits.sweep(now_ms);
+        self.shared.stats.ip_table_entries.store(n, Ordering::Relaxed);
     }
 
     /// Open connections right now.
