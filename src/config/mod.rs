@@ -221,7 +221,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let bad = |k: &str, why: &str| Err(format!("key `{k}`: {why}"));
         if self.bind.parse::<IpAddr>().is_err() {
-            return bad("bind", "must be an IP address such as 0.0.0.0 or 127.0.0.1");
+            return bad("bind", &format!("`{}` is not an IP address (such as 0.0.0.0 or 127.0.0.1)", self.bind));
         }
         if self.workers > 64 {
             return bad("workers", "must be 0 (one per core) to 64");
@@ -339,7 +339,7 @@ mod tests {
         let e = Config::from_json(r#"{"port": "eighty"}"#).unwrap_err();
         assert!(e.contains("key `port`"), "{e}");
         let e = Config::from_json(r#"{"bind": "nowhere"}"#).unwrap_err();
-        assert!(e.contains("key `bind`"), "{e}");
+        assert!(e.contains("key `bind`") && e.contains("nowhere"), "{e}");
         let e = Config::from_json(r#"{"publish_allow": ["10.0.0.0/33"]}"#).unwrap_err();
         assert!(e.contains("publish_allow"), "{e}");
     }
