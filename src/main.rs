@@ -41,6 +41,10 @@ struct Cli {
     /// Worker threads (event loops) [default: number of cores].
     #[arg(long, short = 'w')]
     workers: Option<usize>,
+    /// Share the port with another process on purpose (config `reuse_port`); without it,
+    /// start-up fails when the address is already in use.
+    #[arg(long)]
+    reuse_port: bool,
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long)]
     log_level: Option<String>,
@@ -113,6 +117,9 @@ fn load(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(w) = cli.workers {
         cfg.workers = w;
+    }
+    if cli.reuse_port {
+        cfg.reuse_port = true;
     }
     if let Some(l) = &cli.log_level {
         cfg.log_level = l.clone();
@@ -213,6 +220,7 @@ fn main() {
         let now = server.now_ms();
         if now - last_sweep >= 1000 {
             shared.engine.sweep(now);
+            server.sweep(now);
             herald::alloc::release_thread_cache();
             last_sweep = now;
         }

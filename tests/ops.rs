@@ -205,3 +205,232 @@ fn sighup_reloads_the_log_level() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// How a herald started by [`start_on`] ended up.
+enum Started {
+    /// Listening (killed on drop).
+    Up(#[allow(dead_code)] KillOnDrop),
+    /// Exited before listening: its status and stderr.
+    Exited(std::process::ExitStatus, String),
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start herald on 127.0.0.1:`port` (no `--port 0` here, unlike the harness) with `config`
+/// and `extra` flags; wait until it either logs "listening on" or exits.
+fn start_on(port: u16, config: &str, extra: &[&str]) -> Started {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cfg = std::env::temp_dir().join(format!("herald-port-{}-{n}.json", std::process::id()));
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--workers", "2", "--config"])
+        .arg(&cfg)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        if lines.lock().unwrap().iter().any(|l| l.contains("listening on")) {
+            break Started::Up(KillOnDrop(child));
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            reader.join().unwrap();
+            break Started::Exited(st, lines.lock().unwrap().join("\n"));
+        }
+        assert!(Instant::now() < end, "herald neither listened nor exited: {:?}", lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = std::fs::remove_file(cfg);
+    out
+}
+
+/// Issue #11: a second herald on a port another one holds used to start silently (both
+/// listeners have SO_REUSEPORT) and take half the connections, with its own history. Now it
+/// exits non-zero naming the address, unless both ask for `reuse_port`; and a bind failure
+/// names the address and port.
+#[test]
+fn second_server_on_a_taken_port_is_refused_unless_reuse_port() {
+    let a = Herald::start("{}");
+    let port = a.addr.port();
+    let t = Instant::now();
+    match start_on(port, "{}", &[]) {
+        Started::Up(_) => panic!("a second herald started on {} held by another", a.addr),
+        Started::Exited(st, err) => {
+            eprintln!("second herald on {}: {st} after {:?}:\n{err}", a.addr, t.elapsed());
+            assert!(!st.success(), "{st}");
+            assert!(err.contains(&format!("127.0.0.1:{port}")), "stderr should name the address: {err}");
+            assert!(err.contains("reuse_port"), "stderr should say how to share on purpose: {err}");
+        }
+    }
+    // The first one carries on, alone on its port: every connection reaches it.
+    publish(&a, "solo", b"x");
+    for _ in 0..20 {
+        let v = get(&a, "/messages/?cid=solo").json();
+        assert_eq!(v["last_id"], 1, "a connection reached another server");
+    }
+
+    // Sharing asked for on both sides: the second one starts (config key, and the flag).
+    let shared = Herald::start(r#"{"reuse_port": true}"#);
+    let port = shared.addr.port();
+    match start_on(port, r#"{"reuse_port": true}"#, &[]) {
+        Started::Up(_) => eprintln!("with reuse_port: a second herald shares {}", shared.addr),
+        Started::Exited(st, err) => panic!("with reuse_port the second herald should start: {st}\n{err}"),
+    }
+    match start_on(port, "{}", &["--reuse-port"]) {
+        Started::Up(_) => eprintln!("with --reuse-port: a second herald shares {}", shared.addr),
+        Started::Exited(st, err) => panic!("with --reuse-port the second herald should start: {st}\n{err}"),
+    }
+
+    // A port held by a plain (non-SO_REUSEPORT) socket: even with reuse_port the bind
+    // fails, and the message names the address and port.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    match start_on(port, r#"{"reuse_port": true}"#, &[]) {
+        Started::Up(_) => panic!("herald shared a port with a socket that did not allow it"),
+        Started::Exited(st, err) => {
+            eprintln!("herald with reuse_port on 127.0.0.1:{port} held by a plain socket: {st}:\n{err}");
+            assert!(!st.success(), "{st}");
+            assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+        }
+    }
+}
+
+/// A keep-alive connection from `ip` (bound before connecting) with `GET /health` answered;
+/// returns the status and the still-open stream.
+fn health_from(h: &Herald, ip: [u8; 4]) -> (u16, std::net::TcpStream) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from((ip, 0)).into()).unwrap();
+    sock.connect(&h.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    (read_response(&mut s).expect("an answer").status, s)
+}
+
+/// `GET /metrics` on a kept-alive connection (it was admitted once; scraping adds nothing to
+/// the per-IP table).
+fn scrape(s: &mut std::net::TcpStream) -> String {
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let r = read_response(s).unwrap();
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+/// 127.0.0.0/8 addresses other than 127.0.0.1: `n` of them from `base`.
+fn loopback(base: u8, n: usize) -> impl Iterator<Item = [u8; 4]> {
+    (0..n).map(move |i| [127, base, (i / 250) as u8, (i % 250 + 1) as u8])
+}
+
+/// Issue #11: with `connect_rate_per_ip` on, every distinct address stayed in the per-IP
+/// table forever (~158 B each). Now an entry goes once its connections closed and its
+/// bucket refilled, and the table's size is on /metrics.
+#[test]
+fn ip_table_shrinks_back_once_clients_leave() {
+    const N: usize = 1000;
+    let h = Herald::start(r#"{"connect_rate_per_ip": 5}"#);
+    let (_, mut m) = health_from(&h, [127, 0, 0, 1]);
+    let entries = |m: &mut std::net::TcpStream| metric(&scrape(m), "herald_ip_table_entries");
+    let alloc = |m: &mut std::net::TcpStream| metric(&scrape(m), "herald_allocator_allocated_bytes");
+    let a0 = alloc(&mut m);
+
+    // N clients from N addresses, held open: all tracked, through several sweeps.
+    let held: Vec<_> = loopback(10, N).map(|ip| health_from(&h, ip)).collect();
+    assert!(held.iter().all(|(st, _)| *st == 200), "a held client was refused");
+    assert!(wait_until(Duration::from_secs(5), || entries(&mut m) >= N as f64));
+    std::thread::sleep(Duration::from_millis(2500));
+    let with_held = entries(&mut m);
+    let a1 = alloc(&mut m);
+    eprintln!("{N} held connections from {N} addresses: herald_ip_table_entries {with_held}");
+    assert!(with_held >= N as f64 && with_held <= N as f64 + 5.0, "{with_held}");
+
+    // They leave: the table empties within a couple of sweeps.
+    drop(held);
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || entries(&mut m) <= 2.0),
+        "the table kept {} entries after the clients left",
+        entries(&mut m)
+    );
+    eprintln!("after they closed: herald_ip_table_entries {} within {:?}", entries(&mut m), t.elapsed());
+
+    // The original leak: short connections (answered and closed) from N more addresses.
+    for ip in loopback(20, N) {
+        let (st, s) = health_from(&h, ip);
+        assert_eq!(st, 200);
+        s.shutdown(std::net::Shutdown::Both).ok();
+    }
+    let peak = entries(&mut m);
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || entries(&mut m) <= 2.0),
+        "{} entries stayed after {N} short connections",
+        entries(&mut m)
+    );
+    let left = entries(&mut m);
+    let took = t.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let a2 = alloc(&mut m);
+    eprintln!(
+        "{N} short connections from {N} more addresses: gauge {peak} right after the run (an entry \
+         expires 1/rate s after its last connect), {left} within {took:?}; allocator-allocated bytes \
+         {a0} at start, {a1} with {N} held, {a2} 3 s after"
+    );
+}
+
+/// The table is capped (`max_tracked_ips`): a flood of new addresses cannot grow it, and
+/// what is refused is new addresses, not those already tracked (nothing is evicted).
+#[test]
+fn ip_table_is_capped_and_tracked_addresses_carry_on() {
+    const CAP: usize = 100;
+    let h = Herald::start(&format!(r#"{{"connect_rate_per_ip": 1000, "max_tracked_ips": {CAP}}}"#));
+    let (_, mut m) = health_from(&h, [127, 0, 0, 1]);
+    let entries = |m: &mut std::net::TcpStream| metric(&scrape(m), "herald_ip_table_entries");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for ip in loopback(30, 3 * CAP) {
+        match health_from(&h, ip) {
+            (200, s) => held.push(s),
+            (429, _) => refused += 1,
+            (st, _) => panic!("unexpected {st}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let full = entries(&mut m);
+    eprintln!(
+        "{} new addresses against max_tracked_ips {CAP}: {} admitted, {refused} refused (429); \
+         herald_ip_table_entries {full}",
+        3 * CAP,
+        held.len()
+    );
+    assert!(held.len() < CAP && held.len() >= CAP - 10, "admitted {}", held.len());
+    assert!(full <= CAP as f64, "the table grew past its cap: {full}");
+    // A tracked address is not refused while the table is full.
+    for _ in 0..5 {
+        assert_eq!(get(&h, "/health").status, 200, "127.0.0.1 is tracked: it carries on");
+    }
+    assert!(h.log.lock().unwrap().iter().any(|l| l.contains("max_tracked_ips")), "a full table is logged");
+    // Room again once the held clients leave.
+    drop(held);
+    assert!(wait_until(Duration::from_secs(10), || entries(&mut m) <= 2.0));
+    let (st, _) = health_from(&h, [127, 40, 0, 1]);
+    assert_eq!(st, 200, "a new address is admitted once the table has room");
+}

@@ -225,6 +225,39 @@ fn polling_since_limit_and_missed_flag() {
     assert_eq!(get(&h, "/messages/?cid=p&callback=alert(1)").status, 400);
 }
 
+/// Issue #11: a JSONP callback is a plain identifier or one dotted member, never a path
+/// that reaches built-in prototypes or the page (`constructor.constructor` is `Function`).
+#[test]
+fn jsonp_callback_is_one_identifier_or_member_and_no_builtin() {
+    let h = Herald::start("{}");
+    publish(&h, "a", b"hello");
+    for path in ["/messages/?cid=a", "/listen/?cid=a&since=0"] {
+        let ok = get(&h, &format!("{path}&callback=app.onMessages"));
+        eprintln!("{path} callback=app.onMessages -> {} {:?}", ok.status, ok.text());
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        assert!(ok.header("Content-Type").unwrap().contains("javascript"));
+        assert!(ok.text().starts_with("/**/app.onMessages({\"messages\":[{\"id\":1"), "{}", ok.text());
+        for bad in [
+            "constructor.constructor",
+            "constructor",
+            "app.constructor",
+            "__proto__",
+            "x.__defineGetter__",
+            "eval",
+            "Function",
+            "document.write",
+            "document.body.firstElementChild.click",
+            "a.b.c",
+        ] {
+            let r = get(&h, &format!("{path}&callback={bad}"));
+            eprintln!("{path} callback={bad} -> {}", r.status);
+            assert_eq!(r.status, 400, "callback={bad} on {path}: {}", r.text());
+            assert!(r.text().contains("callback"), "the error names the parameter: {}", r.text());
+            assert!(!r.text().contains(&format!("{bad}(")), "nothing is echoed");
+        }
+    }
+}
+
 #[test]
 fn resume_after_disconnect_loses_nothing() {
     let h = Herald::start("{}");

@@ -20,6 +20,10 @@ pub struct Config {
     pub port: u16,
     /// Worker threads (event loops); 0 = one per core.
     pub workers: usize,
+    /// Share `bind:port` with other processes on purpose (SO_REUSEPORT, e.g. several
+    /// processes behind one shared engine). When false, start-up fails if another process
+    /// already listens on the address, instead of silently splitting its traffic.
+    pub reuse_port: bool,
     /// error, warn, info, debug or trace.
     pub log_level: String,
 
@@ -83,6 +87,10 @@ pub struct Config {
     /// Most new connections per second from one client address (0 = no limit; bursts of
     /// one second's worth); beyond it 429.
     pub connect_rate_per_ip: u32,
+    /// Most client addresses the per-IP limits track at once (an address is tracked while
+    /// it has open connections or connected within the last second). When the table is
+    /// full, connections from addresses not in it get 429; tracked ones carry on.
+    pub max_tracked_ips: usize,
     /// Most subscribers one channel may have (0 = no limit); beyond it 503 (Centrifugo:
     /// error 106).
     pub max_subscribers_per_channel: usize,
@@ -106,6 +114,7 @@ impl Default for Config {
             bind: "0.0.0.0".into(),
             port: 8000,
             workers: 0,
+            reuse_port: false,
             log_level: "info".into(),
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
@@ -133,6 +142,7 @@ impl Default for Config {
             max_channels_per_conn: 64,
             max_connections_per_ip: 0,
             connect_rate_per_ip: 0,
+            max_tracked_ips: 65_536,
             max_subscribers_per_channel: 0,
             simple_access_namespaces: Vec::new(),
             client: Default::default(),
@@ -219,7 +229,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let bad = |k: &str, why: &str| Err(format!("key `{k}`: {why}"));
         if self.bind.parse::<IpAddr>().is_err() {
-            return bad("bind", "must be an IP address such as 0.0.0.0 or 127.0.0.1");
+            return bad("bind", &format!("`{}` is not an IP address (such as 0.0.0.0 or 127.0.0.1)", self.bind));
         }
         if self.workers > 64 {
             return bad("workers", "must be 0 (one per core) to 64");
@@ -249,6 +259,7 @@ impl Config {
             ("ws_max_frame", self.ws_max_frame, 125),
             ("max_out_queue", self.max_out_queue, 1024),
             ("max_channels_per_conn", self.max_channels_per_conn, 1),
+            ("max_tracked_ips", self.max_tracked_ips, 1),
         ] {
             if v < min {
                 return bad(k, &format!("must be at least {min}"));
@@ -332,6 +343,8 @@ mod tests {
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
         assert_eq!(Config::from_json("{}").unwrap().port, 8000);
+        assert!(!Config::default().reuse_port, "sharing a port is opt-in");
+        assert!(Config::from_json(r#"{"reuse_port": true}"#).unwrap().reuse_port);
     }
 
     #[test]
@@ -345,7 +358,7 @@ mod tests {
         let e = Config::from_json(r#"{"port": "eighty"}"#).unwrap_err();
         assert!(e.contains("key `port`"), "{e}");
         let e = Config::from_json(r#"{"bind": "nowhere"}"#).unwrap_err();
-        assert!(e.contains("key `bind`"), "{e}");
+        assert!(e.contains("key `bind`") && e.contains("nowhere"), "{e}");
         let e = Config::from_json(r#"{"publish_allow": ["10.0.0.0/33"]}"#).unwrap_err();
         assert!(e.contains("publish_allow"), "{e}");
     }

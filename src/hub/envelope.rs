@@ -154,16 +154,77 @@ pub fn messages_body(envs: &[&[u8]], missed: bool, last: &[(&str, u64)], callbac
     out
 }
 
-/// Whether a JSONP callback name is a plain dotted JavaScript identifier (nothing else is
-/// echoed into a script).
+/// Longest JSONP callback name accepted (`jQuery3600123456789012345_1612345678901` is 39).
+pub const CALLBACK_MAX: usize = 64;
+
+/// Names refused in any segment of a JSONP callback: members that reach built-in
+/// prototypes and constructors (`constructor.constructor` is `Function`), code evaluation,
+/// and the global objects through which `x.y` reaches the page (`document.write`,
+/// `location.assign`, `opener.close`). A real callback is an application's function; none
+/// of these is one.
+pub const CALLBACK_DENY: &[&str] = &[
+    // prototypes and functions
+    "constructor",
+    "prototype",
+    "__proto__",
+    "__defineGetter__",
+    "__defineSetter__",
+    "__lookupGetter__",
+    "__lookupSetter__",
+    "hasOwnProperty",
+    "isPrototypeOf",
+    "propertyIsEnumerable",
+    "toString",
+    "toLocaleString",
+    "valueOf",
+    "call",
+    "apply",
+    "bind",
+    "caller",
+    "callee",
+    "arguments",
+    // code evaluation
+    "eval",
+    "Function",
+    "setTimeout",
+    "setInterval",
+    "setImmediate",
+    "execScript",
+    "importScripts",
+    "require",
+    // globals that reach the page, the window or the built-ins
+    "globalThis",
+    "window",
+    "self",
+    "top",
+    "parent",
+    "frames",
+    "opener",
+    "document",
+    "location",
+    "history",
+    "navigator",
+    "Object",
+    "Reflect",
+    "Proxy",
+];
+
+/// Whether a JSONP callback name is safe to echo into a script: a JavaScript identifier
+/// (`[A-Za-z_$][A-Za-z0-9_$]*`), optionally one dotted member (`app.onMessages`), at most
+/// [`CALLBACK_MAX`] bytes, and no segment in [`CALLBACK_DENY`]. Deeper paths
+/// (`document.body.firstElementChild.click`) and built-ins (`constructor.constructor`) are
+/// refused: a page including the script must not be made to call anything but its own
+/// handler.
 pub fn valid_callback(cb: &str) -> bool {
+    let ident = |p: &str| {
+        let mut ch = p.bytes();
+        matches!(ch.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+            && ch.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+    };
     !cb.is_empty()
-        && cb.len() <= 128
-        && cb.split('.').all(|p| {
-            let mut ch = p.chars();
-            matches!(ch.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
-                && ch.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        })
+        && cb.len() <= CALLBACK_MAX
+        && cb.split('.').count() <= 2
+        && cb.split('.').all(|p| ident(p) && !CALLBACK_DENY.contains(&p))
 }
 
 #[cfg(test)]
@@ -222,5 +283,54 @@ mod tests {
         assert!(!valid_callback("alert(1)"));
         assert!(!valid_callback("a..b"));
         assert!(!valid_callback("1a"));
+    }
+
+    #[test]
+    fn callbacks_are_one_identifier_or_one_member() {
+        for ok in ["handle", "app.onMessages", "_cb", "$", "$.cb", "jQuery3600123456789012345_1612345678901", "a1.b2"] {
+            assert!(valid_callback(ok), "{ok} should be accepted");
+        }
+        let long_ok = "a".repeat(CALLBACK_MAX);
+        assert!(valid_callback(&long_ok));
+        let too_long = "a".repeat(CALLBACK_MAX + 1);
+        for bad in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a.b.c",
+            "document.body.firstElementChild.click",
+            "constructor.constructor",
+            "constructor",
+            "app.constructor",
+            "__proto__",
+            "x.__proto__",
+            "prototype",
+            "a.__defineGetter__",
+            "eval",
+            "Function",
+            "setTimeout",
+            "document.write",
+            "location.assign",
+            "window.close",
+            "opener.close",
+            "top.x",
+            "a.call",
+            "f.apply",
+            "a b",
+            "a-b",
+            "a;b",
+            r"a\u0062",
+            r"\u0065val",
+            "ünïcode",
+            r"a\0",
+            too_long.as_str(),
+        ] {
+            assert!(!valid_callback(bad), "{bad:?} should be refused");
+        }
+        // Deny-list entries match whole segments only.
+        assert!(valid_callback("evaluate"));
+        assert!(valid_callback("app.windowed"));
+        assert!(valid_callback("Constructor"));
     }
 }

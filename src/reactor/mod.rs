@@ -46,6 +46,29 @@ impl Clock {
     }
 }
 
+/// Fail if another process listens on `addr` already. The workers' listeners use
+/// SO_REUSEPORT (one per worker), which would also let them join a port another herald
+/// holds and split its traffic between two servers with separate histories; a plain bind
+/// (SO_REUSEADDR only, so sockets in TIME_WAIT do not count) refuses an address in use.
+/// Skipped when `reuse_port` asks for sharing, and for port 0.
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
+    s.set_reuse_address(true).map_err(named)?;
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {addr}: address already in use (another process holds it; \
+                 set \"reuse_port\": true to share the port on purpose)"
+            ),
+        )),
+        Err(e) => Err(named(e)),
+    }
+}
+
 /// A running server: its workers' threads and how to stop them.
 pub struct Server {
     /// What the workers share.
@@ -54,6 +77,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The reactor's clock.
     pub clock: Clock,
+    ip_limits: Arc<limits::IpLimits>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -83,14 +107,23 @@ impl Server {
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
         });
-        let ip_limits = Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip));
-        let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| std::io::Error::other("bad bind address"))?;
+        let ip_limits =
+            Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip, cfg.max_tracked_ips));
+        let ip: std::net::IpAddr = cfg.bind.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad bind address `{}` (want an IP address such as 0.0.0.0)", cfg.bind),
+            )
+        })?;
         let mut addr = SocketAddr::new(ip, cfg.port);
+        if !cfg.reuse_port && cfg.port != 0 {
+            probe(addr)?;
+        }
         let mut listeners = Vec::new();
         for _ in 0..n {
             let l = worker::listen(addr)?;
             // Port 0: the first listener picks the port, the others share it.
-            addr = l.local_addr()?;
+            addr = l.local_addr().map_err(|e| std::io::Error::new(e.kind(), format!("listener on {addr}: {e}")))?;
             listeners.push(l);
         }
         let mut threads = Vec::new();
@@ -98,7 +131,7 @@ impl Server {
             let w = worker::Worker::new(i, shared.clone(), clock, ip_limits.clone(), l, rx)?;
             threads.push(std::thread::Builder::new().name(format!("herald-w{i}")).spawn(move || w.run())?);
         }
-        Ok(Server { shared, addr, clock, threads })
+        Ok(Server { shared, addr, clock, ip_limits, threads })
     }
 
     /// Tell every worker to drain (graceful shutdown).
@@ -133,6 +166,14 @@ impl Server {
     /// Milliseconds since the server started (the workers' clock).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Housekeeping, about once a second (the main thread's loop): expire idle entries of
+    /// the per-IP admission table and publish its size as the `herald_ip_table_entries`
+    /// gauge.
+    pub fn sweep(&self, now_ms: u64) {
+        let n = self.ip_limits.sweep(now_ms);
+        self.shared.stats.ip_table_entries.store(n, Ordering::Relaxed);
     }
 
     /// Open connections right now.

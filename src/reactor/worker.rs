@@ -35,15 +35,16 @@ const READ_BUDGET: usize = 4 * SCRATCH;
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// Create a non-blocking SO_REUSEPORT listener (one per worker; the kernel spreads
-/// connections between them).
+/// connections between them). Errors name `addr`.
 pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
+    s.set_reuse_address(true).map_err(named)?;
+    s.set_reuse_port(true).map_err(named)?;
+    s.set_nonblocking(true).map_err(named)?;
+    s.bind(&addr.into()).map_err(named)?;
+    s.listen(4096).map_err(named)?;
     Ok(s.into())
 }
 

@@ -52,6 +52,9 @@ pub struct Stats {
     pub ws_protocol_errors: AtomicU64,
     /// Connected Centrifugo clients.
     pub cf_clients: AtomicUsize,
+    /// Addresses in the reactor's per-IP admission table (updated by its once-a-second
+    /// sweep).
+    pub ip_table_entries: AtomicUsize,
 }
 
 /// What every worker shares: configuration, the engine, the inboxes, the counters.

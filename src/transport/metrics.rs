@@ -100,6 +100,13 @@ pub fn render(s: &Shared, now_ms: u64) -> String {
     }
     line(&mut o, "herald_centrifugo_clients", "Connected Centrifugo protocol clients.", "gauge");
     let _ = writeln!(o, "herald_centrifugo_clients {}", st.cf_clients.load(Ordering::Relaxed));
+    line(
+        &mut o,
+        "herald_ip_table_entries",
+        "Client addresses tracked by the per-IP limits (open connections or a recent connect).",
+        "gauge",
+    );
+    let _ = writeln!(o, "herald_ip_table_entries {}", st.ip_table_entries.load(Ordering::Relaxed));
     line(&mut o, "herald_uptime_seconds", "Seconds since start.", "gauge");
     let _ = writeln!(o, "herald_uptime_seconds {}", now_ms / 1000);
     crate::alloc::render(&mut o);

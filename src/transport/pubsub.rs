@@ -94,7 +94,14 @@ fn callback(env: &mut Env, conn: &mut Session, req: &Req) -> Result<Option<Strin
         None => Ok(None),
         Some(cb) if valid_callback(&cb) => Ok(Some(cb.into_owned())),
         Some(_) => {
-            error(env, conn, req, 400, "callback must be a JavaScript identifier (letters, digits, _ $ .)");
+            error(
+                env,
+                conn,
+                req,
+                400,
+                "callback must be a function name or object.method (letters, digits, _ $; at most 64 characters; \
+                 not a built-in such as constructor, __proto__ or eval)",
+            );
             Err(())
         }
     }

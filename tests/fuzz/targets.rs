@@ -742,13 +742,16 @@ pub fn channel(data: &[u8]) {
     let plain = messages_body(&[&env, &env], id & 1 == 1, &last, None);
     assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&plain).is_ok(), "{plain:?}");
     let cb_ok = valid_callback(&cb);
+    let parts: Vec<&str> = cb.split('.').collect();
     let ref_cb = !cb.is_empty()
-        && cb.len() <= 128
-        && cb.split('.').all(|p| {
-            let p = p.as_bytes();
-            !p.is_empty()
-                && !p[0].is_ascii_digit()
-                && p.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+        && cb.len() <= herald::hub::envelope::CALLBACK_MAX
+        && parts.len() <= 2
+        && parts.iter().all(|p| {
+            let b = p.as_bytes();
+            !b.is_empty()
+                && !b[0].is_ascii_digit()
+                && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+                && !herald::hub::envelope::CALLBACK_DENY.iter().any(|d| d == p)
         });
     assert_eq!(cb_ok, ref_cb, "valid_callback({cb:?})");
     if cb_ok {
