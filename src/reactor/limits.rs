@@ -52,10 +52,10 @@ type Shard = HashMap<IpAddr, Entry>;
 pub enum Refusal {
     /// `max_connections_per_ip` open already.
     PerIp,
-    /// Faster than `connect_rate_per_ip` per second; also a new address while the table
-    /// holds `max_tracked_ips` live entries (new addresses, taken together, are connecting
-    /// too fast).
+    /// Faster than `connect_rate_per_ip` per second.
     Rate,
+    /// A new address while the table holds `max_tracked_ips` live entries.
+    TableFull,
 }
 
 /// The shared admission table.
@@ -147,7 +147,7 @@ impl IpLimits {
                         self.max_entries
                     );
                 }
-                return Err(Refusal::Rate);
+                return Err(Refusal::TableFull);
             }
             // Shard locks are taken one at a time (never while holding another).
             self.purge_all(now_ms);
@@ -303,7 +303,7 @@ mod tests {
         l.admit(ip(2), 0).unwrap_err();
         assert_eq!(l.len(), 2);
         for i in 3..1000 {
-            assert_eq!(l.admit(ip(i), 1), Err(Refusal::Rate), "table full");
+            assert_eq!(l.admit(ip(i), 1), Err(Refusal::TableFull), "table full");
         }
         assert_eq!(l.len(), 2, "refused addresses left nothing behind");
         assert_eq!(l.refused_full(), 997);
@@ -316,7 +316,7 @@ mod tests {
             l.admit(ip(i), 0).unwrap();
         }
         // Full: a new address is refused, without evicting anyone...
-        assert_eq!(l.admit(ip(100), 0), Err(Refusal::Rate));
+        assert_eq!(l.admit(ip(100), 0), Err(Refusal::TableFull));
         assert_eq!(l.len(), 4);
         // ...and the tracked addresses carry on, their counts intact.
         l.admit(ip(0), 0).unwrap();
@@ -324,7 +324,7 @@ mod tests {
             l.release(ip(i));
         }
         assert_eq!(l.len(), 4, "closed, not refilled yet (ip(0) still open)");
-        assert_eq!(l.admit(ip(100), 150), Err(Refusal::Rate), "nothing idle yet");
+        assert_eq!(l.admit(ip(100), 150), Err(Refusal::TableFull), "nothing idle yet");
         // Once refilled, the closed ones are purged for a new address (entries with open
         // connections never are).
         l.admit(ip(1), 10_000).unwrap();
@@ -344,8 +344,8 @@ mod tests {
             l.admit(ip(i), 0).unwrap();
             l.release(ip(i));
         }
-        assert_eq!(l.admit(ip(1000), 995), Err(Refusal::Rate), "not refilled yet: the purge finds nothing");
-        assert_eq!(l.admit(ip(1000), 1000), Err(Refusal::Rate), "purged at 995: not again before 1095");
+        assert_eq!(l.admit(ip(1000), 995), Err(Refusal::TableFull), "not refilled yet: the purge finds nothing");
+        assert_eq!(l.admit(ip(1000), 1000), Err(Refusal::TableFull), "purged at 995: not again before 1095");
         assert_eq!(l.len(), 4);
         assert_eq!(l.admit(ip(1000), 1000 + PURGE_EVERY_MS - 5), Ok(()));
         assert_eq!(l.len(), 1, "refilled 1 s after their connects: purged");

@@ -292,6 +292,10 @@ impl Worker {
                     stats.refused_rate.fetch_add(1, Ordering::Relaxed);
                     Some((429, "connecting too fast from this address (connect_rate_per_ip)"))
                 }
+                Err(super::limits::Refusal::TableFull) => {
+                    stats.refused_rate.fetch_add(1, Ordering::Relaxed);
+                    Some((429, "too many client addresses connecting at once (max_tracked_ips)"))
+                }
             }
         } else {
             None
