@@ -442,6 +442,34 @@ pub struct Pub<'a> {
 
 /// The publication object `{"data":DATA[,"offset":N][,"info":INFO][,"tags":TAGS]}` (offset
 /// 0 — an unsequenced publication — is omitted, as Centrifugo's JSON does).
+impl Pub<'_> {
+    /// The length of this publication's encoding, without encoding it (a paced reply
+    /// announces its WebSocket frame length before the publications are written).
+    pub fn encoded_len(&self) -> usize {
+        let mut n = "{\"data\":".len() + self.data.len() + 1;
+        if self.offset > 0 {
+            n += ",\"offset\":".len() + decimal_len(self.offset);
+        }
+        if let Some(i) = self.info {
+            n += ",\"info\":".len() + i.len();
+        }
+        if let Some(t) = self.tags {
+            n += ",\"tags\":".len() + t.len();
+        }
+        n
+    }
+}
+
+/// Digits of `n` in decimal.
+fn decimal_len(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
 impl Encode for Pub<'_> {
     fn write(&self, w: &mut Writer) {
         w.obj().key("data").raw(self.data);
@@ -713,5 +741,19 @@ mod tests {
         ))
         .unwrap();
         assert!(v["x"]["presence"][ch].is_object());
+    }
+
+    #[test]
+    fn pub_encoded_len_matches_its_encoding() {
+        for data in [&b"1"[..], b"{\"a\":[1,2]}", b"\"x\""] {
+            for offset in [0u64, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+                for info in [None, Some(&b"{\"user\":\"u\"}"[..])] {
+                    for tags in [None, Some(&b"{\"k\":\"v\"}"[..])] {
+                        let p = Pub { channel: "c", data, offset, info, tags };
+                        assert_eq!(p.encoded_len(), p.encode().len(), "{p:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -379,9 +379,17 @@ impl Worker {
                 continue;
             }
             self.reprocess(key);
+            // Input already held used up the turn: reading more now would only grow it
+            // (a client pipelining faster than it is answered waits in its socket).
+            if self.ctx.budget == 0 {
+                self.after(key);
+                continue;
+            }
             self.on_readable(key);
         }
+        // Keys listed again while serving (budget spent again) stay listed.
         ready.clear();
+        ready.append(&mut self.ready);
         self.ready = ready;
     }
 
@@ -457,7 +465,8 @@ impl Worker {
         self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(written, Ordering::Relaxed);
         match r {
             Ok(Flush::Done) => {
-                if slot.session.close_after_flush && !slot.write_shut {
+                // Everything queued before the close must go first, a paced replay included.
+                if slot.session.close_after_flush && !slot.write_shut && slot.session.replay.is_none() {
                     slot.write_shut = true;
                     let _ = slot.sock.shutdown(std::net::Shutdown::Write);
                     transport::on_final_flush(&mut self.ctx, &mut slot.session);

@@ -188,6 +188,50 @@ impl Env {
     /// replays all pass here, and a session whose queue crosses `max_out_queue` is listed
     /// for the reactor's backpressure policy.
     pub fn queue(&mut self, conn: &mut Session, b: bytes::Bytes) {
+        if conn.replay.is_some() {
+            // Behind a paced replay: waits its turn (and is counted while it waits).
+            self.hold(conn, super::session::Item::Bytes(b));
+            return;
+        }
+        self.push_out(conn, b);
+    }
+
+    /// Put an item at the end of the session's paced replay (starting one if needed), and
+    /// drop the session if what it holds there passes `max_out_queue`.
+    pub fn hold(&mut self, conn: &mut Session, item: super::session::Item) {
+        let r = conn.replay.get_or_insert_with(Default::default);
+        r.held += super::session::Replay::cost(&item);
+        r.queue.push_back(item);
+        let held = r.held;
+        if held > self.max_out_queue {
+            self.slow_consumer(conn, held);
+            return;
+        }
+        // An empty out-queue is flushed at once, which refills from the replay.
+        self.mark_dirty(conn);
+    }
+
+    /// Drop a session that fell too far behind (counted, logged once).
+    pub fn slow_consumer(&mut self, conn: &mut Session, bytes: usize) {
+        if conn.dead {
+            return;
+        }
+        self.shared.stats.slow_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::info!(
+            "conn {}:{} from {}: slow consumer ({bytes} bytes waiting > max_out_queue {}), dropped",
+            self.id,
+            conn.id.key,
+            conn.peer,
+            self.max_out_queue
+        );
+        conn.replay = None;
+        conn.out.clear();
+        self.kill(conn);
+    }
+
+    /// Queue bytes on the out-queue itself (the replay's own refill, and everything when no
+    /// replay runs).
+    pub fn push_out(&mut self, conn: &mut Session, b: bytes::Bytes) {
         let before = conn.out.len();
         conn.out.push(b);
         if before <= self.max_out_queue && conn.out.len() > self.max_out_queue && !conn.dead {

@@ -8,7 +8,7 @@
 //! [`WireCache`]: no payload copy per subscriber. Never blocks, never touches a socket.
 
 use super::pubsub::finish_longpoll;
-use super::session::{Replay, State, StreamKind, WsMode};
+use super::session::{Item, Replay, State, StreamKind, WsMode};
 use super::wire::WireCache;
 use super::{Env, Session, Sessions};
 use crate::hub::envelope::messages_body;
@@ -67,9 +67,9 @@ pub fn leave_subscriptions(env: &mut Env, conn: &mut Session) {
 }
 
 /// Deliver one message to one subscriber connection in its wire format. `slot` identifies
-/// the membership (usize::MAX: match by channel name). While a paced history replay runs,
-/// the message joins the end of the replay instead, so order holds; a reader that lets
-/// live messages pile up there past `max_out_queue` is a slow consumer.
+/// the membership (usize::MAX: match by channel name). While a paced replay runs, the
+/// message joins the end of it instead, so order holds; a reader that lets live messages
+/// pile up there past `max_out_queue` is a slow consumer.
 pub(crate) fn deliver_one(
     env: &mut Env,
     conn: &mut Session,
@@ -81,34 +81,11 @@ pub(crate) fn deliver_one(
     if !conn.subs.iter().any(|s| (slot == usize::MAX || s.slot == slot) && *s.channel == *m.channel) {
         return false;
     }
-    if let Some(r) = conn.replay.as_mut() {
-        r.queue.push_back(m.clone());
-        r.live_bytes += m.envelope.len();
-        let waiting = r.live_bytes;
-        if waiting > env.max_out_queue {
-            slow_consumer(env, conn, waiting);
-        }
+    if conn.replay.is_some() {
+        env.hold(conn, Item::Msg(m.clone(), true));
         return true;
     }
     deliver_now(env, conn, m, cache, slot, done)
-}
-
-/// Drop a connection that fell too far behind (counted, logged once).
-fn slow_consumer(env: &mut Env, conn: &mut Session, bytes: usize) {
-    if conn.dead {
-        return;
-    }
-    env.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
-    log::info!(
-        "conn {}:{} from {}: slow consumer ({bytes} bytes waiting > max_out_queue {}), dropped",
-        env.id,
-        conn.id.key,
-        conn.peer,
-        env.max_out_queue
-    );
-    conn.replay = None;
-    conn.out.clear();
-    env.kill(conn);
 }
 
 /// Queue a message now (no replay in the way).
@@ -171,36 +148,42 @@ fn deliver_now(
     true
 }
 
-/// Start a paced replay of `msgs` (oldest first) and queue its first part.
+/// Start a paced replay of `msgs` (oldest first, from history) and queue its first part.
 pub(crate) fn start_replay(env: &mut Env, conn: &mut Session, msgs: Vec<Arc<Message>>) {
-    if msgs.is_empty() {
-        return;
-    }
-    conn.replay = Some(Box::new(Replay { queue: msgs.into(), live_bytes: 0, history_left: 0 }));
-    if let Some(r) = conn.replay.as_mut() {
-        r.history_left = r.queue.len();
+    for m in msgs {
+        env.hold(conn, Item::Msg(m, false));
     }
     refill(env, conn);
 }
 
-/// The out-queue drained below the low-water mark: queue more of the replay, up to the
-/// high-water mark. The replay ends (and live delivery resumes directly) when it is empty.
+/// The out-queue drained to the low-water mark: queue more of the replay, up to the
+/// high-water mark. The replay ends (and output goes straight to the out-queue again) when
+/// it is empty.
 pub fn refill(env: &mut Env, conn: &mut Session) {
+    let Some(mut r) = conn.replay.take() else { return };
     let mut cache = WireCache::default();
     let mut done = Vec::new();
     while conn.out.len() < env.high_water && !conn.dead {
-        let Some(r) = conn.replay.as_mut() else { return };
-        let Some(m) = r.queue.pop_front() else {
-            conn.replay = None;
-            return;
-        };
-        if r.history_left > 0 {
-            r.history_left -= 1;
-        } else {
-            r.live_bytes = r.live_bytes.saturating_sub(m.envelope.len());
+        let Some(item) = r.queue.pop_front() else { break };
+        r.held = r.held.saturating_sub(Replay::cost(&item));
+        match item {
+            // With the replay taken out, whatever this queues goes to the out-queue.
+            Item::Msg(m, _) => {
+                cache.clear();
+                deliver_now(env, conn, &m, &mut cache, usize::MAX, &mut done);
+            }
+            Item::Bytes(b) => env.push_out(conn, b),
+            Item::CfPub(m, first) => {
+                if !first {
+                    env.push_out(conn, Bytes::from_static(b","));
+                }
+                let b = crate::proto::centrifugo::Encode::encode(&super::wire::cf_pub(&m));
+                env.push_out(conn, b);
+            }
         }
-        cache.clear();
-        deliver_now(env, conn, &m, &mut cache, usize::MAX, &mut done);
+    }
+    if !r.queue.is_empty() && !conn.dead {
+        conn.replay = Some(r);
     }
 }
 

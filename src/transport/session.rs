@@ -193,19 +193,44 @@ pub struct ChunkedBody {
     pub head: Vec<u8>,
 }
 
-/// A paced history replay: messages not yet queued, oldest first. The reactor asks for
-/// more (`transport::on_drained`) whenever the out-queue falls below the low-water mark,
-/// so a replay never holds more than the high-water mark in the out-queue, and an honest
-/// reader gets every message however large the history is.
+/// Output held back behind a paced replay, in the order it must go out.
+pub enum Item {
+    /// A message to deliver in the session's wire format; `live` when it arrived during
+    /// the replay (it counts against `max_out_queue`; history entries are shared with the
+    /// engine's history and cost a pointer).
+    Msg(Arc<Message>, bool),
+    /// Bytes queued while the replay runs (a reply, a pong, a close frame...).
+    Bytes(bytes::Bytes),
+    /// One publication of a paced Centrifugo reply (its array's comma first unless
+    /// `first`), encoded as it is sent.
+    CfPub(Arc<Message>, bool),
+}
+
+/// A paced replay: output not yet queued, oldest first. The reactor asks for more
+/// (`transport::on_drained`) whenever the out-queue falls to the low-water mark, so a
+/// replay never holds more than the high-water mark in the out-queue, and an honest reader
+/// gets everything however large the history is. While it runs, everything else queued
+/// for the session waits behind it (order holds); what is not shared history counts
+/// against `max_out_queue` in `held`.
 #[derive(Default)]
 pub struct Replay {
-    /// Messages to send, in order (history first, then live ones that arrived meanwhile).
-    pub queue: VecDeque<Arc<Message>>,
-    /// Bytes of live messages added while the replay runs; they may no longer be in
-    /// history, so they count against `max_out_queue` like queued bytes.
-    pub live_bytes: usize,
-    /// How many messages at the front of `queue` came from history.
-    pub history_left: usize,
+    /// What is still to be sent, in order.
+    pub queue: VecDeque<Item>,
+    /// Bytes (and per-item overhead) held here that are not shared with history.
+    pub held: usize,
+}
+
+impl Replay {
+    /// What an item costs against `max_out_queue` while it waits.
+    pub fn cost(item: &Item) -> usize {
+        const OVERHEAD: usize = std::mem::size_of::<Item>();
+        OVERHEAD
+            + match item {
+                Item::Msg(m, true) => m.envelope.len(),
+                Item::Bytes(b) => b.len(),
+                Item::Msg(_, false) | Item::CfPub(..) => 0,
+            }
+    }
 }
 
 impl Session {

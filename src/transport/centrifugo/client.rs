@@ -17,8 +17,9 @@ use crate::hub::Message;
 use crate::proto::centrifugo::{self as proto, Command, Disconnect, Encode, Error, SubscribeReq};
 use crate::proto::jwt::{TokenError, Verifier};
 use crate::proto::ws::{self as codec, Opcode};
+use crate::transport::authz;
 use crate::transport::fanout;
-use crate::transport::session::{State, WsMode};
+use crate::transport::session::{Item, State, WsMode};
 use crate::transport::wire::cf_pub;
 use crate::transport::{Env, Session, Sessions};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -172,7 +173,12 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
     } else if let Some(r) = cmd.publish {
         ("publish", publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())))
     } else if let Some(r) = cmd.history {
-        ("history", history(env, conn, &r))
+        match history(env, conn, &r) {
+            Ok(page) => {
+                return send_with_pubs(env, conn, &page.msgs, |pubs| proto::reply(id, "history", &page.result(pubs)))
+            }
+            Err(e) => ("history", Err(e)),
+        }
     } else if let Some(r) = cmd.presence {
         ("presence", presence(env, conn, &r.channel, false))
     } else if let Some(r) = cmd.presence_stats {
@@ -288,10 +294,6 @@ pub fn uni_send(env: &mut Env, conn: &mut Session, json: &[u8]) {
     }
 }
 
-fn user_allowed_in_limited(env: &Env, user: &str, channel: &str) -> bool {
-    !user.is_empty() && env.shared.cfg.channel.limited_users(channel).is_some_and(|mut us| us.any(|u| u == user))
-}
-
 /// Why a subscription is refused: an error reply, or a disconnect (a subscription token
 /// that verifies but names another channel, user or client closes the connection with
 /// 3500, as Centrifugo does).
@@ -319,29 +321,40 @@ pub struct SubGrant {
 }
 
 fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, server_side: bool) {
-    match do_subscribe(env, conn, req, server_side) {
-        Ok(body) => send_text(env, conn, &proto::reply(id, "subscribe", &proto::Raw(&body))),
+    match join(env, conn, &req, server_side) {
+        Ok((ttl, rec)) => {
+            let now = env.unix_s;
+            let result =
+                |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(ttl, &rec, pubs, now));
+            send_with_pubs(env, conn, &rec.pubs, result);
+        }
         Err(Refusal::Reply(e)) => send_text(env, conn, &proto::error_reply(id, e)),
         Err(Refusal::Disconnect(d)) => disconnect(env, conn, d),
     }
 }
 
-/// Check and perform a subscription; returns the encoded subscribe result.
+/// Check and perform a subscription; returns the encoded subscribe result (server-side
+/// subscriptions: the connect result and API subscribe pushes carry it inline).
 fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<Bytes, Refusal> {
-    let opts = admissible(env, conn, &req)?;
+    let (ttl, rec) = join(env, conn, &req, server_side)?;
+    let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
+    Ok(subscribe_result(ttl, &rec, &pubs, env.unix_s).encode())
+}
+
+/// The checks, the permission decision, joining the stream and recording the subscription.
+/// Returns the subscription's expiry and what recovery found.
+fn join(
+    env: &mut Env,
+    conn: &mut Session,
+    req: &SubscribeReq,
+    server_side: bool,
+) -> Result<(Option<i64>, Recovery), Refusal> {
+    let opts = admissible(env, conn, req)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     let grant =
         if server_side { SubGrant::default() } else { may_subscribe(env, cf, &req.channel, &opts, &req.token)? };
-    let rec = recover(env, conn, &req, &opts)?;
-    enter(env, conn, &req, &opts, &grant);
-    let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
-    let result = proto::SubscribeResult {
-        expires_ttl: proto::ttl(grant.expires_at, env.unix_s),
-        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.read.last_id }),
-        was_recovering: rec.recovering,
-        recovered: rec.recovered,
-        publications: &pubs,
-    };
+    let rec = recover(env, conn, req, &opts)?;
+    enter(env, conn, req, &opts, &grant);
     log::debug!(
         "conn {}:{}: centrifugo subscribe {} recovering={} recovered={}",
         env.id,
@@ -350,7 +363,62 @@ fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_sid
         rec.recovering,
         rec.recovered
     );
-    Ok(result.encode())
+    Ok((grant.expires_at, rec))
+}
+
+/// The subscribe result for what `join` found, carrying `pubs`.
+fn subscribe_result<'a>(
+    expires_at: Option<i64>,
+    rec: &'a Recovery,
+    pubs: &'a [proto::Pub<'a>],
+    now: i64,
+) -> proto::SubscribeResult<'a> {
+    proto::SubscribeResult {
+        expires_ttl: proto::ttl(expires_at, now),
+        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.read.last_id }),
+        was_recovering: rec.recovering,
+        recovered: rec.recovered,
+        publications: pubs,
+    }
+}
+
+/// Send a reply that carries publications (subscribe with recovery, history). A small one
+/// is encoded at once. A large one is paced like a history replay: the frame header and
+/// the reply up to its publications are queued, then each publication is encoded as the
+/// socket drains (`fanout::refill`), then the rest; the frame length is known up front
+/// from [`proto::Pub::encoded_len`]. An honest reader gets it all; a reader that does not
+/// read holds the high-water mark plus a pointer per publication.
+fn send_with_pubs<F>(env: &mut Env, conn: &mut Session, msgs: &[Arc<Message>], reply: F)
+where
+    F: Fn(&[proto::Pub<'_>]) -> Bytes,
+{
+    let size: usize = msgs.iter().map(|m| cf_pub(m).encoded_len() + 1).sum();
+    if size <= env.low_water {
+        let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
+        return send_text(env, conn, &reply(&pubs));
+    }
+    // The reply with one marker publication shows where the publications go: NUL cannot
+    // occur in encoded JSON (control characters are escaped in strings).
+    let marker = proto::Pub { channel: "", data: b"\0", offset: 0, info: None, tags: None };
+    let whole = reply(std::slice::from_ref(&marker));
+    let mark = marker.encode();
+    let Some(at) = whole.windows(mark.len()).position(|w| w == &mark[..]) else {
+        // Cannot happen; never panic on it either.
+        let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
+        return send_text(env, conn, &reply(&pubs));
+    };
+    let (head, tail) = (&whole[..at], &whole[at + mark.len()..]);
+    let total = head.len() + size - 1 + tail.len();
+    let mut first = Vec::with_capacity(head.len() + 10);
+    codec::write_header(&mut first, Opcode::Text, true, total);
+    first.extend_from_slice(head);
+    env.hold(conn, Item::Bytes(Bytes::from(first)));
+    for (i, m) in msgs.iter().enumerate() {
+        env.hold(conn, Item::CfPub(m.clone(), i == 0));
+    }
+    env.hold(conn, Item::Bytes(whole.slice(at + mark.len()..)));
+    debug_assert_eq!(tail.len(), whole.len() - at - mark.len());
+    fanout::refill(env, conn);
 }
 
 /// The checks before permission: a valid channel name in a known namespace, not yet
@@ -389,18 +457,11 @@ pub fn may_subscribe(
     if !token.is_empty() {
         return token_grant(env, cf, ch, token);
     }
-    let channels = &env.shared.cfg.channel;
-    let allowed = if channels.is_private(ch) {
-        false
-    } else if opts.allow_user_limited_channels && channels.limited_users(ch).is_some() {
-        user_allowed_in_limited(env, &cf.user, ch)
-    } else {
-        opts.allow_subscribe_for_client && (!cf.user.is_empty() || opts.allow_subscribe_for_anonymous)
-    };
-    if allowed {
-        Ok(SubGrant::default())
-    } else {
-        Err(Refusal::Reply(proto::PERMISSION_DENIED))
+    let _ = opts; // the options were resolved by `admissible`; `authz` reads them again
+    match authz::subscribe(&env.shared.cfg, ch, authz::Who::Client { user: &cf.user }) {
+        Ok(()) => Ok(SubGrant::default()),
+        Err(authz::Denied::UnknownNamespace) => Err(Refusal::Reply(proto::UNKNOWN_CHANNEL)),
+        Err(_) => Err(Refusal::Reply(proto::PERMISSION_DENIED)),
     }
 }
 
@@ -563,7 +624,7 @@ fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>
     Ok(proto::Empty.encode())
 }
 
-fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<Bytes, Error> {
+fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<HistoryPage, Error> {
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(&r.channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
@@ -571,10 +632,33 @@ fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<B
     if !(opts.allow_history_for_client || (opts.allow_history_for_subscriber && subscribed)) {
         return Err(proto::PERMISSION_DENIED);
     }
+    if cf.user.is_empty() && !opts.allow_history_for_anonymous {
+        return Err(proto::PERMISSION_DENIED);
+    }
     if !opts.history() {
         return Err(proto::NOT_AVAILABLE);
     }
-    history_result(env, &r.channel, r.limit, r.since.as_ref(), r.reverse)
+    history_select(env, &r.channel, r.limit, r.since.as_ref(), r.reverse)
+}
+
+/// What a history call returns: the publications and the stream position.
+pub struct HistoryPage {
+    /// Publications, in the order asked for.
+    pub msgs: Vec<Arc<Message>>,
+    /// The stream's epoch.
+    pub epoch: Arc<str>,
+    /// The stream's newest offset.
+    pub offset: u64,
+}
+
+impl HistoryPage {
+    /// The result carrying `pubs` (this page's publications, or a marker).
+    pub fn result<'a>(&'a self, pubs: &'a [proto::Pub<'a>]) -> proto::HistoryResult<'a> {
+        proto::HistoryResult {
+            publications: pubs,
+            position: proto::Position { epoch: &self.epoch, offset: self.offset },
+        }
+    }
 }
 
 /// History for clients and the API: `{"publications":[...],"epoch":"E","offset":N}`.
@@ -585,6 +669,19 @@ pub fn history_result(
     since: Option<&proto::StreamPosition>,
     reverse: bool,
 ) -> Result<Bytes, Error> {
+    let page = history_select(env, channel, limit, since, reverse)?;
+    let pubs: Vec<proto::Pub<'_>> = page.msgs.iter().map(|m| cf_pub(m)).collect();
+    Ok(page.result(&pubs).encode())
+}
+
+/// The publications a history call asks for.
+pub fn history_select(
+    env: &Env,
+    channel: &str,
+    limit: i64,
+    since: Option<&proto::StreamPosition>,
+    reverse: bool,
+) -> Result<HistoryPage, Error> {
     let engine = &env.shared.engine;
     let all = engine.history(channel, None, usize::MAX, env.now_ms);
     let mut msgs = all.messages;
@@ -605,9 +702,7 @@ pub fn history_result(
     if limit >= 0 {
         msgs.truncate(limit as usize);
     }
-    let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
-    let position = proto::Position { epoch: &all.epoch, offset: all.last_id };
-    Ok(proto::HistoryResult { publications: &pubs, position }.encode())
+    Ok(HistoryPage { msgs, epoch: all.epoch, offset: all.last_id })
 }
 
 fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Result<Bytes, Error> {
@@ -616,6 +711,9 @@ fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Re
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     let subscribed = cf.subs.iter().any(|s| &*s.channel == channel);
     if !(opts.allow_presence_for_client || (opts.allow_presence_for_subscriber && subscribed)) {
+        return Err(proto::PERMISSION_DENIED);
+    }
+    if cf.user.is_empty() && !opts.allow_presence_for_anonymous {
         return Err(proto::PERMISSION_DENIED);
     }
     if !opts.presence {

@@ -488,3 +488,118 @@ fn uni_http_stream_gets_bare_pushes_as_lines() {
     let line: Value = serde_json::from_str(k.text(c).strip_suffix('\n').expect("one line")).unwrap();
     assert_eq!(line, json!({"channel": "news", "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}}));
 }
+
+/// Channels whose history holds large publications (100 x 200 KB).
+fn big_history(k: &mut Kit, ch: &str, n: usize, size: usize) {
+    let body = format!("\"{}\"", "p".repeat(size));
+    for _ in 0..n {
+        k.publish(ch, &body);
+    }
+}
+
+fn big_channels() -> Value {
+    json!({"namespaces": [{"name": "big", "history_size": 100, "history_ttl": "300s", "force_recovery": true,
+        "allow_subscribe_for_client": true, "allow_history_for_client": true, "allow_history_for_anonymous": true,
+        "allow_subscribe_for_anonymous": true, "allow_presence_for_client": true, "presence": true}]})
+}
+
+/// Read everything (a fast reader) and decode the JSON messages and close code.
+fn read_all(k: &mut Kit, c: usize) -> (Vec<Value>, Option<u16>, usize) {
+    let (bytes, peak) = k.read_all(c);
+    let mut msgs = Vec::new();
+    let mut close = None;
+    for (op, p) in server_frames(&bytes) {
+        match op {
+            1 => msgs.push(serde_json::from_slice(&p).expect("server JSON")),
+            8 => close = Some(u16::from_be_bytes([p[0], p[1]])),
+            op => panic!("unexpected opcode {op}"),
+        }
+    }
+    (msgs, close, peak)
+}
+
+#[test]
+fn large_recovery_is_paced_and_complete() {
+    let mut k = kit(json!({}), big_channels());
+    big_history(&mut k, "big:a", 100, 200_000);
+    let c = user(&mut k, "alice");
+    let (epoch, _) = {
+        let o = user(&mut k, "observer");
+        let r = subscribe(&mut k, o, json!({"channel": "big:a"}));
+        (r["subscribe"]["epoch"].as_str().unwrap().to_string(), 0)
+    };
+    send(&mut k, c, json!({"id": 7, "subscribe": {"channel": "big:a", "recover": true, "offset": 0, "epoch": epoch}}));
+    let queued = k.s(c).out.len();
+    assert!(queued <= k.env.high_water + 250_000, "{queued} bytes queued at once");
+    // A live publication during the paced reply comes after it.
+    k.publish("big:a", "\"live\"");
+    let (msgs, close, peak) = read_all(&mut k, c);
+    assert_eq!(close, None);
+    assert!(peak <= k.env.high_water + 250_000, "peak {peak}");
+    assert_eq!(msgs.len(), 2, "the reply, then the live push");
+    let s = &msgs[0]["subscribe"];
+    assert_eq!(msgs[0]["id"], 7);
+    assert_eq!(s["recovered"], true);
+    let offsets: Vec<u64> =
+        s["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (1..=100).collect::<Vec<u64>>());
+    assert_eq!(msgs[1]["push"]["pub"]["offset"], 101);
+    assert_eq!(msgs[1]["push"]["pub"]["data"], "live");
+}
+
+#[test]
+fn history_flood_without_reading_is_bounded() {
+    let mut k = kit(json!({"allow_anonymous_connect_without_token": true}), big_channels());
+    big_history(&mut k, "big:h", 50, 100_000);
+    let c = user(&mut k, "");
+    // 100 history commands in one frame, never read: each reply is 5 MB.
+    let cmds: Vec<String> =
+        (0..100).map(|i| json!({"id": 10 + i, "history": {"channel": "big:h", "limit": -1}}).to_string()).collect();
+    k.input(c, &client_frame(1, cmds.join("\n").as_bytes()));
+    let (high, cap) = (k.env.high_water, k.env.max_out_queue);
+    let s = k.s(c);
+    let held = s.replay.as_ref().map(|r| r.held).unwrap_or(0);
+    let queued = s.out.len();
+    assert!(queued <= high + 200_000, "out-queue {queued} bytes");
+    assert!(held < cap, "held {held} bytes");
+    assert!(held > 0, "the rest of the replies wait behind");
+    eprintln!("100 x 5 MB history replies unread: {queued} bytes queued, {held} bytes held");
+    // More frames are not even parsed while it is over the high-water mark.
+    k.input(c, &client_frame(1, json!({"id": 999, "presence": {"channel": "big:h"}}).to_string().as_bytes()));
+    assert!(!k.s(c).inbuf.is_empty(), "the next frame waits unparsed");
+}
+
+#[test]
+fn history_replies_arrive_whole_for_a_reader() {
+    let mut k = kit(json!({"allow_anonymous_connect_without_token": true}), big_channels());
+    big_history(&mut k, "big:h", 50, 100_000);
+    let c = user(&mut k, "");
+    let cmds: Vec<String> =
+        (0..3).map(|i| json!({"id": 10 + i, "history": {"channel": "big:h", "limit": -1}}).to_string()).collect();
+    k.input(c, &client_frame(1, cmds.join("\n").as_bytes()));
+    let (msgs, close, _) = read_all(&mut k, c);
+    assert_eq!(close, None);
+    assert_eq!(msgs.len(), 3);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m["id"], 10 + i as u64);
+        assert_eq!(m["history"]["publications"].as_array().unwrap().len(), 50);
+        assert_eq!(m["history"]["offset"], 50);
+    }
+}
+
+#[test]
+fn anonymous_history_and_presence_need_their_options() {
+    let ch = json!({"namespaces": [{"name": "n", "history_size": 10, "history_ttl": "300s", "presence": true,
+        "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true,
+        "allow_history_for_client": true, "allow_presence_for_client": true}]});
+    let mut k = kit(json!({"allow_anonymous_connect_without_token": true}), ch);
+    k.publish("n:x", "1");
+    let anon = user(&mut k, "");
+    assert_eq!(error_code(&call(&mut k, anon, 5, "history", json!({"channel": "n:x", "limit": 10}))), 103);
+    assert_eq!(error_code(&call(&mut k, anon, 6, "presence", json!({"channel": "n:x"}))), 103);
+    let u = user(&mut k, "bob");
+    let r = call(&mut k, u, 5, "history", json!({"channel": "n:x", "limit": 10}));
+    assert_eq!(r["history"]["publications"].as_array().unwrap().len(), 1, "{r}");
+    let r = call(&mut k, u, 6, "presence", json!({"channel": "n:x"}));
+    assert!(r["presence"].is_object(), "{r}");
+}
