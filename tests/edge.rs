@@ -870,7 +870,6 @@ fn every_response_carries_nosniff() {
 /// The SSE stream head is written by hand in `pubsub::stream`, not by the `Response`
 /// builder, and lacks the header. Ignored until the stream heads use the builder.
 #[test]
-#[ignore = "the /sse/ and /stream/ heads are hand-built (pubsub::stream) and lack nosniff"]
 fn sse_stream_head_carries_nosniff() {
     let h = Herald::start("{}");
     let sse = SseReader::open(h.connect(), "/sse/?cid=n");
