@@ -85,7 +85,11 @@ pub struct TokenConfig {
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubTokenConfig {
+    /// Verify subscription tokens with `hmac_secret_key` below instead of the connection
+    /// token settings (`client.token`). Default false; also ignored while the key is empty.
     pub enabled: bool,
+    /// HS256 secret for subscription tokens when `enabled`. Default empty. Audience and
+    /// issuer are not checked on subscription tokens verified with this key.
     pub hmac_secret_key: String,
 }
 
@@ -93,7 +97,10 @@ pub struct SubTokenConfig {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
+    /// `client.token`: how connection tokens (and, unless `subscription_token` is enabled,
+    /// subscription tokens) are verified.
     pub token: TokenConfig,
+    /// `client.subscription_token`: an optional separate secret for subscription tokens.
     pub subscription_token: SubTokenConfig,
     /// Origins allowed to open `/connection/*` (empty: any).
     pub allowed_origins: Vec<String>,
@@ -138,24 +145,62 @@ pub struct HttpApiConfig {
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelOptions {
+    /// Keep the channel's presence set: each subscriber's client id, user and info is added
+    /// on subscribe and removed on unsubscribe or disconnect. Without it `presence` and
+    /// `presence_stats` answer 108 "not available".
     pub presence: bool,
+    /// Publish a join push when a client subscribes and a leave push when it unsubscribes
+    /// or disconnects. A subscriber receives them only if it asked (`join_leave` in its
+    /// subscribe request) or `force_push_join_leave` is set; uni-directional clients never do.
     pub join_leave: bool,
+    /// Deliver join/leave pushes to every bidirectional subscriber whether or not it asked.
+    /// Has no effect unless `join_leave` is on.
     pub force_push_join_leave: bool,
+    /// Publications kept in the channel's history (default 0). History, and with it
+    /// recovery and the `history` call, is on only when this and `history_ttl` are both
+    /// above zero (see [`ChannelOptions::history`]). When `without_namespace` leaves it off,
+    /// channels without a namespace keep the top-level `history_size` / `history_ttl_ms`
+    /// history for the simple endpoints (see `Config::history_policy`).
     pub history_size: usize,
+    /// How long a publication stays in the channel's history (stored in ms; default 0).
     pub history_ttl: Duration,
+    /// Make every subscription to a channel with history positioned (the reply carries the
+    /// stream position: epoch and offset), as if the client asked for recovery. Herald treats it the same
+    /// as `force_recovery`. No effect without history.
     pub force_positioning: bool,
+    /// Make every subscription to a channel with history recoverable even if the client did
+    /// not ask, so that a client resubscribing with `recover` gets the publications it
+    /// missed. No effect without history.
     pub force_recovery: bool,
+    /// Any authenticated client may subscribe without a subscription token (anonymous ones
+    /// also need `allow_subscribe_for_anonymous`). On the simple endpoints a namespace
+    /// without it is refused unless listed in `simple_access_namespaces`.
     pub allow_subscribe_for_client: bool,
+    /// Anonymous clients (user "") may subscribe too; only together with
+    /// `allow_subscribe_for_client`.
     pub allow_subscribe_for_anonymous: bool,
+    /// A client subscribed to the channel may publish to it from the client side.
     pub allow_publish_for_subscriber: bool,
+    /// Any client may publish to the channel from the client side, subscribed or not.
     pub allow_publish_for_client: bool,
+    /// Anonymous clients may publish too; only together with one of the two options above.
     pub allow_publish_for_anonymous: bool,
+    /// A client subscribed to the channel may call `history` on it.
     pub allow_history_for_subscriber: bool,
+    /// Any client may call `history` on the channel, subscribed or not.
     pub allow_history_for_client: bool,
+    /// Accepted for Centrifugo compatibility but not consulted: Herald decides history
+    /// access for anonymous clients by the two options above alone.
     pub allow_history_for_anonymous: bool,
+    /// A client subscribed to the channel may call `presence` / `presence_stats` on it.
     pub allow_presence_for_subscriber: bool,
+    /// Any client may call `presence` / `presence_stats` on the channel, subscribed or not.
     pub allow_presence_for_client: bool,
+    /// Accepted for Centrifugo compatibility but not consulted: Herald decides presence
+    /// access for anonymous clients by the two options above alone.
     pub allow_presence_for_anonymous: bool,
+    /// Channels whose name ends in `#user1,user2` (see `channel.user_boundary`) may be
+    /// subscribed without a token, only by the users listed; anonymous readers are refused.
     pub allow_user_limited_channels: bool,
 }
 
@@ -169,7 +214,11 @@ impl ChannelOptions {
 /// A named namespace: `{"name": "chat", ...options}`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Namespace {
+    /// The prefix before the namespace boundary (`chat` in `chat:room`): non-empty ASCII
+    /// letters, digits, `_` or `-`, unique among namespaces (checked by
+    /// [`ChannelConfig::validate`]).
     pub name: String,
+    /// Options of every channel in this namespace, given as sibling keys of `name`.
     #[serde(flatten)]
     pub options: ChannelOptions,
 }
@@ -195,6 +244,8 @@ impl<'de> Deserialize<'de> for Namespace {
 pub struct ChannelConfig {
     /// Options of channels with no namespace.
     pub without_namespace: ChannelOptions,
+    /// The defined namespaces. A client naming a channel in a namespace not listed here
+    /// gets 102 "unknown channel". Default empty.
     pub namespaces: Vec<Namespace>,
     /// Prefix of private channels (subscription token required), default `$`.
     pub private_prefix: Option<String>,

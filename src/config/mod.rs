@@ -155,7 +155,10 @@ impl Default for Config {
 /// An allow-list entry: network address and prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
+    /// Network address as written; host bits beyond `prefix` are ignored when matching.
     pub addr: IpAddr,
+    /// Number of leading bits that must match: 0-32 for IPv4, 0-128 for IPv6 (a bare
+    /// address gets the full length, i.e. one host).
     pub prefix: u8,
 }
 

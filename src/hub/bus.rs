@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 /// A channel event other than a publication (Centrifugo join/leave), encoded once.
 pub struct Event {
+    /// Channel the client joined or left; delivered to this worker's subscribers of it that
+    /// asked for join/leave pushes.
     pub channel: Arc<str>,
     /// The whole push as JSON text, e.g. `{"push":{"channel":"c","join":{"info":{...}}}}`.
     pub json: bytes::Bytes,
@@ -27,11 +29,46 @@ pub struct Event {
 }
 
 /// A server API command aimed at a user's connections, wherever they are.
+///
+/// Built by the `/api` methods of the same names and broadcast to every worker; each acts
+/// on the user's Centrifugo connections it holds (none: nothing happens).
 pub enum UserCmd {
-    Subscribe { user: String, channel: String },
-    Unsubscribe { user: String, channel: String },
-    Disconnect { user: String, code: u16, reason: String },
-    Refresh { user: String, expire_at: Option<i64>, expired: bool },
+    /// Server-side subscribe: each connection of `user` subscribes to `channel` without a
+    /// permission check and gets a `subscribe` push with the result.
+    Subscribe {
+        /// User ID whose connections are targeted (non-empty; checked by the API).
+        user: String,
+        /// Channel to subscribe to; its namespace exists (checked by the API).
+        channel: String,
+    },
+    /// Server-side unsubscribe: connections of `user` subscribed to `channel` leave it and
+    /// get an `unsubscribe` push (code 2000, "server unsubscribe").
+    Unsubscribe {
+        /// User ID whose connections are targeted (non-empty; checked by the API).
+        user: String,
+        /// Channel to leave; connections not subscribed to it are left alone.
+        channel: String,
+    },
+    /// Close every connection of `user` with a Centrifugo disconnect.
+    Disconnect {
+        /// User ID whose connections are closed (non-empty; checked by the API).
+        user: String,
+        /// Disconnect code, 3000-4999 (the API substitutes 3503 for anything else).
+        code: u16,
+        /// Reason given to the API. Only its emptiness is used: the close reason sent is
+        /// "force disconnect" when empty, else "disconnect".
+        reason: String,
+    },
+    /// Change the expiry of the user's connections, or end them.
+    Refresh {
+        /// User ID whose connections are refreshed.
+        user: String,
+        /// New connection expiry in unix seconds, pushed to the client as a `ttl`; `None` or
+        /// `<= 0` removes the expiry.
+        expire_at: Option<i64>,
+        /// Disconnect the connections at once as expired (3005) instead.
+        expired: bool,
+    },
 }
 
 /// What a worker can be told.

@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A sequenced message, shared by every worker and history.
 pub struct Message {
+    /// Channel the message was published to (the engine's interned name).
     pub channel: Arc<str>,
+    /// Position in the channel's stream (Centrifugo's offset): 1, 2, 3, ... per channel,
+    /// valid within the current epoch; 0 for a `skip_history` publish, which is not stored.
     pub id: u64,
     /// The payload as JSON text.
     pub data: Bytes,
@@ -27,6 +30,8 @@ pub struct Message {
     pub info: Option<Bytes>,
     /// Centrifugo publication tags (a JSON object), if any.
     pub tags: Option<Bytes>,
+    /// When it was published, in ms on the server's monotonic clock (since start, not Unix
+    /// time); history TTL expiry counts from it.
     pub time_ms: u64,
     /// Process-wide publish order (orders messages of different channels).
     pub seq: u64,
@@ -74,10 +79,17 @@ pub type Policy = Arc<dyn Fn(&str) -> (usize, u64) + Send + Sync>;
 /// Per-channel counters for the API and `/stats`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelStat {
+    /// Channel name.
     pub name: String,
+    /// Current subscriptions to the channel, over all workers.
     pub subscribers: usize,
+    /// Number of workers with at least one subscriber on the channel (those its publishes
+    /// are handed to).
     pub workers: u32,
+    /// Messages held in the channel's history. Expired ones are dropped lazily (on publish,
+    /// subscribe, history read or sweep), so this may briefly count some.
     pub stored: usize,
+    /// The channel's newest message id (0 if nothing was published in this epoch).
     pub last_id: u64,
 }
 

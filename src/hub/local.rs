@@ -11,13 +11,17 @@ use std::sync::Arc;
 /// A connection's identity that survives slot reuse: slab key plus generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnId {
+    /// The connection's slot in its worker's connection slab (also its mio token).
     pub key: u32,
+    /// Bumped (wrapping) each time the worker reuses the slot, so an id kept after its
+    /// connection closed never matches the slot's next occupant.
     pub gen: u32,
 }
 
 /// One connection's membership in one channel, kept by the connection.
 #[derive(Debug, Clone)]
 pub struct SubRef {
+    /// The channel, sharing the name interned by [`LocalHub::add`].
     pub channel: Arc<str>,
     /// Slot in the channel's subscriber slab.
     pub slot: usize,

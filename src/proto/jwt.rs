@@ -71,6 +71,8 @@ const STD_B64: GeneralPurpose = GeneralPurpose::new(
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    /// Copy `key` (the raw bytes of the configured secret string). An empty key is allowed
+    /// here; [`Verifier::new`] treats it as "tokens disabled".
     pub fn new(key: &[u8]) -> Self {
         Secret(key.to_vec())
     }
@@ -144,12 +146,24 @@ impl std::error::Error for TokenError {}
 /// never. A connection token must not carry a `channel` claim.
 #[derive(Debug, Clone, Default)]
 pub struct ConnClaims {
+    /// User ID the connection acts as; `""` (claim absent) is the anonymous user.
     pub sub: String,
+    /// Token expiry in unix seconds (fractions rounded down); already checked to be in the
+    /// future. Used as the connection expiry unless `expire_at` is present.
     pub exp: Option<i64>,
+    /// Connection info JSON: decoded `b64info` when that is non-empty, else `info` as given.
     pub info: Option<Value>,
+    /// Channels to subscribe the connection to server-side; ignored by the caller when
+    /// `subs` is non-empty.
     pub channels: Vec<String>,
+    /// Server-side subscriptions: channel name to raw subscribe options (shape and base64
+    /// checked, contents not decoded). When non-empty its keys replace `channels`.
     pub subs: Map<String, Value>,
+    /// Server-only JSON (Centrifugo hands it to its proxies); never sent to clients. Parsed
+    /// but not otherwise used by Herald at present.
     pub meta: Option<Value>,
+    /// Connection expiry override in unix seconds; `<= 0` means the connection never
+    /// expires (see [`ConnClaims::connection_expires_at`]).
     pub expire_at: Option<i64>,
 }
 
@@ -170,13 +184,29 @@ impl ConnClaims {
 /// `override_` (the raw `override` object; `override` is a Rust keyword).
 #[derive(Debug, Clone, Default)]
 pub struct SubClaims {
+    /// User ID the token was issued for; the caller must compare it with the connection's
+    /// user (`""` = anonymous).
     pub sub: String,
+    /// The channel the token grants; always non-empty and equal to the channel passed to
+    /// [`Verifier::verify_subscribe`].
     pub channel: String,
+    /// Token expiry in unix seconds (fractions rounded down); already checked to be in the
+    /// future. Used as the subscription expiry unless `expire_at` is present.
     pub exp: Option<i64>,
+    /// Channel info JSON for this subscriber (presence, join/leave, publications it sends):
+    /// decoded `b64info` when that is non-empty, else `info` as given.
     pub info: Option<Value>,
+    /// Subscription expiry override in unix seconds; `<= 0` means never (see
+    /// [`SubClaims::subscription_expires_at`]).
     pub expire_at: Option<i64>,
+    /// Client ID the token is bound to, or `""` for any client of the user.
     pub client: String,
+    /// Subscribe-reply data: decoded `b64data` when non-empty, else `data`. Validated and
+    /// returned, but Herald's subscribe reply does not carry it at present.
     pub data: Option<Value>,
+    /// The raw `override` object (`presence`, `join_leave`, `force_push_join_leave`,
+    /// `force_positioning`, `force_recovery`, each `{"value": bool}`); shape-checked only,
+    /// not applied by Herald at present.
     pub override_: Option<Value>,
 }
 
@@ -203,10 +233,12 @@ pub struct Verified<T> {
 }
 
 impl<T> Verified<T> {
+    /// Borrow the verified claims.
     pub fn claims(&self) -> &T {
         &self.claims
     }
 
+    /// Take the verified claims, giving up the proof (use once the decision is made).
     pub fn into_claims(self) -> T {
         self.claims
     }

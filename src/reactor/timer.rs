@@ -14,7 +14,10 @@ const SLOTS: usize = 1024;
 /// One armed deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Slab key (and mio token) of the connection the deadline belongs to.
     pub key: usize,
+    /// The connection's generation when armed; if the slot now holds a different
+    /// generation the connection is gone and the worker ignores the entry.
     pub gen: u32,
     /// Absolute tick at which it fires.
     pub tick: u64,

@@ -48,6 +48,10 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether this request may publish on the plain HTTP endpoints: its `X-API-Key` header
+/// equals `publish_api_key` (compared in constant time), or the peer address is inside a
+/// `publish_allow` network (loopback only by default). Checked first by `/publish` and
+/// `/stats`; the Centrifugo `/api` checks its own key instead.
 pub fn may_publish(env: &Env, conn: &Session, req: &Req) -> bool {
     if let (Some(key), Some(given)) = (&env.shared.cfg.publish_api_key, req.head.header("X-API-Key")) {
         if ct_eq(key.as_bytes(), given.trim_ascii()) {

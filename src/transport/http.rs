@@ -15,7 +15,10 @@ use std::sync::atomic::Ordering;
 
 /// A request as routed: its head plus its (decoded) body.
 pub struct Req<'a, 'b> {
+    /// The parsed request head, borrowing the bytes it was parsed from.
     pub head: &'a Head<'b>,
+    /// The whole body, de-chunked if it was sent chunked; empty when the request had none.
+    /// Never longer than `max_body` bytes (the parser answers 413 first).
     pub body: &'a [u8],
 }
 

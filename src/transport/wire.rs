@@ -38,10 +38,13 @@ impl WireCache {
     pub fn ws(&mut self, m: &Message) -> Bytes {
         self.ws.get_or_insert_with(|| codec::frame(Opcode::Text, &m.envelope)).clone()
     }
+    /// `/sse/`: the envelope as one SSE event whose `id:` is the message id (none for an
+    /// unsequenced id-0 message). Multi-channel streams reuse its data lines with their own id.
     pub fn sse(&mut self, m: &Message) -> Bytes {
         // An unsequenced message (id 0) carries no `id:`, so Last-Event-ID keeps its place.
         self.sse.get_or_insert_with(|| sse_event((m.id > 0).then(|| m.id.to_string()).as_deref(), &m.envelope)).clone()
     }
+    /// `/stream/`: the envelope as a `<script>parent.handle(...)</script>` chunk.
     pub fn iframe(&mut self, m: &Message) -> Bytes {
         self.iframe.get_or_insert_with(|| iframe_chunk(&m.envelope)).clone()
     }
@@ -58,14 +61,18 @@ impl WireCache {
     pub fn cf_uni(&mut self, m: &Message) -> Bytes {
         self.cf_uni.get_or_insert_with(|| pub_push(&cf_pub(m), false)).clone()
     }
+    /// `/connection/uni_websocket`: the bare push ([`WireCache::cf_uni`]) in a text frame.
     pub fn cf_uni_ws(&mut self, m: &Message) -> Bytes {
         let p = self.cf_uni(m);
         self.cf_uni_ws.get_or_insert_with(|| codec::frame(Opcode::Text, &p)).clone()
     }
+    /// `/connection/uni_sse`: the bare push as one SSE event, without an `id:` line.
     pub fn cf_uni_sse(&mut self, m: &Message) -> Bytes {
         let p = self.cf_uni(m);
         self.cf_uni_sse.get_or_insert_with(|| sse_event(None, &p)).clone()
     }
+    /// `/listen/` answer for the common case (one channel, no JSONP callback, sequenced
+    /// message): `{"messages":[ENVELOPE],"last_id":ID,"missed":false}`. Others build their own.
     pub fn longpoll(&mut self, m: &Message) -> Bytes {
         self.longpoll
             .get_or_insert_with(|| Bytes::from(messages_body(&[&m.envelope], false, &[(&m.channel, m.id)], None)))

@@ -38,12 +38,20 @@ impl Default for HttpLimits {
 /// The request method. Method names are case-sensitive (RFC 9110 §9.1), so `get` is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`: the subscribe endpoints, WebSocket upgrades (which require it), `/health`.
     Get,
+    /// `HEAD`: answered like `GET` where a route allows it, with the body left out.
     Head,
+    /// `POST`: publishing, the server API, Centrifugo uni-directional streams.
     Post,
+    /// `PUT`: accepted as a synonym of `POST` by `/publish`.
     Put,
+    /// `DELETE`: recognised, but no route accepts it (405).
     Delete,
+    /// `OPTIONS`: a CORS preflight on any route that does not list it (answered 204 with the
+    /// route's allowed methods).
     Options,
+    /// `PATCH`: recognised, but no route accepts it (405).
     Patch,
     /// Any other valid method token; see [`Head::method_str`].
     Other,
