@@ -876,3 +876,166 @@ fn sse_stream_head_carries_nosniff() {
     eprintln!("/sse/ head: {:?}", sse.head);
     assert!(sse.head.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{}", sse.head);
 }
+
+/// Channel permissions hold on every endpoint: with Centrifugo namespaces configured,
+/// private (`$`), user-limited (`#`) and closed-namespace channels are refused to the
+/// simple endpoints (403 naming the rule), while a Centrifugo anonymous subscribe is
+/// refused with 103 by the same decision; `simple_access_namespaces` opens a namespace.
+#[test]
+fn simple_endpoints_honour_channel_permissions() {
+    let cfg = r#"{"http_api":{"insecure":true},"client":{"allow_anonymous_connect_without_token":true},
+        "simple_access_namespaces":["feed"],
+        "channel":{"without_namespace":{"allow_subscribe_for_client":true,"history_size":10,"history_ttl":"60s"},
+        "namespaces":[
+          {"name":"secret","history_size":10,"history_ttl":"60s"},
+          {"name":"personal","allow_user_limited_channels":true,"allow_subscribe_for_client":true,
+           "history_size":10,"history_ttl":"60s"},
+          {"name":"feed","history_size":10,"history_ttl":"60s"}]}}"#;
+    let h = Herald::start(cfg);
+    for ch in ["$private", "secret:plans", "personal:#42", "feed:news", "open"] {
+        let body = format!(r#"{{"channel":"{ch}","data":{{"secret":"{ch}"}}}}"#);
+        let r = request(&h, "POST", "/api/publish", &[], body.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["result"].is_object(), "{}", r.text());
+    }
+    let mut refused = 0;
+    for path in ["/messages/", "/listen/", "/sse/", "/stream/", "/ws/"] {
+        for (ch, rule) in [
+            ("%24private", "private channel"),
+            ("secret:plans", "allow_subscribe_for_client"),
+            ("personal:%2342", "user-limited"),
+        ] {
+            let mut hdrs = vec![];
+            if path == "/ws/" {
+                hdrs = vec![
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Sec-WebSocket-Version", "13"),
+                ];
+            }
+            let r = request(&h, "GET", &format!("{path}?cid={ch}&since=0"), &hdrs, b"");
+            assert_eq!(r.status, 403, "{path} {ch}: {}", r.text());
+            let t = r.text();
+            assert!(t.contains(rule), "{path} {ch}: the error names the rule: {t}");
+            assert!(!t.contains("\"secret\""), "{path} {ch}: leaked data: {t}");
+            refused += 1;
+        }
+    }
+    // Opened and plain channels are served.
+    let r = get(&h, "/messages/?cid=feed:news&since=0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["messages"][0]["data"]["secret"], "feed:news");
+    let r = get(&h, "/messages/?cid=open&since=0");
+    assert_eq!(r.json()["messages"][0]["data"]["secret"], "open");
+    // The Centrifugo protocol refuses the same channels to an anonymous client.
+    let mut s = raw_ws(&h, "/connection/websocket");
+    s.write_all(&client_frame(true, 1, br#"{"id":1,"connect":{}}"#)).unwrap();
+    let (_, _, p) = read_frame(&mut s).expect("connect reply");
+    assert!(String::from_utf8_lossy(&p).contains("\"connect\""), "{}", String::from_utf8_lossy(&p));
+    for (i, ch) in ["$private", "secret:plans", "personal:#42"].iter().enumerate() {
+        let cmd = format!(r#"{{"id":{},"subscribe":{{"channel":"{ch}"}}}}"#, i + 2);
+        s.write_all(&client_frame(true, 1, cmd.as_bytes())).unwrap();
+        let (_, _, p) = read_frame(&mut s).expect("subscribe reply");
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["error"]["code"], 103, "{ch}: {v}");
+    }
+    eprintln!("permissions: {refused} simple-endpoint reads refused with 403 naming the rule; 3 Centrifugo subscribes refused with 103");
+}
+
+/// `/api/publish` passes `data` through byte for byte (key order and spacing kept), in
+/// history and in deliveries, as Centrifugo does.
+#[test]
+fn api_publish_keeps_data_bytes() {
+    let h = Herald::start(
+        r#"{"http_api":{"insecure":true},"channel":{"without_namespace":{"history_size":10,"history_ttl":"60s"}}}"#,
+    );
+    let data = r#"{"z":1,"a":2,"m":  [1, 2]}"#;
+    let mut sse = SseReader::open(h.connect(), "/sse/?cid=raw");
+    let body = format!(r#"{{"channel":"raw","data":{data}}}"#);
+    let r = request(&h, "POST", "/api/publish", &[], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = sse.next().expect("delivery");
+    assert_eq!(ev.data, format!(r#"{{"id":1,"channel":"raw","data":{data}}}"#));
+    let r = get(&h, "/messages/?cid=raw&since=0");
+    assert!(r.text().contains(data), "history keeps the bytes: {}", r.text());
+    let r = request(&h, "POST", "/api/history", &[], br#"{"channel":"raw","limit":10}"#);
+    assert!(r.text().contains(data), "{}", r.text());
+    eprintln!("api publish data kept byte for byte: {data}");
+}
+
+/// `client.allowed_origins` holds on every `/connection/*` endpoint, the unidirectional
+/// SSE and HTTP-stream ones included.
+#[test]
+fn uni_streams_check_allowed_origins() {
+    let h = Herald::start(
+        r#"{"client":{"allow_anonymous_connect_without_token":true,"allowed_origins":["https://app.example"]}}"#,
+    );
+    for (method, path, body) in
+        [("GET", "/connection/uni_sse", &b""[..]), ("POST", "/connection/uni_http_stream", &b"{}"[..])]
+    {
+        let r = request(&h, method, path, &[("Origin", "https://evil.example")], body);
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        let mut s = h.connect();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    }
+}
+
+/// Centrifugo commands count too: an anonymous client sends frames of 100 `history`
+/// commands on a channel holding 50 x 100 KB (5 MB per answer) and never reads. Before,
+/// RSS reached 5.4 GB and SIGTERM had no effect; now the answers are paced, frames wait
+/// unparsed, RSS stays bounded, /health answers and SIGTERM stops the server in time.
+#[test]
+fn centrifugo_history_flood_without_reading_is_bounded() {
+    let mut h = Herald::start(
+        r#"{"workers":1,"shutdown_timeout_ms":1000,"max_body":200000,
+            "client":{"allow_anonymous_connect_without_token":true},
+            "channel":{"namespaces":[{"name":"h","history_size":50,"history_ttl":"300s",
+              "allow_subscribe_for_client":true,"allow_subscribe_for_anonymous":true,
+              "allow_history_for_client":true,"allow_history_for_anonymous":true}]}}"#,
+    );
+    let pid = h.child.id();
+    let big = format!("\"{}\"", "h".repeat(100_000));
+    for _ in 0..50 {
+        publish(&h, "h:x", big.as_bytes());
+    }
+    let rss0 = rss_bytes(pid);
+    let mut s = raw_ws(&h, "/connection/websocket");
+    s.write_all(&client_frame(true, 1, br#"{"id":1,"connect":{}}"#)).unwrap();
+    let (_, _, p) = read_frame(&mut s).expect("connect reply");
+    assert!(String::from_utf8_lossy(&p).contains("\"connect\""));
+    let cmds: Vec<String> =
+        (0..100).map(|i| format!(r#"{{"id":{},"history":{{"channel":"h:x","limit":-1}}}}"#, i + 2)).collect();
+    let frame = client_frame(true, 1, cmds.join("\n").as_bytes());
+    let mut health = Vec::new();
+    let fl = flood_without_reading(&mut s, &frame, pid, Duration::from_secs(3), |el| {
+        if el >= Duration::from_millis(1000 * (health.len() as u64 + 1)) {
+            health.push(health_latency(&h));
+        }
+    });
+    let growth = fl.peak_rss.saturating_sub(rss0);
+    eprintln!(
+        "history flood: {} bytes of command frames accepted ({} frames, {:.0} MB of answers asked for); \
+         RSS +{:.1} MB; /health {:?}",
+        fl.accepted,
+        fl.accepted / frame.len() as u64,
+        (fl.accepted / frame.len() as u64) as f64 * 100.0 * 5.0,
+        growth as f64 / MB,
+        health
+    );
+    assert!(growth < 128 << 20, "RSS grew {:.1} MB", growth as f64 / MB);
+    assert!(health.len() >= 2 && health.iter().all(|d| *d < Duration::from_secs(3)), "{health:?}");
+    let (status, took) = h.terminate();
+    eprintln!("SIGTERM with the flood connection open: exit {status:?} after {took:?}");
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
+}

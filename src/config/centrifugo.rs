@@ -189,15 +189,15 @@ pub struct ChannelOptions {
     pub allow_history_for_subscriber: bool,
     /// Any client may call `history` on the channel, subscribed or not.
     pub allow_history_for_client: bool,
-    /// Accepted for Centrifugo compatibility but not consulted: Herald decides history
-    /// access for anonymous clients by the two options above alone.
+    /// The anonymous user (connected without a token) may call `history` too (on top of
+    /// one of the two options above).
     pub allow_history_for_anonymous: bool,
     /// A client subscribed to the channel may call `presence` / `presence_stats` on it.
     pub allow_presence_for_subscriber: bool,
     /// Any client may call `presence` / `presence_stats` on the channel, subscribed or not.
     pub allow_presence_for_client: bool,
-    /// Accepted for Centrifugo compatibility but not consulted: Herald decides presence
-    /// access for anonymous clients by the two options above alone.
+    /// The anonymous user (connected without a token) may call `presence` /
+    /// `presence_stats` too (on top of one of the two options above).
     pub allow_presence_for_anonymous: bool,
     /// Channels whose name ends in `#user1,user2` (see `channel.user_boundary`) may be
     /// subscribed without a token, only by the users listed; anonymous readers are refused.

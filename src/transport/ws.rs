@@ -50,13 +50,10 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
     } else {
         &cfg.ws_allowed_origins
     };
-    if !origins.is_empty() {
-        let origin = h.header_str("Origin").unwrap_or("");
-        if !origins.iter().any(|o| o == origin || o == "*") {
-            log::debug!("conn {}:{} from {}: origin {origin:?} refused", env.id, conn.id.key, conn.peer);
-            error(env, conn, req, 403, "origin not allowed");
-            return false;
-        }
+    if !origin_allowed(origins, req) {
+        log::debug!("conn {}:{} from {}: origin {:?} refused", env.id, conn.id.key, conn.peer, h.header_str("Origin"));
+        error(env, conn, req, 403, "origin not allowed");
+        return false;
     }
     // Subprotocol: the first of the server's preferences that the client offers.
     let offered: Vec<&str> = h
@@ -79,6 +76,16 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
     }));
     log::debug!("conn {}:{} from {}: websocket {:?}", env.id, conn.id.key, conn.peer, mode);
     true
+}
+
+/// Whether the request's `Origin` is in `origins` (an empty list allows every origin;
+/// `*` allows any).
+pub fn origin_allowed(origins: &[String], req: &Req) -> bool {
+    if origins.is_empty() {
+        return true;
+    }
+    let origin = req.head.header_str("Origin").unwrap_or("");
+    origins.iter().any(|o| o == origin || o == "*")
 }
 
 /// Decode at most one event from `buf` and act on it; returns bytes consumed.

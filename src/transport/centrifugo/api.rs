@@ -89,19 +89,27 @@ pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
         return send(env, conn, req, 401, UNAUTHORISED_BODY);
     }
     let body: &[u8] = if req.body.trim_ascii().is_empty() { b"{}" } else { req.body };
-    let params: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
+    // Kept as raw text: `data` must pass through byte for byte (Centrifugo does not
+    // re-serialize it), so only the parts a method reads are parsed.
+    let params: &RawValue = match serde_json::from_slice::<&RawValue>(body) {
+        Ok(v) if v.get().starts_with('{') => v,
         _ => return send(env, conn, req, 400, NOT_AN_OBJECT_BODY),
     };
     if method == "batch" {
-        let Some(cmds) = params.get("commands").and_then(|c| c.as_array()) else {
+        #[derive(Deserialize)]
+        struct Batch<'a> {
+            #[serde(borrow, default)]
+            commands: Option<Vec<&'a RawValue>>,
+        }
+        let Some(cmds) = serde_json::from_str::<Batch>(params.get()).ok().and_then(|b| b.commands) else {
             return send(env, conn, req, 200, &answer_body(&Err(proto::BAD_REQUEST)));
         };
         // `{"replies":[{"METHOD":RESULT} | {"error":{..}}, ..]}`
         let mut w = Writer::new();
         w.obj().key("replies").arr();
         for c in cmds {
-            match c.as_object().and_then(|o| o.iter().next()) {
+            let one = serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(c.get()).ok();
+            match one.as_ref().and_then(|o| o.iter().next()) {
                 Some((m, p)) => match call(env, m, p) {
                     Some(Ok(r)) => {
                         w.obj().key(m).raw(&r).end();
@@ -115,7 +123,7 @@ pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
         w.end_arr().end();
         return send(env, conn, req, 200, w.as_bytes());
     }
-    match call(env, method, &params) {
+    match call(env, method, params) {
         Some(res) => send(env, conn, req, 200, &answer_body(&res)),
         None => send(env, conn, req, 404, &answer_body(&Err(proto::METHOD_NOT_FOUND))),
     }
@@ -202,11 +210,20 @@ fn channel_checked(env: &Env, ch: &str) -> Result<crate::config::centrifugo::Cha
 }
 
 /// One API method; None when the method does not exist.
-fn call(env: &mut Env, method: &str, params: &Value) -> Option<Result<Bytes, Error>> {
+fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Error>> {
+    if !raw.get().starts_with('{') {
+        return Some(Err(proto::BAD_REQUEST));
+    }
+    // Publishing reads the raw text only; the other methods read a parsed tree.
+    let params = &if matches!(method, "publish" | "broadcast") {
+        Value::Null
+    } else {
+        serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null)
+    };
     let de = |v: &Value| v.clone();
     Some(match method {
         "publish" | "broadcast" => {
-            let Ok(p) = serde_json::from_value::<PublishParams>(de(params)) else {
+            let Ok(p) = serde_json::from_str::<PublishParams>(raw.get()) else {
                 return Some(Err(proto::BAD_REQUEST));
             };
             let data: Vec<u8> = match (&p.data, &p.b64data) {

@@ -12,7 +12,6 @@ use crate::proto::http::{query_param, Method};
 use crate::transport::http::{error, Req};
 use crate::transport::session::{State, StreamKind};
 use crate::transport::{Env, Session};
-use bytes::Bytes;
 
 fn connect_request(req: &Req) -> Result<Option<ConnectReq>, String> {
     if let Some(q) = query_param(req.head.query, "cf_connect") {
@@ -46,16 +45,12 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     if env.shutting_down {
         return error(env, conn, req, 503, "server shutting down");
     }
-    let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "application/json" };
-    let mut head = format!(
-        "HTTP/1.{} 200 OK\r\nServer: herald\r\nContent-Type: {ct}\r\nCache-Control: no-cache, no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
-        req.head.minor_version.min(1)
-    );
-    if let Some(o) = crate::transport::access::cors_origin(env, req) {
-        head.push_str(&format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"));
+    if !super::super::ws::origin_allowed(&env.shared.cfg.client.allowed_origins, req) {
+        log::debug!("conn {}:{} from {}: uni stream origin refused", env.id, conn.id.key, conn.peer);
+        return error(env, conn, req, 403, "origin not allowed (client.allowed_origins)");
     }
-    head.push_str("\r\n");
-    env.queue(conn, Bytes::from(head));
+    let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "application/json" };
+    env.queue(conn, crate::transport::pubsub::stream_head(env, req, ct));
     conn.state =
         State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.client.ping_interval.0, multi: false };
     client::attach(env, conn, true);
