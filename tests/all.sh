@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install everything Herald's tests need on a fresh Debian 12 machine, then run them all:
-# unit and integration tests (cargo test, each against a real herald on loopback), the
-# Autobahn|Testsuite conformance run, the headless-Chromium browser test, and the official
+# Install everything Herald's tests need on a fresh Debian 12 machine, then run them all, in
+# two tiers. Tier 1 (fast, nothing but a C toolchain installed): cargo fmt --check, cargo
+# clippy -D warnings, cargo test (unit tests, and integration tests each against a real
+# herald on loopback). Tier 2 (conformance, after installing chromium, node and the SDKs):
+# the Autobahn|Testsuite run, the headless-Chromium browser test, and the official
 # Centrifugo SDKs (npm centrifuge, PyPI cent and centrifuge-python).
 #
 # Usage: bash tests/all.sh            (as root, or a user with sudo for apt-get)
@@ -13,6 +15,28 @@ log() { printf '\n== %s\n' "$*"; }
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
+# Tier 1 (fast): formatting, lints, unit and integration tests. A slip fails here in
+# seconds to minutes, before anything is installed for the conformance tier.
+if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
+  { command -v cc >/dev/null && command -v make >/dev/null; } || {
+    log "installing a C toolchain (the jemalloc allocator is built from C)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq build-essential >/dev/null
+  }
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+
+log "tier 1: cargo fmt --check"
+cargo fmt --all --check
+
+log "tier 1: cargo clippy (all targets, warnings are errors)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+log "tier 1: cargo test --workspace (unit tests on byte vectors and through the socket-free test kit; integration tests against a real herald; the load/soak client library)"
+cargo test --locked --release --workspace 2>&1
+
+# Tier 2 (conformance): Autobahn, the browser, the Centrifugo SDKs.
 if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
   log "installing system packages (chromium for the browser test, node/npm, curl)"
   need=()
@@ -44,13 +68,10 @@ if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
   fi
 fi
 
-log "cargo build (release: the browser and conformance runs use it)"
-cargo build --release --locked
+log "tier 2: release build of herald (the conformance runs use it; cargo test built it already)"
+cargo build --release --locked -p herald
 
-log "cargo test --workspace (unit tests on byte vectors; integration tests against a real herald; the load/soak client library)"
-cargo test --locked --release --workspace 2>&1
-
-log "Autobahn|Testsuite against /echo (groups 1-7, 9, 10)"
+log "tier 2: Autobahn|Testsuite against /echo (groups 1-7, 9, 10)"
 bash tests/autobahn/run.sh --no-build
 
 if [ -f tests/browser/demo.test.mjs ]; then
