@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{client_frame, raw_ws, read_frame, read_response, Herald};
+use common::{client_frame, cpu_seconds, raw_ws, read_frame, read_response, Herald};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -17,17 +17,6 @@ use std::time::{Duration, Instant};
 const NOFILE: u64 = 128;
 /// More than NOFILE, well under the listen backlog (4096), so the excess queue in the kernel.
 const CLIENTS: usize = 200;
-
-/// User + system CPU seconds of a process, from /proc/PID/stat (fields 14 and 15).
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / if hz > 0.0 { hz } else { 100.0 }
-}
 
 fn echo_round_trip(s: &mut TcpStream, text: &[u8]) {
     s.write_all(&client_frame(true, 1, text)).unwrap();

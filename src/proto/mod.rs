@@ -11,5 +11,7 @@ pub mod http;
 pub mod json;
 pub mod jwt;
 pub mod query;
+#[cfg(test)]
+pub(crate) mod testrng;
 pub mod utf8;
 pub mod ws;

@@ -1197,19 +1197,7 @@ mod tests {
 
     // ---------- property-style ----------
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64*
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::proto::testrng::Rng;
 
     const CHARS: &[&str] = &["a", "Z", " ", "é", "κ", "€", "✓", "𝄞", "\u{10FFFF}", "\u{7FF}", "\u{800}"];
 

@@ -265,31 +265,11 @@ impl Response {
 /// Content-Length. For an HTTP/1.0 client pass `keep_alive = false` (or build it with
 /// [`Response::http10`]): this helper always answers as HTTP/1.1.
 pub fn error_response(status: u16, message: &str, keep_alive: bool) -> Bytes {
-    let mut json = Vec::with_capacity(message.len() + 16);
-    json.extend_from_slice(b"{\"error\":\"");
-    push_json_escaped(&mut json, message);
-    json.extend_from_slice(b"\"}");
+    let mut json = bytes::BytesMut::with_capacity(message.len() + 16);
+    json.extend_from_slice(b"{\"error\":");
+    crate::proto::json::escape_into(&mut json, message);
+    json.extend_from_slice(b"}");
     Response::new(status).keep_alive(keep_alive).body("application/json", &json)
-}
-
-/// JSON string escaping (RFC 8259 §7): quote, backslash and control characters.
-fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x00..=0x1f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            _ => out.push(b),
-        }
-    }
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {

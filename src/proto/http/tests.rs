@@ -30,19 +30,7 @@ pub(super) fn partial(buf: &[u8]) -> bool {
     matches!(parse_head(buf, &L), Ok(None))
 }
 
-/// xorshift64*: deterministic, no extra crates.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::proto::testrng::Rng;
 
 #[test]
 fn garbage_never_panics() {
