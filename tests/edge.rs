@@ -1020,3 +1020,54 @@ fn centrifugo_history_flood_without_reading_is_bounded() {
     eprintln!("SIGTERM with the flood connection open: exit {status:?} after {took:?}");
     assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
 }
+
+/// Centrifugo recovery of a large history is paced too: a client recovering 100 x 200 KB
+/// from offset 0 through a 64 KiB receive buffer gets one subscribe reply with all 100
+/// publications (about 20 MB in one frame), then the live one published meanwhile.
+#[test]
+fn centrifugo_recovery_of_a_large_history_arrives_whole() {
+    let h = Herald::start(
+        r#"{"workers":1,"client":{"allow_anonymous_connect_without_token":true},
+            "channel":{"namespaces":[{"name":"big","history_size":100,"history_ttl":"300s","force_recovery":true,
+              "allow_subscribe_for_client":true,"allow_subscribe_for_anonymous":true}]}}"#,
+    );
+    let pid = h.child.id();
+    let mut p = Publisher::new(&h);
+    for i in 0..100 {
+        p.publish("big:r", &big_body(i));
+    }
+    let rss0 = rss_bytes(pid);
+    let mut s = connect_small_rcvbuf(h.addr, 64 * 1024);
+    ws_handshake(&mut s, "/connection/websocket");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&client_frame(true, 1, br#"{"id":1,"connect":{}}"#)).unwrap();
+    read_frame(&mut s).expect("connect reply");
+    // The epoch, from a subscription that does not recover; then leave it.
+    s.write_all(&client_frame(true, 1, br#"{"id":2,"subscribe":{"channel":"big:r"}}"#)).unwrap();
+    let (_, _, r) = read_frame(&mut s).expect("subscribe reply");
+    let v: Value = serde_json::from_slice(&r).unwrap();
+    let epoch = v["subscribe"]["epoch"].as_str().unwrap().to_string();
+    s.write_all(&client_frame(true, 1, br#"{"id":3,"unsubscribe":{"channel":"big:r"}}"#)).unwrap();
+    read_frame(&mut s).expect("unsubscribe reply");
+    let t = Instant::now();
+    let cmd = format!(r#"{{"id":4,"subscribe":{{"channel":"big:r","recover":true,"offset":0,"epoch":"{epoch}"}}}}"#);
+    s.write_all(&client_frame(true, 1, cmd.as_bytes())).unwrap();
+    p.publish("big:r", b"\"live\"");
+    let (_, _, r) = read_frame(&mut s).expect("recovering subscribe reply");
+    let took = t.elapsed();
+    let peak = rss_bytes(pid).saturating_sub(rss0);
+    let v: Value = serde_json::from_slice(&r).expect("one JSON reply");
+    assert_eq!(v["id"], 4);
+    assert_eq!(v["subscribe"]["recovered"], true, "{}", &String::from_utf8_lossy(&r)[..200]);
+    let offsets: Vec<u64> =
+        v["subscribe"]["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (1..=100).collect::<Vec<u64>>());
+    let (_, _, live) = read_frame(&mut s).expect("the live push after the reply");
+    let l: Value = serde_json::from_slice(&live).unwrap();
+    assert_eq!(l["push"]["pub"]["offset"], 101, "{l}");
+    eprintln!(
+        "centrifugo recovery: {:.1} MB reply with 100 publications in {took:?} through a 64 KiB buffer; RSS +{:.1} MB",
+        r.len() as f64 / MB,
+        peak as f64 / MB
+    );
+}
