@@ -7,6 +7,7 @@
 //! - [`reactor`]: the only IO layer: mio poll loop, slab of connections, timers.
 //!
 //! [`config`] and [`logger`] serve `main`.
+#![warn(missing_docs)]
 pub mod alloc;
 pub mod cli;
 pub mod config;

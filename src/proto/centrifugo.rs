@@ -2,7 +2,8 @@
 //!
 //! Owns: the JSON shapes of commands, replies, errors and pushes, and the encoding of a
 //! publication push (once per message per worker). Called by the Centrifugo transport and
-//! API. No sockets, no clock (client ids come from a seeded [`IdGen`]). Unknown fields in commands are ignored, as Centrifugo does.
+//! API. No sockets, no clock (client ids come from a seeded [`IdGen`]). Unknown fields in
+//! commands are ignored, as Centrifugo does.
 
 use crate::proto::json::Writer;
 use bytes::Bytes;
@@ -13,18 +14,33 @@ use serde_json::value::RawValue;
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct Command {
+    /// Chosen by the client and echoed in the reply so it can match replies to commands.
+    /// After connect, a command without one (0) is taken as the `{}` pong: no reply.
     pub id: u32,
+    /// The first command on a connection: authenticates it; anything else before it, or a
+    /// second one, closes the connection with 3501.
     pub connect: Option<ConnectReq>,
+    /// Subscribe to a channel, optionally recovering missed publications.
     pub subscribe: Option<SubscribeReq>,
+    /// Leave a channel; succeeds also when the client was not subscribed.
     pub unsubscribe: Option<ChannelReq>,
+    /// Publish into a channel from the client (subject to the namespace's publish permissions).
     pub publish: Option<PublishReq>,
+    /// List the clients present in a channel (needs `presence` on the namespace).
     pub presence: Option<ChannelReq>,
+    /// Count the clients and distinct users present in a channel.
     pub presence_stats: Option<ChannelReq>,
+    /// Read a channel's history and stream position (needs history on the namespace).
     pub history: Option<HistoryReq>,
+    /// An application-level ping from the client; answered with an empty result.
     pub ping: Option<serde_json::Value>,
+    /// A fire-and-forget message to the server; Herald has no handler and drops it silently.
     pub send: Option<serde_json::Value>,
+    /// A call to a server-side RPC handler; Herald has none and answers 104 (method not found).
     pub rpc: Option<serde_json::Value>,
+    /// Extend the connection with a fresh connection token before the current one expires.
     pub refresh: Option<RefreshReq>,
+    /// Extend one subscription with a fresh subscription token before the current one expires.
     pub sub_refresh: Option<SubRefreshReq>,
 }
 
@@ -32,10 +48,19 @@ pub struct Command {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ConnectReq {
+    /// Connection JWT: its `sub` is the user, `exp` when the client must refresh, `info` the
+    /// client's `conn_info`, `channels`/`subs` server-side subscriptions. Empty connects
+    /// anonymously only if `allow_anonymous_connect_without_token` is set; otherwise 3500.
     pub token: String,
+    /// Custom data for a connect proxy; Herald has no proxy and ignores it.
     pub data: Option<Box<RawValue>>,
+    /// Per channel, the position a reconnecting client had in its server-side subscriptions
+    /// (`recover`, `epoch`, `offset`), so they resume where they left off. Consulted only
+    /// for channels the token subscribes the client to.
     pub subs: std::collections::HashMap<String, SubscribeReq>,
+    /// The SDK's name (e.g. "js"), for the server's logs; Herald ignores it.
     pub name: String,
+    /// The SDK's version, for the server's logs; Herald ignores it.
     pub version: String,
 }
 
@@ -43,14 +68,32 @@ pub struct ConnectReq {
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]
 pub struct SubscribeReq {
+    /// The channel; the part before the namespace boundary (`:` by default) picks the
+    /// namespace whose options and permissions apply.
     pub channel: String,
+    /// Subscription JWT, sent for channels the client may not join by namespace permissions
+    /// alone (e.g. `$` private ones). When present it alone decides; a valid token for
+    /// another channel, user or client closes the connection with 3500.
     pub token: String,
+    /// Resubscribing after a disconnect: send the publications published after
+    /// `epoch`/`offset`. Honoured only on a recoverable subscription (see `recoverable`).
     pub recover: bool,
+    /// Epoch the client last saw (from a subscribe result or publication). If the stream's
+    /// epoch differs, its history was lost: nothing is replayed and `recovered` is false.
     pub epoch: String,
+    /// Offset of the last publication the client received; recovery replays those after it.
     pub offset: u64,
+    /// Custom data for a subscribe proxy; Herald has no proxy and ignores it.
     pub data: Option<Box<RawValue>>,
+    /// Asks the server to watch for gaps in the stream. Herald does not read it: positioning
+    /// follows `recoverable` and the namespace's `force_positioning`.
     pub positioned: bool,
+    /// Asks for a recoverable subscription: the reply carries the stream's epoch and offset,
+    /// which a later `recover` resumes from. Needs history on the namespace; the namespace's
+    /// `force_recovery`/`force_positioning` make it so without asking.
     pub recoverable: bool,
+    /// Asks for join/leave pushes on this channel; honoured only where the namespace has
+    /// `join_leave` (and `force_push_join_leave` sends them without asking).
     pub join_leave: bool,
 }
 
@@ -58,6 +101,7 @@ pub struct SubscribeReq {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ChannelReq {
+    /// The channel the command applies to.
     pub channel: String,
 }
 
@@ -65,7 +109,10 @@ pub struct ChannelReq {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct PublishReq {
+    /// The channel to publish into.
     pub channel: String,
+    /// The publication's payload, any JSON value, stored and delivered byte for byte;
+    /// missing data is 107 (bad request).
     pub data: Option<Box<RawValue>>,
 }
 
@@ -73,7 +120,10 @@ pub struct PublishReq {
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]
 pub struct StreamPosition {
+    /// A publication's offset in the channel stream (the id the simple transports see).
     pub offset: u64,
+    /// The stream generation the offset belongs to; it changes when the channel's history
+    /// is lost. Empty matches any epoch.
     pub epoch: String,
 }
 
@@ -81,9 +131,15 @@ pub struct StreamPosition {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct HistoryReq {
+    /// The channel whose history is read.
     pub channel: String,
+    /// At most this many publications. 0 (the default) returns none, only the stream's
+    /// epoch and offset, e.g. to learn where to start; -1 (any negative) returns all kept.
     pub limit: i64,
+    /// Only publications after this position (before it with `reverse`), to page through
+    /// history; an epoch other than the stream's is 112 (unrecoverable position).
     pub since: Option<StreamPosition>,
+    /// Newest first instead of oldest first.
     pub reverse: bool,
 }
 
@@ -91,6 +147,8 @@ pub struct HistoryReq {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct RefreshReq {
+    /// The new connection JWT, for the same user; expired is 109, otherwise invalid closes
+    /// the connection with 3500.
     pub token: String,
 }
 
@@ -98,7 +156,10 @@ pub struct RefreshReq {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct SubRefreshReq {
+    /// A channel the client is subscribed to.
     pub channel: String,
+    /// The new subscription JWT for that channel and user; expired is 109, otherwise
+    /// invalid is 103 (permission denied).
     pub token: String,
 }
 
@@ -114,16 +175,32 @@ pub struct Error {
     pub message: &'static str,
 }
 
+/// A server-side inconsistency (e.g. Centrifugo state missing on the connection, which
+/// should not happen); not the client's fault.
 pub const INTERNAL: Error = Error { code: 100, message: "internal server error" };
+/// Not sent by Herald: a connect or refresh token that fails verification closes the
+/// connection with [`INVALID_TOKEN`] instead, as Centrifugo v6 does.
 pub const UNAUTHORIZED: Error = Error { code: 101, message: "unauthorized" };
+/// The channel's namespace is not configured (client commands and the server API).
 pub const UNKNOWN_CHANNEL: Error = Error { code: 102, message: "unknown channel" };
+/// The namespace's permissions refuse the subscribe, publish, history or presence call, or a
+/// subscription token does not verify (subscribe, sub_refresh).
 pub const PERMISSION_DENIED: Error = Error { code: 103, message: "permission denied" };
+/// A command with no method Herald handles (e.g. `rpc`), or an unknown server API method.
 pub const METHOD_NOT_FOUND: Error = Error { code: 104, message: "method not found" };
+/// A subscribe to a channel the client is already subscribed to.
 pub const ALREADY_SUBSCRIBED: Error = Error { code: 105, message: "already subscribed" };
+/// A subscribe beyond `client.channel_limit`, or to a channel at `max_subscribers_per_channel`.
 pub const LIMIT_EXCEEDED: Error = Error { code: 106, message: "limit exceeded" };
+/// An invalid channel name, a publish without data, or malformed server API parameters.
 pub const BAD_REQUEST: Error = Error { code: 107, message: "bad request" };
+/// History or presence asked of a namespace that keeps none.
 pub const NOT_AVAILABLE: Error = Error { code: 108, message: "not available" };
+/// A connect, refresh, subscribe or sub_refresh token is expired or not yet valid; SDKs
+/// fetch a fresh token and try again. Herald keeps the connection open.
 pub const TOKEN_EXPIRED: Error = Error { code: 109, message: "token expired" };
+/// A history `since` names an epoch other than the stream's: the history it referred to
+/// is gone, so the client must reload its state instead of paging.
 pub const UNRECOVERABLE_POSITION: Error = Error { code: 112, message: "unrecoverable position" };
 
 /// A disconnect: WebSocket close code and reason (Centrifugo v6 codes).
@@ -135,18 +212,34 @@ pub struct Disconnect {
     pub reason: &'static str,
 }
 
+/// Graceful server shutdown; the client reconnects (3000-3499) after a backoff.
 pub const SHUTDOWN: Disconnect = Disconnect { code: 3001, reason: "shutdown" };
+/// The connection token expired (more than 5 s ago) without a refresh, or the server API
+/// `refresh` said `expired`; the client reconnects with a new token.
 pub const EXPIRED: Disconnect = Disconnect { code: 3005, reason: "connection expired" };
-/// A subscription token expired and was not refreshed in time.
+/// A subscription token expired (more than 5 s ago) and was not refreshed; the client reconnects.
 pub const SUBSCRIPTION_EXPIRED: Disconnect = Disconnect { code: 3006, reason: "subscription expired" };
+/// Centrifugo's code for a client whose output queue overflowed (it reconnects). Not sent
+/// by Herald: a slow consumer past `max_out_queue` is dropped at once.
 pub const SLOW: Disconnect = Disconnect { code: 3008, reason: "slow" };
+/// No `{}` pong arrived within `client.pong_timeout` of a ping; the client reconnects.
 pub const NO_PONG: Disconnect = Disconnect { code: 3012, reason: "no pong" };
+/// A connect or refresh token that fails verification (or names another user on refresh),
+/// a missing token where anonymous connect is off, or a subscription token for another
+/// channel, user or client. The client does not reconnect (3500-3999).
 pub const INVALID_TOKEN: Disconnect = Disconnect { code: 3500, reason: "invalid token" };
+/// Malformed JSON, a command before connect, a second connect, or a bad connect request on
+/// a unidirectional transport. The client does not reconnect.
 pub const DISCONNECT_BAD_REQUEST: Disconnect = Disconnect { code: 3501, reason: "bad request" };
-/// No connect command arrived in time after the upgrade.
+/// No connect command arrived within `handshake_timeout_ms` of the upgrade; no reconnect.
 pub const STALE: Disconnect = Disconnect { code: 3502, reason: "stale" };
+/// The server API `disconnect` without a code (its default); the client does not reconnect.
 pub const FORCE_NO_RECONNECT: Disconnect = Disconnect { code: 3503, reason: "force disconnect" };
+/// Centrifugo's disconnect for too many channels (no reconnect). Not sent by Herald, which
+/// answers such a subscribe with [`LIMIT_EXCEEDED`].
 pub const CHANNEL_LIMIT: Disconnect = Disconnect { code: 3505, reason: "channel limit" };
+/// Centrifugo's disconnect for a forbidden action (no reconnect). Not sent by Herald, which
+/// answers with the [`PERMISSION_DENIED`] error.
 pub const PERMISSION_DENIED_DISCONNECT: Disconnect = Disconnect { code: 3507, reason: "permission denied" };
 
 /// Why the server ended a subscription (the body of an unsubscribe push).

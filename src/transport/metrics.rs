@@ -13,15 +13,21 @@ use super::session::Kind;
 /// What one worker reports.
 #[derive(Default)]
 pub struct WorkerGauges {
+    /// Open connections on this worker, a count per transport, indexed like [`Kind::LABELS`].
     pub conns: [AtomicUsize; Kind::LABELS.len()],
+    /// Channels with at least one subscriber on this worker, a count. Not rendered:
+    /// `herald_channels` is the engine's count.
     pub channels: AtomicUsize,
+    /// Subscriptions (connection x channel) held by this worker's connections, a count.
     pub subscriptions: AtomicUsize,
     /// Time spent handling events (not waiting in poll), total microseconds.
     pub busy_us: AtomicU64,
+    /// Event-loop turns since start, a count (with `busy_us`, the mean turn time).
     pub turns: AtomicU64,
-    /// Bytes read and written by this worker (per worker, so the per-flush count touches
-    /// no cache line another worker writes).
+    /// Bytes read from clients' sockets by this worker since start. Kept per worker (like
+    /// `bytes_out`) so the per-read and per-flush counts touch no cache line another worker writes.
     pub bytes_in: AtomicU64,
+    /// Bytes written to clients' sockets by this worker since start.
     pub bytes_out: AtomicU64,
     /// Longest loop turn in the last second, microseconds.
     pub max_turn_us: AtomicU64,
