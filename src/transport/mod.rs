@@ -80,9 +80,9 @@ fn note_partial_frame(env: &Env, conn: &mut Session) {
     // stalled frame: the client is not reading, and the ping timer handles that.
     let held = !conn.inbuf.is_empty() && !env.over_high_water(conn);
     if let State::Ws(w) = &mut conn.state {
-        match (held, w.partial_since_ms) {
-            (true, None) => w.partial_since_ms = Some(env.now_ms),
-            (false, Some(_)) => w.partial_since_ms = None,
+        match (held, w.partial_since_ms()) {
+            (true, None) => w.set_partial_since(Some(env.now_ms)),
+            (false, Some(_)) => w.set_partial_since(None),
             _ => {}
         }
     }
@@ -203,7 +203,7 @@ pub fn next_deadline(env: &Env, conn: &Session) -> Option<u64> {
             Some(t) => t + cfg.handshake_timeout_ms,
             None => conn.last_active_ms + cfg.idle_timeout_ms,
         }),
-        State::Ws(w) => Some(match w.partial_since_ms {
+        State::Ws(w) => Some(match w.partial_since_ms() {
             Some(t) => w.next_ping_ms.min(t + cfg.handshake_timeout_ms),
             None => w.next_ping_ms,
         }),
@@ -241,7 +241,7 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
                 env.kill(conn);
             }
         }
-        State::Ws(w) if w.partial_since_ms.is_some_and(|t| t + env.shared.cfg.handshake_timeout_ms <= now) => {
+        State::Ws(w) if w.partial_since_ms().is_some_and(|t| t + env.shared.cfg.handshake_timeout_ms <= now) => {
             // A frame started arriving and never completed: its bytes are held for nothing.
             log::debug!("conn {}:{} from {}: incomplete frame timed out", env.id, conn.id.key, conn.peer);
             conn.inbuf = Vec::new();

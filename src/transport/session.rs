@@ -54,8 +54,26 @@ pub struct WsState {
     pub next_ping_ms: u64,
     /// A close frame has been queued: nothing but the close handshake follows.
     pub close_sent: bool,
-    /// Since when an incomplete frame has been waiting for its remaining bytes.
-    pub partial_since_ms: Option<u64>,
+    /// Since when an incomplete frame has been waiting for its remaining bytes (ms + 1,
+    /// so `None` costs no space: this struct stays in jemalloc's 112-byte class).
+    partial_since: Option<NonZeroU64>,
+}
+
+impl WsState {
+    /// A fresh WebSocket state.
+    pub fn new(decoder: Decoder, mode: WsMode, next_ping_ms: u64) -> WsState {
+        WsState { decoder, mode, next_ping_ms, close_sent: false, partial_since: None }
+    }
+
+    /// Since when an incomplete frame has been waiting, if one is.
+    pub fn partial_since_ms(&self) -> Option<u64> {
+        self.partial_since.map(|t| t.get() - 1)
+    }
+
+    /// Start or end the incomplete-frame deadline.
+    pub fn set_partial_since(&mut self, ms: Option<u64>) {
+        self.partial_since = ms.and_then(|t| NonZeroU64::new(t.saturating_add(1)));
+    }
 }
 
 /// A held long-poll request.
@@ -291,6 +309,9 @@ mod tests {
     fn session_stays_small() {
         let n = std::mem::size_of::<super::Session>();
         assert!(n <= 224, "Session is {n} bytes");
+        // Boxed per WebSocket connection: keep it in jemalloc's 112-byte size class.
+        let w = std::mem::size_of::<super::WsState>();
+        assert!(w <= 112, "WsState is {w} bytes");
     }
 
     #[test]

@@ -67,13 +67,8 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
     let proto = cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
     let accept = codec::accept_key(key.trim_ascii());
     env.queue(conn, Response::upgrade_websocket(&accept, proto));
-    conn.state = State::Ws(Box::new(WsState {
-        decoder: Decoder::new(env.ws_limits),
-        mode,
-        next_ping_ms: env.now_ms + cfg.ws_ping_interval_ms,
-        close_sent: false,
-        partial_since_ms: None,
-    }));
+    conn.state =
+        State::Ws(Box::new(WsState::new(Decoder::new(env.ws_limits), mode, env.now_ms + cfg.ws_ping_interval_ms)));
     log::debug!("conn {}:{} from {}: websocket {:?}", env.id, conn.id.key, conn.peer, mode);
     true
 }
