@@ -96,7 +96,28 @@ pub fn checktoken(path: &str, token: &str) -> Result<String, String> {
             let shown = decode_unverified(token)
                 .map(|(_, claims)| format!("; claims say sub={} exp={}", claims["sub"], claims["exp"]))
                 .unwrap_or_default();
-            Err(format!("invalid token: {e:?}{shown}"))
+            Err(format!("invalid token: {e}{shown}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `checktoken` explains a refusal in words, never with a Rust enum name.
+    #[test]
+    fn checktoken_reports_in_words() {
+        let path = std::env::temp_dir().join(format!("herald-cli-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"client": {"token": {"hmac_secret_key": "right-secret-123"}}}"#).unwrap();
+        let p = path.to_str().unwrap();
+        let good = sign_hs256(&Secret::new(b"right-secret-123"), &serde_json::json!({"sub": "ann"}));
+        let ok = checktoken(p, &good).unwrap();
+        assert!(ok.contains("valid token for user \"ann\""), "{ok}");
+        let bad = sign_hs256(&Secret::new(b"wrong-secret-456"), &serde_json::json!({"sub": "ann"}));
+        let e = checktoken(p, &bad).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.contains("bad token signature"), "{e}");
+        assert!(!e.contains("BadSignature"), "{e}");
     }
 }

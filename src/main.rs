@@ -45,8 +45,8 @@ struct Cli {
     /// start-up fails when the address is already in use.
     #[arg(long)]
     reuse_port: bool,
-    /// Log level: error, warn, info, debug, trace [default: info].
-    #[arg(long)]
+    /// Log level [default: info, or the config file's log_level].
+    #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: Option<String>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -199,6 +199,16 @@ fn main() {
         }
     };
     log::info!("herald {} listening on {} with {workers} workers", env!("CARGO_PKG_VERSION"), server.addr);
+    match &cli.config {
+        Some(path) => log::info!("config: {path}"),
+        None => log::info!("config: defaults (no --config file)"),
+    }
+    let shown = match server.addr.ip() {
+        ip if ip.is_unspecified() => format!("localhost:{}", server.addr.port()),
+        _ => server.addr.to_string(),
+    };
+    log::info!("demo chat: http://{shown}/   status page: http://{shown}/status");
+    log::info!("{}", server.shared.cfg.publish_policy());
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -141,6 +141,35 @@ pub struct HttpApiConfig {
     pub insecure: bool,
 }
 
+/// `admin`: Centrifugo v6's admin web interface settings (`admin.enabled`,
+/// `admin.password`, `admin.secret`). In Herald they open the status page (`/status`):
+/// the page posts the password to `/status/auth` and gets a token signed with `secret`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Accept the admin password on the status page. Default false.
+    pub enabled: bool,
+    /// The password to log in to the status page (at least 8 characters when enabled).
+    pub password: String,
+    /// HMAC-SHA256 key of the login tokens (at least 8 characters when enabled).
+    pub secret: String,
+}
+
+impl AdminConfig {
+    /// Both password and secret are required when enabled.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.enabled {
+            if self.password.len() < 8 {
+                return Err("key `admin.password`: must be at least 8 characters when admin.enabled".into());
+            }
+            if self.secret.len() < 8 {
+                return Err("key `admin.secret`: must be at least 8 characters when admin.enabled".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-namespace channel options (Centrifugo v6 names). Default is deny.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -106,6 +106,13 @@ pub struct Config {
     pub http_api: centrifugo::HttpApiConfig,
     /// Centrifugo `channel` section: namespaces and their options.
     pub channel: centrifugo::ChannelConfig,
+    /// Addresses (CIDR or single IP) allowed to read `/metrics`; `null` (the default) means
+    /// the same list as `publish_allow`. A request carrying `X-API-Key: <publish_api_key>`
+    /// may read it from anywhere, like `/stats`.
+    pub metrics_allow: Option<Vec<String>>,
+    /// Centrifugo `admin` section: a password that opens the status page (`/status`) from
+    /// any address, on top of the `publish_allow` / `publish_api_key` rule.
+    pub admin: centrifugo::AdminConfig,
 }
 
 impl Default for Config {
@@ -148,6 +155,8 @@ impl Default for Config {
             client: Default::default(),
             http_api: Default::default(),
             channel: Default::default(),
+            metrics_allow: None,
+            admin: Default::default(),
         }
     }
 }
@@ -216,7 +225,11 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path == "." || path.is_empty() {
+            // Syntax errors (truncated file, missing comma) belong to no key: serde_json's
+            // own text carries the line and column; say it is the JSON that is wrong.
+            if inner.is_syntax() || inner.is_eof() {
+                format!("not valid JSON: {inner}")
+            } else if path == "." || path == "?" || path.is_empty() {
                 format!("{inner}")
             } else {
                 format!("key `{path}`: {inner}")
@@ -280,6 +293,10 @@ impl Config {
         for p in &self.publish_allow {
             Cidr::parse(p).map_err(|e| format!("key `publish_allow`: {e}"))?;
         }
+        for p in self.metrics_allow.iter().flatten() {
+            Cidr::parse(p).map_err(|e| format!("key `metrics_allow`: {e}"))?;
+        }
+        self.admin.validate()?;
         if let Some(k) = &self.publish_api_key {
             if k.len() < 8 {
                 return bad("publish_api_key", "must be at least 8 characters");
@@ -336,6 +353,28 @@ impl Config {
     pub fn publish_cidrs(&self) -> Vec<Cidr> {
         self.publish_allow.iter().filter_map(|p| Cidr::parse(p).ok()).collect()
     }
+
+    /// Whether `ip` may read `/metrics`: inside `metrics_allow`, or inside `publish_allow`
+    /// when `metrics_allow` is not set. A few short strings parsed per scrape: no state.
+    pub fn metrics_allowed(&self, ip: IpAddr) -> bool {
+        let list = self.metrics_allow.as_ref().unwrap_or(&self.publish_allow);
+        list.iter().filter_map(|p| Cidr::parse(p).ok()).any(|c| c.contains(ip))
+    }
+
+    /// One line for the start-up log: who may publish (and read `/stats`, `/status`).
+    pub fn publish_policy(&self) -> String {
+        let list = if self.publish_allow.is_empty() { "nobody".to_string() } else { self.publish_allow.join(", ") };
+        let loopback = ["127.0.0.0/8", "::1/128"];
+        let who = if self.publish_allow.iter().all(|p| loopback.contains(&p.as_str())) && !self.publish_allow.is_empty()
+        {
+            "loopback only".to_string()
+        } else {
+            format!("from {list}")
+        };
+        let key = if self.publish_api_key.is_some() { " or anywhere with X-API-Key" } else { "" };
+        let admin = if self.admin.enabled { "; /status also with the admin password" } else { "" };
+        format!("publish, /stats and /status allowed {who}{key}{admin}")
+    }
 }
 
 #[cfg(test)]
@@ -364,6 +403,66 @@ mod tests {
         assert!(e.contains("key `bind`") && e.contains("nowhere"), "{e}");
         let e = Config::from_json(r#"{"publish_allow": ["10.0.0.0/33"]}"#).unwrap_err();
         assert!(e.contains("publish_allow"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let e = Config::from_json("{\n  \"port\": 8001,\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("column"), "{e}");
+        assert!(!e.contains("key `?`"), "{e}");
+        let e = Config::from_json("{\"port\": 1 \"bind\": \"x\"}").unwrap_err();
+        assert!(e.contains("line 1 column"), "{e}");
+    }
+
+    #[test]
+    fn metrics_allow_defaults_to_publish_allow() {
+        let c = Config::default();
+        assert!(c.metrics_allowed("127.0.0.1".parse().unwrap()));
+        assert!(!c.metrics_allowed("10.1.2.3".parse().unwrap()));
+        let c = Config::from_json(r#"{"publish_allow": ["10.0.0.0/8"]}"#).unwrap();
+        assert!(c.metrics_allowed("10.1.2.3".parse().unwrap()));
+        let c = Config::from_json(r#"{"metrics_allow": ["192.168.0.0/16"]}"#).unwrap();
+        assert!(c.metrics_allowed("192.168.1.1".parse().unwrap()));
+        assert!(!c.metrics_allowed("127.0.0.1".parse().unwrap()));
+        let e = Config::from_json(r#"{"metrics_allow": ["x"]}"#).unwrap_err();
+        assert!(e.contains("metrics_allow"), "{e}");
+    }
+
+    #[test]
+    fn admin_section_needs_password_and_secret() {
+        let e = Config::from_json(r#"{"admin": {"enabled": true}}"#).unwrap_err();
+        assert!(e.contains("admin.password"), "{e}");
+        let e = Config::from_json(r#"{"admin": {"enabled": true, "password": "pw-12345678"}}"#).unwrap_err();
+        assert!(e.contains("admin.secret"), "{e}");
+        Config::from_json(r#"{"admin": {"enabled": true, "password": "pw-12345678", "secret": "s-12345678"}}"#)
+            .unwrap();
+        let e = Config::from_json(r#"{"admin": {"enabld": true}}"#).unwrap_err();
+        assert!(e.contains("enabld"), "{e}");
+    }
+
+    /// Every top-level key the config struct accepts has a row in README's Configuration
+    /// table (`| \`key\` |`), and every row names a key the struct accepts.
+    #[test]
+    fn readme_documents_every_config_key() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("## Configuration").expect("README has a Configuration section");
+        let section = &readme[start..];
+        let end = section[3..].find("\n## ").map(|i| i + 3).unwrap_or(section.len());
+        let section = &section[..end];
+        let rows: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k))
+            .collect();
+        let v = serde_json::to_value(Config::default()).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert!(keys.len() > 30, "{keys:?}");
+        for k in &keys {
+            assert!(rows.iter().any(|r| r == k), "config key `{k}` has no row in README's Configuration table");
+        }
+        for r in &rows {
+            assert!(keys.iter().any(|k| k == r), "README's Configuration table has `{r}`, which is no config key");
+        }
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub enum BadSince {
     },
     /// A value that is not a decimal message id.
     NotAnId(String),
+    /// One non-zero id for several channels: ids are per channel, so one number cannot be
+    /// a position in each of them (it would replay, and report `missed`, on any channel
+    /// whose last id is lower).
+    Ambiguous {
+        /// The single value given.
+        value: u64,
+        /// Channels named.
+        channels: usize,
+    },
 }
 
 impl std::fmt::Display for BadSince {
@@ -72,6 +81,11 @@ impl std::fmt::Display for BadSince {
         match self {
             BadSince::Count { values, channels } => write!(f, "since has {values} values for {channels} channels"),
             BadSince::NotAnId(p) => write!(f, "since: `{p}` is not a message id"),
+            BadSince::Ambiguous { value, channels } => write!(
+                f,
+                "since={value} is ambiguous with {channels} channels: ids are per channel, so give one per channel \
+                 in cid order (since=5,0,...: the last id seen on each, from last_ids), or since=0 for all"
+            ),
         }
     }
 }
@@ -122,8 +136,8 @@ pub fn parse_channels(list: &str, max: usize) -> Result<Vec<String>, BadChannel>
     Ok(out)
 }
 
-/// `since` for each of `n` channels, from the query (`since=ID` for all, `since=5,7`
-/// positional) or, on SSE, from `Last-Event-ID` (header, or `last_event_id` in the query for
+/// `since` for each of `n` channels, from the query (`since=5,7` positional, one per channel;
+/// a single value only with one channel, or `0` meaning "from the start" for all) or, on SSE, from `Last-Event-ID` (header, or `last_event_id` in the query for
 /// polyfills), which wins: a browser reconnects with its original URL plus the header naming
 /// what it actually received. Err names a malformed value.
 pub fn parse_since(
@@ -148,6 +162,16 @@ pub fn parse_since(
     let parts: Vec<&str> = raw.split(',').collect();
     if parts.len() != 1 && parts.len() != n {
         return Err(BadSince::Count { values: parts.len(), channels: n });
+    }
+    if parts.len() == 1 && n > 1 {
+        let p = parts[0].trim();
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(v) = p.parse::<u64>() {
+                if v > 0 {
+                    return Err(BadSince::Ambiguous { value: v, channels: n });
+                }
+            }
+        }
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -181,7 +205,12 @@ mod tests {
 
     #[test]
     fn since_forms() {
-        assert_eq!(parse_since("since=5", None, 2, false).unwrap(), vec![Some(5), Some(5)]);
+        assert_eq!(parse_since("since=0", None, 2, false).unwrap(), vec![Some(0), Some(0)]);
+        let e = parse_since("since=5", None, 2, false).unwrap_err();
+        assert_eq!(e, BadSince::Ambiguous { value: 5, channels: 2 });
+        assert!(e.to_string().contains("since=5,0"), "{e}");
+        assert!(parse_since("cid=a,b", Some("5"), 2, true).is_err(), "a single Last-Event-ID too");
+        assert_eq!(parse_since("", Some("5,7"), 2, true).unwrap(), vec![Some(5), Some(7)]);
         assert_eq!(parse_since("since=5,7", None, 2, false).unwrap(), vec![Some(5), Some(7)]);
         assert_eq!(parse_since("", None, 1, false).unwrap(), vec![None]);
         assert!(parse_since("since=5,7,9", None, 2, false).is_err());

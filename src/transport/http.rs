@@ -183,6 +183,21 @@ fn route(env: &mut Env, conn: &mut Session, req: &Req) {
                 super::ops::stats(env, conn, req);
             }
         }
+        "/status" => {
+            if allow(env, conn, req, &[Get, Head], "GET, HEAD") {
+                super::ops::status_page(env, conn, req);
+            }
+        }
+        "/status.json" => {
+            if allow(env, conn, req, &[Get], "GET") {
+                super::ops::status_json(env, conn, req);
+            }
+        }
+        "/status/auth" => {
+            if allow(env, conn, req, &[Post], "POST") {
+                super::ops::status_auth(env, conn, req);
+            }
+        }
         "/echo" => {
             if allow(env, conn, req, &[Get], "GET") {
                 ws::upgrade(env, conn, req, crate::transport::session::WsMode::Echo);
