@@ -434,3 +434,140 @@ fn ip_table_is_capped_and_tracked_addresses_carry_on() {
     let (st, _) = health_from(&h, [127, 40, 0, 1]);
     assert_eq!(st, 200, "a new address is admitted once the table has room");
 }
+
+/// Issue #16: `/metrics` has an allow-list of its own (`metrics_allow`, default loopback);
+/// outside it, `X-API-Key: <publish_api_key>` still works.
+#[test]
+fn metrics_follow_metrics_allow() {
+    let h = Herald::start(r#"{"metrics_allow": ["10.0.0.0/8"], "publish_api_key": "scrape-key-123"}"#);
+    let r = get(&h, "/metrics");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("metrics_allow"), "{}", r.text());
+    let r = request(&h, "GET", "/metrics", &[("X-API-Key", "scrape-key-123")], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("herald_connections_open"));
+    let r = request(&h, "GET", "/metrics", &[("X-API-Key", "wrong-key-1234")], b"");
+    assert_eq!(r.status, 403);
+}
+
+/// Issue #16: `/status.json` lists the busiest channels only (at most 20, whatever the
+/// number of channels), with live numbers that move with the load.
+#[test]
+fn status_json_is_bounded_and_moves_with_load() {
+    let h = Herald::start("{}");
+    for i in 0..30 {
+        publish(&h, &format!("many-{i:02}"), b"1");
+    }
+    let (mut ws, _) = connect(h.ws_url("/ws/?cid=busy")).unwrap();
+    let mut sse = h.connect();
+    write!(sse, "GET /sse/?cid=busy HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || get(&h, "/status.json").json()["busiest_channels"][0]["subscribers"]
+        == 2));
+    for i in 0..5 {
+        publish(&h, "busy", format!("{i}").as_bytes());
+    }
+    for _ in 0..5 {
+        ws.read().unwrap();
+    }
+    // Gauges are refreshed by the workers once a second: wait for them.
+    let mut v = serde_json::Value::Null;
+    assert!(wait_until(Duration::from_secs(10), || {
+        v = get(&h, "/status.json").json();
+        v["connections_by_transport"]["ws"] == 1 && v["connections_by_transport"]["sse"] == 1
+    }));
+    assert_eq!(v["published_total"], 35, "{v}");
+    assert_eq!(v["delivered_total"], 10, "{v}");
+    assert_eq!(v["channels"], 31, "{v}");
+    let busiest = v["busiest_channels"].as_array().unwrap();
+    assert_eq!(busiest.len(), 20, "{v}");
+    assert_eq!(busiest[0]["channel"], "busy", "{v}");
+    assert_eq!(busiest[0]["subscribers"], 2, "{v}");
+    assert_eq!(busiest[0]["last_message_id"], 5, "{v}");
+    let workers = v["workers"].as_array().unwrap();
+    assert!(!workers.is_empty() && workers[0]["loop_turns_total"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 1, "{v}");
+    // The page itself is served from the binary.
+    let r = get(&h, "/status");
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/html"));
+    assert!(r.text().contains("/status.json"));
+}
+
+/// Issue #16: the status page and its data are protected like `/stats`; Centrifugo's
+/// `admin.password` (tokens signed with `admin.secret`) opens them from anywhere, and
+/// the page's publish form publishes with that token.
+#[test]
+fn status_is_protected_and_admin_password_opens_it() {
+    let h = Herald::start(r#"{"publish_allow": ["10.0.0.0/8"]}"#);
+    assert_eq!(get(&h, "/status").status, 403);
+    let r = get(&h, "/status.json");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["login"], false);
+    assert_eq!(request(&h, "POST", "/status/auth", &[], br#"{"password":"x"}"#).status, 404);
+
+    let h = Herald::start(
+        r#"{"publish_allow": ["10.0.0.0/8"],
+            "admin": {"enabled": true, "password": "let-me-in-123", "secret": "sign-tokens-456"}}"#,
+    );
+    assert_eq!(get(&h, "/status").status, 200, "the page (no data) is served to log in");
+    let r = get(&h, "/status.json");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["login"], true);
+    assert_eq!(request(&h, "POST", "/status/auth", &[], br#"{"password":"let-me-in-12"}"#).status, 403);
+    assert_eq!(request(&h, "POST", "/status/auth", &[], b"not json").status, 400);
+    let r = request(&h, "POST", "/status/auth", &[], br#"{"password":"let-me-in-123"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let auth = format!("token {token}");
+    let r = request(&h, "GET", "/status.json", &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["workers"].is_array());
+    let r = request(&h, "POST", "/publish/?cid=from-status", &[("Authorization", &auth)], b"hi");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(request(&h, "POST", "/publish/?cid=from-status", &[], b"hi").status, 403);
+    // A token with another expiry (or signed with another secret) is refused.
+    let (exp, sig) = token.split_once('.').unwrap();
+    let forged = format!("token {}.{sig}", exp.parse::<i64>().unwrap() + 1);
+    assert_eq!(request(&h, "GET", "/status.json", &[("Authorization", &forged)], b"").status, 403);
+}
+
+/// Run the herald binary with `args` until it exits; (status, stderr).
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Issue #16: the first-hour error texts: a bad `--log-level` is a flag error; a truncated
+/// config file gives line and column; a bind address that is not local is named; and the
+/// start-up log names the config in use, the demo URL and the publish policy.
+#[test]
+fn first_hour_error_texts_and_startup_log() {
+    let (st, err) = run_to_exit(&["--port", "0", "--log-level", "loud"]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("--log-level") && err.contains("loud") && err.contains("possible values"), "{err}");
+    assert!(!err.contains("key `"), "{err}");
+
+    let path = std::env::temp_dir().join(format!("herald-trunc-{}.json", std::process::id()));
+    std::fs::write(&path, "{\n  \"port\": 8001,\n  \"workers\": 2,\n").unwrap();
+    let (st, err) = run_to_exit(&["--config", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("line 4 column 0") && !err.contains("`?`"), "{err}");
+
+    // 192.0.2.1 (TEST-NET-1) is not an address of this machine.
+    let (st, err) = run_to_exit(&["--bind", "192.0.2.1", "--port", "0"]);
+    assert!(!st.success());
+    assert!(err.contains("192.0.2.1:0"), "{err}");
+
+    let h = Herald::start("{}");
+    // Those lines follow the "listening on" line the harness waits for.
+    assert!(wait_until(Duration::from_secs(10), || h.log.lock().unwrap().iter().any(|l| l.contains("allowed"))));
+    let log = h.log.lock().unwrap().join("\n");
+    assert!(log.contains("config: ") && log.contains("herald-test-"), "{log}");
+    assert!(log.contains(&format!("demo chat: http://{}/", h.addr)), "{log}");
+    assert!(log.contains("publish, /stats and /status allowed loopback only"), "{log}");
+}

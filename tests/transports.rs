@@ -508,3 +508,98 @@ fn sse_last_event_id_wins_over_since() {
     let mut sse = Sse::open(&h, "/sse/?cid=le&since=1", Some("4"));
     assert_eq!(sse.next().unwrap().0.as_deref(), Some("5"));
 }
+
+/// Issue #16: ids are per channel, so one `since` for several channels was a trap (false
+/// `missed`, replays on channels with lower ids). A single non-zero value with several
+/// channels is now a 400 that explains the positional form; `since=0` (from the start of
+/// each) and the positional form work, and the reply carries `last_ids` per channel.
+#[test]
+fn several_channels_take_one_since_per_channel() {
+    let h = Herald::start("{}");
+    for i in 0..3 {
+        publish(&h, "multi-a", format!("{{\"a\":{i}}}").as_bytes());
+    }
+    publish(&h, "multi-b", b"{\"b\":0}");
+    for path in ["/messages/?cid=multi-a,multi-b&since=2", "/listen/?cid=multi-a,multi-b&since=2"] {
+        let r = get(&h, path);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains("ambiguous") && e.contains("one per channel"), "{e}");
+    }
+    // SSE: a single Last-Event-ID for several channels is refused the same way.
+    let r = request(&h, "GET", "/sse/?cid=multi-a,multi-b", &[("Last-Event-ID", "2")], b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Positional: after a's 2nd message and before b's 1st.
+    let r = get(&h, "/messages/?cid=multi-a,multi-b&since=2,0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let got: Vec<(String, u64)> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["channel"].as_str().unwrap().to_string(), m["id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), 2, "{v}");
+    assert!(got.contains(&("multi-a".into(), 3)) && got.contains(&("multi-b".into(), 1)), "{v}");
+    assert_eq!(v["missed"], false, "{v}");
+    assert_eq!(v["last_ids"]["multi-a"], 3, "{v}");
+    assert_eq!(v["last_ids"]["multi-b"], 1, "{v}");
+
+    // since=0: everything of both, not missed.
+    let v = get(&h, "/messages/?cid=multi-a,multi-b&since=0").json();
+    assert_eq!(v["messages"].as_array().unwrap().len(), 4, "{v}");
+    assert_eq!(v["missed"], false, "{v}");
+
+    // The README's client loop: the next since per channel is the highest id seen on it.
+    let mut pos = [("multi-a", 3u64), ("multi-b", 1u64)];
+    publish(&h, "multi-b", b"{\"b\":1}");
+    let q = format!("/listen/?cid=multi-a,multi-b&since={},{}", pos[0].1, pos[1].1);
+    let v = get(&h, &q).json();
+    for m in v["messages"].as_array().unwrap() {
+        let p = pos.iter_mut().find(|(c, _)| *c == m["channel"].as_str().unwrap()).unwrap();
+        p.1 = p.1.max(m["id"].as_u64().unwrap());
+    }
+    assert_eq!(pos, [("multi-a", 3), ("multi-b", 2)], "{v}");
+    assert_eq!(v["missed"], false, "{v}");
+}
+
+/// Issue #16: a `since` ahead of the channel's last id can only come from an earlier life
+/// of the channel (ids restart after a restart or once a channel was dropped), so the
+/// client's position means nothing now: it gets `missed` and what history holds, on every
+/// transport. Documented in README "Polling".
+#[test]
+fn since_ahead_of_the_last_id_is_missed_and_replays_history() {
+    let h = Herald::start("{}");
+    publish(&h, "ahead", b"1");
+    publish(&h, "ahead", b"2");
+    let v = get(&h, "/messages/?cid=ahead&since=5").json();
+    assert_eq!(v["missed"], true, "{v}");
+    let ids: Vec<u64> = v["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![2, 1], "{v}");
+    let mut sse = Sse::open(&h, "/sse/?cid=ahead", Some("5"));
+    let (_, ev, data) = sse.next().unwrap();
+    assert_eq!(ev.as_deref(), Some("missed"), "{data}");
+    let (id, _, _) = sse.next().unwrap();
+    assert_eq!(id.as_deref(), Some("1"));
+    let (id, _, _) = sse.next().unwrap();
+    assert_eq!(id.as_deref(), Some("2"));
+}
+
+/// Issue #16: `/listen/` without `since` does not answer with history: it waits for the
+/// next message (README "Comet long-polling").
+#[test]
+fn listen_without_since_waits_for_the_next_message() {
+    let h = Herald::start("{}");
+    publish(&h, "next", b"\"old\"");
+    let mut s = h.connect();
+    s.write_all(b"GET /listen/?cid=next HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // The long-poll is registered once the channel has a subscriber.
+    assert!(wait_until(Duration::from_secs(10), || get(&h, "/stats").json()["subscribers"] == 1));
+    publish(&h, "next", b"\"new\"");
+    let v = read_response(&mut s).unwrap().json();
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "{v}");
+    assert_eq!(msgs[0]["data"], "new", "{v}");
+    assert_eq!(msgs[0]["id"], 2, "{v}");
+}

@@ -106,10 +106,10 @@ pub struct Config {
     pub http_api: centrifugo::HttpApiConfig,
     /// Centrifugo `channel` section: namespaces and their options.
     pub channel: centrifugo::ChannelConfig,
-    /// Addresses (CIDR or single IP) allowed to read `/metrics`; `null` (the default) means
-    /// the same list as `publish_allow`. A request carrying `X-API-Key: <publish_api_key>`
-    /// may read it from anywhere, like `/stats`.
-    pub metrics_allow: Option<Vec<String>>,
+    /// Addresses (CIDR or single IP) allowed to read `/metrics`; default loopback only (a
+    /// list of its own: the scraper is seldom the publisher). A request carrying
+    /// `X-API-Key: <publish_api_key>` may read it from anywhere, like `/stats`.
+    pub metrics_allow: Vec<String>,
     /// Centrifugo `admin` section: a password that opens the status page (`/status`) from
     /// any address, on top of the `publish_allow` / `publish_api_key` rule.
     pub admin: centrifugo::AdminConfig,
@@ -155,7 +155,7 @@ impl Default for Config {
             client: Default::default(),
             http_api: Default::default(),
             channel: Default::default(),
-            metrics_allow: None,
+            metrics_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
             admin: Default::default(),
         }
     }
@@ -293,7 +293,7 @@ impl Config {
         for p in &self.publish_allow {
             Cidr::parse(p).map_err(|e| format!("key `publish_allow`: {e}"))?;
         }
-        for p in self.metrics_allow.iter().flatten() {
+        for p in &self.metrics_allow {
             Cidr::parse(p).map_err(|e| format!("key `metrics_allow`: {e}"))?;
         }
         self.admin.validate()?;
@@ -354,11 +354,10 @@ impl Config {
         self.publish_allow.iter().filter_map(|p| Cidr::parse(p).ok()).collect()
     }
 
-    /// Whether `ip` may read `/metrics`: inside `metrics_allow`, or inside `publish_allow`
-    /// when `metrics_allow` is not set. A few short strings parsed per scrape: no state.
+    /// Whether `ip` may read `/metrics` (inside a `metrics_allow` network). A few short
+    /// strings parsed per scrape: no state, bounded work.
     pub fn metrics_allowed(&self, ip: IpAddr) -> bool {
-        let list = self.metrics_allow.as_ref().unwrap_or(&self.publish_allow);
-        list.iter().filter_map(|p| Cidr::parse(p).ok()).any(|c| c.contains(ip))
+        self.metrics_allow.iter().filter_map(|p| Cidr::parse(p).ok()).any(|c| c.contains(ip))
     }
 
     /// One line for the start-up log: who may publish (and read `/stats`, `/status`).
@@ -415,12 +414,13 @@ mod tests {
     }
 
     #[test]
-    fn metrics_allow_defaults_to_publish_allow() {
+    fn metrics_allow_defaults_to_loopback() {
         let c = Config::default();
         assert!(c.metrics_allowed("127.0.0.1".parse().unwrap()));
+        assert!(c.metrics_allowed("::1".parse().unwrap()));
         assert!(!c.metrics_allowed("10.1.2.3".parse().unwrap()));
         let c = Config::from_json(r#"{"publish_allow": ["10.0.0.0/8"]}"#).unwrap();
-        assert!(c.metrics_allowed("10.1.2.3".parse().unwrap()));
+        assert!(!c.metrics_allowed("10.1.2.3".parse().unwrap()), "a list of its own");
         let c = Config::from_json(r#"{"metrics_allow": ["192.168.0.0/16"]}"#).unwrap();
         assert!(c.metrics_allowed("192.168.1.1".parse().unwrap()));
         assert!(!c.metrics_allowed("127.0.0.1".parse().unwrap()));

@@ -26,7 +26,7 @@ pub const STATUS_TOP_CHANNELS: usize = 20;
 /// Lifetime of a status-page login token, seconds.
 const ADMIN_TOKEN_TTL_S: i64 = 24 * 3600;
 
-/// `GET /metrics`: from `metrics_allow` (default: the `publish_allow` networks) or with
+/// `GET /metrics`: from `metrics_allow` (default loopback) or with
 /// `X-API-Key: <publish_api_key>`.
 pub fn metrics(env: &mut Env, conn: &mut Session, req: &Req) {
     if !metrics_allowed(env, conn, req) {
