@@ -29,7 +29,7 @@ run() { # LABEL BIN ARGS...
   port=$((port + 1))
   local pid; pid=$(start "$bin" $port) || { echo "start failed" >&2; return; }
   local line
-  line=$(timeout 180 taskset -c 1 "$LOAD" --quiet --server-pid "$pid" --label "$label" --target herald \
+  line=$(timeout 180 taskset -c 1 "$LOAD" --quiet --json --server-pid "$pid" --label "$label" --target herald \
     --addr 127.0.0.1:$port --size 100 "$@" | tail -1)
   stop "$pid"
   echo "$line" | tee -a "$OUT/results.jsonl"

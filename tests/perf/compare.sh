@@ -64,7 +64,7 @@ run_load() {
   [ "$busy" -gt 20 ] && echo "  note: machine ${busy}% busy before $label (other processes); figures are skewed" >&2
   echo "== $label (machine busy before: ${busy}%)" >&2
   local line
-  line=$(timeout 180 taskset -c "$LOAD_CPU" "$BIN/herald-load" --quiet --server-pid "$pid" --label "$label" "$@" | tail -1)
+  line=$(timeout 180 taskset -c "$LOAD_CPU" "$BIN/herald-load" --quiet --json --server-pid "$pid" --label "$label" "$@" | tail -1)
   if [ -z "$line" ]; then echo "  (no summary: run failed or timed out)" >&2; return; fi
   echo "${line%\}},\"machine_busy_before_pct\":$busy}" >> "$RESULTS"
   echo "  $line" | cut -c1-400 >&2

@@ -40,7 +40,7 @@ echo "soak: ${MINUTES} min, ${SUBSCRIBERS} subscribers, ${CHANNELS} channels; pr
 set +e
 "$TARGET/release/herald-soak" --herald "$TARGET/release/herald" \
     --minutes "$MINUTES" --subscribers "$SUBSCRIBERS" --channels "$CHANNELS" \
-    --herald-log "$OUT/herald-$STAMP.log" "${EXTRA[@]}" | tee "$OUT/soak-$STAMP.json"
+    --herald-log "$OUT/herald-$STAMP.log" --json "${EXTRA[@]}" | tee "$OUT/soak-$STAMP.json"
 rc=${PIPESTATUS[0]}
 set -e
 exit "$rc"

@@ -18,6 +18,7 @@
 
 pub mod http;
 pub mod procfs;
+pub mod report;
 pub mod rlimit;
 pub mod rng;
 pub mod sock;

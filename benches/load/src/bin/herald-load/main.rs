@@ -5,8 +5,9 @@
 //! addresses 127.0.1.x, publishes over HTTP at a fixed rate or as fast as a window of
 //! undelivered messages allows, and reports connect rate, publishes/s, deliveries/s, loss,
 //! duplicates, latency percentiles and, given the server's PID, its RSS per connection. A
-//! progress line goes to stderr every second; the last line on stdout is a one-line JSON
-//! summary. Every phase is bounded in time.
+//! progress line goes to stderr every second (connections, messages published and
+//! delivered, rates, errors); at the end a summary table on stdout, or with `--json` one
+//! JSON line. Every phase is bounded in time.
 //!
 //! Modules: `run` (the mio event loop and its phases), `wire` (URL templates, the load
 //! message and its scan); sockets, HTTP, WebSocket, `/proc` and the open-files limit come
@@ -97,6 +98,9 @@ struct Cli {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Print the summary as one JSON line on stdout (for scripts) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
@@ -225,5 +229,9 @@ fn main() {
         "generator_cpu_pct": r1(t.gen_cpu_pct),
         "first_error": t.first_error,
     });
-    println!("{summary}");
+    if cli.json {
+        println!("{summary}");
+    } else {
+        print!("{}", herald_bench_tools::report::table("herald-load summary", &summary));
+    }
 }

@@ -547,12 +547,15 @@ pub fn run(o: &Opts) -> Tally {
                 *last.select_nth_unstable(i).1 as f64 / 1000.0
             };
             eprintln!(
-                "[{phase:>7}] t={:6.1}s open={} pending={} failed={} closed={} pub/s={:.0} deliv/s={:.0} p99={:.2}ms lost_so_far={}",
+                "[{phase:>7}] t={:6.1}s open={} pending={} failed={} closed={} published={} delivered={} pub_errors={} pub/s={:.0} deliv/s={:.0} p99={:.2}ms lost_so_far={}",
                 epoch.elapsed().as_secs_f64(),
                 r.t.opened - r.t.closed_by_server,
                 r.pending,
                 r.t.connect_errors + r.t.connect_timeouts,
                 r.t.closed_by_server,
+                r.t.published,
+                r.t.unique,
+                r.t.pub_errors,
                 (r.t.published - prog.published) as f64 / dt,
                 (r.t.unique - prog.unique) as f64 / dt,
                 p99,

@@ -15,8 +15,9 @@
 //!
 //! PASS: no id lost, none duplicated, no "missed" notice, every subscriber caught up,
 //! RSS at the end within `--rss-tolerance` of the start, descriptors back to the start.
-//! A progress line goes to stderr every 10 s; the last stdout line is a one-line JSON
-//! summary; the exit status is 0 on PASS, 1 on FAIL, 2 on a usage or start-up error.
+//! A progress line goes to stderr every 5 s (open connections, reconnects, published,
+//! deliveries and their rate, lost/dup/missed, errors, server RSS and descriptors); at the
+//! end a summary table on stdout, or with `--json` one JSON line; the exit status is 0 on PASS, 1 on FAIL, 2 on a usage or start-up error.
 //! Every phase is bounded in time and a watchdog ends the run (and the server it started)
 //! if the whole exceeds its budget.
 //!
@@ -117,7 +118,13 @@ struct Cli {
     /// Herald's log goes here [default: herald-soak-PID.log in the temp dir].
     #[arg(long)]
     herald_log: Option<String>,
+    /// Print the summary as one JSON line on stdout (for scripts) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
+
+/// How often a progress line goes to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Resident memory of one process, in KiB.
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -439,7 +446,7 @@ fn main() {
     let mut rss_peak = s_conn.rss_kb;
     let mut fds_peak = s_conn.fds;
     let mut next_sample = Instant::now();
-    let mut next_progress = Instant::now() + Duration::from_secs(10);
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
     let mut last_got = 0u64;
     let run = Duration::from_secs_f64(run_secs);
     while t_run.elapsed() < run && !stop(&soak) {
@@ -456,7 +463,7 @@ fn main() {
             }
         }
         if now >= next_progress {
-            next_progress += Duration::from_secs(10);
+            next_progress += PROGRESS_EVERY;
             let got: u64 = soak.subs.iter().map(|s| s.got).sum();
             let s = sample(pid);
             eprintln!(
@@ -466,7 +473,7 @@ fn main() {
                 reconnects(&soak),
                 soak.counts.published,
                 got,
-                (got - last_got) / 10,
+                (got - last_got) / PROGRESS_EVERY.as_secs(),
                 soak.subs.iter().map(|s| s.lost).sum::<u64>(),
                 soak.subs.iter().map(|s| s.dups).sum::<u64>(),
                 soak.subs.iter().map(|s| s.missed_events).sum::<u64>(),
@@ -622,7 +629,11 @@ fn main() {
         "first_error": counts.first_error,
         "herald_log": log_path,
     });
-    println!("{summary}");
+    if cli.json {
+        println!("{summary}");
+    } else {
+        print!("{}", herald_bench_tools::report::table("herald-soak summary", &summary));
+    }
     let _ = std::fs::remove_file(&cfg_path);
     std::process::exit(if pass { 0 } else { 1 });
 }
