@@ -461,7 +461,8 @@ fn status_json_is_bounded_and_moves_with_load() {
     let (mut ws, _) = connect(h.ws_url("/ws/?cid=busy")).unwrap();
     let mut sse = h.connect();
     write!(sse, "GET /sse/?cid=busy HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || get(&h, "/status.json").json()["busiest_channels"][0]["subscribers"]
+    assert!(wait_until(Duration::from_secs(10), || get(&h, "/status.json").json()["busiest_channels"][0]
+        ["subscribers"]
         == 2));
     for i in 0..5 {
         publish(&h, "busy", format!("{i}").as_bytes());

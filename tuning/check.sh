@@ -34,16 +34,20 @@ check net.core.netdev_max_backlog ge 16384
 check fs.file-max ge 4194304
 check fs.nr_open ge 2097152
 check net.ipv4.tcp_mem ge 786432 1572864 3145728
-# Buffers: only the default (middle) size is checked; it bounds what an idle-then-busy socket
-# grows to before autotuning, and so kernel memory per connection under bursts.
+# Buffers (net.ipv4.tcp_rmem, net.ipv4.tcp_wmem): the default (middle) size is checked: it bounds what an
+# idle-then-busy socket grows to before autotuning, and so kernel memory per connection
+# under bursts. The suggestion is 99-herald.conf's whole line, so the two never disagree.
+conf_value() { sed -n "s/^$1[[:space:]]*=[[:space:]]*//p" "$DIR/99-herald.conf" | tr -s ' \t' ' '; }
 for k in tcp_rmem tcp_wmem; do
-  v=($(cat /proc/sys/net/ipv4/$k 2>/dev/null))
-  if [ "${v[1]:-0}" -le 16384 ]; then printf '  ok  %-34s %s\n' net.ipv4.$k "${v[*]}"
-  else printf '  FIX %-34s is %s, recommended default 16384  ->  sysctl -w net.ipv4.%s="%s 16384 %s"\n' \
-    net.ipv4.$k "${v[*]}" $k "${v[0]}" "${v[2]}"; bad=$((bad + 1)); fi
+  v=($(cat /proc/sys/net/ipv4/$k 2>/dev/null)) rec=$(conf_value "net.ipv4.$k")
+  r=($rec)
+  if [ "${v[1]:-0}" -le "${r[1]}" ]; then printf '  ok  %-34s %s\n' net.ipv4.$k "${v[*]}"
+  else printf '  FIX %-34s is %s, recommended %s  ->  sysctl -w net.ipv4.%s="%s"\n' \
+    net.ipv4.$k "${v[*]}" "$rec" $k "$rec"; bad=$((bad + 1)); fi
 done
 check net.ipv4.tcp_tw_reuse ge 1
 check net.ipv4.tcp_fin_timeout le 15
+check net.ipv4.tcp_keepalive_time le 600
 # Port range: the span matters (outgoing connections per destination and source address).
 if r=($(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)); then
   span=$(( r[1] - r[0] + 1 ))
@@ -51,6 +55,11 @@ if r=($(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)); then
   else printf '  FIX %-34s %s (%d ports), recommended 1024 65535  ->  sysctl -w net.ipv4.ip_local_port_range="1024 65535"\n' \
     net.ipv4.ip_local_port_range "${r[*]}" "$span"; bad=$((bad + 1)); fi
 fi
+# Every key of 99-herald.conf must be checked above: a setting added there and not here
+# would go unreported.
+for k in $(sed -n 's/^\([a-z][a-z0-9_.]*\)[[:space:]]*=.*/\1/p' "$DIR/99-herald.conf"); do
+  grep -q "$k" "$0" || { printf '  ??  %-34s in 99-herald.conf but not checked by this script\n' "$k"; bad=$((bad + 1)); }
+done
 echo "open files:"
 soft=$(ulimit -Sn) hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -ge 1048576 ]; then
@@ -67,5 +76,5 @@ fi
 echo "current TCP use (/proc/net/sockstat):"
 grep -E '^(TCP|sockets):' /proc/net/sockstat | sed 's/^/      /'
 echo "      (mem is in pages of $(getconf PAGESIZE) bytes; compare with tcp_mem above)"
-if [ $bad -eq 0 ]; then echo "all recommendations met"; else echo "$bad setting(s) to change (see tuning/README.md for why)"; fi
+if [ $bad -eq 0 ]; then echo "all recommendations met"; else echo "$bad setting(s) to change, counting nofile (see tuning/README.md for why)"; fi
 exit 0
