@@ -874,9 +874,15 @@ fn since_checks(q: &str, h: Option<&str>, n: usize, sse: bool) {
         }
         Err(e) => assert!(e.starts_with("since"), "{e}"),
     }
-    // A plain id applies to every channel.
-    let all = since_values("since=42", None, n, sse);
-    assert_eq!(all, Ok(vec![Some(42); n]));
+    // A plain non-zero id names a position in one channel only: refused with several
+    // (issue #16); `since=0` ("from the start") applies to every channel.
+    let one = since_values("since=42", None, n, sse);
+    if n > 1 {
+        assert!(one.as_ref().is_err_and(|e| e.contains("one per channel")), "{one:?}");
+    } else {
+        assert_eq!(one, Ok(vec![Some(42); n]));
+    }
+    assert_eq!(since_values("since=0", None, n, sse), Ok(vec![Some(0); n]));
 }
 
 // ---------------------------------------------------------------------------------------
