@@ -156,7 +156,7 @@ fn every_transport_over_tls() {
     let (mut echo, _) =
         tungstenite::client(format!("wss://127.0.0.1:{}/echo", a.port()), tls_connect(a, &cert.der)).unwrap();
     let big = "e".repeat(200_000);
-    echo.send(tungstenite::Message::Text(big.clone().into())).unwrap();
+    echo.send(tungstenite::Message::Text(big.clone())).unwrap();
     match echo.read().unwrap() {
         tungstenite::Message::Text(t) => assert_eq!(t.as_str(), big, "a 200 KB echo over TLS"),
         m => panic!("unexpected {m:?}"),
