@@ -209,6 +209,9 @@ fn main() {
     };
     log::info!("demo chat: http://{shown}/   status page: http://{shown}/status");
     log::info!("{}", server.shared.cfg.publish_policy());
+    if let Some(t) = server.tls_addr {
+        log::info!("TLS (https://, wss://) on {t}");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -225,6 +228,11 @@ fn main() {
     while !stop.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
             reload(&cli, &shared.cfg);
+            match server.reload_tls() {
+                Ok(true) => log::info!("SIGHUP: TLS certificate reloaded (new connections use it)"),
+                Ok(false) => {}
+                Err(e) => log::error!("SIGHUP: TLS certificate not reloaded, the one in use stays: {e}"),
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
         let now = server.now_ms();

@@ -6,6 +6,7 @@
 //! is an `Err(String)` that names the key.
 
 pub mod centrifugo;
+pub mod tls;
 
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -100,6 +101,12 @@ pub struct Config {
     /// allow anonymous subscription (those endpoints carry no credentials).
     pub simple_access_namespaces: Vec<String>,
 
+    /// A second listener speaking TLS on this port while `port` stays plain (0: when TLS
+    /// is enabled, `port` itself speaks TLS).
+    pub tls_port: u16,
+    /// Centrifugo v6 `http_server` section: `http_server.tls` turns TLS on.
+    pub http_server: tls::HttpServerConfig,
+
     /// Centrifugo `client` section: tokens, anonymous access, pings.
     pub client: centrifugo::ClientConfig,
     /// Centrifugo `http_api` section: the server API key.
@@ -152,6 +159,8 @@ impl Default for Config {
             max_tracked_ips: 65_536,
             max_subscribers_per_channel: 0,
             simple_access_namespaces: Vec::new(),
+            tls_port: 0,
+            http_server: Default::default(),
             client: Default::default(),
             http_api: Default::default(),
             channel: Default::default(),
@@ -303,6 +312,13 @@ impl Config {
             }
         }
         self.channel.validate()?;
+        self.http_server.tls.validate()?;
+        if self.tls_port != 0 && !self.http_server.tls.enabled {
+            return bad("tls_port", "needs http_server.tls.enabled with a certificate and key");
+        }
+        if self.tls_port != 0 && self.tls_port == self.port {
+            return bad("tls_port", "must differ from port (leave it 0 to serve TLS on port itself)");
+        }
         if self.client.channel_namespace_boundary.as_deref().is_some_and(|b| b.is_empty() || b.contains(',')) {
             return bad("client.channel_namespace_boundary", "must be a non-empty string without `,`");
         }

@@ -9,6 +9,7 @@
 pub mod limits;
 pub mod slot;
 pub mod timer;
+pub mod tls;
 pub mod worker;
 
 use crate::config::Config;
@@ -75,6 +76,9 @@ pub struct Server {
     pub shared: Arc<Shared>,
     /// The bound address (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// Where TLS is served (the main address, or `tls_port`'s), when it is.
+    pub tls_addr: Option<SocketAddr>,
+    certs: Option<Arc<tls::Certs>>,
     /// The reactor's clock.
     pub clock: Clock,
     ip_limits: Arc<limits::IpLimits>,
@@ -119,25 +123,59 @@ impl Server {
         if !cfg.reuse_port && cfg.port != 0 {
             probe(addr)?;
         }
+        let tls_cfg = &cfg.http_server.tls;
+        let certs = if tls_cfg.enabled {
+            Some(Arc::new(
+                tls::Certs::load(tls_cfg).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ))
+        } else {
+            None
+        };
+        let mut tls_addr = SocketAddr::new(ip, cfg.tls_port);
+        if certs.is_some() && cfg.tls_port != 0 && !cfg.reuse_port {
+            probe(tls_addr)?;
+        }
         let mut listeners = Vec::new();
         for _ in 0..n {
             let l = worker::listen(addr)?;
             // Port 0: the first listener picks the port, the others share it.
             addr = l.local_addr().map_err(|e| std::io::Error::new(e.kind(), format!("listener on {addr}: {e}")))?;
-            listeners.push(l);
+            let second = if certs.is_some() && cfg.tls_port != 0 {
+                let t = worker::listen(tls_addr)?;
+                tls_addr = t.local_addr()?;
+                Some(t)
+            } else {
+                None
+            };
+            listeners.push(worker::Listeners {
+                main: l,
+                main_tls: certs.is_some() && cfg.tls_port == 0,
+                tls: second,
+                certs: certs.clone(),
+            });
         }
         let mut threads = Vec::new();
         for (i, (l, rx)) in listeners.into_iter().zip(receivers).enumerate() {
             let w = worker::Worker::new(i, shared.clone(), clock, ip_limits.clone(), l, rx)?;
             threads.push(std::thread::Builder::new().name(format!("herald-w{i}")).spawn(move || w.run())?);
         }
-        Ok(Server { shared, addr, clock, ip_limits, threads })
+        let tls_addr = certs.as_ref().map(|_| if cfg.tls_port != 0 { tls_addr } else { addr });
+        Ok(Server { shared, addr, tls_addr, certs, clock, ip_limits, threads })
     }
 
     /// Tell every worker to drain (graceful shutdown).
     pub fn shutdown(&self) {
         for i in &self.shared.inboxes {
             i.send(Note::Shutdown);
+        }
+    }
+
+    /// Load the TLS certificate and key again (SIGHUP): new connections get the new one,
+    /// open ones keep theirs. An error keeps the one in use.
+    pub fn reload_tls(&self) -> Result<bool, tls::CertError> {
+        match &self.certs {
+            Some(c) => c.reload().map(|_| true),
+            None => Ok(false),
         }
     }
 

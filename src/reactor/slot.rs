@@ -24,6 +24,8 @@ pub struct Slot {
     /// Reading stopped: the out-queue is over the high-water mark (resumed by a flush that
     /// drains it to the low-water mark).
     pub paused: bool,
+    /// rustls state of a TLS connection (boxed: plain connections pay a pointer).
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 /// Fan-out and inbox handling reach sessions through the slab of slots.

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const TLS_LISTENER: Token = Token(usize::MAX - 3);
 /// Per-worker read scratch buffer: every read lands here first.
 const SCRATCH: usize = 64 * 1024;
 /// Bytes one connection may have read per loop turn before the worker moves on (with
@@ -48,10 +49,26 @@ pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// A worker's listening sockets: the main one (`port`; TLS when `main_tls`) and the
+/// optional TLS one (`tls_port`).
+pub struct Listeners {
+    /// The main listener.
+    pub main: std::net::TcpListener,
+    /// Whether the main listener speaks TLS.
+    pub main_tls: bool,
+    /// The TLS listener on `tls_port`, if any.
+    pub tls: Option<std::net::TcpListener>,
+    /// The certificate, when TLS is on.
+    pub certs: Option<Arc<super::tls::Certs>>,
+}
+
 /// One event loop.
 pub struct Worker {
     poll: Poll,
     listener: Option<TcpListener>,
+    main_tls: bool,
+    tls_listener: Option<TcpListener>,
+    certs: Option<Arc<super::tls::Certs>>,
     conns: Slab<Slot>,
     gens: Vec<u32>,
     ctx: Env,
@@ -80,18 +97,25 @@ impl Worker {
         shared: Arc<Shared>,
         clock: Clock,
         ip_limits: Arc<IpLimits>,
-        l: std::net::TcpListener,
+        ls: Listeners,
         inbox: Receiver<Note>,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::from_std(l);
+        let mut listener = TcpListener::from_std(ls.main);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut tls_listener = ls.tls.map(TcpListener::from_std);
+        if let Some(l) = tls_listener.as_mut() {
+            poll.registry().register(l, TLS_LISTENER, Interest::READABLE)?;
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         shared.inboxes[id].set_waker(waker);
         let ctx = Env::new(id, shared, clock.seed(id as u64), clock.now_ms(), clock.unix_s());
         Ok(Worker {
             poll,
             listener: Some(listener),
+            main_tls: ls.main_tls,
+            tls_listener,
+            certs: ls.certs,
             conns: Slab::new(),
             gens: Vec::new(),
             ctx,
@@ -131,7 +155,8 @@ impl Worker {
             self.serve_ready();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    TLS_LISTENER => self.accept(true),
                     WAKER => self.drain_inbox(),
                     Token(key) => {
                         // Spurious or late events for a freed or dying slot are ignored.
@@ -151,7 +176,8 @@ impl Worker {
             self.relieve();
             if self.accept_paused_until.is_some_and(|t| self.ctx.now_ms >= t) {
                 self.accept_paused_until = None;
-                self.accept();
+                self.accept(false);
+                self.accept(true);
             }
             self.flush_dirty();
             self.reap();
@@ -214,16 +240,19 @@ impl Worker {
         crate::alloc::release_thread_cache();
     }
 
-    fn accept(&mut self) {
+    /// Accept from the main listener, or (`second`) the TLS one.
+    fn accept(&mut self, second: bool) {
         if self.accept_paused_until.is_some() {
             return;
         }
+        let tls = if second { true } else { self.main_tls };
         loop {
-            let Some(l) = self.listener.as_ref() else {
+            let l = if second { self.tls_listener.as_ref() } else { self.listener.as_ref() };
+            let Some(l) = l else {
                 return;
             };
             match l.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Ok((sock, peer)) => self.add_conn(sock, peer, tls),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -245,7 +274,18 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, tls: bool) {
+        let tls = match (tls, self.certs.as_ref()) {
+            (false, _) => None,
+            (true, Some(c)) => match c.accept() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::warn!("worker {}: TLS state for {peer}: {e}", self.ctx.id);
+                    return;
+                }
+            },
+            (true, None) => return,
+        };
         let stats = &self.ctx.shared.stats;
         let _ = sock.set_nodelay(true);
         let entry = self.conns.vacant_entry();
@@ -272,6 +312,7 @@ impl Worker {
             write_shut: false,
             admitted: false,
             paused: false,
+            tls,
         });
         log::debug!("conn {}:{} from {peer}: accepted", self.ctx.id, key);
         let limits = &self.ip_limits;
@@ -331,6 +372,35 @@ impl Worker {
             if read_budget == 0 || ctx.budget == 0 {
                 ctx.fx.ready.push(key);
                 break;
+            }
+            if let Some(tls) = slot.tls.as_mut() {
+                let session = &mut slot.session;
+                let step =
+                    super::tls::read(tls, &mut slot.sock, scratch, |plain| transport::on_bytes(ctx, session, plain));
+                match step {
+                    Ok(super::tls::ReadStep::Data { wire }) => {
+                        read_budget = read_budget.saturating_sub(wire);
+                        ctx.shared.gauges[ctx.id].bytes_in.fetch_add(wire as u64, Ordering::Relaxed);
+                        if tls.wants_write() || (!tls.is_handshaking() && !slot.session.out.is_empty()) {
+                            // Handshake records to send, or replies queued during it.
+                            ctx.mark_dirty(&mut slot.session);
+                        }
+                        continue;
+                    }
+                    Ok(super::tls::ReadStep::Eof) => {
+                        transport::on_eof(ctx, &mut slot.session);
+                        break;
+                    }
+                    Ok(super::tls::ReadStep::WouldBlock) => break,
+                    Err(e) => {
+                        ctx.shared.stats.tls_errors.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("conn {}:{} from {}: TLS: {e}", ctx.id, key, slot.session.peer);
+                        // The alert rustls prepared, best effort; then the connection goes.
+                        let _ = tls.write_tls(&mut slot.sock);
+                        ctx.kill(&mut slot.session);
+                        break;
+                    }
+                }
             }
             match slot.sock.read(scratch) {
                 Ok(0) => {
@@ -443,13 +513,13 @@ impl Worker {
             return;
         }
         let mut written = 0u64;
-        let mut r = slot.session.out.flush(&mut slot.sock, &mut written, &mut self.coalesce);
+        let mut r = write_out(slot, &mut written, &mut self.coalesce);
         // A paced replay continues as the socket takes it (bounded rounds per turn; the
         // rest continues on the next writable event or turn).
         let mut rounds = 0;
         while matches!(r, Ok(Flush::Done)) && slot.session.replay.is_some() && rounds < 16 && !slot.session.dead {
             transport::on_drained(&mut self.ctx, &mut slot.session);
-            r = slot.session.out.flush(&mut slot.sock, &mut written, &mut self.coalesce);
+            r = write_out(slot, &mut written, &mut self.coalesce);
             rounds += 1;
         }
         if matches!(r, Ok(Flush::Blocked)) && slot.session.out.len() <= self.ctx.low_water {
@@ -468,6 +538,9 @@ impl Worker {
                 // Everything queued before the close must go first, a paced replay included.
                 if slot.session.close_after_flush && !slot.write_shut && slot.session.replay.is_none() {
                     slot.write_shut = true;
+                    if let Some(tls) = slot.tls.as_mut() {
+                        super::tls::close_notify(tls, &mut slot.sock);
+                    }
                     let _ = slot.sock.shutdown(std::net::Shutdown::Write);
                     transport::on_final_flush(&mut self.ctx, &mut slot.session);
                     self.arm(key);
@@ -587,6 +660,9 @@ impl Worker {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        if let Some(mut l) = self.tls_listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
         self.shutdown_deadline = Some(self.ctx.now_ms + self.ctx.shared.cfg.shutdown_timeout_ms);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         log::info!("worker {}: draining {} connections", self.ctx.id, keys.len());
@@ -597,5 +673,13 @@ impl Worker {
             }
             self.after(key);
         }
+    }
+}
+
+/// Write a connection's out-queue to its socket, through rustls when it speaks TLS.
+fn write_out(slot: &mut Slot, written: &mut u64, coalesce: &mut Vec<u8>) -> io::Result<Flush> {
+    match slot.tls.as_mut() {
+        Some(tls) => super::tls::flush(tls, &mut slot.session.out, &mut slot.sock, written, coalesce),
+        None => slot.session.out.flush(&mut slot.sock, written, coalesce),
     }
 }

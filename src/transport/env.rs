@@ -50,6 +50,9 @@ pub struct Stats {
     pub http_errors: AtomicU64,
     /// WebSocket connections failed for protocol errors.
     pub ws_protocol_errors: AtomicU64,
+    /// TLS connections closed for a TLS error (bad ClientHello, plain HTTP on a TLS port,
+    /// handshake failure, bad record).
+    pub tls_errors: AtomicU64,
     /// Connected Centrifugo clients.
     pub cf_clients: AtomicUsize,
     /// Addresses in the reactor's per-IP admission table (updated by its once-a-second

@@ -64,6 +64,7 @@ pub fn render(s: &Shared, now_ms: u64) -> String {
         ("herald_slow_consumer_drops_total", "Connections dropped for exceeding max_out_queue.", r(&st.slow_drops)),
         ("herald_accept_errors_total", "accept() failures (EMFILE, ENFILE, ...).", r(&st.accept_errors)),
         ("herald_http_errors_total", "HTTP requests answered with an error status.", r(&st.http_errors)),
+        ("herald_tls_errors_total", "TLS connections closed for a TLS error.", r(&st.tls_errors)),
         (
             "herald_ws_protocol_errors_total",
             "WebSocket connections failed for protocol errors.",

@@ -1,0 +1,286 @@
+//! TLS (rustls on the worker loops): every endpoint over `https://` and `wss://` with real
+//! clients (rustls client streams, tungstenite over them, curl), ALPN `http/1.1`, bad input
+//! on the TLS port, plain and TLS listeners side by side, certificate reload on SIGHUP, and
+//! a handshake storm that leaves an established connection served. The certificates are
+//! self-signed ones the test makes with rcgen.
+
+mod common;
+
+use common::*;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written to two PEM files.
+struct Cert {
+    der: CertificateDer<'static>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+impl Cert {
+    fn new(tag: &str) -> Cert {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir();
+        let cert_file = dir.join(format!("herald-tls-{}-{tag}.crt", std::process::id()));
+        let key_file = dir.join(format!("herald-tls-{}-{tag}.key", std::process::id()));
+        std::fs::write(&cert_file, ck.cert.pem()).unwrap();
+        std::fs::write(&key_file, ck.key_pair.serialize_pem()).unwrap();
+        Cert { der: ck.cert.der().clone(), cert_file, key_file }
+    }
+
+    fn config(&self, extra: &str) -> String {
+        format!(
+            r#"{{"http_server":{{"tls":{{"enabled":true,"cert_pem_file":"{}","key_pem_file":"{}"}}}}{extra}}}"#,
+            self.cert_file.display(),
+            self.key_file.display()
+        )
+    }
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cert_file);
+        let _ = std::fs::remove_file(&self.key_file);
+    }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A client configuration that trusts only `cert`, offering ALPN `alpn`.
+fn client_config(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+/// Connect with TLS and finish the handshake.
+fn tls_connect(addr: SocketAddr, cert: &CertificateDer<'static>) -> Tls {
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(
+        client_config(cert, &[b"h2", b"http/1.1"]),
+        ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).expect("TLS handshake");
+    }
+    s
+}
+
+/// One request on a TLS connection (Connection: close); the response.
+fn tls_request(addr: SocketAddr, cert: &CertificateDer<'static>, req: &str) -> Resp {
+    let mut s = tls_connect(addr, cert);
+    s.write_all(req.as_bytes()).unwrap();
+    s.flush().unwrap();
+    read_response(&mut s).expect("a response over TLS")
+}
+
+fn get_req(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+}
+
+#[test]
+fn every_transport_over_tls() {
+    let cert = Cert::new("main");
+    let h = Herald::start(&cert.config(""));
+    let a = h.addr;
+    // https:// with ALPN http/1.1 (the client also offers h2, which Herald does not speak).
+    let mut s = tls_connect(a, &cert.der);
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ALPN");
+    s.write_all(get_req("/health").as_bytes()).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), r#"{"status":"ok"}"#);
+    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
+
+    // SSE subscriber over TLS, then a publish over TLS, then polling over TLS.
+    let mut sse = tls_connect(a, &cert.der);
+    sse.write_all(b"GET /sse/?cid=t HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut sse = BufReader::new(sse);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        sse.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let body = r#"{"over":"tls"}"#;
+    let p = tls_request(
+        a,
+        &cert.der,
+        &format!(
+            "POST /publish/?cid=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(p.status, 200, "{}", p.text());
+    let mut got = String::new();
+    while !got.contains("\"over\"") {
+        line.clear();
+        assert!(sse.read_line(&mut line).unwrap() > 0, "SSE over TLS ended");
+        got.push_str(&line);
+    }
+    assert!(got.contains(r#"data: {"id":1,"channel":"t","data":{"over":"tls"}}"#), "{got}");
+    let r = tls_request(a, &cert.der, &get_req("/messages/?cid=t&since=0"));
+    assert_eq!(r.json()["messages"][0]["data"]["over"], "tls");
+
+    // wss:// : /ws/ subscriber, /echo, and the Centrifugo protocol (tungstenite over rustls).
+    let (mut ws, resp) =
+        tungstenite::client(format!("wss://127.0.0.1:{}/ws/?cid=w", a.port()), tls_connect(a, &cert.der))
+            .expect("wss /ws/ handshake");
+    assert_eq!(resp.status(), 101);
+    tls_request(
+        a,
+        &cert.der,
+        "POST /publish/?cid=w HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    match ws.read().unwrap() {
+        tungstenite::Message::Text(t) => assert_eq!(t.as_str(), r#"{"id":1,"channel":"w","data":"hi"}"#),
+        m => panic!("unexpected {m:?}"),
+    }
+    let (mut echo, _) =
+        tungstenite::client(format!("wss://127.0.0.1:{}/echo", a.port()), tls_connect(a, &cert.der)).unwrap();
+    let big = "e".repeat(200_000);
+    echo.send(tungstenite::Message::Text(big.clone())).unwrap();
+    match echo.read().unwrap() {
+        tungstenite::Message::Text(t) => assert_eq!(t.as_str(), big, "a 200 KB echo over TLS"),
+        m => panic!("unexpected {m:?}"),
+    }
+    let h2 = Herald::start(&cert.config(r#","client":{"allow_anonymous_connect_without_token":true}"#));
+    let (mut cf, _) = tungstenite::client(
+        format!("wss://127.0.0.1:{}/connection/websocket", h2.addr.port()),
+        tls_connect(h2.addr, &cert.der),
+    )
+    .unwrap();
+    cf.send(tungstenite::Message::Text(r#"{"id":1,"connect":{}}"#.into())).unwrap();
+    match cf.read().unwrap() {
+        tungstenite::Message::Text(t) => assert!(t.contains("\"connect\""), "{t}"),
+        m => panic!("unexpected {m:?}"),
+    }
+}
+
+#[test]
+fn curl_speaks_https() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is required (tests/all.sh installs it)");
+    }
+    let cert = Cert::new("curl");
+    let h = Herald::start(&cert.config(""));
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "--cacert"])
+        .arg(&cert.cert_file)
+        .arg(format!("https://127.0.0.1:{}/health", h.addr.port()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), r#"{"status":"ok"}"#);
+}
+
+/// Plain HTTP and garbage on the TLS port are closed (with an alert at most), counted in
+/// /metrics, and the server goes on.
+#[test]
+fn plain_http_and_garbage_on_the_tls_port_are_closed() {
+    let cert = Cert::new("bad");
+    let h = Herald::start(&cert.config(""));
+    for junk in [&b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5][..]] {
+        let mut s = h.connect();
+        s.write_all(junk).unwrap();
+        let mut buf = Vec::new();
+        let t = Instant::now();
+        let _ = s.read_to_end(&mut buf);
+        assert!(t.elapsed() < Duration::from_secs(5), "closed promptly");
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "no HTTP answer in the clear");
+        assert!(buf.len() < 64, "at most an alert: {buf:?}");
+    }
+    let r = tls_request(h.addr, &cert.der, &get_req("/metrics"));
+    let errors: u64 = r
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_tls_errors_total "))
+        .expect("herald_tls_errors_total in /metrics")
+        .parse()
+        .unwrap();
+    assert!(errors >= 2, "TLS errors counted: {errors}");
+}
+
+/// `tls_port`: plain on `port` and TLS on `tls_port`, at the same time.
+#[test]
+fn plain_and_tls_listeners_side_by_side() {
+    let cert = Cert::new("side");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let h = Herald::start(&cert.config(&format!(r#","tls_port":{free}"#)));
+    assert_eq!(get(&h, "/health").status, 200, "plain on port");
+    let tls_addr: SocketAddr = format!("127.0.0.1:{free}").parse().unwrap();
+    let r = tls_request(tls_addr, &cert.der, &get_req("/health"));
+    assert_eq!(r.status, 200, "TLS on tls_port");
+}
+
+/// SIGHUP loads the certificate files again: new connections get the new certificate, an
+/// open connection keeps working; a broken file keeps the one in use.
+#[test]
+fn certificate_reload_on_sighup() {
+    let cert = Cert::new("reload");
+    let h = Herald::start(&cert.config(""));
+    let mut old = tls_connect(h.addr, &cert.der);
+    let next = Cert::new("reload-next");
+    std::fs::copy(&next.cert_file, &cert.cert_file).unwrap();
+    std::fs::copy(&next.key_file, &cert.key_file).unwrap();
+    let _ = std::process::Command::new("kill").args(["-HUP", &h.child.id().to_string()]).status();
+    assert!(
+        wait_until(Duration::from_secs(5), || h
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("TLS certificate reloaded"))),
+        "reload logged"
+    );
+    let r = tls_request(h.addr, &next.der, &get_req("/health"));
+    assert_eq!(r.status, 200, "the new certificate is served");
+    old.write_all(get_req("/health").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut old).unwrap().status, 200, "the open connection keeps working");
+    std::fs::write(&cert.cert_file, "not a certificate").unwrap();
+    let _ = std::process::Command::new("kill").args(["-HUP", &h.child.id().to_string()]).status();
+    assert!(
+        wait_until(Duration::from_secs(5), || h.log.lock().unwrap().iter().any(|l| l.contains("not reloaded"))),
+        "a bad file is reported"
+    );
+    let r = tls_request(h.addr, &next.der, &get_req("/health"));
+    assert_eq!(r.status, 200, "the certificate in use stays");
+}
+
+/// Bad configurations are refused at start with the file named.
+#[test]
+fn missing_certificate_is_a_clear_start_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--port", "0", "--config", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"http_server":{"tls":{"enabled":true,"cert_pem_file":"/nonexistent.crt","key_pem_file":"/nonexistent.key"}}}"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent.crt"), "{err}");
+}
