@@ -284,3 +284,78 @@ fn missing_certificate_is_a_clear_start_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent.crt"), "{err}");
 }
+
+/// A connection that opens TLS and never finishes the handshake is closed at
+/// `handshake_timeout_ms`, like any slow request.
+#[test]
+fn unfinished_handshake_is_closed_at_the_deadline() {
+    let cert = Cert::new("deadline");
+    let h = Herald::start(&cert.config(r#","handshake_timeout_ms":1000"#));
+    let mut s = h.connect();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The first bytes of a ClientHello record, then silence.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let took = t.elapsed();
+    eprintln!("unfinished TLS handshake closed after {took:?}");
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(8), "{took:?}");
+}
+
+/// A storm of TLS handshakes (2,000 connects from 8 threads, each finishing its handshake
+/// and closing) leaves an established connection served: its round trips stay fast.
+#[test]
+fn handshake_storm_leaves_others_served() {
+    let cert = Cert::new("storm");
+    let h = Herald::start(&cert.config(r#","workers":1"#));
+    let addr = h.addr;
+    let (mut ws, _) =
+        tungstenite::client(format!("wss://127.0.0.1:{}/echo", addr.port()), tls_connect(addr, &cert.der)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (der, stop, done) = (cert.der.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..250 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut s = tls_connect(addr, &der);
+                    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let _ = read_response(&mut s);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    let mut rounds = 0;
+    let t0 = Instant::now();
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 2000 && t0.elapsed() < Duration::from_secs(60) {
+        let t = Instant::now();
+        ws.send(tungstenite::Message::Text("ping".into())).unwrap();
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => assert_eq!(t.as_str(), "ping"),
+            m => panic!("unexpected {m:?}"),
+        }
+        worst = worst.max(t.elapsed());
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "TLS handshake storm: {n} handshakes + requests in {:?} ({:.0}/s) on one worker; an established wss:// \
+         echo made {rounds} round trips meanwhile, worst {worst:?}",
+        t0.elapsed(),
+        n as f64 / t0.elapsed().as_secs_f64()
+    );
+    assert!(n >= 500, "only {n} handshakes completed");
+    assert!(rounds >= 5, "the established connection made {rounds} round trips");
+    assert!(worst < Duration::from_secs(2), "an established connection waited {worst:?} during the storm");
+}
