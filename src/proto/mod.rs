@@ -5,12 +5,14 @@
 //! - [`centrifugo`]: Centrifugo's client protocol (JSON) and its codes.
 //! - [`jwt`]: Centrifugo connection and subscription tokens (HS256 JWT).
 //! - [`json`]: the escaping JSON writer every hand-built reply goes through.
+//! - [`resp`]: the Redis protocol (commands out, replies in).
 //! - [`query`], [`utf8`]: query strings and streaming UTF-8 validation.
 pub mod centrifugo;
 pub mod http;
 pub mod json;
 pub mod jwt;
 pub mod query;
+pub mod resp;
 #[cfg(test)]
 pub(crate) mod testrng;
 pub mod utf8;
