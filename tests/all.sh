@@ -16,13 +16,18 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # Tier 1 (fast): formatting, lints, unit and integration tests. A slip fails here in
-# seconds to minutes, before anything is installed for the conformance tier.
+# seconds to minutes, before anything is installed for the conformance tier. The
+# integration tests start their own private redis-server and use curl.
 if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
-  { command -v cc >/dev/null && command -v make >/dev/null; } || {
-    log "installing a C toolchain (the jemalloc allocator is built from C)"
+  base=()
+  { command -v cc >/dev/null && command -v make >/dev/null; } || base+=(build-essential)
+  command -v redis-server >/dev/null || base+=(redis-server)
+  command -v curl >/dev/null || base+=(curl)
+  if [ ${#base[@]} -gt 0 ]; then
+    log "installing ${base[*]} (a C toolchain for jemalloc and ring; redis-server and curl for tests)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq build-essential >/dev/null
-  }
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${base[@]}" >/dev/null
+  fi
   cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 fi

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod engine;
 pub mod envelope;
 pub mod local;
+pub mod redis;
 
 pub use engine::{Engine, HistoryRead, MemoryEngine, Message, PubMeta};
 
