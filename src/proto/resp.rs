@@ -151,7 +151,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Value, usize)>, Resp
     match scan(buf, 0, limits, 0)? {
         None => Ok(None),
         Some(end) => {
-            let (v, used) = read(buf, 0, 0)?;
+            let (v, used) = read(buf, 0)?;
             debug_assert_eq!(used, end);
             Ok(Some((v, used)))
         }
@@ -232,8 +232,8 @@ fn scan(buf: &[u8], at: usize, limits: &Limits, depth: usize) -> Result<Option<u
     }
 }
 
-/// Decode a reply already known complete by [`scan`].
-fn read(buf: &[u8], at: usize, depth: usize) -> Result<(Value, usize), RespError> {
+/// Decode a reply already known complete (and within the limits) by [`scan`].
+fn read(buf: &[u8], at: usize) -> Result<(Value, usize), RespError> {
     let t = buf[at];
     let eol = line_end(buf, at + 1)?.ok_or(RespError::BadLine)?;
     let line = &buf[at + 1..eol];
@@ -264,12 +264,12 @@ fn read(buf: &[u8], at: usize, depth: usize) -> Result<(Value, usize), RespError
             let mut items = Vec::with_capacity(n.min(1024));
             let mut pos = next;
             for _ in 0..n {
-                let (v, e) = read(buf, pos, depth + 1)?;
+                let (v, e) = read(buf, pos)?;
                 items.push(v);
                 pos = e;
             }
             if t == b'|' {
-                return read(buf, pos, depth);
+                return read(buf, pos);
             }
             let v = if t == b'>' { Value::Push(items) } else { Value::Array(items) };
             return Ok((v, pos));
