@@ -313,6 +313,13 @@ impl Config {
         }
         self.channel.validate()?;
         self.http_server.tls.validate()?;
+        for (k, list) in
+            [("client.allowed_origins", &self.client.allowed_origins), ("ws_allowed_origins", &self.ws_allowed_origins)]
+        {
+            if let Some(p) = list.iter().find(|p| p.is_empty() || p.contains(['[', ']', '{', '}', '\\'])) {
+                return bad(k, &format!("pattern `{p}`: only `*` and `?` are wildcards (no [..] or {{a,b}})"));
+            }
+        }
         if self.tls_port != 0 && !self.http_server.tls.enabled {
             return bad("tls_port", "needs http_server.tls.enabled with a certificate and key");
         }

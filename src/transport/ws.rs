@@ -50,7 +50,7 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
     } else {
         &cfg.ws_allowed_origins
     };
-    if !origin_allowed(origins, req) {
+    if !origin_allowed(origins, req, matches!(mode, WsMode::Centrifugo | WsMode::CfUni)) {
         log::debug!("conn {}:{} from {}: origin {:?} refused", env.id, conn.id.key, conn.peer, h.header_str("Origin"));
         error(env, conn, req, 403, "origin not allowed");
         return false;
@@ -73,14 +73,11 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
     true
 }
 
-/// Whether the request's `Origin` is in `origins` (an empty list allows every origin;
-/// `*` allows any).
-pub fn origin_allowed(origins: &[String], req: &Req) -> bool {
-    if origins.is_empty() {
-        return true;
-    }
-    let origin = req.head.header_str("Origin").unwrap_or("");
-    origins.iter().any(|o| o == origin || o == "*")
+/// Whether the request's `Origin` may open this endpoint (see [`super::access::origin_ok`]:
+/// patterns with `*`; an empty list lets the seed endpoints take any origin and the
+/// Centrifugo ones only same-origin pages and non-browser clients).
+pub fn origin_allowed(origins: &[String], req: &Req, centrifugo: bool) -> bool {
+    super::access::origin_ok(origins, req, centrifugo)
 }
 
 /// Decode at most one event from `buf` and act on it; returns bytes consumed.

@@ -61,6 +61,8 @@ fn send(env: &mut Env, conn: &mut Session, req: &Req, status: u16, body: &[u8]) 
 
 /// The body of a request without a valid key (401).
 const UNAUTHORISED_BODY: &[u8] = b"{\"error\":\"unauthorized: pass X-API-Key or Authorization: apikey KEY\"}";
+/// The answer when no API key is configured (403): nothing a client sends can pass.
+const NO_KEY_BODY: &[u8] = b"{\"error\":\"the server API is disabled: no http_api.key is configured (set http_api.key, or http_api.insecure on a trusted network)\"}";
 /// The body of a request whose body is not a JSON object (400).
 const NOT_AN_OBJECT_BODY: &[u8] = b"{\"error\":\"request body must be a JSON object\"}";
 
@@ -86,6 +88,10 @@ fn answer_body(res: &Result<Bytes, Error>) -> Bytes {
 pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
     if !authorised(env, req) {
         log::debug!("conn {}:{} from {}: api refused (no valid key)", env.id, conn.id.key, conn.peer);
+        if env.shared.cfg.http_api.key.is_empty() {
+            // No key can be right: say what to configure rather than ask for a key.
+            return send(env, conn, req, 403, NO_KEY_BODY);
+        }
         return send(env, conn, req, 401, UNAUTHORISED_BODY);
     }
     let body: &[u8] = if req.body.trim_ascii().is_empty() { b"{}" } else { req.body };

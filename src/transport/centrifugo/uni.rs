@@ -45,7 +45,7 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     if env.shutting_down {
         return error(env, conn, req, 503, "server shutting down");
     }
-    if !super::super::ws::origin_allowed(&env.shared.cfg.client.allowed_origins, req) {
+    if !super::super::ws::origin_allowed(&env.shared.cfg.client.allowed_origins, req, true) {
         log::debug!("conn {}:{} from {}: uni stream origin refused", env.id, conn.id.key, conn.peer);
         return error(env, conn, req, 403, "origin not allowed (client.allowed_origins)");
     }
