@@ -7,6 +7,7 @@
 //! backpressure); transports never read or write a socket themselves.
 
 pub mod limits;
+pub mod redis;
 pub mod slot;
 pub mod timer;
 pub mod tls;
