@@ -23,6 +23,7 @@ if [ "${HERALD_SKIP_INSTALL:-0}" != 1 ]; then
   { command -v cc >/dev/null && command -v make >/dev/null; } || base+=(build-essential)
   command -v redis-server >/dev/null || base+=(redis-server)
   command -v curl >/dev/null || base+=(curl)
+  command -v openssl >/dev/null || base+=(openssl)
   if [ ${#base[@]} -gt 0 ]; then
     log "installing ${base[*]} (a C toolchain for jemalloc and ring; redis-server and curl for tests)"
     $SUDO apt-get update -qq

@@ -79,6 +79,33 @@ pub struct TokenConfig {
     pub audience: String,
     /// If set, tokens must carry this `iss`.
     pub issuer: String,
+    /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for RS256/RS384/RS512 tokens.
+    pub rsa_public_key: String,
+    /// PEM public key for ES256 (P-256) / ES384 (P-384) tokens.
+    pub ecdsa_public_key: String,
+}
+
+impl TokenConfig {
+    /// The public keys configured, parsed (errors name the key).
+    pub fn public_keys(&self, section: &str) -> Result<Vec<crate::proto::jwk::PublicKey>, String> {
+        let mut keys = Vec::new();
+        for (name, pem, rsa) in
+            [("rsa_public_key", &self.rsa_public_key, true), ("ecdsa_public_key", &self.ecdsa_public_key, false)]
+        {
+            if pem.trim().is_empty() {
+                continue;
+            }
+            let k = crate::proto::jwk::PublicKey::from_pem(pem).map_err(|e| format!("key `{section}.{name}`: {e}"))?;
+            if matches!(k, crate::proto::jwk::PublicKey::Rsa(_)) != rsa {
+                return Err(format!(
+                    "key `{section}.{name}`: that is {} key",
+                    if rsa { "not an RSA" } else { "an RSA, not an EC" }
+                ));
+            }
+            keys.push(k);
+        }
+        Ok(keys)
+    }
 }
 
 /// `client.subscription_token`: a separate secret for subscription tokens (if enabled).
@@ -91,6 +118,10 @@ pub struct SubTokenConfig {
     /// HS256 secret for subscription tokens when `enabled`. Default empty. Audience and
     /// issuer are not checked on subscription tokens verified with this key.
     pub hmac_secret_key: String,
+    /// PEM public key for RS* subscription tokens when `enabled`.
+    pub rsa_public_key: String,
+    /// PEM public key for ES256/ES384 subscription tokens when `enabled`.
+    pub ecdsa_public_key: String,
 }
 
 /// `client`: the Centrifugo client protocol.

@@ -313,6 +313,14 @@ impl Config {
         }
         self.channel.validate()?;
         self.http_server.tls.validate()?;
+        self.client.token.public_keys("client.token")?;
+        let st = &self.client.subscription_token;
+        centrifugo::TokenConfig {
+            rsa_public_key: st.rsa_public_key.clone(),
+            ecdsa_public_key: st.ecdsa_public_key.clone(),
+            ..Default::default()
+        }
+        .public_keys("client.subscription_token")?;
         for (k, list) in
             [("client.allowed_origins", &self.client.allowed_origins), ("ws_allowed_origins", &self.ws_allowed_origins)]
         {

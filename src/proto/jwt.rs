@@ -1,4 +1,5 @@
-//! Centrifugo v6 connection and subscription tokens: HS256 JWT verification and signing.
+//! Centrifugo v6 connection and subscription tokens: JWT verification (HMAC, RSA, ECDSA)
+//! and HS256 signing.
 //!
 //! Owns: parsing a JWS compact token, checking its header and HMAC-SHA256 signature, and
 //! turning its claims into [`ConnClaims`] or [`SubClaims`] with the semantics of Centrifugo v6
@@ -18,11 +19,16 @@
 //! - Compact form `header.payload.signature`, each part strict unpadded base64url (as Go's
 //!   `base64.RawURLEncoding`; we also reject non-canonical trailing bits). Longer than
 //!   [`MAX_TOKEN_LEN`] is [`TokenError::Malformed`].
-//! - Header: a JSON object whose `alg` is exactly `"HS256"`; anything else (`none`, `HS384`,
-//!   `HS512`, `RS256`, `ES256`, missing, `hs256`) is [`TokenError::BadAlgorithm`]. `typ`, if
-//!   present, must be `JWT` (any case); a `crit` header is refused (RFC 7515 §4.1.11).
-//!   Centrifugo also accepts HS384/HS512 and RSA/ECDSA keys; Herald does not (yet).
-//! - Signature: HMAC-SHA256 over `header.payload`, compared in constant time.
+//! - Header: a JSON object whose `alg` is exactly one of `HS256`, `HS384`, `HS512` (checked
+//!   with the HMAC secret), `RS256`, `RS384`, `RS512`, `ES256`, `ES384` (checked with a
+//!   configured public key of that family, see [`super::jwk`]); anything else (`none`,
+//!   `ES512`, missing, `hs256`), or a family with no key configured, is
+//!   [`TokenError::BadAlgorithm`]. An HS token is never checked with a public key nor an
+//!   RS/ES token with the secret (no algorithm confusion). `typ`, if present, must be `JWT`
+//!   (any case); a `crit` header is refused (RFC 7515 §4.1.11). Centrifugo also takes ES512
+//!   (P-521, which `ring` lacks) and JWKS endpoints; Herald does not (yet).
+//! - Signature: HMAC over `header.payload` compared in constant time, or RSASSA-PKCS1-v1_5 /
+//!   fixed-size ECDSA checked by `ring`.
 //! - Time: `exp` is valid while `now < exp + leeway`, so `now == exp` is expired (cristalhq:
 //!   `ExpiresAt.After(now)`); `nbf` is valid once `now + leeway >= nbf` (cristalhq:
 //!   `NotBefore.Before(now)` with a sub-second clock). Leeway defaults to 0, as in Centrifugo,
@@ -91,6 +97,28 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// Check an HMAC-SHA384/512 signature (`HS384`, `HS512`, which Centrifugo also takes;
+    /// `hmac` prepares the key as RFC 2104 for these 128-byte blocks).
+    fn verify_wide(&self, bits: u16, msg: &[u8], sig: &[u8]) -> bool {
+        match bits {
+            384 => Hmac::<sha2::Sha384>::new_from_slice(&self.0)
+                .map(|mut m| {
+                    m.update(msg);
+                    m.verify_slice(sig).is_ok()
+                })
+                .unwrap_or(false),
+            512 => Hmac::<sha2::Sha512>::new_from_slice(&self.0)
+                .map(|mut m| {
+                    m.update(msg);
+                    m.verify_slice(sig).is_ok()
+                })
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -104,7 +132,7 @@ pub enum TokenError {
     /// Not a well-formed token or claims of the wrong shape; the text says which rule failed
     /// (never token contents).
     Malformed(&'static str),
-    /// Header `alg` is not `HS256`.
+    /// Header `alg` is not one Herald checks, or no key of its family is configured.
     BadAlgorithm,
     /// HMAC does not match.
     BadSignature,
@@ -122,7 +150,9 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenError::Malformed(why) => write!(f, "malformed token: {why}"),
-            TokenError::BadAlgorithm => f.write_str("unsupported token algorithm (only HS256)"),
+            TokenError::BadAlgorithm => {
+                f.write_str("token algorithm not accepted (HS256/384/512 with hmac_secret_key; RS256/384/512 or ES256/384 with a public key)")
+            }
             TokenError::BadSignature => f.write_str("bad token signature"),
             TokenError::Expired => f.write_str("token expired"),
             TokenError::NotYetValid => f.write_str("token not valid yet (nbf)"),
@@ -255,6 +285,8 @@ impl<T: fmt::Debug> fmt::Debug for Verified<T> {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     secret: Option<Secret>,
+    /// Public keys for RS* / ES* tokens (`rsa_public_key`, `ecdsa_public_key`, JWKS).
+    keys: Vec<super::jwk::PublicKey>,
     leeway_s: i64,
     audience: Option<String>,
     issuer: Option<String>,
@@ -274,7 +306,16 @@ impl Verifier {
     /// (Centrifugo enables HMAC only for a non-empty key). Leeway 0, no `aud`/`iss` check.
     pub fn new(secret: Option<Secret>) -> Self {
         let secret = secret.filter(|s| !s.0.is_empty());
-        Verifier { secret, leeway_s: 0, audience: None, issuer: None }
+        Verifier { secret, keys: Vec::new(), leeway_s: 0, audience: None, issuer: None }
+    }
+
+    /// Also accept tokens signed with this public key (RS256/384/512 for an RSA key,
+    /// ES256/ES384 for a P-256/P-384 key). Each family checks only against its own keys:
+    /// an RS or ES token is never checked with the HMAC secret, nor an HS token with a
+    /// public key (no algorithm confusion).
+    pub fn with_public_key(mut self, key: super::jwk::PublicKey) -> Self {
+        self.keys.push(key);
+        self
     }
 
     /// Clock skew tolerated on `exp` and `nbf`, in seconds (negative counts as 0).
@@ -378,16 +419,37 @@ impl Verifier {
 
     /// Structure, header and signature; returns the claims object.
     fn authenticate(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
-        let secret = self.secret.as_ref().ok_or(TokenError::Disabled)?;
+        if self.secret.is_none() && self.keys.is_empty() {
+            return Err(TokenError::Disabled);
+        }
         let (h, p, s) = split_token(token)?;
         let header = json_object(&b64url(h, "header is not base64url")?, "header is not a JSON object")?;
-        check_header(&header)?;
+        let alg = check_header(&header)?;
         let payload = b64url(p, "payload is not base64url")?;
         let signature = b64url(s, "signature is not base64url")?;
-        let mut mac = secret.mac();
         // `h.p` is a prefix of `token`: h and p are its first two parts.
-        mac.update(&token.as_bytes()[..h.len() + 1 + p.len()]);
-        mac.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
+        let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
+        let good = match alg {
+            Alg::Hs(256) => {
+                let secret = self.secret.as_ref().ok_or(TokenError::BadAlgorithm)?;
+                let mut mac = secret.mac();
+                mac.update(signed);
+                mac.verify_slice(&signature).is_ok()
+            }
+            Alg::Hs(bits) => {
+                self.secret.as_ref().ok_or(TokenError::BadAlgorithm)?.verify_wide(bits, signed, &signature)
+            }
+            Alg::Key(scheme) => {
+                let mut fitting = self.keys.iter().filter(|k| k.fits(scheme)).peekable();
+                if fitting.peek().is_none() {
+                    return Err(TokenError::BadAlgorithm);
+                }
+                fitting.any(|k| k.verify(scheme, signed, &signature))
+            }
+        };
+        if !good {
+            return Err(TokenError::BadSignature);
+        }
         json_object(&payload, "claims are not a JSON object")
     }
 
@@ -467,11 +529,31 @@ fn json_object(bytes: &[u8], why: &'static str) -> Result<Map<String, Value>, To
     }
 }
 
-fn check_header(header: &Map<String, Value>) -> Result<(), TokenError> {
-    match header.get("alg") {
-        Some(Value::String(alg)) if alg == "HS256" => {}
+/// A token's signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    /// HMAC with SHA-256/384/512.
+    Hs(u16),
+    /// A public-key scheme.
+    Key(super::jwk::Scheme),
+}
+
+fn check_header(header: &Map<String, Value>) -> Result<Alg, TokenError> {
+    use super::jwk::Scheme;
+    let alg = match header.get("alg") {
+        Some(Value::String(alg)) => match alg.as_str() {
+            "HS256" => Alg::Hs(256),
+            "HS384" => Alg::Hs(384),
+            "HS512" => Alg::Hs(512),
+            "RS256" => Alg::Key(Scheme::Rs(256)),
+            "RS384" => Alg::Key(Scheme::Rs(384)),
+            "RS512" => Alg::Key(Scheme::Rs(512)),
+            "ES256" => Alg::Key(Scheme::Es(256)),
+            "ES384" => Alg::Key(Scheme::Es(384)),
+            _ => return Err(TokenError::BadAlgorithm),
+        },
         _ => return Err(TokenError::BadAlgorithm),
-    }
+    };
     match present(header, "typ") {
         None => {}
         Some(Value::String(typ)) if typ.eq_ignore_ascii_case("JWT") => {}
@@ -480,7 +562,7 @@ fn check_header(header: &Map<String, Value>) -> Result<(), TokenError> {
     if present(header, "crit").is_some() {
         return Err(TokenError::Malformed("crit header is not supported"));
     }
-    Ok(())
+    Ok(alg)
 }
 
 /// The claim, unless absent or `null` (Go's decoder leaves the field unset for `null`).
@@ -707,7 +789,8 @@ mod tests {
         assert_eq!(s.subscription_expires_at(), Some(2_000_000_000));
 
         assert_eq!(conn_err(PYJWT_EXPIRED), TokenError::Expired);
-        assert_eq!(conn_err(PYJWT_HS512), TokenError::BadAlgorithm);
+        // HS512 (PyJWT, same secret): Centrifugo accepts it, and so does Herald.
+        assert_eq!(verifier().verify_connect(PYJWT_HS512, NOW).unwrap().claims().sub, "42");
         // With keys in sorted order (serde_json's), PyJWT and sign_hs256 agree byte for byte.
         assert_eq!(
             sign_hs256(&secret(), &json!({"channel": "$gossips", "exp": 2_000_000_000i64, "sub": "42"})),
@@ -809,8 +892,6 @@ mod tests {
             r#"{"alg":"None"}"#,
             r#"{"alg":"RS256","typ":"JWT"}"#,
             r#"{"alg":"ES256"}"#,
-            r#"{"alg":"HS512"}"#,
-            r#"{"alg":"HS384"}"#,
             r#"{"alg":"hs256"}"#,
             r#"{"alg":"HS256 "}"#,
             r#"{"alg":256}"#,
@@ -820,6 +901,10 @@ mod tests {
         ] {
             // Signed with HMAC-SHA256 anyway: the header alone must decide.
             assert_eq!(conn_err(&sign_raw(&s, header, payload)), TokenError::BadAlgorithm, "{header}");
+        }
+        // HS384/HS512 are checked with their own hash: an HS256 signature does not pass.
+        for header in [r#"{"alg":"HS384"}"#, r#"{"alg":"HS512"}"#] {
+            assert_eq!(conn_err(&sign_raw(&s, header, payload)), TokenError::BadSignature, "{header}");
         }
         // Unsigned `alg: none` token with an empty signature part.
         let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(payload));

@@ -10,6 +10,7 @@
 pub mod centrifugo;
 pub mod http;
 pub mod json;
+pub mod jwk;
 pub mod jwt;
 pub mod query;
 pub mod resp;

@@ -81,7 +81,10 @@ pub fn verifier(cfg: &crate::config::Config) -> Verifier {
     use crate::proto::jwt::Secret;
     let t = &cfg.client.token;
     let secret = (!t.hmac_secret_key.is_empty()).then(|| Secret::new(t.hmac_secret_key.as_bytes()));
-    Verifier::new(secret)
+    // Config validation parsed these keys already: none fails here.
+    let keys = t.public_keys("client.token").unwrap_or_default();
+    keys.into_iter()
+        .fold(Verifier::new(secret), Verifier::with_public_key)
         .with_audience((!t.audience.is_empty()).then(|| t.audience.clone()))
         .with_issuer((!t.issuer.is_empty()).then(|| t.issuer.clone()))
 }
@@ -91,8 +94,16 @@ pub fn verifier(cfg: &crate::config::Config) -> Verifier {
 pub fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
     use crate::proto::jwt::Secret;
     let st = &cfg.client.subscription_token;
-    if st.enabled && !st.hmac_secret_key.is_empty() {
-        Verifier::new(Some(Secret::new(st.hmac_secret_key.as_bytes())))
+    let own = !st.hmac_secret_key.is_empty() || !st.rsa_public_key.is_empty() || !st.ecdsa_public_key.is_empty();
+    if st.enabled && own {
+        let secret = (!st.hmac_secret_key.is_empty()).then(|| Secret::new(st.hmac_secret_key.as_bytes()));
+        let sub = crate::config::centrifugo::TokenConfig {
+            rsa_public_key: st.rsa_public_key.clone(),
+            ecdsa_public_key: st.ecdsa_public_key.clone(),
+            ..Default::default()
+        };
+        let keys = sub.public_keys("client.subscription_token").unwrap_or_default();
+        keys.into_iter().fold(Verifier::new(secret), Verifier::with_public_key)
     } else {
         verifier(cfg)
     }
