@@ -203,6 +203,13 @@ fn main() {
         Some(path) => log::info!("config: {path}"),
         None => log::info!("config: defaults (no --config file)"),
     }
+    for n in &server.shared.cfg.notices {
+        if n.starts_with("Centrifugo keys Herald does not implement") {
+            log::warn!("config: {n}");
+        } else {
+            log::info!("config: {n}");
+        }
+    }
     let shown = match server.addr.ip() {
         ip if ip.is_unspecified() => format!("localhost:{}", server.addr.port()),
         _ => server.addr.to_string(),

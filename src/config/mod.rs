@@ -6,6 +6,7 @@
 //! is an `Err(String)` that names the key.
 
 pub mod centrifugo;
+pub mod compat;
 pub mod tls;
 
 use serde::Deserialize;
@@ -107,6 +108,11 @@ pub struct Config {
     /// Centrifugo v6 `http_server` section: `http_server.tls` turns TLS on.
     pub http_server: tls::HttpServerConfig,
 
+    /// What loading the file noticed (Centrifugo keys applied under Herald's names, or
+    /// ignored): logged once at start.
+    #[serde(skip)]
+    pub notices: Vec<String>,
+
     /// Centrifugo `client` section: tokens, anonymous access, pings.
     pub client: centrifugo::ClientConfig,
     /// Centrifugo `http_api` section: the server API key.
@@ -161,6 +167,7 @@ impl Default for Config {
             simple_access_namespaces: Vec::new(),
             tls_port: 0,
             http_server: Default::default(),
+            notices: Vec::new(),
             client: Default::default(),
             http_api: Default::default(),
             channel: Default::default(),
@@ -230,21 +237,50 @@ impl Config {
 
     /// Parse JSON text into a config (see [`Config::from_file`]).
     pub fn from_json(text: &str) -> Result<Config, String> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            // Syntax errors (truncated file, missing comma) belong to no key: serde_json's
-            // own text carries the line and column; say it is the JSON that is wrong.
-            if inner.is_syntax() || inner.is_eof() {
-                format!("not valid JSON: {inner}")
-            } else if path == "." || path == "?" || path.is_empty() {
-                format!("{inner}")
-            } else {
-                format!("key `{path}`: {inner}")
+        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let mut notices = Vec::new();
+        compat::adapt(&mut v, &mut notices)?;
+        // Centrifugo keys Herald does not implement are set aside (named in one warning when
+        // they are not at Centrifugo's default); any other unknown key is an error.
+        let mut ignored = Vec::new();
+        let cfg: Config = loop {
+            match serde_path_to_error::deserialize::<_, Config>(v.clone()) {
+                Ok(c) => break c,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner().to_string();
+                    let unknown = compat::unknown_field_path(&path, &inner);
+                    let known = unknown.as_ref().and_then(|u| compat::centrifugo_default(u).map(|d| (u.clone(), d)));
+                    if let Some((u, default)) = known {
+                        if ignored.len() > 4096 {
+                            return Err("too many keys Herald does not implement".into());
+                        }
+                        let value = compat::remove(&mut v, &u);
+                        if !value.as_ref().is_some_and(|x| compat::is_default(x, default)) {
+                            ignored.push(compat::show(&u));
+                        }
+                        continue;
+                    }
+                    // Report against the text itself (line and column) when it can be had.
+                    let again =
+                        serde_path_to_error::deserialize::<_, Config>(&mut serde_json::Deserializer::from_str(text));
+                    let detail = match again {
+                        Err(e2) if e2.path().to_string() == path => e2.into_inner().to_string(),
+                        _ => inner,
+                    };
+                    return Err(if path == "." || path == "?" || path.is_empty() {
+                        detail
+                    } else {
+                        format!("key `{path}`: {detail}")
+                    });
+                }
             }
-        })?;
+        };
         let mut cfg = cfg;
+        if !ignored.is_empty() {
+            notices.push(format!("Centrifugo keys Herald does not implement, ignored: {}", ignored.join(", ")));
+        }
+        cfg.notices = notices;
         cfg.channel.namespace_boundary = cfg.client.channel_namespace_boundary.clone();
         cfg.validate()?;
         Ok(cfg)
