@@ -79,6 +79,13 @@ pub enum Note {
     Event(Arc<Event>),
     /// A server API command for a user's connections.
     User(Arc<UserCmd>),
+    /// A Centrifugo command posted to `/emulation` for a session of this worker.
+    Emulation {
+        /// The session id.
+        session: Arc<str>,
+        /// The command(s), JSON text.
+        data: bytes::Bytes,
+    },
     /// Start the graceful drain.
     Shutdown,
 }

@@ -343,6 +343,9 @@ pub struct ConnectResult<'a> {
     /// Server-side subscriptions: channel and its encoded subscribe result. `Some` (even
     /// empty) when the token named channels.
     pub subs: Option<&'a [(String, Bytes)]>,
+    /// Bidirectional emulation (`http_stream`, `sse`): the session the client names in its
+    /// `/emulation` requests, and this node's id.
+    pub emulation: Option<(&'a str, &'a str)>,
 }
 
 impl Encode for ConnectResult<'_> {
@@ -356,6 +359,9 @@ impl Encode for ConnectResult<'_> {
                 w.key(ch).raw(res);
             }
             w.end();
+        }
+        if let Some((session, node)) = self.emulation {
+            w.key("session").string(session).key("node").string(node);
         }
         w.end();
     }
@@ -739,6 +745,7 @@ mod tests {
             pong: true,
             expires_ttl: Some(30),
             subs: Some(&subs),
+            emulation: None,
         };
         assert_eq!(
             text(reply(1, "connect", &c)),

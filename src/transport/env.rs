@@ -138,6 +138,8 @@ pub struct Env {
     pub cf_users: HashMap<Arc<str>, Vec<ConnId>>,
     /// Client ids (seeded by the reactor).
     pub ids: IdGen,
+    /// This worker's Centrifugo emulation sessions (`/emulation` requests name them).
+    pub emulation: HashMap<Arc<str>, ConnId>,
 }
 
 impl Env {
@@ -175,6 +177,7 @@ impl Env {
             sub_verifier,
             cf_users: HashMap::new(),
             ids: IdGen::new(seed),
+            emulation: HashMap::new(),
             shared,
         }
     }

@@ -111,6 +111,8 @@ fn deliver_now(
     match &conn.state {
         State::Ws(w) if w.mode == WsMode::Centrifugo => env.queue(conn, cache.cf(m)),
         State::Ws(w) if w.mode == WsMode::CfUni => env.queue(conn, cache.cf_uni_ws(m)),
+        State::Stream { kind: StreamKind::CfSse, .. } if emulated(conn) => env.queue(conn, cache.cf_event(m)),
+        State::Stream { kind: StreamKind::CfHttp, .. } if emulated(conn) => env.queue(conn, cache.cf_line(m)),
         State::Stream { kind: StreamKind::CfSse, .. } => env.queue(conn, cache.cf_uni_sse(m)),
         State::Stream { kind: StreamKind::CfHttp, .. } => {
             env.queue(conn, cache.cf_uni(m));
@@ -146,6 +148,11 @@ fn deliver_now(
         State::Http(_) | State::Closing { .. } => return false,
     }
     true
+}
+
+/// A Centrifugo bidirectional-emulation stream (wrapped pushes, not bare ones).
+fn emulated(conn: &Session) -> bool {
+    conn.cf.as_ref().is_some_and(|c| c.emulated)
 }
 
 /// Start a paced replay of `msgs` (oldest first, from history) and queue its first part.

@@ -261,6 +261,31 @@ fn route(env: &mut Env, conn: &mut Session, req: &Req) {
                 crate::transport::centrifugo::uni::stream(env, conn, req, crate::transport::session::StreamKind::CfSse);
             }
         }
+        "/connection/http_stream" => {
+            if allow(env, conn, req, &[Post], "POST") {
+                crate::transport::centrifugo::emulation::open(
+                    env,
+                    conn,
+                    req,
+                    crate::transport::session::StreamKind::CfHttp,
+                );
+            }
+        }
+        "/connection/sse" => {
+            if allow(env, conn, req, &[Get], "GET") {
+                crate::transport::centrifugo::emulation::open(
+                    env,
+                    conn,
+                    req,
+                    crate::transport::session::StreamKind::CfSse,
+                );
+            }
+        }
+        "/emulation" => {
+            if allow(env, conn, req, &[Post], "POST") {
+                crate::transport::centrifugo::emulation::request(env, conn, req);
+            }
+        }
         "/connection/uni_http_stream" => {
             if allow(env, conn, req, &[Post, Get], "POST, GET") {
                 crate::transport::centrifugo::uni::stream(

@@ -293,6 +293,7 @@ pub fn on_note<S: Sessions>(env: &mut Env, sessions: &mut S, note: &Note, done: 
         }
         Note::Event(ev) => centrifugo::client::deliver_event(env, sessions, ev),
         Note::User(cmd) => centrifugo::client::user_command(env, sessions, cmd),
+        Note::Emulation { session, data } => centrifugo::emulation::deliver(env, sessions, session, data),
         Note::Shutdown => {}
     }
 }

@@ -332,3 +332,41 @@ fn multi_channel_sse_sends_unsequenced_messages_with_their_data() {
     let t = k.text(c);
     assert!(t.ends_with("id: 0,1\n\n"), "{t:?}");
 }
+
+#[test]
+fn centrifugo_emulation_over_an_http_stream() {
+    let mut k = Kit::with_json(
+        r#"{"client":{"allow_anonymous_connect_without_token":true},
+            "channel":{"without_namespace":{"allow_subscribe_for_client":true,"allow_subscribe_for_anonymous":true}}}"#,
+    );
+    let s = k.open();
+    let connect = br#"{"id":1,"connect":{}}"#;
+    let req = format!(
+        "POST /connection/http_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        connect.len()
+    );
+    k.input(s, &[req.as_bytes(), connect].concat());
+    let t = k.text(s);
+    let line = t.rsplit("\r\n\r\n").next().unwrap().lines().next().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (session, node) = (v["connect"]["session"].as_str().unwrap(), v["connect"]["node"].as_str().unwrap());
+    assert_eq!(node, k.env.shared.node_id);
+    // A command posted to /emulation on another connection reaches the stream.
+    let post = |k: &mut Kit, body: String| {
+        let c = k.open();
+        let req = format!("POST /emulation HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        k.input(c, req.as_bytes());
+        k.text(c)
+    };
+    let cmd =
+        serde_json::json!({"session": session, "node": node, "data": r#"{"id":2,"subscribe":{"channel":"news"}}"#});
+    assert!(post(&mut k, cmd.to_string()).starts_with("HTTP/1.1 204"));
+    k.pump();
+    assert_eq!(k.text(s), "{\"id\":2,\"subscribe\":{}}\n");
+    k.publish("news", r#"{"x":1}"#);
+    assert_eq!(k.text(s), "{\"push\":{\"channel\":\"news\",\"pub\":{\"data\":{\"x\":1},\"offset\":1}}}\n");
+    // Another node's session, or garbage: 404 / 400.
+    let other = serde_json::json!({"session": session, "node": "other", "data": "{}"});
+    assert!(post(&mut k, other.to_string()).starts_with("HTTP/1.1 404"));
+    assert!(post(&mut k, "{}".into()).starts_with("HTTP/1.1 400"));
+}

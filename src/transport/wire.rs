@@ -26,6 +26,8 @@ pub struct WireCache {
     cf_uni: Option<Bytes>,
     cf_uni_ws: Option<Bytes>,
     cf_uni_sse: Option<Bytes>,
+    cf_line: Option<Bytes>,
+    cf_event: Option<Bytes>,
 }
 
 impl WireCache {
@@ -56,6 +58,20 @@ impl WireCache {
                 codec::frame(Opcode::Text, &push)
             })
             .clone()
+    }
+    /// The wrapped push (`{"push":..}`) as one line of an emulation HTTP stream.
+    pub fn cf_line(&mut self, m: &Message) -> Bytes {
+        self.cf_line
+            .get_or_insert_with(|| {
+                let mut b = pub_push(&cf_pub(m), true).to_vec();
+                b.push(b'\n');
+                Bytes::from(b)
+            })
+            .clone()
+    }
+    /// The wrapped push as one SSE event (emulation over SSE).
+    pub fn cf_event(&mut self, m: &Message) -> Bytes {
+        self.cf_event.get_or_insert_with(|| sse_event(None, &pub_push(&cf_pub(m), true))).clone()
     }
     /// The bare push unidirectional transports send (framed by the caller per transport).
     pub fn cf_uni(&mut self, m: &Message) -> Bytes {

@@ -45,6 +45,12 @@ pub struct CfClient {
     pub pong_deadline_ms: Option<u64>,
     /// Unidirectional transport: bare pushes, no commands after connect.
     pub uni: bool,
+    /// Bidirectional emulation over an HTTP stream or SSE (`/connection/http_stream`,
+    /// `/connection/sse`): replies and wrapped pushes go down the stream, commands come in
+    /// through `POST /emulation` naming [`CfClient::session`].
+    pub emulated: bool,
+    /// The emulation session id (`w{worker}.{client id}`: the worker that holds it).
+    pub session: Option<Arc<str>>,
 }
 
 /// One Centrifugo subscription.
@@ -72,6 +78,8 @@ impl CfClient {
             subs: Vec::new(),
             pong_deadline_ms: None,
             uni,
+            emulated: false,
+            session: None,
         }
     }
 }
@@ -115,8 +123,29 @@ pub fn attach(env: &mut Env, conn: &mut Session, uni: bool) {
 }
 
 fn send_text(env: &mut Env, conn: &mut Session, s: &[u8]) {
+    if matches!(conn.state, State::Stream { .. }) {
+        // Bidirectional emulation: replies go down the HTTP stream or SSE.
+        return stream_send(env, conn, s);
+    }
     let f = codec::frame(Opcode::Text, s);
     env.queue(conn, f);
+}
+
+/// One JSON message on an HTTP stream (a line) or SSE (an event).
+fn stream_send(env: &mut Env, conn: &mut Session, json: &[u8]) {
+    match &conn.state {
+        State::Stream { kind: crate::transport::session::StreamKind::CfSse, .. } => {
+            let ev = crate::hub::envelope::sse_event(None, json);
+            env.queue(conn, ev);
+        }
+        State::Stream { .. } => {
+            let mut b = BytesMut::with_capacity(json.len() + 1);
+            b.put_slice(json);
+            b.put_u8(b'\n');
+            env.queue(conn, b.freeze());
+        }
+        _ => {}
+    }
 }
 
 /// Close the connection with a Centrifugo disconnect code (in the WebSocket close frame).
@@ -143,7 +172,9 @@ pub fn on_frame(env: &mut Env, conn: &mut Session, data: &[u8]) {
         }
     }
     for raw in proto::split_commands(data) {
-        if conn.dead || !matches!(conn.state, State::Ws(_)) {
+        let emulated = conn.cf.as_ref().is_some_and(|c| c.emulated);
+        if conn.dead || !(matches!(conn.state, State::Ws(_)) || emulated && matches!(conn.state, State::Stream { .. }))
+        {
             return;
         }
         let cmd: Command = match serde_json::from_slice(raw) {
@@ -269,6 +300,8 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
         }
         done
     });
+    let session = conn.cf.as_ref().and_then(|c| c.session.clone());
+    let node = env.shared.node_id.clone();
     let result = proto::ConnectResult {
         client: &client_id,
         version: proto::VERSION,
@@ -276,6 +309,7 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
         pong: !uni,
         expires_ttl: proto::ttl(expire_at, now),
         subs: subs.as_deref(),
+        emulation: session.as_deref().map(|s| (s, node.as_str())),
     };
     log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", env.id, conn.id.key, conn.peer);
     if uni {
@@ -291,16 +325,7 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
 pub fn uni_send(env: &mut Env, conn: &mut Session, json: &[u8]) {
     match &conn.state {
         State::Ws(_) => send_text(env, conn, json),
-        State::Stream { kind: crate::transport::session::StreamKind::CfSse, .. } => {
-            let ev = crate::hub::envelope::sse_event(None, json);
-            env.queue(conn, ev);
-        }
-        State::Stream { .. } => {
-            let mut b = BytesMut::with_capacity(json.len() + 1);
-            b.put_slice(json);
-            b.put_u8(b'\n');
-            env.queue(conn, b.freeze());
-        }
+        State::Stream { .. } => stream_send(env, conn, json),
         _ => {}
     }
 }
@@ -404,7 +429,9 @@ where
     F: Fn(&[proto::Pub<'_>]) -> Bytes,
 {
     let size: usize = msgs.iter().map(|m| cf_pub(m).encoded_len() + 1).sum();
-    if size <= env.low_water {
+    // Pacing frames a WebSocket message; emulation streams get the reply whole (bounded by
+    // the channel's history).
+    if size <= env.low_water || !matches!(conn.state, State::Ws(_)) {
         let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
         return send_text(env, conn, &reply(&pubs));
     }
@@ -589,6 +616,9 @@ fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>) {
 /// The connection is going away: presence entries and leave events for every channel.
 pub fn on_close(env: &mut Env, conn: &mut Session) {
     let Some(cf) = conn.cf.take() else { return };
+    if let Some(s) = &cf.session {
+        env.emulation.remove(s);
+    }
     if cf.connected {
         for s in &cf.subs {
             leave_effects(env, s, &cf.id);
@@ -825,7 +855,9 @@ pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
     let next = next.min(now_ms + cfg.client.ping_interval.0);
     match &mut conn.state {
         State::Ws(ws) => ws.next_ping_ms = next,
-        State::Stream { next_keepalive_ms, .. } => *next_keepalive_ms = now_ms + cfg.client.ping_interval.0,
+        State::Stream { next_keepalive_ms, .. } => {
+            *next_keepalive_ms = if uni { now_ms + cfg.client.ping_interval.0 } else { next }
+        }
         _ => {}
     }
 }
@@ -849,6 +881,10 @@ pub fn deliver_event<S: Sessions>(env: &mut Env, conns: &mut S, ev: &Event) {
         }
         let Some(cf) = conn.cf.as_ref() else { continue };
         if !cf.subs.iter().any(|s| s.channel == ev.channel && s.join_leave) || cf.uni {
+            continue;
+        }
+        if cf.emulated {
+            stream_send(env, conn, &ev.json);
             continue;
         }
         let f = frame.get_or_insert_with(|| codec::frame(Opcode::Text, &ev.json)).clone();

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod emulation;
 pub mod uni;
 
 #[cfg(test)]

@@ -1,0 +1,106 @@
+//! Centrifugo's bidirectional emulation: centrifuge-js's `http_stream` and `sse` transports.
+//! The client opens a stream (`POST /connection/http_stream` with the connect command as
+//! the body, or `GET /connection/sse?cf_connect=COMMAND`); replies and pushes come down it
+//! (a JSON line each, or an SSE event each); every later command is posted to
+//! `/emulation` as `{"session": S, "node": N, "data": "COMMAND"}` and answered with `204`.
+//!
+//! Owns: opening those streams, the session registry of each worker, and routing an
+//! `/emulation` request to the worker that holds the session (the session id names it:
+//! `w{worker}.{client id}`) through that worker's inbox. The command logic is the client's
+//! ([`super::client::on_frame`]). Answers `404` when the node is not this one, as
+//! Centrifugo does; a session gone from this node is answered `204` (its stream ended).
+
+use super::client;
+use crate::hub::bus::Note;
+use crate::proto::http::{query_param, Method};
+use crate::transport::http::{error, respond, Req};
+use crate::transport::session::{State, StreamKind};
+use crate::transport::{Env, Session, Sessions};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Largest `/emulation` body (Centrifugo's default, 64 KiB).
+pub const MAX_EMULATION_BODY: usize = 64 * 1024;
+
+/// `POST /connection/http_stream` (`kind` CfHttp) or `GET /connection/sse` (CfSse).
+pub fn open(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
+    let command: Vec<u8> = if kind == StreamKind::CfSse {
+        match query_param(req.head.query, "cf_connect") {
+            Some(c) => c.into_owned().into_bytes(),
+            None => return error(env, conn, req, 400, "pass the connect command in cf_connect"),
+        }
+    } else {
+        if req.head.method != Method::Post || req.body.trim_ascii().is_empty() {
+            return error(env, conn, req, 400, "POST the connect command");
+        }
+        req.body.to_vec()
+    };
+    if !crate::transport::ws::origin_allowed(&env.shared.cfg.client.allowed_origins, req, true) {
+        return error(env, conn, req, 403, "origin not allowed (client.allowed_origins)");
+    }
+    if env.shutting_down {
+        return error(env, conn, req, 503, "server shutting down");
+    }
+    let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "application/json" };
+    env.queue(conn, crate::transport::pubsub::stream_head(env, req, ct));
+    conn.state =
+        State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.handshake_timeout_ms, multi: false };
+    client::attach(env, conn, false);
+    if let Some(cf) = conn.cf.as_mut() {
+        cf.emulated = true;
+        let session: Arc<str> = Arc::from(format!("w{}.{}", env.id, cf.id));
+        env.emulation.insert(session.clone(), conn.id);
+        cf.session = Some(session);
+    }
+    client::on_frame(env, conn, &command);
+}
+
+#[derive(serde::Deserialize)]
+struct EmulationRequest {
+    #[serde(default)]
+    node: String,
+    session: String,
+    data: String,
+}
+
+/// `POST /emulation`.
+pub fn request(env: &mut Env, conn: &mut Session, req: &Req) {
+    if req.body.len() > MAX_EMULATION_BODY {
+        return error(env, conn, req, 413, "emulation request over 64 KiB");
+    }
+    let Ok(r) = serde_json::from_slice::<EmulationRequest>(req.body) else {
+        return error(env, conn, req, 400, "body must be {\"session\":..,\"node\":..,\"data\":\"COMMAND\"}");
+    };
+    if r.node != env.shared.node_id {
+        return error(env, conn, req, 404, "no such node");
+    }
+    let worker = r
+        .session
+        .strip_prefix('w')
+        .and_then(|s| s.split('.').next())
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|w| *w < env.shared.inboxes.len());
+    let Some(worker) = worker else {
+        return error(env, conn, req, 400, "malformed session");
+    };
+    let note = Note::Emulation { session: Arc::from(r.session), data: Bytes::from(r.data) };
+    // Through the inbox even for this worker: the command runs with the session, never
+    // inside another connection's request.
+    env.shared.inboxes[worker].send(note);
+    let keep = req.keep_alive();
+    let mut resp = crate::proto::http::Response::new(204).keep_alive(keep);
+    if let Some(o) = crate::transport::access::cors_origin(env, req) {
+        resp = resp.header("Access-Control-Allow-Origin", &o).header("Vary", "Origin");
+    }
+    respond(env, conn, resp.empty(), keep);
+}
+
+/// A command from `/emulation` reaches its session (inbox note on the session's worker).
+pub fn deliver<S: Sessions>(env: &mut Env, sessions: &mut S, session: &Arc<str>, data: &Bytes) {
+    let Some(id) = env.emulation.get(session).copied() else { return };
+    let Some(conn) = sessions.session(id.key as usize) else { return };
+    if conn.id.gen != id.gen || conn.dead {
+        return;
+    }
+    client::on_frame(env, conn, data);
+}
