@@ -50,6 +50,8 @@ pub struct Stats {
     pub http_errors: AtomicU64,
     /// WebSocket connections failed for protocol errors.
     pub ws_protocol_errors: AtomicU64,
+    /// WebSocket connections that negotiated permessage-deflate since start.
+    pub ws_compressed: AtomicU64,
     /// Connected Centrifugo clients.
     pub cf_clients: AtomicUsize,
     /// Addresses in the reactor's per-IP admission table (updated by its once-a-second
@@ -135,6 +137,10 @@ pub struct Env {
     pub cf_users: HashMap<Arc<str>, Vec<ConnId>>,
     /// Client ids (seeded by the reactor).
     pub ids: IdGen,
+    /// permessage-deflate: the worker's one compressor and decompressor.
+    pub zip: super::wire::Zip,
+    /// Inflated client message scratch (reused; freed when a message made it large).
+    pub inflated: Vec<u8>,
 }
 
 impl Env {
@@ -172,6 +178,8 @@ impl Env {
             sub_verifier,
             cf_users: HashMap::new(),
             ids: IdGen::new(seed),
+            zip: super::wire::Zip::new(cfg.compression(), cfg.compression_min_size(), cfg.compression_level()),
+            inflated: Vec::new(),
             shared,
         }
     }

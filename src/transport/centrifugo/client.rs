@@ -104,7 +104,7 @@ pub fn attach(env: &mut Env, conn: &mut Session, uni: bool) {
 }
 
 fn send_text(env: &mut Env, conn: &mut Session, s: &[u8]) {
-    let f = codec::frame(Opcode::Text, s);
+    let f = crate::transport::ws::data_frame(env, conn, Opcode::Text, s);
     env.queue(conn, f);
 }
 
