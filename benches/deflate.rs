@@ -33,7 +33,7 @@ fn compress(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("deflate_{}B", msg.len()));
         g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
         g.throughput(Throughput::Bytes(msg.len() as u64));
-        for level in [1u32, 6] {
+        for level in [1u32, 2, 4, 6] {
             let mut d = Deflater::new(level);
             let mut out = Vec::new();
             d.compress(&msg, &mut out);

@@ -1386,10 +1386,7 @@ mod tests {
         stream.extend(client_frame(true, 0x1, b"plain", m, Len::Minimal));
         assert_eq!(
             run_pieces(&mut deflating(), stream.chunks(1)),
-            (
-                vec![Ev::Ping(b"p".to_vec()), Ev::Compressed(false, hello.to_vec()), Ev::Text(b"plain".to_vec())],
-                None
-            )
+            (vec![Ev::Ping(b"p".to_vec()), Ev::Compressed(false, hello.to_vec()), Ev::Text(b"plain".to_vec())], None)
         );
         // Compressed bytes are not UTF-8 and are not validated as text by the decoder.
         let mut f = client_frame(true, 0x1, &[0xff, 0xfe], m, Len::Minimal);

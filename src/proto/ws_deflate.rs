@@ -159,8 +159,8 @@ fn unquote(v: &str) -> Option<String> {
     } else {
         v.to_string()
     };
-    let token = !inner.is_empty()
-        && inner.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    let token =
+        !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
     token.then_some(inner)
 }
 
@@ -330,7 +330,10 @@ mod tests {
         assert_eq!(neg(&[]), None);
         assert_eq!(neg(&["x-webkit-deflate-frame"]), None);
         assert_eq!(neg(&["permessage-deflate; server_max_window_bits=10"]).unwrap().server_max_window_bits, Some(10));
-        assert_eq!(neg(&["permessage-deflate; server_max_window_bits=\"15\""]).unwrap().server_max_window_bits, Some(15));
+        assert_eq!(
+            neg(&["permessage-deflate; server_max_window_bits=\"15\""]).unwrap().server_max_window_bits,
+            Some(15)
+        );
         // RFC 7692 §5.1 example: the first acceptable offer wins; an invalid one is skipped.
         assert_eq!(
             neg(&["permessage-deflate; client_max_window_bits; server_max_window_bits=10, permessage-deflate; client_max_window_bits"]),

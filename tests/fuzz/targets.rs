@@ -432,6 +432,8 @@ fn own_event(ev: WsEvent, buf: &[u8], limits: WsLimits) -> Ev {
             assert!(r.len() <= 125);
             Ev::Pong(buf[r].to_vec())
         }
+        // These decoders never negotiate permessage-deflate, so RSV1 is always an error.
+        WsEvent::Compressed { .. } => panic!("compressed message without permessage-deflate"),
         WsEvent::Close { code, reason } => {
             let reason = buf[reason].to_vec();
             assert!(std::str::from_utf8(&reason).is_ok());

@@ -459,7 +459,11 @@ mod tests {
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
         assert_eq!(
-            text(Response::upgrade_websocket("abc=", Some("centrifuge-json"), Some("permessage-deflate; server_no_context_takeover"))),
+            text(Response::upgrade_websocket(
+                "abc=",
+                Some("centrifuge-json"),
+                Some("permessage-deflate; server_no_context_takeover")
+            )),
             "HTTP/1.1 101 Switching Protocols\r\nServer: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: abc=\r\nSec-WebSocket-Protocol: centrifuge-json\r\n\
              Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"

@@ -23,6 +23,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use publisher::Publisher;
 use slab::Slab;
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -160,6 +161,10 @@ struct Run<'a> {
     /// Shared inflater for compressed messages and its output buffer.
     inflater: flate2::Decompress,
     inflated: Vec<u8>,
+    /// Compressed payloads already inflated, by content: a server that compresses a
+    /// message once sends the same bytes to every subscriber, and inflating each copy would
+    /// make the generator, not the server, the bottleneck. Bounded (cleared when full).
+    inflate_cache: HashMap<Vec<u8>, Vec<(u64, u64)>>,
     pub_start_ns: u64,
     pub_end_ns: u64,
     pending: usize,
@@ -372,21 +377,15 @@ impl<'a> Run<'a> {
                     }
                     s.frag.extend_from_slice(p);
                     if f.fin {
+                        let frag = std::mem::take(&mut s.frag);
                         if s.frag_z {
-                            ws::inflate(&mut self.inflater, &s.frag, &mut self.inflated)?;
-                            self.t.compressed_msgs += 1;
-                            wire::scan(&self.inflated, &mut found);
+                            self.scan_compressed(&frag, &mut found)?;
                         } else {
-                            wire::scan(&s.frag, &mut found);
+                            wire::scan(&frag, &mut found);
                         }
-                        s.frag = Vec::new();
                     }
                 }
-                1 | 2 if rsv1 => {
-                    ws::inflate(&mut self.inflater, p, &mut self.inflated)?;
-                    self.t.compressed_msgs += 1;
-                    wire::scan(&self.inflated, &mut found);
-                }
+                1 | 2 if rsv1 => self.scan_compressed(p, &mut found)?,
                 1 | 2 => wire::scan(p, &mut found),
                 9 => s.out.extend_from_slice(&ws::client_frame(ws::op::PONG, p)),
                 10 => {}
@@ -405,6 +404,23 @@ impl<'a> Run<'a> {
         self.deliver(key, &mut found, now);
         self.found = found;
         r
+    }
+
+    /// Inflate a compressed message (once per distinct payload) and scan it.
+    fn scan_compressed(&mut self, z: &[u8], found: &mut Vec<(u64, u64)>) -> Result<(), String> {
+        self.t.compressed_msgs += 1;
+        if let Some(f) = self.inflate_cache.get(z) {
+            found.extend_from_slice(f);
+            return Ok(());
+        }
+        ws::inflate(&mut self.inflater, z, &mut self.inflated)?;
+        let start = found.len();
+        wire::scan(&self.inflated, found);
+        if self.inflate_cache.len() >= 256 {
+            self.inflate_cache.clear();
+        }
+        self.inflate_cache.insert(z.to_vec(), found[start..].to_vec());
+        Ok(())
     }
 
     fn sse_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
@@ -556,6 +572,7 @@ pub fn run(o: &Opts) -> Tally {
         publishing: false,
         inflater: flate2::Decompress::new(false),
         inflated: Vec::new(),
+        inflate_cache: HashMap::new(),
         pub_start_ns: 0,
         pub_end_ns: 0,
         pending: 0,
