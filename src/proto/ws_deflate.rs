@@ -445,4 +445,49 @@ mod tests {
         inf.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, &mut out).unwrap();
         assert_eq!(out, b"Hello");
     }
+
+    #[test]
+    fn random_input_never_panics_and_respects_the_limit() {
+        let mut rng = crate::proto::testrng::Rng(0x5EED_DEF1_A7E0_0001);
+        let mut inf = Inflater::new();
+        let mut d = Deflater::new(1);
+        let mut out = Vec::new();
+        for _ in 0..3000 {
+            let n = rng.below(300);
+            let mut data: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            // Sometimes a valid stream with a flipped bit (deeper into the inflater).
+            if rng.below(2) == 0 {
+                let plain: Vec<u8> = (0..n * 4).map(|i| b"abcab"[i % 5] ^ (rng.below(3) as u8)).collect();
+                data.clear();
+                d.compress(&plain, &mut data);
+                if !data.is_empty() && rng.below(2) == 0 {
+                    let i = rng.below(data.len());
+                    data[i] ^= 1 << rng.below(8);
+                }
+            }
+            let max = rng.below(2000);
+            match inf.inflate(&data, max, &mut out) {
+                Ok(()) => assert!(out.len() <= max),
+                Err(InflateError::TooBig) => assert!(out.len() <= max + 1),
+                Err(InflateError::Corrupt) => {}
+            }
+            // Offers built from random tokens.
+            let words = [
+                "permessage-deflate",
+                "server_no_context_takeover",
+                "client_max_window_bits",
+                "=",
+                ";",
+                ",",
+                "\"",
+                "9",
+                "15",
+                "x",
+            ];
+            let offer: String = (0..rng.below(12)).map(|_| words[rng.below(words.len())]).collect::<Vec<_>>().join(" ");
+            if let Some(a) = negotiate([offer.as_bytes()]) {
+                assert_eq!(negotiate([a.response().as_bytes()]), Some(a), "{offer}");
+            }
+        }
+    }
 }
