@@ -201,6 +201,22 @@ impl AdminConfig {
     }
 }
 
+/// `websocket`: Centrifugo v6's WebSocket section; Herald reads its permessage-deflate
+/// keys. Each one set here overrides Herald's own top-level `ws_compression*` key.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebsocketConfig {
+    /// `websocket.compression`: negotiate permessage-deflate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<bool>,
+    /// `websocket.compression_min_size`: smaller messages go uncompressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_min_size: Option<usize>,
+    /// `websocket.compression_level`: zlib level 1-9.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<u32>,
+}
+
 /// Per-namespace channel options (Centrifugo v6 names). Default is deny.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

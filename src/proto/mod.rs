@@ -2,6 +2,7 @@
 //!
 //! - [`http`]: HTTP/1.1 request heads, chunked bodies, responses.
 //! - [`ws`]: RFC 6455 handshake and frame codec.
+//! - [`ws_deflate`]: permessage-deflate (RFC 7692) negotiation, deflate and inflate.
 //! - [`centrifugo`]: Centrifugo's client protocol (JSON) and its codes.
 //! - [`jwt`]: Centrifugo connection and subscription tokens (HS256 JWT).
 //! - [`json`]: the escaping JSON writer every hand-built reply goes through.
@@ -18,3 +19,4 @@ pub mod resp;
 pub(crate) mod testrng;
 pub mod utf8;
 pub mod ws;
+pub mod ws_deflate;

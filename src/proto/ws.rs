@@ -223,6 +223,15 @@ pub enum WsEvent {
     Ping(Range<usize>),
     /// Pong with its application data (≤ 125 bytes).
     Pong(Range<usize>),
+    /// A complete message whose first frame had RSV1 set (permessage-deflate, RFC 7692
+    /// §6): `payload` is the compressed bytes, to be inflated (and, for text, UTF-8
+    /// validated) by the caller. Only when [`Decoder::set_deflate`] enabled the extension.
+    Compressed {
+        /// Text (else binary).
+        text: bool,
+        /// The compressed payload (its fragments joined).
+        payload: Payload,
+    },
     /// Close frame (§5.5.1). `code` is `None` when the frame had no body;
     /// otherwise it is a code valid on the wire (§7.4). `reason` is valid UTF-8.
     Close {
@@ -244,6 +253,9 @@ enum MsgKind {
 #[derive(Clone, Copy, Debug)]
 struct Header {
     fin: bool,
+    /// RSV1: the message is compressed (only accepted on a data message's first frame
+    /// when permessage-deflate was negotiated).
+    rsv1: bool,
     opcode: Opcode,
     mask: [u8; 4],
     /// Bytes of header, including the masking key.
@@ -270,6 +282,10 @@ pub struct Decoder {
     partial_mask: [u8; 4],
     /// Sticky error: once failed, always failed.
     failed: Option<WsError>,
+    /// permessage-deflate was negotiated: RSV1 may mark a compressed message (RFC 7692).
+    deflate: bool,
+    /// The message in progress is compressed (its first frame had RSV1).
+    compressed: bool,
 }
 
 impl Decoder {
@@ -277,6 +293,18 @@ impl Decoder {
     #[must_use]
     pub fn new(limits: WsLimits) -> Self {
         Decoder { limits, ..Decoder::default() }
+    }
+
+    /// Accept RSV1 on the first frame of a data message (permessage-deflate negotiated,
+    /// RFC 7692 §6); such messages come out as [`WsEvent::Compressed`].
+    pub fn set_deflate(&mut self, on: bool) {
+        self.deflate = on;
+    }
+
+    /// Whether permessage-deflate was negotiated on this decoder.
+    #[must_use]
+    pub fn deflate(&self) -> bool {
+        self.deflate
     }
 
     /// True while a fragmented message is being assembled (so the connection
@@ -318,6 +346,7 @@ impl Decoder {
             self.msg = None;
             self.assembly = Vec::new();
             self.partial = 0;
+            self.compressed = false;
         }
         result
     }
@@ -328,7 +357,14 @@ impl Decoder {
         };
         let start = h.len;
         let end = start.saturating_add(h.payload_len);
-        let text = h.opcode == Opcode::Text || (h.opcode == Opcode::Continuation && self.msg == Some(MsgKind::Text));
+        let compressed = match h.opcode {
+            Opcode::Text | Opcode::Binary => h.rsv1,
+            Opcode::Continuation => self.compressed,
+            _ => false,
+        };
+        let is_text = h.opcode == Opcode::Text || (h.opcode == Opcode::Continuation && self.msg == Some(MsgKind::Text));
+        // Compressed text is validated by the caller after inflating (RFC 7692 §6.1).
+        let text = is_text && !compressed;
 
         if self.partial > 0 {
             debug_assert!(text && self.partial_mask == h.mask, "decode: caller changed unconsumed bytes");
@@ -371,6 +407,7 @@ impl Decoder {
                 if !h.fin {
                     // A fragment (§5.4): keep its payload, consume the frame.
                     self.msg = Some(kind);
+                    self.compressed = compressed;
                     self.assembly.extend_from_slice(&buf[range]);
                     return Ok((None, end));
                 }
@@ -381,6 +418,7 @@ impl Decoder {
                     self.utf8.reset();
                 }
                 self.msg = None;
+                self.compressed = false;
                 let payload = if self.assembly.is_empty() {
                     Payload::Buf(range)
                 } else {
@@ -388,6 +426,7 @@ impl Decoder {
                     Payload::Owned(std::mem::take(&mut self.assembly))
                 };
                 let event = match kind {
+                    _ if compressed => WsEvent::Compressed { text: kind == MsgKind::Text, payload },
                     MsgKind::Text => WsEvent::Text(payload),
                     MsgKind::Binary => WsEvent::Binary(payload),
                 };
@@ -405,12 +444,18 @@ impl Decoder {
         let Some(&b0) = buf.first() else {
             return Ok(None);
         };
-        // §5.2: RSV1-3 MUST be 0 unless an extension was negotiated (none is).
-        if b0 & 0x70 != 0 {
+        // §5.2: RSV1-3 MUST be 0 unless an extension was negotiated. permessage-deflate
+        // (RFC 7692 §6) gives RSV1 a meaning on the first frame of a data message only:
+        // never on control frames (§6.1) nor on continuation frames.
+        if b0 & 0x30 != 0 {
             return Err(WsError::Protocol("reserved bits set"));
         }
         let fin = b0 & 0x80 != 0;
+        let rsv1 = b0 & 0x40 != 0;
         let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WsError::Protocol("reserved opcode"))?;
+        if rsv1 && !(self.deflate && matches!(opcode, Opcode::Text | Opcode::Binary)) {
+            return Err(WsError::Protocol("reserved bits set"));
+        }
         if opcode.is_control() {
             // §5.5: control frames MUST NOT be fragmented.
             if !fin {
@@ -472,7 +517,7 @@ impl Decoder {
         let Some(key) = buf.get(len_end..len_end + 4) else {
             return Ok(None);
         };
-        Ok(Some(Header { fin, opcode, mask: [key[0], key[1], key[2], key[3]], len: len_end + 4, payload_len }))
+        Ok(Some(Header { fin, rsv1, opcode, mask: [key[0], key[1], key[2], key[3]], len: len_end + 4, payload_len }))
     }
 }
 
@@ -562,6 +607,17 @@ pub fn write_header(out: &mut Vec<u8>, opcode: Opcode, fin: bool, payload_len: u
     }
 }
 
+/// A whole unfragmented compressed server frame (FIN and RSV1 set, unmasked; RFC 7692
+/// §6): `payload` is already deflated. Built with one allocation.
+#[must_use]
+pub fn compressed_frame(opcode: Opcode, payload: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(header_len(payload.len()) + payload.len());
+    write_header(&mut out, opcode, true, payload.len());
+    out[0] |= 0x40;
+    out.extend_from_slice(payload);
+    bytes::Bytes::from(out)
+}
+
 /// A whole unfragmented server frame (FIN set, unmasked), built with one
 /// allocation.
 #[must_use]
@@ -635,6 +691,7 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<u16>, Vec<u8>),
+        Compressed(bool, Vec<u8>),
     }
 
     fn own(ev: WsEvent, buf: &[u8]) -> Ev {
@@ -644,6 +701,7 @@ mod tests {
             WsEvent::Ping(r) => Ev::Ping(buf[r].to_vec()),
             WsEvent::Pong(r) => Ev::Pong(buf[r].to_vec()),
             WsEvent::Close { code, reason } => Ev::Close(code, buf[reason].to_vec()),
+            WsEvent::Compressed { text, payload } => Ev::Compressed(text, payload.as_slice(buf).to_vec()),
         }
     }
 
@@ -1296,5 +1354,74 @@ mod tests {
             let _ = run_pieces(&mut Decoder::new(limits), [&garbage[..]]);
             let _ = run_pieces(&mut Decoder::new(limits), garbage.chunks(1));
         }
+    }
+
+    // ---------- permessage-deflate (RFC 7692 §6) ----------
+
+    fn deflating() -> Decoder {
+        let mut d = Decoder::new(WsLimits::default());
+        d.set_deflate(true);
+        d
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_when_negotiated() {
+        let m = [1, 2, 3, 4];
+        // RFC 7692 §7.2.3.1 "Hello", masked.
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut f = client_frame(true, 0x1, &hello, m, Len::Minimal);
+        f[0] |= 0x40;
+        let expected = (vec![Ev::Compressed(true, hello.to_vec())], None);
+        assert_eq!(run_pieces(&mut deflating(), [&f[..]]), expected);
+        for k in 0..=f.len() {
+            assert_eq!(run_pieces(&mut deflating(), [&f[..k], &f[k..]]), expected, "split at {k}");
+        }
+        // Fragmented: RSV1 on the first frame only (§6.1), control frames in between.
+        let mut a = client_frame(false, 0x2, &hello[..3], m, Len::Minimal);
+        a[0] |= 0x40;
+        let mut stream = a;
+        stream.extend(client_frame(true, 0x9, b"p", m, Len::Minimal));
+        stream.extend(client_frame(true, 0x0, &hello[3..], m, Len::Minimal));
+        // Then an uncompressed message on the same connection: not compressed.
+        stream.extend(client_frame(true, 0x1, b"plain", m, Len::Minimal));
+        assert_eq!(
+            run_pieces(&mut deflating(), stream.chunks(1)),
+            (vec![Ev::Ping(b"p".to_vec()), Ev::Compressed(false, hello.to_vec()), Ev::Text(b"plain".to_vec())], None)
+        );
+        // Compressed bytes are not UTF-8 and are not validated as text by the decoder.
+        let mut f = client_frame(true, 0x1, &[0xff, 0xfe], m, Len::Minimal);
+        f[0] |= 0x40;
+        assert_eq!(run_pieces(&mut deflating(), f.chunks(1)), (vec![Ev::Compressed(true, vec![0xff, 0xfe])], None));
+    }
+
+    #[test]
+    fn rsv1_is_refused_where_it_has_no_meaning() {
+        let m = [9, 8, 7, 6];
+        // Not negotiated.
+        let mut f = client_frame(true, 0x1, b"x", m, Len::Minimal);
+        f[0] |= 0x40;
+        assert_eq!(run_whole(&f).1, Some(WsError::Protocol("reserved bits set")));
+        // On a control frame.
+        let mut p = client_frame(true, 0x9, b"x", m, Len::Minimal);
+        p[0] |= 0x40;
+        assert_eq!(run_pieces(&mut deflating(), [&p[..]]).1, Some(WsError::Protocol("reserved bits set")));
+        // On a continuation frame.
+        let mut s = client_frame(false, 0x1, b"a", m, Len::Minimal);
+        let mut c = client_frame(true, 0x0, b"b", m, Len::Minimal);
+        c[0] |= 0x40;
+        s.extend(c);
+        assert_eq!(run_pieces(&mut deflating(), [&s[..]]).1, Some(WsError::Protocol("reserved bits set")));
+        // RSV2 / RSV3 stay reserved.
+        for bit in [0x20u8, 0x10] {
+            let mut f = client_frame(true, 0x1, b"x", m, Len::Minimal);
+            f[0] |= bit;
+            assert_eq!(run_pieces(&mut deflating(), [&f[..]]).1, Some(WsError::Protocol("reserved bits set")));
+        }
+    }
+
+    #[test]
+    fn compressed_frame_sets_rsv1() {
+        let f = compressed_frame(Opcode::Text, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(&f[..2], &[0xc1, 0x07]);
     }
 }

@@ -53,6 +53,8 @@ pub struct Stats {
     /// TLS connections closed for a TLS error (bad ClientHello, plain HTTP on a TLS port,
     /// handshake failure, bad record).
     pub tls_errors: AtomicU64,
+    /// WebSocket connections that negotiated permessage-deflate since start.
+    pub ws_compressed: AtomicU64,
     /// Connected Centrifugo clients.
     pub cf_clients: AtomicUsize,
     /// Addresses in the reactor's per-IP admission table (updated by its once-a-second
@@ -140,6 +142,10 @@ pub struct Env {
     pub ids: IdGen,
     /// This worker's Centrifugo emulation sessions (`/emulation` requests name them).
     pub emulation: HashMap<Arc<str>, ConnId>,
+    /// permessage-deflate: the worker's one compressor and decompressor.
+    pub zip: super::wire::Zip,
+    /// Inflated client message scratch (reused; freed when a message made it large).
+    pub inflated: Vec<u8>,
 }
 
 impl Env {
@@ -178,6 +184,8 @@ impl Env {
             cf_users: HashMap::new(),
             ids: IdGen::new(seed),
             emulation: HashMap::new(),
+            zip: super::wire::Zip::new(cfg.compression(), cfg.compression_min_size(), cfg.compression_level()),
+            inflated: Vec::new(),
             shared,
         }
     }

@@ -109,6 +109,15 @@ fn deliver_now(
         sr.last_id = m.id;
     }
     match &conn.state {
+        // permessage-deflate: the compressed frame is shared like the plain one.
+        State::Ws(w) if w.deflate => {
+            let f = match w.mode {
+                WsMode::Centrifugo => cache.cf_z(m, &mut env.zip),
+                WsMode::CfUni => cache.cf_uni_ws_z(m, &mut env.zip),
+                _ => cache.ws_z(m, &mut env.zip),
+            };
+            env.queue(conn, f);
+        }
         State::Ws(w) if w.mode == WsMode::Centrifugo => env.queue(conn, cache.cf(m)),
         State::Ws(w) if w.mode == WsMode::CfUni => env.queue(conn, cache.cf_uni_ws(m)),
         State::Stream { kind: StreamKind::CfSse, .. } if emulated(conn) => env.queue(conn, cache.cf_event(m)),

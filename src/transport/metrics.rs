@@ -70,6 +70,11 @@ pub fn render(s: &Shared, now_ms: u64) -> String {
             "WebSocket connections failed for protocol errors.",
             r(&st.ws_protocol_errors),
         ),
+        (
+            "herald_ws_compressed_connections_total",
+            "WebSocket connections that negotiated permessage-deflate.",
+            r(&st.ws_compressed),
+        ),
     ] {
         line(&mut o, name, help, "counter");
         let _ = writeln!(o, "{name} {v}");

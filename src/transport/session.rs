@@ -54,6 +54,9 @@ pub struct WsState {
     pub next_ping_ms: u64,
     /// A close frame has been queued: nothing but the close handshake follows.
     pub close_sent: bool,
+    /// permessage-deflate was negotiated and frames to this peer may be compressed
+    /// (RFC 7692; see `proto::ws_deflate`). Incoming RSV1 is the decoder's own flag.
+    pub deflate: bool,
     /// Since when an incomplete frame has been waiting for its remaining bytes (ms + 1,
     /// so `None` costs no space: this struct stays in jemalloc's 112-byte class).
     partial_since: Option<NonZeroU64>,
@@ -62,7 +65,7 @@ pub struct WsState {
 impl WsState {
     /// A fresh WebSocket state.
     pub fn new(decoder: Decoder, mode: WsMode, next_ping_ms: u64) -> WsState {
-        WsState { decoder, mode, next_ping_ms, close_sent: false, partial_since: None }
+        WsState { decoder, mode, next_ping_ms, close_sent: false, deflate: false, partial_since: None }
     }
 
     /// Since when an incomplete frame has been waiting, if one is.

@@ -8,7 +8,65 @@ use crate::hub::envelope::{iframe_chunk, messages_body, sse_event};
 use crate::hub::Message;
 use crate::proto::centrifugo::{pub_push, Pub};
 use crate::proto::ws::{self as codec, Opcode};
+use crate::proto::ws_deflate::{Deflater, Inflater};
 use bytes::Bytes;
+
+/// A worker's permessage-deflate machinery (RFC 7692), shared by all its connections:
+/// with no context takeover either way, no connection holds any zlib state. The
+/// compressor and decompressor are created on first use, so a worker that never sees a
+/// compressed connection never allocates them.
+pub struct Zip {
+    /// `ws_compression`: negotiate permessage-deflate when a client offers it.
+    pub enabled: bool,
+    /// Messages shorter than this go uncompressed.
+    pub min_size: usize,
+    /// zlib level (1 fastest .. 9 smallest).
+    pub level: u32,
+    deflater: Option<Deflater>,
+    inflater: Option<Inflater>,
+    /// Compressed output scratch (reused).
+    scratch: Vec<u8>,
+}
+
+/// Scratch buffers above this are freed after use rather than kept for the next message.
+const KEEP_SCRATCH: usize = 256 << 10;
+
+impl Zip {
+    /// Machinery for the given settings (nothing allocated yet).
+    pub fn new(enabled: bool, min_size: usize, level: u32) -> Zip {
+        Zip { enabled, min_size, level, deflater: None, inflater: None, scratch: Vec::new() }
+    }
+
+    /// A frame carrying `data`: compressed (RSV1) when `data` is at least `min_size`
+    /// bytes, else a plain frame.
+    pub fn frame(&mut self, op: Opcode, data: &[u8]) -> Bytes {
+        if data.len() < self.min_size {
+            return codec::frame(op, data);
+        }
+        let level = self.level;
+        let d = self.deflater.get_or_insert_with(|| Deflater::new(level));
+        self.scratch.clear();
+        d.compress(data, &mut self.scratch);
+        let f = codec::compressed_frame(op, &self.scratch);
+        if self.scratch.capacity() > KEEP_SCRATCH {
+            self.scratch = Vec::new();
+        }
+        f
+    }
+
+    /// Inflate a client message into `out` (see [`Inflater::inflate`]).
+    ///
+    /// # Errors
+    /// Past `max` bytes, or a corrupt stream.
+    pub fn inflate(
+        &mut self,
+        data: &[u8],
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::proto::ws_deflate::InflateError> {
+        self.inflater.get_or_insert_with(Inflater::new).inflate(data, max, out)
+    }
+}
 
 /// The Centrifugo view of a stored message.
 pub fn cf_pub(m: &Message) -> Pub<'_> {
@@ -28,6 +86,9 @@ pub struct WireCache {
     cf_uni_sse: Option<Bytes>,
     cf_line: Option<Bytes>,
     cf_event: Option<Bytes>,
+    ws_z: Option<Bytes>,
+    cf_z: Option<Bytes>,
+    cf_uni_ws_z: Option<Bytes>,
 }
 
 impl WireCache {
@@ -93,5 +154,25 @@ impl WireCache {
         self.longpoll
             .get_or_insert_with(|| Bytes::from(messages_body(&[&m.envelope], false, &[(&m.channel, m.id)], None)))
             .clone()
+    }
+
+    /// `/ws/` for a connection that negotiated permessage-deflate: compressed once per
+    /// worker per message, the same frame for every such subscriber.
+    pub fn ws_z(&mut self, m: &Message, zip: &mut Zip) -> Bytes {
+        self.ws_z.get_or_insert_with(|| zip.frame(Opcode::Text, &m.envelope)).clone()
+    }
+    /// [`WireCache::cf`], compressed.
+    pub fn cf_z(&mut self, m: &Message, zip: &mut Zip) -> Bytes {
+        self.cf_z
+            .get_or_insert_with(|| {
+                let push = pub_push(&cf_pub(m), true);
+                zip.frame(Opcode::Text, &push)
+            })
+            .clone()
+    }
+    /// [`WireCache::cf_uni_ws`], compressed.
+    pub fn cf_uni_ws_z(&mut self, m: &Message, zip: &mut Zip) -> Bytes {
+        let p = self.cf_uni(m);
+        self.cf_uni_ws_z.get_or_insert_with(|| zip.frame(Opcode::Text, &p)).clone()
     }
 }

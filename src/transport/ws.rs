@@ -9,7 +9,8 @@ use super::http::{error, respond, Req};
 use super::session::{State, WsMode, WsState};
 use super::{Env, Session};
 use crate::proto::http::{Method, Response};
-use crate::proto::ws::{self as codec, Decoder, Opcode, Payload, WsEvent};
+use crate::proto::ws::{self as codec, Decoder, Opcode, Payload, WsError, WsEvent};
+use crate::proto::ws_deflate::{self, InflateError};
 use std::sync::atomic::Ordering;
 
 /// Check the handshake and switch the connection to WebSocket. Returns false (after
@@ -65,11 +66,26 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
         .map(|p| p.trim())
         .collect();
     let proto = cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
+    // permessage-deflate (RFC 7692): the first acceptable offer, when enabled.
+    let deflate = if env.zip.enabled {
+        ws_deflate::negotiate(
+            h.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Extensions")).map(|(_, v)| &v[..]),
+        )
+    } else {
+        None
+    };
     let accept = codec::accept_key(key.trim_ascii());
-    env.queue(conn, Response::upgrade_websocket(&accept, proto));
-    conn.state =
-        State::Ws(Box::new(WsState::new(Decoder::new(env.ws_limits), mode, env.now_ms + cfg.ws_ping_interval_ms)));
-    log::debug!("conn {}:{} from {}: websocket {:?}", env.id, conn.id.key, conn.peer, mode);
+    let ext = deflate.map(|a| a.response());
+    env.queue(conn, Response::upgrade_websocket(&accept, proto, ext.as_deref()));
+    let mut decoder = Decoder::new(env.ws_limits);
+    decoder.set_deflate(deflate.is_some());
+    let mut ws = WsState::new(decoder, mode, env.now_ms + cfg.ws_ping_interval_ms);
+    ws.deflate = deflate.is_some_and(|a| a.compress_outgoing());
+    conn.state = State::Ws(Box::new(ws));
+    if deflate.is_some() {
+        env.shared.stats.ws_compressed.fetch_add(1, Ordering::Relaxed);
+    }
+    log::debug!("conn {}:{} from {}: websocket {:?} deflate {:?}", env.id, conn.id.key, conn.peer, mode, deflate);
     true
 }
 
@@ -91,7 +107,29 @@ pub fn on_data(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
         Ok((None, used)) => used,
         Ok((Some(ev), used)) => {
             match ev {
-                WsEvent::Text(p) | WsEvent::Binary(p) if close_sent => drop(p),
+                WsEvent::Text(p) | WsEvent::Binary(p) | WsEvent::Compressed { payload: p, .. } if close_sent => drop(p),
+                WsEvent::Compressed { text, payload: p } => {
+                    // One inflate buffer per worker, taken out while the handler runs.
+                    let mut out = std::mem::take(&mut env.inflated);
+                    let max = env.ws_limits.max_message;
+                    let r = match env.zip.inflate(payload(buf, &p), max, &mut out) {
+                        Ok(()) if text && std::str::from_utf8(&out).is_err() => Err(WsError::InvalidUtf8),
+                        Ok(()) => Ok(()),
+                        Err(InflateError::TooBig) => Err(WsError::TooBig),
+                        Err(InflateError::Corrupt) => Err(WsError::Protocol("invalid compressed data")),
+                    };
+                    match r {
+                        Ok(()) => {
+                            let op = if text { Opcode::Text } else { Opcode::Binary };
+                            on_message(env, conn, mode, op, &out);
+                        }
+                        Err(e) => fail(env, conn, e),
+                    }
+                    out.clear();
+                    if out.capacity() <= 256 << 10 {
+                        env.inflated = out;
+                    }
+                }
                 WsEvent::Text(p) => on_message(env, conn, mode, Opcode::Text, payload(buf, &p)),
                 WsEvent::Binary(p) => on_message(env, conn, mode, Opcode::Binary, payload(buf, &p)),
                 WsEvent::Ping(r) => {
@@ -114,11 +152,25 @@ pub fn on_data(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
             used.max(1)
         }
         Err(e) => {
-            env.shared.stats.ws_protocol_errors.fetch_add(1, Ordering::Relaxed);
-            log::debug!("conn {}:{} from {}: websocket error: {}", env.id, conn.id.key, conn.peer, e.reason());
-            close(env, conn, e.close_code(), e.reason());
+            fail(env, conn, e);
             buf.len()
         }
+    }
+}
+
+/// Fail the connection (RFC 6455 §7.1.7) with the error's close code.
+fn fail(env: &mut Env, conn: &mut Session, e: WsError) {
+    env.shared.stats.ws_protocol_errors.fetch_add(1, Ordering::Relaxed);
+    log::debug!("conn {}:{} from {}: websocket error: {}", env.id, conn.id.key, conn.peer, e.reason());
+    close(env, conn, e.close_code(), e.reason());
+}
+
+/// A text or binary frame to this connection: compressed when it negotiated
+/// permessage-deflate and the message reaches `ws_compression_min_size`.
+pub fn data_frame(env: &mut Env, conn: &Session, op: Opcode, data: &[u8]) -> bytes::Bytes {
+    match &conn.state {
+        State::Ws(w) if w.deflate => env.zip.frame(op, data),
+        _ => codec::frame(op, data),
     }
 }
 
@@ -132,7 +184,7 @@ fn payload<'a>(buf: &'a [u8], p: &'a Payload) -> &'a [u8] {
 fn on_message(env: &mut Env, conn: &mut Session, mode: WsMode, op: Opcode, data: &[u8]) {
     match mode {
         WsMode::Echo => {
-            let f = codec::frame(op, data);
+            let f = data_frame(env, conn, op, data);
             env.queue(conn, f);
         }
         WsMode::Sub => super::pubsub::ws_client_message(env, conn, data),

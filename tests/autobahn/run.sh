@@ -8,9 +8,9 @@
 #                         [--install-only]
 #
 #   --cases LIST      comma-separated Autobahn case ids or patterns (default "*")
-#   --exclude LIST    comma-separated patterns to skip (default "12.*,13.*": the
-#                     permessage-deflate groups; pass --exclude none to run everything).
-#                     So the default set is groups 1-7, 9 and 10.
+#   --exclude LIST    comma-separated patterns to skip (default none: every group, the
+#                     permessage-deflate groups 12 and 13 included; herald.json enables
+#                     ws_compression for them).
 #   --server-bin PATH herald binary to start instead of building target/release/herald
 #   --server-config F pass `--config F` (herald's JSON config) to the started server,
 #                     e.g. to raise ws_max_message/ws_max_frame for the 9.* cases
@@ -53,7 +53,7 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BA
 
 # ---------------------------------------------------------------- arguments
 CASES="*"
-EXCLUDE="12.*,13.*"
+EXCLUDE=""
 SERVER_BIN=""
 SERVER_CONFIG=""
 URL=""

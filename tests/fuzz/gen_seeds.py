@@ -5,6 +5,7 @@ The byte layouts are documented on each target in targets.rs. Seeds are kept sma
 meaningful: real requests, RFC 6455 frames, edge cases. Re-running overwrites them.
 """
 import os
+import zlib
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -133,3 +134,14 @@ put("cf_token", "claims_subscribe", b"\x00" + b'{"sub":"bob","channel":"news","e
 put("cf_token", "claims_expired", b"\x20" + b'{"sub":"x","exp":1}')
 put("cf_token", "token_rfc7519_example", b"\x01" + b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
 put("cf_token", "token_alg_none", b"\x01" + b"eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+
+# ---- ws_deflate ----
+put("ws_deflate", "offer_chromium", b"\x00" + b"permessage-deflate; client_max_window_bits")
+put("ws_deflate", "offers_several", b"\x00" + b"x-webkit-deflate-frame\npermessage-deflate; bogus, permessage-deflate; server_max_window_bits=\"10\"")
+put("ws_deflate", "offer_duplicate", b"\x00" + b"permessage-deflate; server_no_context_takeover; server_no_context_takeover")
+put("ws_deflate", "rfc7692_hello", b"\x01\x00\x64\x01" + bytes.fromhex("f248cdc9c90700"))
+put("ws_deflate", "rfc7692_bfinal", b"\x01\x00\x64\x06" + bytes.fromhex("f348cdc9c90700"))
+put("ws_deflate", "rfc7692_stored", b"\x01\x00\x10\x01" + bytes.fromhex("000500faff48656c6c6f00"))
+_z = zlib.compressobj(9, zlib.DEFLATED, -15)
+put("ws_deflate", "bomb_small_limit", b"\x01\x00\x20\x09" + _z.compress(bytes(65536)) + _z.flush(zlib.Z_SYNC_FLUSH)[:-4])
+

@@ -19,7 +19,7 @@ shift || true
 FUZZ_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$FUZZ_DIR/../.." && pwd)
 cd "$ROOT"
-ALL=(http_head chunked ws_decoder utf8 query channel sse since cf_command cf_token cf_config)
+ALL=(http_head chunked ws_decoder ws_deflate utf8 query channel sse since cf_command cf_token cf_config)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 JOBS=${JOBS:-1}

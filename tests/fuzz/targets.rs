@@ -29,6 +29,7 @@ pub const TARGETS: &[Target] = &[
     ("http_head", http_head),
     ("chunked", chunked),
     ("ws_decoder", ws_decoder),
+    ("ws_deflate", ws_deflate),
     ("utf8", utf8),
     ("query", query),
     ("channel", channel),
@@ -432,6 +433,8 @@ fn own_event(ev: WsEvent, buf: &[u8], limits: WsLimits) -> Ev {
             assert!(r.len() <= 125);
             Ev::Pong(buf[r].to_vec())
         }
+        // These decoders never negotiate permessage-deflate, so RSV1 is always an error.
+        WsEvent::Compressed { .. } => panic!("compressed message without permessage-deflate"),
         WsEvent::Close { code, reason } => {
             let reason = buf[reason].to_vec();
             assert!(std::str::from_utf8(&reason).is_ok());
@@ -1018,4 +1021,43 @@ pub fn cf_config(data: &[u8]) {
     valid(&reply(7, ch, &Empty), "reply named by the input");
     valid(&subscribe_push(ch, b"{}", true), "subscribe push");
     valid(&unsubscribe_push(ch, SERVER_UNSUBSCRIBE, false), "unsubscribe push");
+}
+
+// ---------------------------------------------------------------------------------------
+// ws_deflate: permessage-deflate negotiation and inflate/deflate (proto::ws_deflate)
+// ---------------------------------------------------------------------------------------
+
+/// First byte even: the rest is `Sec-WebSocket-Extensions` header values, one per line;
+/// negotiation never panics, and what it agrees to, offered back, is agreed again (the
+/// response is itself a valid offer). First byte odd: bytes 1-2 are an inflate limit
+/// (big-endian), byte 3 a level, the rest a client's compressed payload: inflating never
+/// panics nor passes the limit; then the rest is deflated and must inflate back to itself.
+pub fn ws_deflate(data: &[u8]) {
+    use herald::proto::ws_deflate::{negotiate, Deflater, InflateError, Inflater};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    if mode % 2 == 0 {
+        let agreed = negotiate(rest.split(|&b| b == b'\n'));
+        if let Some(a) = agreed {
+            let again = negotiate([a.response().as_bytes()]);
+            assert_eq!(again, Some(a), "the response does not negotiate to itself");
+        }
+        return;
+    }
+    if rest.len() < 3 {
+        return;
+    }
+    let max = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+    let level = u32::from(rest[2] % 10);
+    let payload = &rest[3..];
+    let mut inf = Inflater::new();
+    let mut out = Vec::new();
+    match inf.inflate(payload, max, &mut out) {
+        Ok(()) => assert!(out.len() <= max),
+        Err(InflateError::TooBig) => assert!(out.len() <= max + 1),
+        Err(InflateError::Corrupt) => {}
+    }
+    let mut z = Vec::new();
+    Deflater::new(level.max(1)).compress(payload, &mut z);
+    inf.inflate(&z, payload.len(), &mut out).expect("own deflate output inflates");
+    assert_eq!(out, payload, "deflate/inflate round trip");
 }

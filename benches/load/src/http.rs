@@ -49,6 +49,8 @@ pub struct RespHead {
     pub chunked: bool,
     /// `Sec-WebSocket-Accept`, trimmed.
     pub ws_accept: Option<String>,
+    /// `Sec-WebSocket-Extensions` names `permessage-deflate` (RFC 7692 negotiated).
+    pub ws_deflate: bool,
 }
 
 /// Parse a response head from the front of `buf`. `Ok(None)`: incomplete (more bytes
@@ -66,6 +68,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<RespHead>, String> {
                 content_length: None,
                 chunked: false,
                 ws_accept: None,
+                ws_deflate: false,
             };
             for x in r.headers.iter() {
                 let v = String::from_utf8_lossy(x.value);
@@ -75,6 +78,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<RespHead>, String> {
                     h.chunked = v.to_ascii_lowercase().contains("chunked");
                 } else if x.name.eq_ignore_ascii_case("sec-websocket-accept") {
                     h.ws_accept = Some(v.trim().to_string());
+                } else if x.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                    h.ws_deflate |= v.to_ascii_lowercase().contains("permessage-deflate");
                 }
             }
             Ok(Some(h))

@@ -27,11 +27,47 @@ pub mod op {
 
 /// The upgrade request for `target` on `host`, with [`WS_KEY`].
 pub fn upgrade_request(host: &str, target: &str) -> Vec<u8> {
+    upgrade_request_with(host, target, false)
+}
+
+/// The offer a browser makes (Chromium's, RFC 7692).
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// [`upgrade_request`], offering permessage-deflate when `deflate` is set.
+pub fn upgrade_request_with(host: &str, target: &str, deflate: bool) -> Vec<u8> {
+    let ext = if deflate { format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n") } else { String::new() };
     format!(
         "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
     )
     .into_bytes()
+}
+
+/// Inflate one permessage-deflate message payload (RFC 7692 §7.2.2: the `00 00 ff ff`
+/// tail appended) into `out`, with a raw-DEFLATE decompressor shared by the caller's
+/// connections (reset here: any window the server may use is read).
+pub fn inflate(d: &mut flate2::Decompress, payload: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    d.reset(false);
+    out.clear();
+    for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+        let start = d.total_in();
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(out.capacity().max(4096));
+            }
+            let done = (d.total_in() - start) as usize;
+            let st = d
+                .decompress_vec(&input[done..], out, flate2::FlushDecompress::Sync)
+                .map_err(|_| "bad permessage-deflate data")?;
+            if st == flate2::Status::StreamEnd {
+                return Ok(());
+            }
+            if (d.total_in() - start) as usize == input.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a `Sec-WebSocket-Accept` value answers [`WS_KEY`].

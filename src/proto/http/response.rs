@@ -194,7 +194,7 @@ impl Response {
     ///
     /// It carries no `X-Content-Type-Options`: a 101 has no content, and what follows it is
     /// WebSocket frames, not something a browser could sniff.
-    pub fn upgrade_websocket(accept: &str, protocol: Option<&str>) -> Bytes {
+    pub fn upgrade_websocket(accept: &str, protocol: Option<&str>, extensions: Option<&str>) -> Bytes {
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(
             b"HTTP/1.1 101 Switching Protocols\r\nServer: herald\r\n\
@@ -205,6 +205,9 @@ impl Response {
         }
         if let Some(p) = protocol.filter(|p| is_token(p)) {
             push_field(&mut out, "Sec-WebSocket-Protocol", p);
+        }
+        if let Some(e) = extensions.filter(|e| is_field_value(e)) {
+            push_field(&mut out, "Sec-WebSocket-Extensions", e);
         }
         out.extend_from_slice(b"\r\n");
         Bytes::from(out)
@@ -445,22 +448,27 @@ mod tests {
             assert_eq!(r.matches(NOSNIFF).count(), 1, "{r}");
         }
         // Not on the WebSocket upgrade: a 101 has no content to sniff.
-        assert!(!text(Response::upgrade_websocket("abc=", None)).contains("X-Content-Type-Options"));
+        assert!(!text(Response::upgrade_websocket("abc=", None, None)).contains("X-Content-Type-Options"));
     }
 
     #[test]
     fn response_upgrade() {
         assert_eq!(
-            text(Response::upgrade_websocket("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None)),
+            text(Response::upgrade_websocket("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None, None)),
             "HTTP/1.1 101 Switching Protocols\r\nServer: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
         assert_eq!(
-            text(Response::upgrade_websocket("abc=", Some("centrifuge-json"))),
+            text(Response::upgrade_websocket(
+                "abc=",
+                Some("centrifuge-json"),
+                Some("permessage-deflate; server_no_context_takeover")
+            )),
             "HTTP/1.1 101 Switching Protocols\r\nServer: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: abc=\r\nSec-WebSocket-Protocol: centrifuge-json\r\n\r\n"
+             Sec-WebSocket-Accept: abc=\r\nSec-WebSocket-Protocol: centrifuge-json\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
         );
-        let evil = text(Response::upgrade_websocket("a\r\nX: y", Some("p\r\nZ: w")));
+        let evil = text(Response::upgrade_websocket("a\r\nX: y", Some("p\r\nZ: w"), None));
         assert!(!evil.contains("X: y") && !evil.contains("Z: w"), "{evil}");
     }
 

@@ -127,7 +127,7 @@ fn send_text(env: &mut Env, conn: &mut Session, s: &[u8]) {
         // Bidirectional emulation: replies go down the HTTP stream or SSE.
         return stream_send(env, conn, s);
     }
-    let f = codec::frame(Opcode::Text, s);
+    let f = crate::transport::ws::data_frame(env, conn, Opcode::Text, s);
     env.queue(conn, f);
 }
 

@@ -7,6 +7,10 @@
 //
 // Usage: node server.js PORT      (listens on 127.0.0.1 only; start-uws.sh sets NODE_PATH)
 //
+// UWS_COMPRESSION=shared: permessage-deflate with uWS's SHARED_COMPRESSOR (one deflate
+// stream per thread, no context takeover: no per-socket zlib state), negotiated with clients
+// that offer it, and publishes sent with compress=true. Default: compression DISABLED.
+//
 // The npm package's entry point falls back to a pure-JS implementation (on top of `ws`) when
 // the native addon does not load; a benchmark must not measure that by accident, so the
 // prebuilt addon for this platform and Node ABI is loaded by path, and a missing one is fatal.
@@ -34,9 +38,11 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
 }
 
 const app = uWS.App();
+const SHARED = process.env.UWS_COMPRESSION === 'shared';
+if (SHARED) console.error('uws: permessage-deflate with SHARED_COMPRESSOR');
 
 app.ws('/sub', {
-  compression: uWS.DISABLED,
+  compression: SHARED ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
   maxPayloadLength: 64 * 1024,
   // Idle sockets get a ping before this many seconds pass without traffic (load clients answer).
   idleTimeout: 120,
@@ -76,7 +82,7 @@ app.post('/pub', (res, req) => {
     const piece = Buffer.from(new Uint8Array(chunk));
     body = body === null ? piece : Buffer.concat([body, piece]);
     if (!isLast) return;
-    app.publish(cid, body, false, false);
+    app.publish(cid, body, false, SHARED);
     if (aborted) return;
     const n = app.numSubscribers(cid);
     res.cork(() => {

@@ -101,6 +101,14 @@ struct Cli {
     /// Print the summary as one JSON line on stdout (for scripts) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Offer permessage-deflate (RFC 7692) on WebSocket subscribers, as browsers do;
+    /// compressed messages are inflated before they are counted.
+    #[arg(long)]
+    deflate: bool,
+    /// Fill messages with varied JSON items instead of `x` padding (compressible like a
+    /// real JSON feed; matters with --deflate).
+    #[arg(long)]
+    json_payload: bool,
 }
 
 fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
@@ -167,6 +175,8 @@ fn main() {
         drain: Duration::from_secs_f64(cli.drain),
         server_pid: cli.server_pid,
         progress: !cli.quiet,
+        deflate: cli.deflate,
+        json: cli.json_payload,
     };
     let mut t = run::run(&o);
     t.lat_us.sort_unstable();
@@ -229,6 +239,21 @@ fn main() {
         "generator_cpu_pct": r1(t.gen_cpu_pct),
         "first_error": t.first_error,
     });
+    let mut summary = summary;
+    let deflate = serde_json::json!({
+        "deflate_offered": cli.deflate,
+        "deflate_negotiated": t.deflate_negotiated,
+        "compressed_msgs": t.compressed_msgs,
+        "sub_bytes_in_window": t.sub_bytes_in_window,
+        "sub_bytes_per_delivery": if t.deliveries_in_window > 0 {
+            serde_json::Value::from(r1(t.sub_bytes_in_window as f64 / t.deliveries_in_window as f64))
+        } else {
+            serde_json::Value::Null
+        },
+    });
+    if let (Some(o), serde_json::Value::Object(d)) = (summary.as_object_mut(), deflate) {
+        o.extend(d);
+    }
     if cli.json {
         println!("{summary}");
     } else {

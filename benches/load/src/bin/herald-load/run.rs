@@ -23,6 +23,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use publisher::Publisher;
 use slab::Slab;
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -58,6 +59,10 @@ pub struct Opts {
     pub drain: Duration,
     pub server_pid: Option<u32>,
     pub progress: bool,
+    /// Offer permessage-deflate (RFC 7692) on WebSocket subscribers.
+    pub deflate: bool,
+    /// Pad messages with varied JSON items instead of `x` (realistic compressibility).
+    pub json: bool,
 }
 
 /// Per-message bookkeeping (index = seq − 1).
@@ -83,6 +88,8 @@ struct Sub {
     out: Vec<u8>,
     /// WebSocket: payload of a fragmented message being assembled.
     frag: Vec<u8>,
+    /// That message is compressed (RSV1 on its first frame).
+    frag_z: bool,
     /// SSE over chunked encoding: the decoder and decoded text.
     chunked: Option<ChunkedDecoder>,
     text: Vec<u8>,
@@ -124,6 +131,12 @@ pub struct Tally {
     pub slab_idle: Option<u64>,
     pub server_cpu_pct: Option<f64>,
     pub gen_cpu_pct: f64,
+    /// WebSocket subscribers whose handshake answer named permessage-deflate.
+    pub deflate_negotiated: usize,
+    /// Compressed (RSV1) messages received.
+    pub compressed_msgs: u64,
+    /// Bytes subscribers read while publishing (the window of `deliveries_in_window`).
+    pub sub_bytes_in_window: u64,
 }
 
 const MAX_FRAME: usize = 16 << 20;
@@ -145,6 +158,13 @@ struct Run<'a> {
     scratch: Vec<u8>,
     found: Vec<(u64, u64)>,
     publishing: bool,
+    /// Shared inflater for compressed messages and its output buffer.
+    inflater: flate2::Decompress,
+    inflated: Vec<u8>,
+    /// Compressed payloads already inflated, by content: a server that compresses a
+    /// message once sends the same bytes to every subscriber, and inflating each copy would
+    /// make the generator, not the server, the bottleneck. Bounded (cleared when full).
+    inflate_cache: HashMap<Vec<u8>, Vec<(u64, u64)>>,
     pub_start_ns: u64,
     pub_end_ns: u64,
     pending: usize,
@@ -208,7 +228,7 @@ impl<'a> Run<'a> {
         }
         let target = self.o.sub.target(&chan_name(self.o, ch));
         let out = match self.o.transport {
-            Transport::Ws => ws::upgrade_request(&self.o.sub.host, &target),
+            Transport::Ws => ws::upgrade_request_with(&self.o.sub.host, &target, self.o.deflate),
             Transport::Sse => http::get_request(&self.o.sub.host, &target, "text/event-stream", &[]),
             // since=0 on a fresh channel: anything published before the request is held
             // comes from history, so no message falls between two polls.
@@ -221,6 +241,7 @@ impl<'a> Run<'a> {
             inbuf: Vec::new(),
             out,
             frag: Vec::new(),
+            frag_z: false,
             chunked: None,
             text: Vec::new(),
             lp_body: None,
@@ -281,10 +302,14 @@ impl<'a> Run<'a> {
         }
         let Some(s) = self.subs.get_mut(key) else { return };
         let mut buf = std::mem::take(&mut s.inbuf);
+        let had = buf.len();
         let alive = match read_in(&mut s.sock, &mut self.scratch, &mut buf) {
             Ok(a) => a,
             Err(e) => return self.sub_failed(key, format!("read: {e}")),
         };
+        if self.publishing {
+            self.t.sub_bytes_in_window += (buf.len() - had) as u64;
+        }
         let now = self.now_ns();
         if let Err(e) = self.sub_input(key, &mut buf, now) {
             return self.sub_failed(key, e);
@@ -310,6 +335,9 @@ impl<'a> Run<'a> {
                 Transport::Ws => {
                     if h.status != 101 || !ws::accept_ok(h.ws_accept.as_deref()) {
                         return Err(format!("websocket handshake answered {}", h.status));
+                    }
+                    if h.ws_deflate {
+                        self.t.deflate_negotiated += 1;
                     }
                     buf.drain(..h.head_len);
                 }
@@ -339,16 +367,25 @@ impl<'a> Run<'a> {
         let mut found = std::mem::take(&mut self.found);
         let mut r = Ok(());
         while let Some(f) = ws::decode_frame(&buf[pos..], MAX_FRAME)? {
+            let rsv1 = buf[pos] & 0x40 != 0;
             let p = &buf[pos + f.start..pos + f.end];
             let s = &mut self.subs[key];
             match f.opcode {
                 0..=2 if !f.fin || !s.frag.is_empty() => {
+                    if s.frag.is_empty() {
+                        s.frag_z = rsv1;
+                    }
                     s.frag.extend_from_slice(p);
                     if f.fin {
-                        wire::scan(&s.frag, &mut found);
-                        s.frag = Vec::new();
+                        let frag = std::mem::take(&mut s.frag);
+                        if s.frag_z {
+                            self.scan_compressed(&frag, &mut found)?;
+                        } else {
+                            wire::scan(&frag, &mut found);
+                        }
                     }
                 }
+                1 | 2 if rsv1 => self.scan_compressed(p, &mut found)?,
                 1 | 2 => wire::scan(p, &mut found),
                 9 => s.out.extend_from_slice(&ws::client_frame(ws::op::PONG, p)),
                 10 => {}
@@ -367,6 +404,23 @@ impl<'a> Run<'a> {
         self.deliver(key, &mut found, now);
         self.found = found;
         r
+    }
+
+    /// Inflate a compressed message (once per distinct payload) and scan it.
+    fn scan_compressed(&mut self, z: &[u8], found: &mut Vec<(u64, u64)>) -> Result<(), String> {
+        self.t.compressed_msgs += 1;
+        if let Some(f) = self.inflate_cache.get(z) {
+            found.extend_from_slice(f);
+            return Ok(());
+        }
+        ws::inflate(&mut self.inflater, z, &mut self.inflated)?;
+        let start = found.len();
+        wire::scan(&self.inflated, found);
+        if self.inflate_cache.len() >= 256 {
+            self.inflate_cache.clear();
+        }
+        self.inflate_cache.insert(z.to_vec(), found[start..].to_vec());
+        Ok(())
     }
 
     fn sse_input(&mut self, key: usize, buf: &mut Vec<u8>, now: u64) -> Result<(), String> {
@@ -516,6 +570,9 @@ pub fn run(o: &Opts) -> Tally {
         scratch: vec![0; 256 * 1024],
         found: Vec::new(),
         publishing: false,
+        inflater: flate2::Decompress::new(false),
+        inflated: Vec::new(),
+        inflate_cache: HashMap::new(),
         pub_start_ns: 0,
         pub_end_ns: 0,
         pending: 0,

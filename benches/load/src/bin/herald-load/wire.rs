@@ -56,6 +56,40 @@ pub fn message(seq: u64, t_ns: u64, size: usize) -> Vec<u8> {
     padded_body(&format!("\"seq\":{seq},\"t\":{t_ns},"), size)
 }
 
+/// Like [`message`], but filled with a list of varied JSON items (ticker-like records whose
+/// numbers come from a hash of `seq`) before the padding, so that a compressor sees text as
+/// compressible as a real JSON feed rather than a run of `x`. Exactly `size` bytes when
+/// `size` leaves room for the fields.
+pub fn json_message(seq: u64, t_ns: u64, size: usize) -> Vec<u8> {
+    const SYMS: [&str; 8] = ["AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA", "META", "NFLX"];
+    let mut fields = format!("\"seq\":{seq},\"t\":{t_ns},\"items\":[");
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut first = true;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let item = format!(
+            "{}{{\"id\":{},\"sym\":\"{}\",\"px\":{}.{:02},\"qty\":{},\"side\":\"{}\"}}",
+            if first { "" } else { "," },
+            x % 1_000_000,
+            SYMS[(x >> 20) as usize % SYMS.len()],
+            (x >> 24) % 2000,
+            (x >> 36) % 100,
+            (x >> 44) % 5000,
+            if x & 1 == 0 { "buy" } else { "sell" }
+        );
+        // Keep room for `],` and the padding field `"p":""}`.
+        if fields.len() + item.len() + 2 + 8 > size {
+            break;
+        }
+        fields.push_str(&item);
+        first = false;
+    }
+    fields.push_str("],");
+    padded_body(&fields, size)
+}
+
 /// Every `(seq, t)` of load messages in `buf` (a frame, an SSE event, a long-poll body).
 /// Appends to `out`; stray text without both fields is skipped.
 pub fn scan(buf: &[u8], out: &mut Vec<(u64, u64)>) {
@@ -95,6 +129,13 @@ mod tests {
         out.clear();
         scan(lp, &mut out);
         assert_eq!(out, vec![(3, 9), (2, 8)]);
+        let j = json_message(5, 77, 1024);
+        assert_eq!(j.len(), 1024);
+        let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+        assert!(v["items"].as_array().unwrap().len() > 10);
+        out.clear();
+        scan(&j, &mut out);
+        assert_eq!(out, vec![(5, 77)]);
     }
 
     #[test]

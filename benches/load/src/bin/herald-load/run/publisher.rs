@@ -97,7 +97,11 @@ impl Run<'_> {
             let m = &mut self.msgs[seq as usize - 1];
             // The send time is when the request leaves, not when it was queued.
             m.sent_ns = now;
-            let body = wire::message(seq, now, self.o.size);
+            let body = if self.o.json {
+                wire::json_message(seq, now, self.o.size)
+            } else {
+                wire::message(seq, now, self.o.size)
+            };
             let target = self.o.publ.target(&chan_name(self.o, m.ch));
             p.out.extend_from_slice(&http::post_request(&self.o.publ.host, &target, &body));
             p.inflight.push_back(seq);
