@@ -109,7 +109,10 @@ fn deliver_now(
         sr.last_id = m.id;
     }
     match &conn.state {
-        State::Ws(w) if w.mode == WsMode::Centrifugo => env.queue(conn, cache.cf(m)),
+        State::Ws(w) if w.mode == WsMode::Centrifugo => {
+            let f = if conn.cf.as_ref().is_some_and(|c| c.protobuf) { cache.cf_pb(m) } else { cache.cf(m) };
+            env.queue(conn, f)
+        }
         State::Ws(w) if w.mode == WsMode::CfUni => env.queue(conn, cache.cf_uni_ws(m)),
         State::Stream { kind: StreamKind::CfSse, .. } => env.queue(conn, cache.cf_uni_sse(m)),
         State::Stream { kind: StreamKind::CfHttp, .. } => {
