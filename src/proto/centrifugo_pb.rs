@@ -260,9 +260,9 @@ pub struct ConnectResult {
     /// ttl
     #[prost(uint32, tag = "4")]
     pub ttl: u32,
-    /// Server-side subscriptions.
-    #[prost(map = "string, message", tag = "6")]
-    pub subs: HashMap<String, SubscribeResult>,
+    /// Server-side subscriptions (map<string, SubscribeResult>, see [`Entry`]).
+    #[prost(message, repeated, tag = "6")]
+    pub subs: Vec<Entry<SubscribeResult>>,
     /// ping interval (s)
     #[prost(uint32, tag = "7")]
     pub ping: u32,
@@ -404,9 +404,9 @@ pub struct PublishRequest {
 /// `PresenceResult`
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PresenceResult {
-    /// client id -> ClientInfo
-    #[prost(map = "string, message", tag = "1")]
-    pub presence: HashMap<String, ClientInfo>,
+    /// client id -> ClientInfo (map<string, ClientInfo>, see [`Entry`]).
+    #[prost(message, repeated, tag = "1")]
+    pub presence: Vec<Entry<ClientInfo>>,
 }
 
 /// `PresenceStatsResult`
@@ -479,6 +479,28 @@ pub struct SendRequest {
     /// data
     #[prost(bytes = "vec", tag = "1")]
     pub data: Vec<u8>,
+}
+
+/// One entry of a `map<string, Message>` as it is on the wire (a map is a repeated entry
+/// message). prost's own map encoding leaves out a value equal to its default, which
+/// protobuf.js (centrifuge-js) then decodes as `null`: a server-side subscription with an
+/// empty SubscribeResult crashed the SDK. Go's encoder, which Centrifugo uses, always writes
+/// the value; so does this.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Entry<V: prost::Message + Default + PartialEq + std::fmt::Debug> {
+    /// The map key.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// The value, always present.
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<V>,
+}
+
+impl<V: prost::Message + Default + PartialEq + std::fmt::Debug> Entry<V> {
+    /// An entry.
+    pub fn new(key: String, value: V) -> Entry<V> {
+        Entry { key, value: Some(value) }
+    }
 }
 
 /// The empty messages (PingRequest/Result, PublishResult, UnsubscribeResult).
@@ -681,14 +703,14 @@ pub fn subscribe_result(r: &json::SubscribeResult<'_>) -> SubscribeResult {
 }
 
 /// A connect result; `subs` are the server-side subscriptions' results.
-pub fn connect_result(r: &json::ConnectResult<'_>, subs: HashMap<String, SubscribeResult>) -> ConnectResult {
+pub fn connect_result(r: &json::ConnectResult<'_>, subs: Vec<(String, SubscribeResult)>) -> ConnectResult {
     let (expires, ttl) = ttl(r.expires_ttl);
     ConnectResult {
         client: r.client.into(),
         version: r.version.into(),
         expires,
         ttl,
-        subs,
+        subs: subs.into_iter().map(|(k, v)| Entry::new(k, v)).collect(),
         ping: u32::try_from(r.ping).unwrap_or(u32::MAX),
         pong: r.pong,
     }
@@ -711,7 +733,7 @@ pub fn history_result(r: &json::HistoryResult<'_>) -> HistoryResult {
 
 /// A presence result from the engine's (client, user, ClientInfo JSON) entries.
 pub fn presence_result(entries: &[(String, String, Bytes)]) -> PresenceResult {
-    PresenceResult { presence: entries.iter().map(|(c, _, i)| (c.clone(), client_info(i))).collect() }
+    PresenceResult { presence: entries.iter().map(|(c, _, i)| Entry::new(c.clone(), client_info(i))).collect() }
 }
 
 /// A presence_stats result.
@@ -878,12 +900,17 @@ mod tests {
         let back = SubscribeResult::decode(&*r.encode_to_vec()).unwrap();
         assert_eq!(back, r);
         let c = json::ConnectResult { client: "id", version: "v", ping: 25, pong: true, expires_ttl: None, subs: None };
-        let cr = connect_result(&c, [("a".to_string(), r.clone())].into());
+        let cr = connect_result(&c, vec![("a".to_string(), r.clone()), ("b".to_string(), SubscribeResult::default())]);
         assert_eq!(ConnectResult::decode(&*cr.encode_to_vec()).unwrap(), cr);
         assert!(!cr.expires && cr.ping == 25 && cr.pong);
+        // An empty value is still written (key "b", then value field 2 with length 0), as
+        // Go's encoder does: protobuf.js would decode a missing one as null.
+        let b = ConnectResult { subs: vec![Entry::new("b".into(), SubscribeResult::default())], ..Default::default() };
+        assert_eq!(b.encode_to_vec(), [0x32, 5, 0x0a, 1, b'b', 0x12, 0]);
         let entries = vec![("c1".to_string(), "u".to_string(), Bytes::from_static(br#"{"user":"u","client":"c1"}"#))];
         let p = presence_result(&entries);
-        assert_eq!(p.presence["c1"].user, "u");
+        assert_eq!(p.presence[0].key, "c1");
+        assert_eq!(p.presence[0].value.as_ref().unwrap().user, "u");
         let h = history_result(&json::HistoryResult { publications: &pubs, position: json::Position { epoch: "e", offset: 9 } });
         assert_eq!((h.publications.len(), h.offset), (1, 9));
         let j = join_leave_from_json(&json::join_leave_push("c", br#"{"user":"u","client":"x"}"#, false)).unwrap();
