@@ -771,6 +771,59 @@ pub fn refresh_push(e: json::Expiry) -> Bytes {
     delimited(&push_reply(Push { refresh: Some(Refresh { expires, ttl }), ..Default::default() }))
 }
 
+/// Where the publications of a paced reply go: the Reply field of the result and, inside
+/// it, the field tag of its `publications` (both length-delimited, wire type 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacedResult {
+    /// Reply.subscribe (6), SubscribeResult.publications (7).
+    Subscribe,
+    /// Reply.history (11), HistoryResult.publications (1).
+    History,
+}
+
+impl PacedResult {
+    fn tags(self) -> (u8, u8) {
+        match self {
+            PacedResult::Subscribe => (6 << 3 | 2, 7 << 3 | 2),
+            PacedResult::History => (11 << 3 | 2, 1 << 3 | 2),
+        }
+    }
+}
+
+/// The bytes one publication takes inside a paced result (tag, length, message).
+pub fn pub_field_len(p: &json::Pub<'_>) -> usize {
+    let n = publication(p).encoded_len();
+    1 + prost::length_delimiter_len(n) + n
+}
+
+/// One publication as a `publications` field of `kind`'s result (encoded as it is sent).
+pub fn pub_field(kind: PacedResult, p: &json::Pub<'_>) -> Bytes {
+    let m = publication(p);
+    let n = m.encoded_len();
+    let mut b = BytesMut::with_capacity(1 + prost::length_delimiter_len(n) + n);
+    b.extend_from_slice(&[kind.tags().1]);
+    let _ = m.encode_length_delimited(&mut b);
+    b.freeze()
+}
+
+/// The start of a paced reply whose publications follow as [`pub_field`]s totalling
+/// `pubs_len` bytes: the reply's length prefix, its id, the result's tag and length, and
+/// the result's other fields (`result` encoded without publications). Protobuf fields may
+/// come in any order, so the publications go last and nothing follows them; decoders
+/// (protobuf.js, Go, Python) read the same message as the whole encoding.
+pub fn paced_head(id: u32, kind: PacedResult, result: &[u8], pubs_len: usize) -> Vec<u8> {
+    let inner = result.len() + pubs_len;
+    let mut body = Reply { id, ..Default::default() }.encode_to_vec();
+    body.push(kind.tags().0);
+    prost::encoding::encode_varint(inner as u64, &mut body);
+    let reply_len = body.len() + inner;
+    let mut out = Vec::with_capacity(10 + body.len() + result.len());
+    prost::encoding::encode_varint(reply_len as u64, &mut out);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(result);
+    out
+}
+
 /// The server's ping: an empty Reply (its length, 0, is the only byte).
 pub const PING: &[u8] = &[0];
 
@@ -940,6 +993,39 @@ mod tests {
         let e = sub_refresh_result(json::Expiry { ttl: Some(5) });
         assert_eq!(reply(9, &|r| r.sub_refresh = Some(e.clone())), "0808097a0408011005");
         assert_eq!(hex(PING), "00");
+    }
+
+    #[test]
+    fn paced_replies_decode_as_the_whole_ones() {
+        let info: &[u8] = br#"{"user":"u","client":"x"}"#;
+        let pubs: Vec<json::Pub<'_>> = (1..=300u64)
+            .map(|i| json::Pub { channel: "c", data: b"{\"n\":12345}", offset: i, info: Some(info), tags: None })
+            .collect();
+        let s = json::SubscribeResult {
+            expires_ttl: None,
+            recoverable: Some(json::Position { epoch: "e", offset: 300 }),
+            was_recovering: true,
+            recovered: true,
+            publications: &pubs,
+        };
+        let whole = Reply { id: 3, subscribe: Some(subscribe_result(&s)), ..Default::default() };
+        let bare = subscribe_result(&json::SubscribeResult { publications: &[], ..s }).encode_to_vec();
+        let h = history_result(&json::HistoryResult { publications: &pubs, position: json::Position { epoch: "e", offset: 9 } });
+        let whole_h = Reply { id: 200, history: Some(h.clone()), ..Default::default() };
+        let bare_h = HistoryResult { publications: vec![], ..h }.encode_to_vec();
+        for (kind, whole, bare, id) in
+            [(PacedResult::Subscribe, whole, bare, 3), (PacedResult::History, whole_h, bare_h, 200)]
+        {
+            let len: usize = pubs.iter().map(pub_field_len).sum();
+            let mut b = paced_head(id, kind, &bare, len);
+            for p in &pubs {
+                b.extend_from_slice(&pub_field(kind, p));
+            }
+            assert_eq!(b.len(), delimited(&whole).len(), "same length as the whole encoding");
+            let mut s = &b[..];
+            assert_eq!(Reply::decode_length_delimited(&mut s).unwrap(), whole);
+            assert!(s.is_empty());
+        }
     }
 
     #[test]

@@ -183,6 +183,9 @@ pub fn refill(env: &mut Env, conn: &mut Session) {
                 let b = crate::proto::centrifugo::Encode::encode(&super::wire::cf_pub(&m));
                 env.push_out(conn, b);
             }
+            Item::CfPbPub(m, kind) => {
+                env.push_out(conn, crate::proto::centrifugo_pb::pub_field(kind, &super::wire::cf_pub(&m)));
+            }
         }
     }
     if !r.queue.is_empty() && !conn.dead {

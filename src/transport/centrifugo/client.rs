@@ -235,12 +235,9 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         }
     } else if let Some(r) = cmd.history {
         match history(env, conn, &r) {
-            Ok(page) if is_pb(conn) => {
-                // Encoded whole: history_select bounds it by the namespace's history_size.
-                let pubs: Vec<proto::Pub<'_>> = page.msgs.iter().map(|m| cf_pub(m)).collect();
-                let h = pb::history_result(&page.result(&pubs));
-                send_reply(env, conn, id, "", &proto::Empty, |r| r.history = Some(h));
-            }
+            Ok(page) if is_pb(conn) => send_with_pubs_pb(env, conn, id, &page.msgs, pb::PacedResult::History, |pubs| {
+                pb::Reply { id, history: Some(pb::history_result(&page.result(pubs))), ..Default::default() }
+            }),
             Ok(page) => send_with_pubs(env, conn, &page.msgs, |pubs| proto::reply(id, "history", &page.result(pubs))),
             Err(e) => send_error(env, conn, id, e),
         }
@@ -411,10 +408,11 @@ fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, serv
         Ok((ttl, rec)) => {
             let now = env.unix_s;
             if is_pb(conn) {
-                // Encoded whole: recovery replays at most the namespace's history_size.
-                let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
-                let r = pb::subscribe_result(&subscribe_result(ttl, &rec, &pubs, now));
-                return send_binary(env, conn, &pb::delimited(&pb::Reply { id, subscribe: Some(r), ..Default::default() }));
+                let result = |pubs: &[proto::Pub<'_>]| {
+                    let r = pb::subscribe_result(&subscribe_result(ttl, &rec, pubs, now));
+                    pb::Reply { id, subscribe: Some(r), ..Default::default() }
+                };
+                return send_with_pubs_pb(env, conn, id, &rec.pubs, pb::PacedResult::Subscribe, result);
             }
             let result =
                 |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(ttl, &rec, pubs, now));
@@ -515,6 +513,39 @@ where
     }
     env.hold(conn, Item::Bytes(whole.slice(at + mark.len()..)));
     debug_assert_eq!(tail.len(), whole.len() - at - mark.len());
+    fanout::refill(env, conn);
+}
+
+/// [`send_with_pubs`] for a protobuf connection. A small reply is encoded whole (the bytes
+/// Centrifugo's encoder writes). A large one is paced the same way: the frame header, the
+/// reply's length prefix, id and the result's other fields are queued, then each
+/// publication is encoded (as a `publications` field) as the socket drains; the lengths
+/// are known up front from `prost::Message::encoded_len`. The publications come last in
+/// the result, which protobuf allows (fields in any order). `reply` gives the Reply
+/// carrying some publications.
+fn send_with_pubs_pb<F>(env: &mut Env, conn: &mut Session, id: u32, msgs: &[Arc<Message>], kind: pb::PacedResult, reply: F)
+where
+    F: Fn(&[proto::Pub<'_>]) -> pb::Reply,
+{
+    let size: usize = msgs.iter().map(|m| pb::pub_field_len(&cf_pub(m))).sum();
+    if size <= env.low_water {
+        let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
+        return send_binary(env, conn, &pb::delimited(&reply(&pubs)));
+    }
+    let r = reply(&[]);
+    let bare = match kind {
+        pb::PacedResult::Subscribe => r.subscribe.map(|s| prost::Message::encode_to_vec(&s)),
+        pb::PacedResult::History => r.history.map(|h| prost::Message::encode_to_vec(&h)),
+    }
+    .unwrap_or_default();
+    let head = pb::paced_head(id, kind, &bare, size);
+    let mut first = Vec::with_capacity(head.len() + 10);
+    codec::write_header(&mut first, Opcode::Binary, true, head.len() + size);
+    first.extend_from_slice(&head);
+    env.hold(conn, Item::Bytes(Bytes::from(first)));
+    for m in msgs {
+        env.hold(conn, Item::CfPbPub(m.clone(), kind));
+    }
     fanout::refill(env, conn);
 }
 

@@ -313,3 +313,105 @@ fn api_pushes_and_join_leave() {
     );
     assert_eq!(one(&mut k, a).push.unwrap().refresh, Some(pb::Refresh { expires: true, ttl: 100 }));
 }
+
+/// A history of `n` publications of `size` bytes each.
+fn big_history(k: &mut Kit, ch: &str, n: usize, size: usize) {
+    let body = format!("\"{}\"", "p".repeat(size));
+    for _ in 0..n {
+        k.publish(ch, &body);
+    }
+}
+
+fn big_channels() -> serde_json::Value {
+    json!({"namespaces": [{"name": "big", "history_size": 100, "history_ttl": "300s", "force_recovery": true,
+        "allow_subscribe_for_client": true, "allow_history_for_client": true}]})
+}
+
+/// Everything a fast reader gets (paced replays refilled as the socket drains), decoded;
+/// with the peak bytes queued.
+fn read_all(k: &mut Kit, c: usize) -> (Vec<pb::Reply>, Option<u16>, usize) {
+    let (bytes, peak) = k.read_all(c);
+    let mut out = Vec::new();
+    let mut close = None;
+    for (op, p) in server_frames(&bytes) {
+        match op {
+            2 => {
+                let mut b = &p[..];
+                while !b.is_empty() {
+                    out.push(pb::Reply::decode_length_delimited(&mut b).expect("a delimited Reply"));
+                }
+            }
+            8 => close = Some(u16::from_be_bytes([p[0], p[1]])),
+            op => panic!("unexpected opcode {op}"),
+        }
+    }
+    (out, close, peak)
+}
+
+#[test]
+fn large_recovery_and_history_are_paced_and_complete() {
+    let mut k = kit(json!({}), big_channels());
+    big_history(&mut k, "big:a", 100, 200_000);
+    let o = user(&mut k, "observer");
+    send(&mut k, o, &[subscribe_cmd(2, sub("big:a"))]);
+    let epoch = one(&mut k, o).subscribe.unwrap().epoch;
+    let c = user(&mut k, "alice");
+    let req = pb::SubscribeRequest { channel: "big:a".into(), recover: true, epoch, offset: 0, ..Default::default() };
+    send(&mut k, c, &[subscribe_cmd(7, req)]);
+    let queued = k.s(c).out.len();
+    assert!(queued <= k.env.high_water + 250_000, "{queued} bytes queued at once");
+    assert!(k.s(c).replay.is_some(), "a 20 MB reply is paced");
+    // A live publication during the paced reply comes after it.
+    k.publish("big:a", "\"live\"");
+    let (r, close, peak) = read_all(&mut k, c);
+    assert_eq!(close, None);
+    assert!(peak <= k.env.high_water + 250_000, "peak {peak}");
+    assert_eq!(r.len(), 2, "the reply, then the live push");
+    assert_eq!(r[0].id, 7);
+    let s = r[0].subscribe.as_ref().unwrap();
+    assert!(s.recovered && s.was_recovering && s.recoverable);
+    let offsets: Vec<u64> = s.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, (1..=100).collect::<Vec<u64>>());
+    assert!(s.publications.iter().all(|p| p.data.len() == 200_002));
+    let live = r[1].push.as_ref().unwrap().r#pub.as_ref().unwrap();
+    assert_eq!((live.offset, &live.data[..]), (101, &b"\"live\""[..]));
+    // History: three paced replies in one frame's commands, each whole and in order.
+    let cmds: Vec<pb::Command> = (0..3)
+        .map(|i| pb::Command {
+            id: 10 + i,
+            history: Some(pb::HistoryRequest { channel: "big:a".into(), limit: -1, ..Default::default() }),
+            ..Default::default()
+        })
+        .collect();
+    send(&mut k, c, &cmds);
+    let (r, close, peak) = read_all(&mut k, c);
+    assert_eq!(close, None);
+    assert!(peak <= k.env.high_water + 250_000, "peak {peak}");
+    assert_eq!(r.iter().map(|r| r.id).collect::<Vec<_>>(), [10, 11, 12]);
+    for h in &r {
+        let h = h.history.as_ref().unwrap();
+        assert_eq!((h.publications.len(), h.offset), (100, 101));
+        assert_eq!(h.publications[99].offset, 101);
+    }
+}
+
+#[test]
+fn history_flood_without_reading_is_bounded() {
+    let mut k = kit(json!({}), big_channels());
+    big_history(&mut k, "big:h", 50, 100_000);
+    let c = user(&mut k, "alice");
+    // 100 history commands in one frame, never read: each reply is 5 MB.
+    let cmds: Vec<pb::Command> = (0..100)
+        .map(|i| pb::Command {
+            id: 10 + i,
+            history: Some(pb::HistoryRequest { channel: "big:h".into(), limit: -1, ..Default::default() }),
+            ..Default::default()
+        })
+        .collect();
+    send(&mut k, c, &cmds);
+    let (high, cap) = (k.env.high_water, k.env.max_out_queue);
+    let s = k.s(c);
+    let held = s.replay.as_ref().map(|r| r.held).unwrap_or(0);
+    assert!(s.out.len() <= high + 200_000, "out-queue {} bytes", s.out.len());
+    assert!(held > 0 && held < cap, "held {held} bytes");
+}
