@@ -285,3 +285,18 @@ pbTest('protobuf: pongs keep the connection; server-side subscriptions and API u
   await env.api('unsubscribe', { user: 'carol', channel: 'news' });
   await gone;
 });
+
+pbTest('protobuf: a 1 MB history reply (paced by herald) arrives whole', async (env) => {
+  const { c } = await connected(env, 'alice');
+  const { s } = await subscribed(c, 'chat:pbbig');
+  const pad = 'x'.repeat(10_000);
+  for (let i = 1; i <= 100; i++) await env.api('publish', { channel: 'chat:pbbig', data: { i, pad } });
+  const h = await s.history({ limit: -1 });
+  assert.equal(h.publications.length, 100);
+  assert.deepEqual(h.publications.map((p) => dec(p.data).i), Array.from({ length: 100 }, (_, i) => i + 1));
+  assert.equal(h.offset, 100);
+  // The connection goes on: a ping answered, a publication after the big reply.
+  const next = once(s, 'publication');
+  await env.api('publish', { channel: 'chat:pbbig', data: { after: true } });
+  assert.deepEqual(dec((await next).data), { after: true });
+});
