@@ -595,7 +595,11 @@ pub fn delimited(message: &impl prost::Message) -> Bytes {
 
 /// A reply to command `id` carrying an error.
 pub fn error_reply(id: u32, e: json::Error) -> Reply {
-    Reply { id, error: Some(Error { code: e.code.into(), message: e.message.into(), temporary: false }), ..Default::default() }
+    Reply {
+        id,
+        error: Some(Error { code: e.code.into(), message: e.message.into(), temporary: false }),
+        ..Default::default()
+    }
 }
 
 fn ttl(t: Option<i64>) -> (bool, u32) {
@@ -750,12 +754,8 @@ pub fn sub_refresh_result(e: json::Expiry) -> SubRefreshResult {
 
 /// A server-side subscribe push: the subscribe result's position.
 pub fn subscribe_push(channel: &str, r: &SubscribeResult) -> Bytes {
-    let s = Subscribe {
-        recoverable: r.recoverable,
-        epoch: r.epoch.clone(),
-        offset: r.offset,
-        positioned: r.positioned,
-    };
+    let s =
+        Subscribe { recoverable: r.recoverable, epoch: r.epoch.clone(), offset: r.offset, positioned: r.positioned };
     delimited(&push_reply(Push { channel: channel.into(), subscribe: Some(s), ..Default::default() }))
 }
 
@@ -846,8 +846,11 @@ mod tests {
             connect: Some(ConnectRequest {
                 token: "t".into(),
                 name: "js".into(),
-                subs: [("a".to_string(), SubscribeRequest { recover: true, offset: 3, epoch: "e".into(), ..Default::default() })]
-                    .into(),
+                subs: [(
+                    "a".to_string(),
+                    SubscribeRequest { recover: true, offset: 3, epoch: "e".into(), ..Default::default() },
+                )]
+                .into(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -857,8 +860,11 @@ mod tests {
             publish: Some(PublishRequest { channel: "c".into(), data: br#"{"a":1}"#.to_vec() }),
             ..Default::default()
         };
-        let bad_publish =
-            Command { id: 3, publish: Some(PublishRequest { channel: "c".into(), data: vec![0xff, 1] }), ..Default::default() };
+        let bad_publish = Command {
+            id: 3,
+            publish: Some(PublishRequest { channel: "c".into(), data: vec![0xff, 1] }),
+            ..Default::default()
+        };
         let history = Command {
             id: 4,
             history: Some(HistoryRequest {
@@ -886,8 +892,9 @@ mod tests {
         assert!(cmds[4].ping.is_some() && cmds[4].id == 5);
         assert!(cmds[5].id == 0 && cmds[5].ping.is_none() && cmds[5].connect.is_none());
         // Truncated frames are malformed, never a panic.
-        for cut in 1..frame(&[connect.clone()]).len() {
-            assert_eq!(decode_commands(&frame(&[connect.clone()])[..cut]), Err(Malformed));
+        let one = frame(std::slice::from_ref(&connect));
+        for cut in 1..one.len() {
+            assert_eq!(decode_commands(&one[..cut]), Err(Malformed));
         }
         assert_eq!(decode_commands(&[0xff; 11]), Err(Malformed));
     }
@@ -928,7 +935,11 @@ mod tests {
         // Reply{id:2, error:{code:103, message:"x"}}: field 2, len 5: 0x08 103, 0x12 1 'x'.
         let e = error_reply(2, json::PERMISSION_DENIED);
         assert_eq!(e.error.as_ref().unwrap().message, "permission denied");
-        let e = Reply { id: 2, error: Some(Error { code: 103, message: "x".into(), temporary: false }), ..Default::default() };
+        let e = Reply {
+            id: 2,
+            error: Some(Error { code: 103, message: "x".into(), temporary: false }),
+            ..Default::default()
+        };
         assert_eq!(&delimited(&e)[..], &[9, 0x08, 2, 0x12, 5, 0x08, 103, 0x12, 1, b'x'][..]);
         // Push{channel:"c", pub:{data:"1", offset:5}}: Reply field 4 > Push field 2 and 4 >
         // Publication field 4 (data) and 6 (offset).
@@ -952,7 +963,10 @@ mod tests {
             hex(&delimited(&r))
         };
         assert_eq!(reply(1, &|r| r.ping = Some(Empty {})), "0408016200");
-        assert_eq!(hex(&delimited(&error_reply(2, json::PERMISSION_DENIED))), "1908021215086712117065726d697373696f6e2064656e696564");
+        assert_eq!(
+            hex(&delimited(&error_reply(2, json::PERMISSION_DENIED))),
+            "1908021215086712117065726d697373696f6e2064656e696564"
+        );
         let p = json::Pub {
             channel: "c",
             data: b"1",
@@ -961,9 +975,13 @@ mod tests {
             tags: Some(br#"{"k":"v"}"#),
         };
         assert_eq!(hex(&pub_push(&p)), "252223120163221e2201312a0f0a01751201781a077b2261223a317d30053a060a016b120176");
-        let c = json::ConnectResult { client: "id", version: "v", ping: 25, pong: true, expires_ttl: Some(30), subs: None };
+        let c =
+            json::ConnectResult { client: "id", version: "v", ping: 25, pong: true, expires_ttl: Some(30), subs: None };
         let cr = connect_result(&c, vec![("b".into(), SubscribeResult::default())]);
-        assert_eq!(reply(1, &|r| r.connect = Some(cr.clone())), "1a08012a160a0269641201761801201e32050a0162120038194001");
+        assert_eq!(
+            reply(1, &|r| r.connect = Some(cr.clone())),
+            "1a08012a160a0269641201761801201e32050a0162120038194001"
+        );
         let pubs = [json::Pub { channel: "c", data: b"1", offset: 2, info: None, tags: None }];
         let s = json::SubscribeResult {
             expires_ttl: Some(4),
@@ -973,8 +991,14 @@ mod tests {
             publications: &pubs,
         };
         let sr = subscribe_result(&s);
-        assert_eq!(reply(3, &|r| r.subscribe = Some(sr.clone())), "1c080332180801100418013201653a0522013130024001480250016001");
-        let h = history_result(&json::HistoryResult { publications: &pubs, position: json::Position { epoch: "e", offset: 9 } });
+        assert_eq!(
+            reply(3, &|r| r.subscribe = Some(sr.clone())),
+            "1c080332180801100418013201653a0522013130024001480250016001"
+        );
+        let h = history_result(&json::HistoryResult {
+            publications: &pubs,
+            position: json::Position { epoch: "e", offset: 9 },
+        });
         assert_eq!(reply(4, &|r| r.history = Some(h.clone())), "1008045a0c0a0522013130021201651809");
         let entries = vec![("c1".to_string(), "u".to_string(), Bytes::from_static(br#"{"user":"u","client":"c1"}"#))];
         let pr = presence_result(&entries);
@@ -984,9 +1008,13 @@ mod tests {
         assert_eq!(reply(7, &|r| r.publish = Some(Empty {})), "0408074200");
         let j = join_leave_from_json(&json::join_leave_push("c", br#"{"user":"u","client":"x"}"#, true)).unwrap();
         assert_eq!(hex(&j), "0f220d1201632a080a060a0175120178");
-        assert_eq!(hex(&unsubscribe_push("c", json::SERVER_UNSUBSCRIBE)), "1e221c1201633a1710d00f1a1273657276657220756e737562736372696265");
+        assert_eq!(
+            hex(&unsubscribe_push("c", json::SERVER_UNSUBSCRIBE)),
+            "1e221c1201633a1710d00f1a1273657276657220756e737562736372696265"
+        );
         assert_eq!(hex(&refresh_push(json::Expiry { ttl: Some(9) })), "082206620408011009");
-        let sp = SubscribeResult { recoverable: true, epoch: "e".into(), offset: 3, positioned: true, ..Default::default() };
+        let sp =
+            SubscribeResult { recoverable: true, epoch: "e".into(), offset: 3, positioned: true, ..Default::default() };
         assert_eq!(hex(&subscribe_push("c", &sp)), "10220e1201634a09080122016528033001");
         let rr = refresh_result(&json::RefreshResult { client: "id", version: "v", expires_ttl: Some(5) });
         assert_eq!(reply(8, &|r| r.refresh = Some(rr.clone())), "0f0808720b0a02696412017618012005");
@@ -1010,7 +1038,10 @@ mod tests {
         };
         let whole = Reply { id: 3, subscribe: Some(subscribe_result(&s)), ..Default::default() };
         let bare = subscribe_result(&json::SubscribeResult { publications: &[], ..s }).encode_to_vec();
-        let h = history_result(&json::HistoryResult { publications: &pubs, position: json::Position { epoch: "e", offset: 9 } });
+        let h = history_result(&json::HistoryResult {
+            publications: &pubs,
+            position: json::Position { epoch: "e", offset: 9 },
+        });
         let whole_h = Reply { id: 200, history: Some(h.clone()), ..Default::default() };
         let bare_h = HistoryResult { publications: vec![], ..h }.encode_to_vec();
         for (kind, whole, bare, id) in
@@ -1055,7 +1086,10 @@ mod tests {
         let p = presence_result(&entries);
         assert_eq!(p.presence[0].key, "c1");
         assert_eq!(p.presence[0].value.as_ref().unwrap().user, "u");
-        let h = history_result(&json::HistoryResult { publications: &pubs, position: json::Position { epoch: "e", offset: 9 } });
+        let h = history_result(&json::HistoryResult {
+            publications: &pubs,
+            position: json::Position { epoch: "e", offset: 9 },
+        });
         assert_eq!((h.publications.len(), h.offset), (1, 9));
         let j = join_leave_from_json(&json::join_leave_push("c", br#"{"user":"u","client":"x"}"#, false)).unwrap();
         let r = Reply::decode_length_delimited(&j[..]).unwrap();

@@ -523,8 +523,14 @@ where
 /// are known up front from `prost::Message::encoded_len`. The publications come last in
 /// the result, which protobuf allows (fields in any order). `reply` gives the Reply
 /// carrying some publications.
-fn send_with_pubs_pb<F>(env: &mut Env, conn: &mut Session, id: u32, msgs: &[Arc<Message>], kind: pb::PacedResult, reply: F)
-where
+fn send_with_pubs_pb<F>(
+    env: &mut Env,
+    conn: &mut Session,
+    id: u32,
+    msgs: &[Arc<Message>],
+    kind: pb::PacedResult,
+    reply: F,
+) where
     F: Fn(&[proto::Pub<'_>]) -> pb::Reply,
 {
     let size: usize = msgs.iter().map(|m| pb::pub_field_len(&cf_pub(m))).sum();
@@ -977,9 +983,8 @@ pub fn deliver_event<S: Sessions>(env: &mut Env, conns: &mut S, ev: &Event) {
         }
         let f = if cf.protobuf {
             // Encoded once per event per worker, as the JSON frame is.
-            let f = pb_frame.get_or_insert_with(|| {
-                pb::join_leave_from_json(&ev.json).map(|p| codec::frame(Opcode::Binary, &p))
-            });
+            let f = pb_frame
+                .get_or_insert_with(|| pb::join_leave_from_json(&ev.json).map(|p| codec::frame(Opcode::Binary, &p)));
             let Some(f) = f.clone() else { continue };
             f
         } else {

@@ -67,7 +67,11 @@ fn one(k: &mut Kit, c: usize) -> pb::Reply {
 }
 
 fn connect_cmd(token: &str) -> pb::Command {
-    pb::Command { id: 1, connect: Some(pb::ConnectRequest { token: token.into(), ..Default::default() }), ..Default::default() }
+    pb::Command {
+        id: 1,
+        connect: Some(pb::ConnectRequest { token: token.into(), ..Default::default() }),
+        ..Default::default()
+    }
 }
 
 fn subscribe_cmd(id: u32, s: pb::SubscribeRequest) -> pb::Command {
@@ -120,15 +124,20 @@ fn several_commands_in_one_frame_and_publications() {
         "presence": true, "allow_presence_for_subscriber": true}]});
     let mut k = kit(json!({}), ch);
     let c = user(&mut k, "alice");
-    let publish =
-        pb::Command { id: 3, publish: Some(pb::PublishRequest { channel: "n:a".into(), data: br#"{"t":"hi"}"#.to_vec() }), ..Default::default() };
+    let publish = pb::Command {
+        id: 3,
+        publish: Some(pb::PublishRequest { channel: "n:a".into(), data: br#"{"t":"hi"}"#.to_vec() }),
+        ..Default::default()
+    };
     let history = pb::Command {
         id: 4,
         history: Some(pb::HistoryRequest { channel: "n:a".into(), limit: -1, ..Default::default() }),
         ..Default::default()
     };
-    let presence = pb::Command { id: 5, presence: Some(pb::ChannelRequest { channel: "n:a".into() }), ..Default::default() };
-    let stats = pb::Command { id: 6, presence_stats: Some(pb::ChannelRequest { channel: "n:a".into() }), ..Default::default() };
+    let presence =
+        pb::Command { id: 5, presence: Some(pb::ChannelRequest { channel: "n:a".into() }), ..Default::default() };
+    let stats =
+        pb::Command { id: 6, presence_stats: Some(pb::ChannelRequest { channel: "n:a".into() }), ..Default::default() };
     let ping = pb::Command { id: 7, ping: Some(pb::Empty {}), ..Default::default() };
     send(&mut k, c, &[subscribe_cmd(2, sub("n:a")), publish]);
     k.pump();
@@ -186,8 +195,11 @@ fn errors_and_bad_frames() {
     // Publish data that is not JSON text: 107 (the hub keeps JSON for JSON subscribers).
     send(&mut k, c, &[subscribe_cmd(3, sub("news"))]);
     one(&mut k, c);
-    let bad =
-        pb::Command { id: 4, publish: Some(pb::PublishRequest { channel: "news".into(), data: vec![0xff, 0] }), ..Default::default() };
+    let bad = pb::Command {
+        id: 4,
+        publish: Some(pb::PublishRequest { channel: "news".into(), data: vec![0xff, 0] }),
+        ..Default::default()
+    };
     send(&mut k, c, &[bad]);
     assert_eq!(one(&mut k, c).error.unwrap().code, 107);
     let rpc = pb::Command { id: 5, rpc: Some(pb::RpcRequest::default()), ..Default::default() };
@@ -290,7 +302,15 @@ fn api_pushes_and_join_leave() {
     let join = r.iter().find_map(|r| r.push.as_ref().and_then(|p| p.join.clone())).expect("a join push");
     assert_eq!(join.info.unwrap().user, "bob");
     k.output(b);
-    send(&mut k, b, &[pb::Command { id: 3, unsubscribe: Some(pb::ChannelRequest { channel: "room:1".into() }), ..Default::default() }]);
+    send(
+        &mut k,
+        b,
+        &[pb::Command {
+            id: 3,
+            unsubscribe: Some(pb::ChannelRequest { channel: "room:1".into() }),
+            ..Default::default()
+        }],
+    );
     assert!(one(&mut k, b).unsubscribe.is_some());
     k.pump();
     let (r, _) = read(&mut k, a);
