@@ -435,3 +435,39 @@ fn history_flood_without_reading_is_bounded() {
     assert!(s.out.len() <= high + 200_000, "out-queue {} bytes", s.out.len());
     assert!(held > 0 && held < cap, "held {held} bytes");
 }
+
+/// Garbage and mutated commands on a connected protobuf session: never a panic; each frame
+/// is either handled or closes the connection with 3501 (or 3500, should a mutation turn
+/// bytes into a subscription token).
+#[test]
+fn garbage_frames_never_panic() {
+    let mut rng = crate::proto::testrng::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut k = kit(json!({}), channels());
+    let mut good = BytesMut::new();
+    for c in [
+        subscribe_cmd(2, sub("news")),
+        pb::Command {
+            id: 3,
+            history: Some(pb::HistoryRequest { channel: "hist:a".into(), limit: 5, ..Default::default() }),
+            ..Default::default()
+        },
+        pb::Command { id: 4, ping: Some(pb::Empty {}), ..Default::default() },
+    ] {
+        c.encode_length_delimited(&mut good).unwrap();
+    }
+    for round in 0..300 {
+        let c = user(&mut k, "fuzz");
+        let mut f = good.to_vec();
+        if round % 2 == 0 {
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(f.len());
+                f[i] = rng.next() as u8;
+            }
+        } else {
+            f = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+        }
+        k.input(c, &client_frame(2, &f));
+        let (_, close) = read(&mut k, c);
+        assert!(matches!(close, None | Some(3501) | Some(3500)), "{close:?}");
+    }
+}
