@@ -56,13 +56,11 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
         return false;
     }
     // Subprotocol: the first of the server's preferences that the client offers; on
-    // `/connection/websocket`, Centrifugo's own (the first the client offers, as Centrifugo).
+    // `/connection/websocket`, Centrifugo's own first (the first the client offers, as
+    // Centrifugo does).
     let offered = offered_subprotocols(req);
-    let proto = if mode == WsMode::Centrifugo {
-        cf_subprotocol(req)
-    } else {
-        cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str())
-    };
+    let configured = || cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
+    let proto = if mode == WsMode::Centrifugo { cf_subprotocol(req).or_else(configured) } else { configured() };
     let accept = codec::accept_key(key.trim_ascii());
     env.queue(conn, Response::upgrade_websocket(&accept, proto));
     conn.state =
