@@ -4,11 +4,13 @@
 //! - [`ws`]: RFC 6455 handshake and frame codec.
 //! - [`ws_deflate`]: permessage-deflate (RFC 7692) negotiation, deflate and inflate.
 //! - [`centrifugo`]: Centrifugo's client protocol (JSON) and its codes.
+//! - [`centrifugo_pb`]: the same protocol in protobuf (prost structs of client.proto).
 //! - [`jwt`]: Centrifugo connection and subscription tokens (HS256 JWT).
 //! - [`json`]: the escaping JSON writer every hand-built reply goes through.
 //! - [`resp`]: the Redis protocol (commands out, replies in).
 //! - [`query`], [`utf8`]: query strings and streaming UTF-8 validation.
 pub mod centrifugo;
+pub mod centrifugo_pb;
 pub mod http;
 pub mod json;
 pub mod jwk;

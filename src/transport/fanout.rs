@@ -109,6 +109,9 @@ fn deliver_now(
         sr.last_id = m.id;
     }
     match &conn.state {
+        State::Ws(w) if w.mode == WsMode::Centrifugo && conn.cf.as_ref().is_some_and(|c| c.protobuf) => {
+            env.queue(conn, cache.cf_pb(m))
+        }
         // permessage-deflate: the compressed frame is shared like the plain one.
         State::Ws(w) if w.deflate => {
             let f = match w.mode {
@@ -195,6 +198,9 @@ pub fn refill(env: &mut Env, conn: &mut Session) {
                 }
                 let b = crate::proto::centrifugo::Encode::encode(&super::wire::cf_pub(&m));
                 env.push_out(conn, b);
+            }
+            Item::CfPbPub(m, kind) => {
+                env.push_out(conn, crate::proto::centrifugo_pb::pub_field(kind, &super::wire::cf_pub(&m)));
             }
         }
     }

@@ -225,6 +225,9 @@ pub enum Item {
     /// One publication of a paced Centrifugo reply (its array's comma first unless
     /// `first`), encoded as it is sent.
     CfPub(Arc<Message>, bool),
+    /// One publication of a paced Centrifugo protobuf reply, encoded as it is sent (as a
+    /// `publications` field of that result).
+    CfPbPub(Arc<Message>, crate::proto::centrifugo_pb::PacedResult),
 }
 
 /// A paced replay: output not yet queued, oldest first. The reactor asks for more
@@ -249,7 +252,7 @@ impl Replay {
             + match item {
                 Item::Msg(m, true) => m.envelope.len(),
                 Item::Bytes(b) => b.len(),
-                Item::Msg(_, false) | Item::CfPub(..) => 0,
+                Item::Msg(_, false) | Item::CfPub(..) | Item::CfPbPub(..) => 0,
             }
     }
 }

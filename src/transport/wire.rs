@@ -81,6 +81,7 @@ pub struct WireCache {
     iframe: Option<Bytes>,
     longpoll: Option<Bytes>,
     cf: Option<Bytes>,
+    cf_pb: Option<Bytes>,
     cf_uni: Option<Bytes>,
     cf_uni_ws: Option<Bytes>,
     cf_uni_sse: Option<Bytes>,
@@ -133,6 +134,12 @@ impl WireCache {
     /// The wrapped push as one SSE event (emulation over SSE).
     pub fn cf_event(&mut self, m: &Message) -> Bytes {
         self.cf_event.get_or_insert_with(|| sse_event(None, &pub_push(&cf_pub(m), true))).clone()
+    }
+    /// Centrifugo publication push in protobuf (a delimited Reply) in a binary frame.
+    pub fn cf_pb(&mut self, m: &Message) -> Bytes {
+        self.cf_pb
+            .get_or_insert_with(|| codec::frame(Opcode::Binary, &crate::proto::centrifugo_pb::pub_push(&cf_pub(m))))
+            .clone()
     }
     /// The bare push unidirectional transports send (framed by the caller per transport).
     pub fn cf_uni(&mut self, m: &Message) -> Bytes {

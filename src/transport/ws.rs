@@ -56,16 +56,12 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
         error(env, conn, req, 403, "origin not allowed");
         return false;
     }
-    // Subprotocol: the first of the server's preferences that the client offers.
-    let offered: Vec<&str> = h
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Protocol"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim())
-        .collect();
-    let proto = cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
+    // Subprotocol: the first of the server's preferences that the client offers; on
+    // `/connection/websocket`, Centrifugo's own first (the first the client offers, as
+    // Centrifugo does).
+    let offered = offered_subprotocols(req);
+    let configured = || cfg.ws_subprotocols.iter().find(|p| offered.contains(&p.as_str())).map(|s| s.as_str());
+    let proto = if mode == WsMode::Centrifugo { cf_subprotocol(req).or_else(configured) } else { configured() };
     // permessage-deflate (RFC 7692): the first acceptable offer, when enabled.
     let deflate = if env.zip.enabled {
         ws_deflate::negotiate(
@@ -87,6 +83,37 @@ pub fn upgrade(env: &mut Env, conn: &mut Session, req: &Req, mode: WsMode) -> bo
     }
     log::debug!("conn {}:{} from {}: websocket {:?} deflate {:?}", env.id, conn.id.key, conn.peer, mode, deflate);
     true
+}
+
+/// The subprotocols a handshake offers, in its order.
+fn offered_subprotocols<'a>(req: &'a Req) -> Vec<&'a str> {
+    req.head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Protocol"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim())
+        .collect()
+}
+
+/// Centrifugo's subprotocol the client offers first (`centrifuge-json` or
+/// `centrifuge-protobuf`; centrifuge-js in protobuf mode sends the latter).
+pub fn cf_subprotocol(req: &Req) -> Option<&'static str> {
+    offered_subprotocols(req).into_iter().find_map(|p| match p {
+        "centrifuge-json" => Some("centrifuge-json"),
+        "centrifuge-protobuf" => Some("centrifuge-protobuf"),
+        _ => None,
+    })
+}
+
+/// Whether a `/connection/websocket` handshake asks for the protobuf protocol: the
+/// `centrifuge-protobuf` subprotocol, or `cf_protocol=protobuf` (also the older
+/// `format=protobuf`) in the query, as Centrifugo decides.
+pub fn cf_wants_protobuf(req: &Req) -> bool {
+    let q = req.head.query;
+    let is_pb = |name| crate::proto::http::query_param(q, name).is_some_and(|v| v == "protobuf");
+    is_pb("cf_protocol") || is_pb("format") || cf_subprotocol(req) == Some("centrifuge-protobuf")
 }
 
 /// Whether the request's `Origin` may open this endpoint (see [`super::access::origin_ok`]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The official Centrifugo SDKs, unchanged, against herald's Centrifugo v6 compatible API:
 #   centrifuge-js (npm `centrifuge`) with node's test runner: sdk.test.mjs
+#   centrifuge-js's protobuf build (centrifuge/build/protobuf): protobuf.test.mjs
 #   cent (pycent) and centrifuge-python with pytest:           test_python_sdk.py
+#   centrifuge-python with use_protobuf=True:                  test_python_protobuf.py
 # Installs what is missing (npm ci; pip install -r requirements.txt), then runs both.
 # Needs a built herald: HERALD_BIN (default ../../target/release/herald), passed through.
 set -euo pipefail
@@ -34,6 +36,8 @@ fi
 status=0
 echo "== centrifuge-js (node --test sdk.test.mjs)"
 node --test sdk.test.mjs || status=1
+echo "== centrifuge-js protobuf build (node --test protobuf.test.mjs)"
+node --test protobuf.test.mjs || status=1
 echo "== cent + centrifuge-python (pytest)"
-"$PYTHON" -m pytest -q -p no:cacheprovider test_python_sdk.py || status=1
+"$PYTHON" -m pytest -q -p no:cacheprovider test_python_sdk.py test_python_protobuf.py || status=1
 exit $status

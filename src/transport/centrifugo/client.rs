@@ -15,6 +15,7 @@ use crate::hub::engine::HistoryRead;
 use crate::hub::envelope::json_data;
 use crate::hub::Message;
 use crate::proto::centrifugo::{self as proto, Command, Disconnect, Encode, Error, SubscribeReq};
+use crate::proto::centrifugo_pb as pb;
 use crate::proto::jwt::{TokenError, Verifier};
 use crate::proto::ws::{self as codec, Opcode};
 use crate::transport::authz;
@@ -51,6 +52,9 @@ pub struct CfClient {
     pub emulated: bool,
     /// The emulation session id (`w{worker}.{client id}`: the worker that holds it).
     pub session: Option<Arc<str>>,
+    /// The connection speaks protobuf (`?cf_protocol=protobuf` or the `centrifuge-protobuf`
+    /// subprotocol): binary frames of varint-delimited commands and replies.
+    pub protobuf: bool,
 }
 
 /// One Centrifugo subscription.
@@ -80,6 +84,7 @@ impl CfClient {
             uni,
             emulated: false,
             session: None,
+            protobuf: false,
         }
     }
 }
@@ -148,6 +153,45 @@ fn stream_send(env: &mut Env, conn: &mut Session, json: &[u8]) {
     }
 }
 
+/// The connection speaks protobuf.
+fn is_pb(conn: &Session) -> bool {
+    conn.cf.as_ref().is_some_and(|c| c.protobuf)
+}
+
+/// Send delimited protobuf replies in a binary frame.
+fn send_binary(env: &mut Env, conn: &mut Session, b: &[u8]) {
+    let f = codec::frame(Opcode::Binary, b);
+    env.queue(conn, f);
+}
+
+/// Answer command `id` in the connection's protocol: `json` as the JSON result of `method`,
+/// or the protobuf Reply that `pb` fills in.
+fn send_reply(
+    env: &mut Env,
+    conn: &mut Session,
+    id: u32,
+    method: &str,
+    json: &dyn Encode,
+    pb: impl FnOnce(&mut pb::Reply),
+) {
+    if is_pb(conn) {
+        let mut r = pb::Reply { id, ..Default::default() };
+        pb(&mut r);
+        send_binary(env, conn, &pb::delimited(&r));
+    } else {
+        send_text(env, conn, &proto::reply(id, method, json));
+    }
+}
+
+/// Answer command `id` with an error in the connection's protocol.
+fn send_error(env: &mut Env, conn: &mut Session, id: u32, e: Error) {
+    if is_pb(conn) {
+        send_binary(env, conn, &pb::delimited(&pb::error_reply(id, e)));
+    } else {
+        send_text(env, conn, &proto::error_reply(id, e));
+    }
+}
+
 /// Close the connection with a Centrifugo disconnect code (in the WebSocket close frame).
 pub fn disconnect(env: &mut Env, conn: &mut Session, d: Disconnect) {
     log::debug!("conn {}:{} from {}: centrifugo disconnect {} {}", env.id, conn.id.key, conn.peer, d.code, d.reason);
@@ -170,6 +214,18 @@ pub fn on_frame(env: &mut Env, conn: &mut Session, data: &[u8]) {
             Ok(req) => return connect(env, conn, 0, req),
             Err(_) => return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST),
         }
+    }
+    if is_pb(conn) {
+        let Ok(cmds) = pb::decode_commands(data) else {
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+        };
+        for c in cmds {
+            if conn.dead || !matches!(conn.state, State::Ws(_)) {
+                return;
+            }
+            command(env, conn, pb::into_command(c));
+        }
+        return;
     }
     for raw in proto::split_commands(data) {
         let emulated = conn.cf.as_ref().is_some_and(|c| c.emulated);
@@ -207,40 +263,57 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         }
         return;
     }
-    // Each arm gives the method name and its encoded result.
-    let (method, res): (&str, Result<Bytes, Error>) = if let Some(r) = cmd.subscribe {
-        return subscribe(env, conn, id, r, false);
+    if let Some(r) = cmd.subscribe {
+        subscribe(env, conn, id, r, false)
     } else if let Some(r) = cmd.unsubscribe {
-        ("unsubscribe", unsubscribe(env, conn, &r.channel).map(|_| proto::Empty.encode()))
+        match unsubscribe(env, conn, &r.channel) {
+            Ok(()) => send_reply(env, conn, id, "unsubscribe", &proto::Empty, |r| r.unsubscribe = Some(pb::Empty {})),
+            Err(e) => send_error(env, conn, id, e),
+        }
     } else if let Some(r) = cmd.publish {
-        ("publish", publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())))
+        match publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())) {
+            Ok(()) => send_reply(env, conn, id, "publish", &proto::Empty, |r| r.publish = Some(pb::Empty {})),
+            Err(e) => send_error(env, conn, id, e),
+        }
     } else if let Some(r) = cmd.history {
         match history(env, conn, &r) {
-            Ok(page) => {
-                return send_with_pubs(env, conn, &page.msgs, |pubs| proto::reply(id, "history", &page.result(pubs)))
-            }
-            Err(e) => ("history", Err(e)),
+            Ok(page) if is_pb(conn) => send_with_pubs_pb(env, conn, id, &page.msgs, pb::PacedResult::History, |pubs| {
+                pb::Reply { id, history: Some(pb::history_result(&page.result(pubs))), ..Default::default() }
+            }),
+            Ok(page) => send_with_pubs(env, conn, &page.msgs, |pubs| proto::reply(id, "history", &page.result(pubs))),
+            Err(e) => send_error(env, conn, id, e),
         }
     } else if let Some(r) = cmd.presence {
-        ("presence", presence(env, conn, &r.channel, false))
+        match presence(env, conn, &r.channel) {
+            Ok(()) => {
+                let entries = env.shared.engine.presence(&r.channel);
+                let json = proto::PresenceResult { clients: &entries };
+                send_reply(env, conn, id, "presence", &json, |r| r.presence = Some(pb::presence_result(&entries)));
+            }
+            Err(e) => send_error(env, conn, id, e),
+        }
     } else if let Some(r) = cmd.presence_stats {
-        ("presence_stats", presence(env, conn, &r.channel, true))
+        match presence(env, conn, &r.channel) {
+            Ok(()) => {
+                let st = presence_stats(env, &r.channel);
+                send_reply(env, conn, id, "presence_stats", &st, |r| r.presence_stats = Some(pb::presence_stats(&st)));
+            }
+            Err(e) => send_error(env, conn, id, e),
+        }
     } else if let Some(r) = cmd.refresh {
-        return refresh(env, conn, id, &r.token);
+        refresh(env, conn, id, &r.token)
     } else if let Some(r) = cmd.sub_refresh {
-        ("sub_refresh", sub_refresh(env, conn, &r.channel, &r.token))
+        match sub_refresh(env, conn, &r.channel, &r.token) {
+            Ok(e) => send_reply(env, conn, id, "sub_refresh", &e, |r| r.sub_refresh = Some(pb::sub_refresh_result(e))),
+            Err(e) => send_error(env, conn, id, e),
+        }
     } else if cmd.ping.is_some() {
-        ("ping", Ok(proto::Empty.encode()))
+        send_reply(env, conn, id, "ping", &proto::Empty, |r| r.ping = Some(pb::Empty {}))
     } else if cmd.send.is_some() {
-        return; // asynchronous message: no handler on this server
+        // asynchronous message: no handler on this server
     } else {
-        ("", Err(proto::METHOD_NOT_FOUND))
-    };
-    let text = match res {
-        Ok(body) => proto::reply(id, method, &proto::Raw(&body)),
-        Err(e) => proto::error_reply(id, e),
-    };
-    send_text(env, conn, &text);
+        send_error(env, conn, id, proto::METHOD_NOT_FOUND)
+    }
 }
 
 pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::ConnectReq) {
@@ -262,7 +335,7 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
                 (c.sub, info, chans, exp)
             }
             Err(TokenError::Expired | TokenError::NotYetValid) => {
-                return send_text(env, conn, &proto::error_reply(id, proto::TOKEN_EXPIRED));
+                return send_error(env, conn, id, proto::TOKEN_EXPIRED);
             }
             Err(e) => {
                 log::debug!("conn {}:{} from {}: connect token refused: {e:?}", env.id, conn.id.key, conn.peer);
@@ -315,6 +388,16 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
     if uni {
         // Unidirectional: the connect result is the first push.
         uni_send(env, conn, &proto::connect_push(&result));
+    } else if is_pb(conn) {
+        // do_subscribe encoded each server-side subscription's result in protobuf.
+        let subs = result
+            .subs
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(ch, b)| Some((ch.clone(), prost::Message::decode(&b[..]).ok()?)))
+            .collect();
+        let r = pb::Reply { id, connect: Some(pb::connect_result(&result, subs)), ..Default::default() };
+        send_binary(env, conn, &pb::delimited(&r));
     } else {
         send_text(env, conn, &proto::reply(id, "connect", &result));
     }
@@ -360,21 +443,33 @@ fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, serv
     match join(env, conn, &req, server_side) {
         Ok((ttl, rec)) => {
             let now = env.unix_s;
+            if is_pb(conn) {
+                let result = |pubs: &[proto::Pub<'_>]| {
+                    let r = pb::subscribe_result(&subscribe_result(ttl, &rec, pubs, now));
+                    pb::Reply { id, subscribe: Some(r), ..Default::default() }
+                };
+                return send_with_pubs_pb(env, conn, id, &rec.pubs, pb::PacedResult::Subscribe, result);
+            }
             let result =
                 |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(ttl, &rec, pubs, now));
             send_with_pubs(env, conn, &rec.pubs, result);
         }
-        Err(Refusal::Reply(e)) => send_text(env, conn, &proto::error_reply(id, e)),
+        Err(Refusal::Reply(e)) => send_error(env, conn, id, e),
         Err(Refusal::Disconnect(d)) => disconnect(env, conn, d),
     }
 }
 
 /// Check and perform a subscription; returns the encoded subscribe result (server-side
-/// subscriptions: the connect result and API subscribe pushes carry it inline).
+/// subscriptions: the connect result and API subscribe pushes carry it inline), in JSON or,
+/// on a protobuf connection, as a protobuf SubscribeResult.
 fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<Bytes, Refusal> {
     let (ttl, rec) = join(env, conn, &req, server_side)?;
     let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
-    Ok(subscribe_result(ttl, &rec, &pubs, env.unix_s).encode())
+    let result = subscribe_result(ttl, &rec, &pubs, env.unix_s);
+    if is_pb(conn) {
+        return Ok(Bytes::from(prost::Message::encode_to_vec(&pb::subscribe_result(&result))));
+    }
+    Ok(result.encode())
 }
 
 /// The checks, the permission decision, joining the stream and recording the subscription.
@@ -456,6 +551,45 @@ where
     }
     env.hold(conn, Item::Bytes(whole.slice(at + mark.len()..)));
     debug_assert_eq!(tail.len(), whole.len() - at - mark.len());
+    fanout::refill(env, conn);
+}
+
+/// [`send_with_pubs`] for a protobuf connection. A small reply is encoded whole (the bytes
+/// Centrifugo's encoder writes). A large one is paced the same way: the frame header, the
+/// reply's length prefix, id and the result's other fields are queued, then each
+/// publication is encoded (as a `publications` field) as the socket drains; the lengths
+/// are known up front from `prost::Message::encoded_len`. The publications come last in
+/// the result, which protobuf allows (fields in any order). `reply` gives the Reply
+/// carrying some publications.
+fn send_with_pubs_pb<F>(
+    env: &mut Env,
+    conn: &mut Session,
+    id: u32,
+    msgs: &[Arc<Message>],
+    kind: pb::PacedResult,
+    reply: F,
+) where
+    F: Fn(&[proto::Pub<'_>]) -> pb::Reply,
+{
+    let size: usize = msgs.iter().map(|m| pb::pub_field_len(&cf_pub(m))).sum();
+    if size <= env.low_water {
+        let pubs: Vec<proto::Pub<'_>> = msgs.iter().map(|m| cf_pub(m)).collect();
+        return send_binary(env, conn, &pb::delimited(&reply(&pubs)));
+    }
+    let r = reply(&[]);
+    let bare = match kind {
+        pb::PacedResult::Subscribe => r.subscribe.map(|s| prost::Message::encode_to_vec(&s)),
+        pb::PacedResult::History => r.history.map(|h| prost::Message::encode_to_vec(&h)),
+    }
+    .unwrap_or_default();
+    let head = pb::paced_head(id, kind, &bare, size);
+    let mut first = Vec::with_capacity(head.len() + 10);
+    codec::write_header(&mut first, Opcode::Binary, true, head.len() + size);
+    first.extend_from_slice(&head);
+    env.hold(conn, Item::Bytes(Bytes::from(first)));
+    for m in msgs {
+        env.hold(conn, Item::CfPbPub(m.clone(), kind));
+    }
     fanout::refill(env, conn);
 }
 
@@ -641,7 +775,7 @@ pub fn on_close(env: &mut Env, conn: &mut Session) {
     }
 }
 
-fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<Bytes, Error> {
+fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<(), Error> {
     let cfg = env.shared.cfg.clone();
     let data = data.ok_or(proto::BAD_REQUEST)?;
     if check_channel(channel).is_err() {
@@ -662,7 +796,7 @@ fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>
     };
     env.shared.engine.publish(channel, json_data(data), Some(info).into(), env.now_ms);
     env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-    Ok(proto::Empty.encode())
+    Ok(())
 }
 
 fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<HistoryPage, Error> {
@@ -746,7 +880,8 @@ pub fn history_select(
     Ok(HistoryPage { msgs, epoch: all.epoch, offset: all.last_id })
 }
 
-fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Result<Bytes, Error> {
+/// The checks before a presence or presence_stats call.
+fn presence(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), Error> {
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
@@ -760,19 +895,24 @@ fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Re
     if !opts.presence {
         return Err(proto::NOT_AVAILABLE);
     }
-    Ok(presence_result(env, channel, stats))
+    Ok(())
+}
+
+/// Count the clients and distinct users present in a channel.
+fn presence_stats(env: &Env, channel: &str) -> proto::PresenceStatsResult {
+    let entries = env.shared.engine.presence(channel);
+    let mut users: Vec<&str> = entries.iter().map(|(_, u, _)| u.as_str()).collect();
+    users.sort();
+    users.dedup();
+    proto::PresenceStatsResult { num_clients: entries.len() as u64, num_users: users.len() as u64 }
 }
 
 /// Presence (or, with `stats`, presence_stats) for clients and the API, encoded.
 pub fn presence_result(env: &Env, channel: &str, stats: bool) -> Bytes {
-    let entries = env.shared.engine.presence(channel);
     if stats {
-        let mut users: Vec<&str> = entries.iter().map(|(_, u, _)| u.as_str()).collect();
-        users.sort();
-        users.dedup();
-        return proto::PresenceStatsResult { num_clients: entries.len() as u64, num_users: users.len() as u64 }
-            .encode();
+        return presence_stats(env, channel).encode();
     }
+    let entries = env.shared.engine.presence(channel);
     proto::PresenceResult { clients: &entries }.encode()
 }
 
@@ -787,19 +927,17 @@ fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
             }
             let exp = c.connection_expires_at();
             cf.expires_at = exp;
+            let client = cf.id.clone();
             let result =
-                proto::RefreshResult { client: &cf.id, version: proto::VERSION, expires_ttl: proto::ttl(exp, now) };
-            let text = proto::reply(id, "refresh", &result);
-            send_text(env, conn, &text);
+                proto::RefreshResult { client: &client, version: proto::VERSION, expires_ttl: proto::ttl(exp, now) };
+            send_reply(env, conn, id, "refresh", &result, |r| r.refresh = Some(pb::refresh_result(&result)));
         }
-        Err(TokenError::Expired | TokenError::NotYetValid) => {
-            send_text(env, conn, &proto::error_reply(id, proto::TOKEN_EXPIRED));
-        }
+        Err(TokenError::Expired | TokenError::NotYetValid) => send_error(env, conn, id, proto::TOKEN_EXPIRED),
         Err(_) => disconnect(env, conn, proto::INVALID_TOKEN),
     }
 }
 
-fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) -> Result<Bytes, Error> {
+fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) -> Result<proto::Expiry, Error> {
     let now = env.unix_s;
     let v = env.sub_verifier.verify_subscribe(token, channel, now).map_err(|e| match e {
         TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
@@ -813,7 +951,7 @@ fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) ->
     let sub = cf.subs.iter_mut().find(|s| &*s.channel == channel).ok_or(proto::PERMISSION_DENIED)?;
     let exp = c.subscription_expires_at();
     sub.expires_at = exp;
-    Ok(proto::Expiry { ttl: proto::ttl(exp, now) }.encode())
+    Ok(proto::Expiry { ttl: proto::ttl(exp, now) })
 }
 
 /// Ping timer of a Centrifugo connection: a missing pong is 3012; an expired connection
@@ -845,6 +983,8 @@ pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
         next = if uni { now_ms + cfg.client.ping_interval.0 } else { now_ms + cfg.client.pong_timeout.0 };
         if uni {
             uni_send(env, conn, b"{}");
+        } else if cf.protobuf {
+            send_binary(env, conn, pb::PING);
         } else {
             send_text(env, conn, b"{}");
         }
@@ -874,6 +1014,7 @@ pub fn pong_received(env: &Env, conn: &mut Session) {
 pub fn deliver_event<S: Sessions>(env: &mut Env, conns: &mut S, ev: &Event) {
     let Some(set) = env.local.take(&ev.channel) else { return };
     let mut frame: Option<Bytes> = None;
+    let mut pb_frame: Option<Option<Bytes>> = None;
     for (_, id) in set.iter() {
         let Some(conn) = conns.session(id.key as usize) else { continue };
         if conn.id.gen != id.gen || conn.dead {
@@ -887,7 +1028,15 @@ pub fn deliver_event<S: Sessions>(env: &mut Env, conns: &mut S, ev: &Event) {
             stream_send(env, conn, &ev.json);
             continue;
         }
-        let f = frame.get_or_insert_with(|| codec::frame(Opcode::Text, &ev.json)).clone();
+        let f = if cf.protobuf {
+            // Encoded once per event per worker, as the JSON frame is.
+            let f = pb_frame
+                .get_or_insert_with(|| pb::join_leave_from_json(&ev.json).map(|p| codec::frame(Opcode::Binary, &p)));
+            let Some(f) = f.clone() else { continue };
+            f
+        } else {
+            frame.get_or_insert_with(|| codec::frame(Opcode::Text, &ev.json)).clone()
+        };
         env.queue(conn, f);
     }
     env.local.put_back(&ev.channel, set);
@@ -911,7 +1060,10 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
             UserCmd::Subscribe { channel, .. } => {
                 let req = SubscribeReq { channel: channel.clone(), ..Default::default() };
                 if let Ok(res) = do_subscribe(env, conn, req, true) {
-                    if conn.cf.as_ref().is_some_and(|c| c.uni) {
+                    if is_pb(conn) {
+                        let r: pb::SubscribeResult = prost::Message::decode(&res[..]).unwrap_or_default();
+                        send_binary(env, conn, &pb::subscribe_push(channel, &r));
+                    } else if conn.cf.as_ref().is_some_and(|c| c.uni) {
                         uni_send(env, conn, &proto::subscribe_push(channel, &res, false));
                     } else {
                         send_text(env, conn, &proto::subscribe_push(channel, &res, true));
@@ -921,7 +1073,9 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
             UserCmd::Unsubscribe { channel, .. } => {
                 if conn.cf.as_ref().is_some_and(|c| c.subs.iter().any(|s| *s.channel == **channel)) {
                     let _ = unsubscribe(env, conn, channel);
-                    if conn.cf.as_ref().is_some_and(|c| c.uni) {
+                    if is_pb(conn) {
+                        send_binary(env, conn, &pb::unsubscribe_push(channel, proto::SERVER_UNSUBSCRIBE));
+                    } else if conn.cf.as_ref().is_some_and(|c| c.uni) {
                         uni_send(env, conn, &proto::unsubscribe_push(channel, proto::SERVER_UNSUBSCRIBE, false));
                     } else {
                         send_text(env, conn, &proto::unsubscribe_push(channel, proto::SERVER_UNSUBSCRIBE, true));
@@ -940,7 +1094,9 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
                 if let Some(cf) = conn.cf.as_mut() {
                     cf.expires_at = exp;
                     let expiry = proto::Expiry { ttl: proto::ttl(exp, env.unix_s) };
-                    if cf.uni {
+                    if cf.protobuf {
+                        send_binary(env, conn, &pb::refresh_push(expiry));
+                    } else if cf.uni {
                         uni_send(env, conn, &proto::refresh_push(expiry, false));
                     } else {
                         send_text(env, conn, &proto::refresh_push(expiry, true));
@@ -953,8 +1109,11 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
 
 /// Start a Centrifugo WebSocket connection after the upgrade (the stale timer runs until
 /// connect arrives).
-pub fn on_upgrade(env: &mut Env, conn: &mut Session, uni: bool) {
+pub fn on_upgrade(env: &mut Env, conn: &mut Session, uni: bool, protobuf: bool) {
     attach(env, conn, uni);
+    if let Some(cf) = conn.cf.as_mut() {
+        cf.protobuf = protobuf && !uni;
+    }
     if let State::Ws(ws) = &mut conn.state {
         // Until connect arrives the ping timer is the "stale" deadline.
         ws.next_ping_ms = env.now_ms + env.shared.cfg.handshake_timeout_ms;

@@ -12,3 +12,5 @@ pub mod uni;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pb;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 const SECRET: &str = "unit-secret";
 
 /// A kit whose config is `client` / `channel` sections merged into defaults for these tests.
-fn kit(client: Value, channel: Value) -> Kit {
+pub(super) fn kit(client: Value, channel: Value) -> Kit {
     let mut c = json!({"token": {"hmac_secret_key": SECRET}, "ping_interval": "10s", "pong_timeout": "3s"});
     if let (Some(base), Some(extra)) = (c.as_object_mut(), client.as_object()) {
         base.extend(extra.clone());
@@ -20,7 +20,7 @@ fn kit(client: Value, channel: Value) -> Kit {
 }
 
 /// The channel section most tests use.
-fn channels() -> Value {
+pub(super) fn channels() -> Value {
     json!({
         "without_namespace": {"allow_subscribe_for_client": true},
         "namespaces": [
@@ -33,12 +33,12 @@ fn channels() -> Value {
     })
 }
 
-fn token(claims: Value) -> String {
+pub(super) fn token(claims: Value) -> String {
     sign_hs256(&Secret::new(SECRET.as_bytes()), &claims)
 }
 
 /// A masked client frame (FIN set) with a 7- or 16-bit length.
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37u8, 0xfa, 0x21, 0x3d];
     let mut f = vec![0x80 | opcode];
     match payload.len() {
@@ -58,7 +58,7 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Decode unmasked server frames: (opcode, payload) each; panics on a partial frame.
-fn server_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+pub(super) fn server_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
     while !b.is_empty() {
         assert!(b.len() >= 2, "partial frame head");
