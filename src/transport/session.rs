@@ -146,11 +146,15 @@ pub enum Kind {
     CentrifugoUniSse,
     /// `/connection/uni_http_stream`.
     CentrifugoUniHttpStream,
+    /// `/connection/http_stream` (bidirectional emulation).
+    CentrifugoHttpStream,
+    /// `/connection/sse` (bidirectional emulation).
+    CentrifugoSse,
 }
 
 impl Kind {
     /// Metric labels, indexed by `Kind as usize`.
-    pub const LABELS: [&'static str; 11] = [
+    pub const LABELS: [&'static str; 13] = [
         "http",
         "ws_echo",
         "ws",
@@ -162,6 +166,8 @@ impl Kind {
         "centrifugo_uni_ws",
         "centrifugo_uni_sse",
         "centrifugo_uni_http_stream",
+        "centrifugo_http_stream",
+        "centrifugo_sse",
     ];
 
     /// The metric label.
@@ -287,6 +293,11 @@ impl Session {
         }
     }
 
+    /// A Centrifugo bidirectional-emulation stream.
+    fn emulated(&self) -> bool {
+        self.cf.as_ref().is_some_and(|c| c.emulated)
+    }
+
     /// Which transport this session is, for logs and metrics.
     pub fn kind(&self) -> Kind {
         match &self.state {
@@ -299,6 +310,8 @@ impl Session {
             },
             State::Stream { kind: StreamKind::Sse, .. } => Kind::Sse,
             State::Stream { kind: StreamKind::Iframe, .. } => Kind::Stream,
+            State::Stream { kind: StreamKind::CfSse, .. } if self.emulated() => Kind::CentrifugoSse,
+            State::Stream { kind: StreamKind::CfHttp, .. } if self.emulated() => Kind::CentrifugoHttpStream,
             State::Stream { kind: StreamKind::CfSse, .. } => Kind::CentrifugoUniSse,
             State::Stream { kind: StreamKind::CfHttp, .. } => Kind::CentrifugoUniHttpStream,
             State::LongPoll(_) => Kind::LongPoll,
@@ -323,7 +336,7 @@ mod tests {
     #[test]
     fn labels_match_kinds() {
         use super::Kind;
-        assert_eq!(Kind::CentrifugoUniHttpStream as usize + 1, Kind::LABELS.len());
+        assert_eq!(Kind::CentrifugoSse as usize + 1, Kind::LABELS.len());
         assert_eq!(Kind::LongPoll.label(), "longpoll");
     }
 }
