@@ -17,7 +17,9 @@ CACHE="${CENTRIFUGO_CACHE:-$HOME/.cache/herald-centrifugo}"
 BIN="$CACHE/bin/centrifugo"
 
 build() {
-  if [ -x "$BIN" ] && "$BIN" version 2>/dev/null | grep -q "${VERSION#v}"; then
+  # `go install` leaves the binary's own version string at 0.0.0, so a stamp file says
+  # which version the cached binary is.
+  if [ -x "$BIN" ] && [ "$(cat "$BIN.version" 2>/dev/null)" = "$VERSION" ]; then
     echo "$BIN"
     return
   fi
@@ -27,6 +29,7 @@ build() {
   local t0=$SECONDS
   # Outside any module, so the repository's files play no part.
   (cd "$CACHE" && GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "github.com/centrifugal/centrifugo/v6@$VERSION") >&2
+  echo "$VERSION" >"$BIN.version"
   echo "oracle.sh: built in $((SECONDS - t0)) s" >&2
   echo "$BIN"
 }
