@@ -165,6 +165,17 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         }
         return;
     }
+    // As Centrifugo: a channel command without a channel is a protocol error (3501).
+    let no_channel = cmd.subscribe.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.unsubscribe.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.publish.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.history.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.presence.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.presence_stats.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.sub_refresh.as_ref().is_some_and(|r| r.channel.is_empty());
+    if no_channel {
+        return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+    }
     // Each arm gives the method name and its encoded result.
     let (method, res): (&str, Result<Bytes, Error>) = if let Some(r) = cmd.subscribe {
         return subscribe(env, conn, id, r, false);
@@ -191,8 +202,12 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         ("ping", Ok(proto::Empty.encode()))
     } else if cmd.send.is_some() {
         return; // asynchronous message: no handler on this server
+    } else if cmd.rpc.is_some() {
+        // Centrifugo with no RPC proxy configured answers 108.
+        ("rpc", Err(proto::NOT_AVAILABLE))
     } else {
-        ("", Err(proto::METHOD_NOT_FOUND))
+        // No method Herald knows: Centrifugo disconnects such a command as a bad request.
+        return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
     };
     let text = match res {
         Ok(body) => proto::reply(id, method, &proto::Raw(&body)),
@@ -375,7 +390,7 @@ fn subscribe_result<'a>(
 ) -> proto::SubscribeResult<'a> {
     proto::SubscribeResult {
         expires_ttl: proto::ttl(expires_at, now),
-        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.read.last_id }),
+        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.reply_offset }),
         was_recovering: rec.recovering,
         recovered: rec.recovered,
         publications: pubs,
@@ -489,6 +504,8 @@ struct Recovery {
     recovering: bool,
     /// Recovery succeeded: same epoch and nothing missed.
     recovered: bool,
+    /// The offset the reply shows: the client's own when recovered, else the stream top.
+    reply_offset: u64,
     /// The stream's position as the subscription began.
     read: HistoryRead,
     /// The publications the client missed (empty unless recovering in the same epoch).
@@ -506,7 +523,8 @@ fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &Channel
     let mut read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
     let mut recovered = false;
     let mut pubs: Vec<Arc<Message>> = Vec::new();
-    if recovering && *read.epoch == *req.epoch {
+    // As Centrifugo: an empty epoch in the request matches the stream's epoch.
+    if recovering && (req.epoch.is_empty() || *read.epoch == *req.epoch) {
         recovered = !read.missed;
         pubs = std::mem::take(&mut read.messages);
     }
@@ -516,7 +534,10 @@ fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &Channel
     if let Some(sr) = conn.subs.iter_mut().find(|s| &*s.channel == ch) {
         sr.last_id = after;
     }
-    Ok(Recovery { recoverable, recovering, recovered, read, pubs })
+    // As Centrifugo: a recovered reply carries the offset the client sent; the client then
+    // advances through the publications it carries.
+    let reply_offset = if recovered { req.offset } else { read.last_id };
+    Ok(Recovery { recoverable, recovering, recovered, reply_offset, read, pubs })
 }
 
 /// Record the subscription on the client, add presence and announce the join.
@@ -628,15 +649,16 @@ fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<H
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(&r.channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
+    // As Centrifugo: a namespace without history answers 108 before permissions are looked at.
+    if !opts.history() {
+        return Err(proto::NOT_AVAILABLE);
+    }
     let subscribed = cf.subs.iter().any(|s| *s.channel == *r.channel);
     if !(opts.allow_history_for_client || (opts.allow_history_for_subscriber && subscribed)) {
         return Err(proto::PERMISSION_DENIED);
     }
     if cf.user.is_empty() && !opts.allow_history_for_anonymous {
         return Err(proto::PERMISSION_DENIED);
-    }
-    if !opts.history() {
-        return Err(proto::NOT_AVAILABLE);
     }
     history_select(env, &r.channel, r.limit, r.since.as_ref(), r.reverse)
 }
@@ -709,15 +731,16 @@ fn presence(env: &mut Env, conn: &mut Session, channel: &str, stats: bool) -> Re
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
+    // As Centrifugo: a namespace without presence answers 108 before permissions are looked at.
+    if !opts.presence {
+        return Err(proto::NOT_AVAILABLE);
+    }
     let subscribed = cf.subs.iter().any(|s| &*s.channel == channel);
     if !(opts.allow_presence_for_client || (opts.allow_presence_for_subscriber && subscribed)) {
         return Err(proto::PERMISSION_DENIED);
     }
     if cf.user.is_empty() && !opts.allow_presence_for_anonymous {
         return Err(proto::PERMISSION_DENIED);
-    }
-    if !opts.presence {
-        return Err(proto::NOT_AVAILABLE);
     }
     Ok(presence_result(env, channel, stats))
 }
