@@ -14,7 +14,7 @@
 //
 // Needs: HERALD_BIN (default ../../target/release/herald), CENTRIFUGO_BIN (default: what
 // `oracle.sh build` prints). Results: target/centrifugo-diff/summary.md (and printed).
-// Run: tests/centrifugo/diff.sh
+// Run: tests/centrifugo/diff.sh   (DIFF_SHOW=<part of a scenario name> prints both transcripts)
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +27,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import WebSocket from 'ws';
+import { Centrifuge } from 'centrifuge';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HERALD_BIN = process.env.HERALD_BIN || resolve(here, '../../target/release/herald');
@@ -260,7 +261,7 @@ function normaliser() {
       const o = {};
       for (const [k, x] of Object.entries(v)) {
         // Maps keyed by client id (presence results).
-        const nk = key === 'presence' && /^[0-9a-f-]{8,}$/i.test(k) ? named('client', k) : k;
+        const nk = (key === 'presence' || key === 'clients') && /^[0-9a-f-]{8,}$/i.test(k) ? named('client', k) : k;
         o[nk] = walk(x, k);
       }
       return o;
@@ -345,6 +346,20 @@ const DIFFS = {
       return o;
     }),
   },
+  replyAfterOwnPush: {
+    why: 'a client publish answered in the same frame batch: Centrifugo\'s in-memory engine delivers the publication to the publisher\'s own subscription before the publish reply; Herald replies first, then delivers (Centrifugo itself does not promise this order: with its Redis engine the reply comes first too)',
+    side: 'centrifugo',
+    rewrite: (log) => log.map(([w, v]) => {
+      if (!Array.isArray(v)) return [w, v];
+      const i = v.findIndex((m) => m.id === 3 && 'publish' in m);
+      const j = v.findIndex((m) => m.push?.pub);
+      if (i < 0 || j < 0 || j > i) return [w, v];
+      const out = v.slice();
+      const [reply] = out.splice(i, 1);
+      out.splice(j, 0, reply);
+      return [w, out];
+    }),
+  },
   apiBodies: {
     why: 'bodies of refused API requests: Herald answers JSON saying what is wrong; Centrifugo an empty 401, Go\'s plain-text "404 page not found" and "Bad Request" (the HTTP statuses match, compared in their own scenario)',
     whole: true,
@@ -358,6 +373,9 @@ const KNOWN = {
   'API: disconnect and unsubscribe': ['disconnectReason'],
   'API: info (shape)': ['infoFields'],
   'API: refused requests (body)': ['apiBodies'],
+  'connect: token without exp, with info and channels (server-side subscriptions)': ['pubEpoch'],
+  'connect: subs claim with options': ['pubEpoch'],
+  'several commands in one frame': ['replyAfterOwnPush', 'pubEpoch'],
 };
 
 function scenario(name, fn) {
@@ -368,6 +386,9 @@ function scenario(name, fn) {
       try { await fn(run, which); } finally { run.done(); }
       out[which] = run.log;
       await sleep(100);
+    }
+    if (process.env.DIFF_SHOW && name.includes(process.env.DIFF_SHOW)) {
+      console.log(`# ${name}\n## herald\n${fmt(out.herald)}\n## centrifugo\n${fmt(out.centrifugo)}`);
     }
     const known = KNOWN[name] ?? [];
     if (isDeepStrictEqual(out.herald, out.centrifugo)) {
@@ -710,4 +731,108 @@ scenario('client: rpc, send, ping, refresh without proxy', async (r) => {
   await a.do('rpc', { rpc: { method: 'm', data: {} } });
   await a.do('empty command', {});
   await a.closeState(500);
+});
+
+// --- tokens: claims beyond sub/exp, refresh
+
+scenario('connect: token not yet valid (nbf) and audience-less', async (r) => {
+  const a = r.client('a');
+  await a.do('connect', { connect: { token: jwt({ sub: 'u1', exp: nowS() + 3600, nbf: nowS() + 600 }) } });
+  await a.closeState(1000);
+});
+
+scenario('connect: token without exp, with info and channels (server-side subscriptions)', async (r) => {
+  const a = r.client('a');
+  await a.do('connect', { connect: { token: jwt({ sub: 'u1', info: { k: 1 }, channels: ['chat:srv', 'news'] }) } });
+  await r.api('publish', { channel: 'chat:srv', data: { n: 1 } });
+  await a.drain();
+});
+
+scenario('connect: subs claim with options', async (r) => {
+  const a = r.client('a');
+  await a.do('connect', { connect: { token: jwt({ sub: 'u1', exp: nowS() + 3600, subs: { 'chat:subs': { info: { s: 1 } } } }) } });
+  await r.api('publish', { channel: 'chat:subs', data: { n: 1 } });
+  await a.drain();
+});
+
+scenario('refresh and sub_refresh', async (r) => {
+  const a = r.client('a');
+  await a.do('connect', { connect: { token: connToken('u1', 100) } });
+  await a.do('refresh with a new token', { refresh: { token: connToken('u1', 200) } });
+  await a.do('refresh with another user\'s token', { refresh: { token: connToken('u2', 200) } });
+  await a.closeState(500);
+  const b = r.client('b');
+  await b.do('connect', { connect: { token: connToken('u1', 100) } });
+  await b.do('subscribe closed:sr', { subscribe: { channel: 'closed:sr', token: subToken('u1', 'closed:sr', 100) } });
+  await b.do('sub_refresh', { sub_refresh: { channel: 'closed:sr', token: subToken('u1', 'closed:sr', 300) } });
+  await b.do('sub_refresh not subscribed', { sub_refresh: { channel: 'closed:other', token: subToken('u1', 'closed:other', 300) } });
+  await b.do('refresh with a bad signature', { refresh: { token: jwt({ sub: 'u1', exp: nowS() + 60 }, 'wrong') } });
+  await b.closeState(1000);
+});
+
+scenario('several commands in one frame', async (r) => {
+  const a = r.client('a');
+  await a.opened;
+  const t = connToken('u1');
+  a.ws.send([
+    JSON.stringify({ id: 1, connect: { token: t } }),
+    JSON.stringify({ id: 2, subscribe: { channel: 'chat:multi' } }),
+    JSON.stringify({ id: 3, publish: { channel: 'chat:multi', data: { x: 1 } } }),
+  ].join('\n'));
+  await sleep(SETTLE_MS);
+  r.rec('replies and pushes', a.pushes.splice(0));
+  // Replies to commands sent in one frame come back; ids 1..3 land in waiters only if
+  // registered, so they are in `pushes` here, in the order received.
+});
+
+// --- the centrifuge SDK (npm, JSON protocol): what an application sees
+
+const once = (emitter, ev, ms = STEP_MS) => new Promise((res) => {
+  const t = setTimeout(() => res({ timeout: ev }), ms);
+  emitter.once(ev, (ctx) => { clearTimeout(t); res(ctx); });
+});
+const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ err: { code: e?.code, message: e?.message } }));
+
+scenario('centrifuge-js: connect, subscribe, publish, history, presence, recover', async (r) => {
+  const c = new Centrifuge(r.srv.ws, { websocket: WebSocket, token: connToken('sdk-user'), minReconnectDelay: 50, maxReconnectDelay: 200, timeout: STEP_MS });
+  r.clients.push({ close: () => c.disconnect() });
+  const connected = once(c, 'connected');
+  c.connect();
+  const cc = await connected;
+  r.rec('connected', { transport: cc.transport, client: cc.client, data: cc.data });
+  const sub = c.newSubscription('chat:sdk', { joinLeave: true });
+  const pubs = [];
+  sub.on('publication', (ctx) => pubs.push({ channel: ctx.channel, data: ctx.data, info: ctx.info, offset: ctx.offset, tags: ctx.tags }));
+  const subscribed = once(sub, 'subscribed');
+  sub.subscribe();
+  const sc = await subscribed;
+  r.rec('subscribed', { ...sc, streamPosition: sc.streamPosition && { ...sc.streamPosition } });
+  r.rec('publish', await settle(sub.publish({ hello: 'world' })));
+  await r.api('publish', { channel: 'chat:sdk', data: { from: 'api' }, tags: { t: '1' } });
+  await sleep(SETTLE_MS);
+  r.rec('publications', pubs.splice(0));
+  r.rec('history', await settle(sub.history({ limit: 10 })));
+  r.rec('history reverse since', await settle(sub.history({ limit: 1, reverse: true })));
+  r.rec('presence', await settle(sub.presence()));
+  r.rec('presenceStats', await settle(sub.presenceStats()));
+  r.rec('client publish to ro:x', await settle(c.publish('ro:x', { n: 1 })));
+  r.rec('rpc', await settle(c.rpc('m', {})));
+  // A dropped connection: the SDK reconnects and recovers what it missed.
+  const resubscribed = once(sub, 'subscribed', 8_000);
+  const t = c._transport; // the SDK's current transport; closed from outside
+  await r.api('publish', { channel: 'chat:sdk', data: { n: 'before drop' } });
+  await sleep(100);
+  t._transport.terminate();
+  await r.api('publish', { channel: 'chat:sdk', data: { n: 'while away' } });
+  const rc = await resubscribed;
+  r.rec('resubscribed', { wasRecovering: rc.wasRecovering, recovered: rc.recovered, hasRecoveredPublications: rc.hasRecoveredPublications });
+  await sleep(SETTLE_MS);
+  r.rec('publications around the drop', pubs.splice(0));
+  // A refused subscribe: the SDK unsubscribes with the server's code (103 is not temporary).
+  const closedSub = c.newSubscription('closed:sdk');
+  const failed = once(closedSub, 'unsubscribed');
+  closedSub.subscribe();
+  const fe = await failed;
+  r.rec('subscribe closed:sdk', fe.timeout ? fe : { code: fe.code, reason: fe.reason, state: closedSub.state });
+  c.disconnect();
 });

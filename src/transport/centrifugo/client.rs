@@ -769,8 +769,9 @@ fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
             }
             let exp = c.connection_expires_at();
             cf.expires_at = exp;
-            let result =
-                proto::RefreshResult { client: &cf.id, version: proto::VERSION, expires_ttl: proto::ttl(exp, now) };
+            // As Centrifugo (centrifuge client.go): the refresh reply carries expires/ttl only,
+            // no client id or version.
+            let result = proto::Expiry { ttl: proto::ttl(exp, now) };
             let text = proto::reply(id, "refresh", &result);
             send_text(env, conn, &text);
         }
