@@ -144,6 +144,10 @@ before(async () => {
   writeFileSync(cPath, JSON.stringify({
     ...CONFIG,
     http_server: { address: '127.0.0.1', port: cPort },
+    // Off by default in Centrifugo; Herald always serves them.
+    uni_websocket: { enabled: true },
+    uni_sse: { enabled: true },
+    uni_http_stream: { enabled: true },
     log: { level: 'error' },
   }, null, 2));
   const hPort = await freePort();
@@ -360,6 +364,18 @@ const DIFFS = {
       return [w, out];
     }),
   },
+  uniConnect: {
+    why: 'the connect result on the unidirectional transports: Centrifugo adds a `session` id and leaves out `pong` (false); Herald has no session and writes `"pong":false`',
+    side: 'both',
+    rewrite: (log) => walkAll(log, (o) => {
+      if (o.connect && typeof o.connect === 'object' && 'client' in o.connect) {
+        const { session: _s, ...c } = o.connect;
+        if (c.pong === false) delete c.pong;
+        return { ...o, connect: c };
+      }
+      return o;
+    }),
+  },
   apiBodies: {
     why: 'bodies of refused API requests: Herald answers JSON saying what is wrong; Centrifugo an empty 401, Go\'s plain-text "404 page not found" and "Bad Request" (the HTTP statuses match, compared in their own scenario)',
     whole: true,
@@ -376,6 +392,7 @@ const KNOWN = {
   'connect: token without exp, with info and channels (server-side subscriptions)': ['pubEpoch'],
   'connect: subs claim with options': ['pubEpoch'],
   'several commands in one frame': ['replyAfterOwnPush', 'pubEpoch'],
+  'uni_websocket, uni_sse, uni_http_stream: connect and receive': ['pubEpoch', 'uniConnect'],
 };
 
 function scenario(name, fn) {
@@ -835,4 +852,51 @@ scenario('centrifuge-js: connect, subscribe, publish, history, presence, recover
   const fe = await failed;
   r.rec('subscribe closed:sdk', fe.timeout ? fe : { code: fe.code, reason: fe.reason, state: closedSub.state });
   c.disconnect();
+});
+
+// --- unidirectional transports
+
+async function readStream(url, init, ms) {
+  const ac = new AbortController();
+  const res = await fetch(url, { ...init, signal: ac.signal });
+  const out = { status: res.status, contentType: (res.headers.get('content-type') || '').split(';')[0], text: '' };
+  const reader = res.body.getReader();
+  const dec = new TextDecoder();
+  const stopAt = Date.now() + ms;
+  try {
+    for (;;) {
+      const left = stopAt - Date.now();
+      if (left <= 0) break;
+      const r = await Promise.race([reader.read(), sleep(left).then(() => ({ timeout: true }))]);
+      if (r.timeout || r.done) break;
+      out.text += dec.decode(r.value, { stream: true });
+    }
+  } finally { ac.abort(); }
+  return out;
+}
+
+scenario('uni_websocket, uni_sse, uni_http_stream: connect and receive', async (r) => {
+  const base = r.srv.base;
+  const token = jwt({ sub: 'uni', exp: nowS() + 3600, channels: ['chat:uni'] });
+  const connect = JSON.stringify({ token });
+  // uni_websocket
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/connection/uni_websocket?cf_connect=${encodeURIComponent(connect)}`);
+  const got = [];
+  ws.on('message', (d) => { for (const l of d.toString().split('\n')) if (l.trim()) got.push(JSON.parse(l)); });
+  await new Promise((res) => { ws.once('open', res); ws.once('error', res); });
+  await sleep(SETTLE_MS);
+  await r.api('publish', { channel: 'chat:uni', data: { n: 1 } });
+  await sleep(SETTLE_MS);
+  ws.terminate();
+  r.rec('uni_websocket messages', got);
+  // uni_sse (GET with cf_connect) and uni_http_stream (POST body): the stream's opening
+  const sseP = readStream(`${base}/connection/uni_sse?cf_connect=${encodeURIComponent(connect)}`, {}, 600);
+  const hsP = readStream(`${base}/connection/uni_http_stream`, { method: 'POST', body: connect, headers: { 'Content-Type': 'application/json' } }, 600);
+  await sleep(300);
+  await r.api('publish', { channel: 'chat:uni', data: { n: 2 } });
+  const [sse, hs] = await Promise.all([sseP, hsP]);
+  const parse = (l) => { try { return JSON.parse(l); } catch { return { notJson: l }; } };
+  const sseData = sse.text.split('\n').filter((l) => l.startsWith('data:')).map((l) => parse(l.slice(5)));
+  r.rec('uni_sse', { status: sse.status, contentType: sse.contentType, data: sseData });
+  r.rec('uni_http_stream', { status: hs.status, contentType: hs.contentType, data: hs.text.split('\n').filter((l) => l.trim()).map(parse) });
 });
