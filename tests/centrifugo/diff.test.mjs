@@ -168,7 +168,8 @@ after(async () => {
     '|---|---|',
     ...results.map((r) => `| ${r.name} | ${r.verdict}${r.note ? ` (${r.note})` : ''} |`),
   ];
-  const counts = results.reduce((m, r) => { m[r.verdict] = (m[r.verdict] || 0) + 1; return m; }, {});
+  const kind = (v) => (v.startsWith('match except') ? 'match except known differences' : v.startsWith('known difference:') ? 'known difference (whole scenario)' : v);
+  const counts = results.reduce((m, r) => { m[kind(r.verdict)] = (m[kind(r.verdict)] || 0) + 1; return m; }, {});
   lines.push('', Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(', '));
   writeFileSync(join(OUT_DIR, 'summary.md'), `${lines.join('\n')}\n`);
   console.log(`\n${lines.join('\n')}`);
