@@ -377,6 +377,20 @@ const DIFFS = {
       return o;
     }),
   },
+  pingCommand: {
+    why: 'a `ping` command (protocol v1 SDKs): Herald answers `{"ping":{}}`; Centrifugo v6 disconnects with 3501 bad request',
+    side: 'herald',
+    rewrite: (log) => log.map(([w, v]) => {
+      if (w === 'a ping' && v?.ping) return [w, { closedBeforeReply: true }];
+      if (w === 'a close' && v === 'open') return [w, { code: 3501, reason: 'bad request' }];
+      return [w, v];
+    }),
+  },
+  unsubscribeAll: {
+    why: 'the API\'s unsubscribe with an empty channel: Centrifugo sends the user an unsubscribe push without a channel (which SDKs cannot match to a subscription); Herald answers `{}` and does nothing',
+    side: 'centrifugo',
+    rewrite: (log) => log.map(([w, v]) => (Array.isArray(v) ? [w, v.filter((m) => !(m.push?.unsubscribe && !m.push.channel))] : [w, v])),
+  },
   apiBodies: {
     why: 'bodies of refused API requests: Herald answers JSON saying what is wrong; Centrifugo an empty 401, Go\'s plain-text "404 page not found" and "Bad Request" (the HTTP statuses match, compared in their own scenario)',
     whole: true,
@@ -394,6 +408,9 @@ const KNOWN = {
   'connect: subs claim with options': ['pubEpoch'],
   'several commands in one frame': ['replyAfterOwnPush', 'pubEpoch'],
   'uni_websocket, uni_sse, uni_http_stream: connect and receive': ['pubEpoch', 'uniConnect'],
+  'history: since beyond the top, limit beyond the size, unknown namespace': ['pubEpoch'],
+  'ping command (protocol v1)': ['pingCommand'],
+  'API: empty user (anonymous connections) and unsubscribe from every channel': ['unsubscribeAll'],
 };
 
 function scenario(name, fn) {
@@ -900,4 +917,67 @@ scenario('uni_websocket, uni_sse, uni_http_stream: connect and receive', async (
   const sseData = sse.text.split('\n').filter((l) => l.startsWith('data:')).map((l) => parse(l.slice(5)));
   r.rec('uni_sse', { status: sse.status, contentType: sse.contentType, data: sseData });
   r.rec('uni_http_stream', { status: hs.status, contentType: hs.contentType, data: hs.text.split('\n').filter((l) => l.trim()).map(parse) });
+});
+
+// --- more edges
+
+scenario('history: since beyond the top, limit beyond the size, unknown namespace', async (r) => {
+  for (let i = 1; i <= 3; i++) await r.api('publish', { channel: 'chat:h2', data: { n: i } });
+  const a = await connected(r, 'a');
+  const s = await a.do('subscribe chat:h2', { subscribe: { channel: 'chat:h2' } });
+  const epoch = s.subscribe?.epoch;
+  await a.do('history since offset 10 (beyond the top)', { history: { channel: 'chat:h2', limit: 10, since: { offset: 10, epoch } } });
+  await a.do('history limit 1000', { history: { channel: 'chat:h2', limit: 1000 } });
+  await a.do('history since offset 0 reverse', { history: { channel: 'chat:h2', limit: 2, since: { offset: 0, epoch }, reverse: true } });
+  await a.do('history nope:x', { history: { channel: 'nope:x', limit: 1 } });
+  await r.api('history', { channel: 'nope:x', limit: 1 }, { label: 'unknown namespace' });
+  await r.api('history', { channel: 'chat:h2', limit: 10, since: { offset: 2, epoch: 'wrong' } }, { label: 'wrong epoch' });
+});
+
+scenario('API: subscribe, unsubscribe, presence, channels errors', async (r) => {
+  await r.api('subscribe', { user: 'x', channel: 'nope:x' }, { label: 'unknown namespace' });
+  await r.api('subscribe', { channel: 'chat:x' }, { label: 'no user' });
+  await r.api('unsubscribe', { user: 'x', channel: '' }, { label: 'empty channel' });
+  await r.api('presence', { channel: 'nope:x' }, { label: 'unknown namespace' });
+  await r.api('presence_stats', { channel: '' }, { label: 'empty channel' });
+  await r.api('history_remove', { channel: 'nope:x' }, { label: 'unknown namespace' });
+  await r.api('channels', {}, { label: 'no pattern, nothing subscribed' });
+  await r.api('disconnect', {}, { label: 'no user' });
+});
+
+scenario('user-limited channel, presence_stats not subscribed, publish without data', async (r) => {
+  const a = await connected(r, 'a');
+  await a.do('subscribe chat:dm#u1,u2 (not allowed in chat)', { subscribe: { channel: 'chat:dm#u1,u2' } });
+  await a.do('presence_stats not subscribed', { presence_stats: { channel: 'chat:none' } });
+  await a.do('publish without data', { publish: { channel: 'chat:none' } });
+  await a.closeState(500);
+});
+
+scenario('ping command (protocol v1)', async (r) => {
+  const a = await connected(r, 'a');
+  await a.do('ping', { ping: {} });
+  await a.closeState(500);
+});
+
+scenario('API: empty user (anonymous connections) and unsubscribe from every channel', async (r) => {
+  const anon = await connected(r, 'anon', null);
+  await anon.do('subscribe anon:e', { subscribe: { channel: 'anon:e' } });
+  const u = await connected(r, 'u', 'eve');
+  await u.do('subscribe chat:e1', { subscribe: { channel: 'chat:e1' } });
+  await u.do('subscribe chat:e2', { subscribe: { channel: 'chat:e2' } });
+  await r.api('unsubscribe', { user: 'eve', channel: '' }, { label: 'empty channel' });
+  await u.drain('u pushes after unsubscribe with an empty channel');
+  await r.api('subscribe', { user: '', channel: 'anon:e2' }, { label: 'empty user' });
+  await anon.drain('anon pushes after subscribe with an empty user');
+  await r.api('disconnect', { user: '' }, { label: 'empty user' });
+  await anon.closeState(1000);
+  await u.closeState(300);
+});
+
+scenario('join/leave without asking (no join_leave in subscribe)', async (r) => {
+  const a = await connected(r, 'a');
+  await a.do('subscribe chat:jl2', { subscribe: { channel: 'chat:jl2' } });
+  const b = await connected(r, 'b', 'u2');
+  await b.do('subscribe chat:jl2', { subscribe: { channel: 'chat:jl2' } });
+  await a.drain('a pushes (did not ask for join/leave)');
 });

@@ -290,10 +290,11 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
         }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
             let Ok(p) = serde_json::from_value::<UserParams>(de(params)) else { return Some(Err(proto::BAD_REQUEST)) };
-            if p.user.is_empty() && method != "refresh" {
-                return Some(Err(proto::BAD_REQUEST));
-            }
-            if matches!(method, "subscribe" | "unsubscribe") {
+            // As Centrifugo v6.9.1 (internal/api/api.go): an empty user is not refused; it
+            // names the anonymous connections (user ""). unsubscribe takes an empty channel
+            // (Centrifugo: all of the user's channels; Herald: none, see README).
+            let skip_check = method == "unsubscribe" && p.channel.is_empty();
+            if matches!(method, "subscribe" | "unsubscribe") && !skip_check {
                 if let Err(e) = channel_checked(env, &p.channel) {
                     return Some(Err(e));
                 }

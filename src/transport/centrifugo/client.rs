@@ -704,6 +704,10 @@ pub fn history_select(
     since: Option<&proto::StreamPosition>,
     reverse: bool,
 ) -> Result<HistoryPage, Error> {
+    // As centrifuge's node.history: reverse with since offset 0 is a bad request.
+    if reverse && since.is_some_and(|sp| sp.offset == 0) {
+        return Err(proto::BAD_REQUEST);
+    }
     let engine = &env.shared.engine;
     let all = engine.history(channel, None, usize::MAX, env.now_ms);
     let mut msgs = all.messages;
