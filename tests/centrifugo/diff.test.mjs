@@ -46,6 +46,7 @@ const CONFIG = {
     token: { hmac_secret_key: SECRET },
     allow_anonymous_connect_without_token: true,
     allowed_origins: ['http://allowed.example'],
+    channel_limit: 5, // low, so that the limit is reached in a scenario
   },
   http_api: { key: API_KEY },
   channel: {
@@ -980,4 +981,10 @@ scenario('join/leave without asking (no join_leave in subscribe)', async (r) => 
   const b = await connected(r, 'b', 'u2');
   await b.do('subscribe chat:jl2', { subscribe: { channel: 'chat:jl2' } });
   await a.drain('a pushes (did not ask for join/leave)');
+});
+
+scenario('channel limit (client.channel_limit 5)', async (r) => {
+  const a = await connected(r, 'a');
+  for (let i = 1; i <= 6; i++) await a.do(`subscribe chat:lim${i}`, { subscribe: { channel: `chat:lim${i}` } });
+  await a.closeState(500);
 });
