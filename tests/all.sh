@@ -4,7 +4,8 @@
 # clippy -D warnings, cargo test (unit tests, and integration tests each against a real
 # herald on loopback). Tier 2 (conformance, after installing chromium, node and the SDKs):
 # the Autobahn|Testsuite run, the headless-Chromium browser test, and the official
-# Centrifugo SDKs (npm centrifuge, PyPI cent and centrifuge-python).
+# Centrifugo SDKs (npm centrifuge, PyPI cent and centrifuge-python), and the differential
+# tests against the real Centrifugo v6.9.1 (built once with Go, cached outside the repo).
 #
 # Usage: bash tests/all.sh            (as root, or a user with sudo for apt-get)
 # Env:   HERALD_SKIP_INSTALL=1        skip apt/npm installs (everything already there)
@@ -90,6 +91,12 @@ if [ -f tests/centrifugo/run.sh ]; then
   PYTHON="$PWD/target/pyenv/bin/python"
   [ -x "$PYTHON" ] || PYTHON=python3
   HERALD_BIN="$PWD/target/release/herald" PYTHON="$PYTHON" bash tests/centrifugo/run.sh
+fi
+
+if [ -f tests/centrifugo/diff.sh ]; then
+  # Needs Go and the Go module proxy for the first build (fails saying so without Go).
+  log "differential tests: the same scenarios against herald and the real Centrifugo v6.9.1 (built once with Go into ~/.cache/herald-centrifugo; summary in target/centrifugo-diff/summary.md)"
+  HERALD_BIN="$PWD/target/release/herald" bash tests/centrifugo/diff.sh
 fi
 
 log "all test suites passed"

@@ -179,7 +179,8 @@ fn connect_subscribe_publish_history_presence() {
     assert_eq!(a.call("subscribe", json!({"channel": "$secret"}))["error"]["code"], 103);
     assert_eq!(a.call("subscribe", json!({"channel": "dm:x#bob"}))["error"]["code"], 103);
     assert!(a.call("subscribe", json!({"channel": "dm:x#alice,bob"})).get("error").is_none());
-    assert_eq!(a.call("rpc", json!({"method": "x"}))["error"]["code"], 104);
+    // 108 as Centrifugo v6.9.1 answers without an RPC proxy (tests/centrifugo/diff.test.mjs)
+    assert_eq!(a.call("rpc", json!({"method": "x"}))["error"]["code"], 108);
     // a second client's join and leave reach the first
     let mut b = Client::open(&h);
     b.call("connect", json!({"token": token(json!({"sub": "bob"}))}));
@@ -296,7 +297,9 @@ fn api_auth_and_errors() {
         br#"{"channel":"x","data":1}"#,
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["result"]["offset"], 1);
+    // `x` has no history in its namespace: `{}`, as Centrifugo v6.9.1 answers (the hub still
+    // sequences it for the simple endpoints).
+    assert_eq!(r.json()["result"], json!({}));
     let r = request(&h, "POST", "/api/publish", &[("X-API-Key", KEY)], b"not json");
     assert_eq!(r.status, 400);
     assert_eq!(api(&h, "publish", json!({"channel": "nope:x", "data": 1}))["error"]["code"], 102);
@@ -308,7 +311,7 @@ fn api_auth_and_errors() {
         "batch",
         json!({"commands": [{"publish": {"channel": "x", "data": 2}}, {"publish": {"channel": "nope:y", "data": 1}}]}),
     );
-    assert_eq!(b["replies"][0]["publish"]["offset"], 2, "{b}");
+    assert_eq!(b["replies"][0]["publish"], json!({}), "{b}");
     assert_eq!(b["replies"][1]["error"]["code"], 102);
     let b = api(&h, "broadcast", json!({"channels": ["x", "y"], "data": {"z": 1}}));
     assert_eq!(b["result"]["responses"].as_array().unwrap().len(), 2);

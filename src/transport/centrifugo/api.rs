@@ -129,9 +129,40 @@ pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
         w.end_arr().end();
         return send(env, conn, req, 200, w.as_bytes());
     }
+    if !decodes(method, params) {
+        // Centrifugo decodes the body into the method's request type first: a field of the
+        // wrong type is a 400, not an API error.
+        return send(env, conn, req, 400, BAD_FIELDS_BODY);
+    }
     match call(env, method, params) {
         Some(res) => send(env, conn, req, 200, &answer_body(&res)),
         None => send(env, conn, req, 404, &answer_body(&Err(proto::METHOD_NOT_FOUND))),
+    }
+}
+
+/// The body of a request whose fields do not have the method's types (400).
+const BAD_FIELDS_BODY: &[u8] = b"{\"error\":\"request fields do not match the method's parameters\"}";
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+#[allow(dead_code)] // only decoded, to check the types
+struct ChannelParams {
+    channel: String,
+    pattern: String,
+}
+
+/// Whether `raw` has the field types of `method`'s parameters (unknown methods pass: they
+/// get their 404 from [`call`]).
+fn decodes(method: &str, raw: &RawValue) -> bool {
+    let s = raw.get();
+    match method {
+        "publish" | "broadcast" => serde_json::from_str::<PublishParams>(s).is_ok(),
+        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => serde_json::from_str::<UserParams>(s).is_ok(),
+        "history" => serde_json::from_str::<HistoryParams>(s).is_ok(),
+        "presence" | "presence_stats" | "history_remove" | "channels" => {
+            serde_json::from_str::<ChannelParams>(s).is_ok()
+        }
+        _ => true,
     }
 }
 
@@ -193,9 +224,10 @@ fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Resu
     if check_channel(channel).is_err() {
         return Err(proto::BAD_REQUEST);
     }
-    if env.shared.cfg.channel.resolve(channel).is_none() {
+    let Some((_, opts)) = env.shared.cfg.channel.resolve(channel) else {
         return Err(proto::UNKNOWN_CHANNEL);
-    }
+    };
+    let history = opts.history();
     let meta = PubMeta {
         info: None,
         tags: p.tags.as_ref().filter(|t| !t.is_empty()).and_then(|t| serde_json::to_vec(t).ok()).map(Bytes::from),
@@ -204,8 +236,11 @@ fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Resu
     };
     let (id, epoch) = env.shared.engine.publish(channel, json_data(data), meta, env.now_ms);
     env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-    // id 0: not sequenced (skip_history).
-    Ok(PublishResult { offset: id, epoch: &epoch }.encode())
+    // id 0: not sequenced (skip_history). A namespace without history answers `{}` as
+    // Centrifugo does, even though the hub sequences the publication for the simple
+    // endpoints' own history (top-level `history_size`).
+    let offset = if history { id } else { 0 };
+    Ok(PublishResult { offset, epoch: &epoch }.encode())
 }
 
 fn channel_checked(env: &Env, ch: &str) -> Result<crate::config::centrifugo::ChannelOptions, Error> {
@@ -255,10 +290,11 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
         }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
             let Ok(p) = serde_json::from_value::<UserParams>(de(params)) else { return Some(Err(proto::BAD_REQUEST)) };
-            if p.user.is_empty() && method != "refresh" {
-                return Some(Err(proto::BAD_REQUEST));
-            }
-            if matches!(method, "subscribe" | "unsubscribe") {
+            // As Centrifugo v6.9.1 (internal/api/api.go): an empty user is not refused; it
+            // names the anonymous connections (user ""). unsubscribe takes an empty channel
+            // (Centrifugo: all of the user's channels; Herald: none, see README).
+            let skip_check = method == "unsubscribe" && p.channel.is_empty();
+            if matches!(method, "subscribe" | "unsubscribe") && !skip_check {
                 if let Err(e) = channel_checked(env, &p.channel) {
                     return Some(Err(e));
                 }
@@ -268,7 +304,8 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
                 "unsubscribe" => UserCmd::Unsubscribe { user: p.user, channel: p.channel },
                 "disconnect" => {
                     let force = proto::FORCE_NO_RECONNECT;
-                    let d = p.disconnect.unwrap_or(DisconnectParams { code: force.code, reason: force.reason.into() });
+                    // No reason: the connection closes with Centrifugo's "force disconnect".
+                    let d = p.disconnect.unwrap_or(DisconnectParams { code: force.code, reason: String::new() });
                     // Only application close codes; anything else is the default force disconnect.
                     let code = if (3000..5000).contains(&d.code) { d.code } else { force.code };
                     UserCmd::Disconnect { user: p.user, code, reason: d.reason }

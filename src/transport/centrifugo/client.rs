@@ -263,6 +263,17 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         }
         return;
     }
+    // As Centrifugo: a channel command without a channel is a protocol error (3501).
+    let no_channel = cmd.subscribe.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.unsubscribe.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.publish.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.history.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.presence.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.presence_stats.as_ref().is_some_and(|r| r.channel.is_empty())
+        || cmd.sub_refresh.as_ref().is_some_and(|r| r.channel.is_empty());
+    if no_channel {
+        return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+    }
     if let Some(r) = cmd.subscribe {
         subscribe(env, conn, id, r, false)
     } else if let Some(r) = cmd.unsubscribe {
@@ -311,8 +322,12 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         send_reply(env, conn, id, "ping", &proto::Empty, |r| r.ping = Some(pb::Empty {}))
     } else if cmd.send.is_some() {
         // asynchronous message: no handler on this server
+    } else if cmd.rpc.is_some() {
+        // Centrifugo with no RPC proxy configured answers 108.
+        send_error(env, conn, id, proto::NOT_AVAILABLE)
     } else {
-        send_error(env, conn, id, proto::METHOD_NOT_FOUND)
+        // No method Herald knows: Centrifugo disconnects such a command as a bad request.
+        disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST)
     }
 }
 
@@ -506,7 +521,7 @@ fn subscribe_result<'a>(
 ) -> proto::SubscribeResult<'a> {
     proto::SubscribeResult {
         expires_ttl: proto::ttl(expires_at, now),
-        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.read.last_id }),
+        recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.reply_offset }),
         was_recovering: rec.recovering,
         recovered: rec.recovered,
         publications: pubs,
@@ -661,6 +676,8 @@ struct Recovery {
     recovering: bool,
     /// Recovery succeeded: same epoch and nothing missed.
     recovered: bool,
+    /// The offset the reply shows: the client's own when recovered, else the stream top.
+    reply_offset: u64,
     /// The stream's position as the subscription began.
     read: HistoryRead,
     /// The publications the client missed (empty unless recovering in the same epoch).
@@ -678,7 +695,8 @@ fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &Channel
     let mut read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
     let mut recovered = false;
     let mut pubs: Vec<Arc<Message>> = Vec::new();
-    if recovering && *read.epoch == *req.epoch {
+    // As Centrifugo: an empty epoch in the request matches the stream's epoch.
+    if recovering && (req.epoch.is_empty() || *read.epoch == *req.epoch) {
         recovered = !read.missed;
         pubs = std::mem::take(&mut read.messages);
     }
@@ -688,7 +706,10 @@ fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &Channel
     if let Some(sr) = conn.subs.iter_mut().find(|s| &*s.channel == ch) {
         sr.last_id = after;
     }
-    Ok(Recovery { recoverable, recovering, recovered, read, pubs })
+    // As Centrifugo: a recovered reply carries the offset the client sent; the client then
+    // advances through the publications it carries.
+    let reply_offset = if recovered { req.offset } else { read.last_id };
+    Ok(Recovery { recoverable, recovering, recovered, reply_offset, read, pubs })
 }
 
 /// Record the subscription on the client, add presence and announce the join.
@@ -803,15 +824,16 @@ fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<H
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(&r.channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
+    // As Centrifugo: a namespace without history answers 108 before permissions are looked at.
+    if !opts.history() {
+        return Err(proto::NOT_AVAILABLE);
+    }
     let subscribed = cf.subs.iter().any(|s| *s.channel == *r.channel);
     if !(opts.allow_history_for_client || (opts.allow_history_for_subscriber && subscribed)) {
         return Err(proto::PERMISSION_DENIED);
     }
     if cf.user.is_empty() && !opts.allow_history_for_anonymous {
         return Err(proto::PERMISSION_DENIED);
-    }
-    if !opts.history() {
-        return Err(proto::NOT_AVAILABLE);
     }
     history_select(env, &r.channel, r.limit, r.since.as_ref(), r.reverse)
 }
@@ -857,6 +879,10 @@ pub fn history_select(
     since: Option<&proto::StreamPosition>,
     reverse: bool,
 ) -> Result<HistoryPage, Error> {
+    // As centrifuge's node.history: reverse with since offset 0 is a bad request.
+    if reverse && since.is_some_and(|sp| sp.offset == 0) {
+        return Err(proto::BAD_REQUEST);
+    }
     let engine = &env.shared.engine;
     let all = engine.history(channel, None, usize::MAX, env.now_ms);
     let mut msgs = all.messages;
@@ -885,15 +911,16 @@ fn presence(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), Erro
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
+    // As Centrifugo: a namespace without presence answers 108 before permissions are looked at.
+    if !opts.presence {
+        return Err(proto::NOT_AVAILABLE);
+    }
     let subscribed = cf.subs.iter().any(|s| &*s.channel == channel);
     if !(opts.allow_presence_for_client || (opts.allow_presence_for_subscriber && subscribed)) {
         return Err(proto::PERMISSION_DENIED);
     }
     if cf.user.is_empty() && !opts.allow_presence_for_anonymous {
         return Err(proto::PERMISSION_DENIED);
-    }
-    if !opts.presence {
-        return Err(proto::NOT_AVAILABLE);
     }
     Ok(())
 }
@@ -927,10 +954,11 @@ fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
             }
             let exp = c.connection_expires_at();
             cf.expires_at = exp;
-            let client = cf.id.clone();
-            let result =
-                proto::RefreshResult { client: &client, version: proto::VERSION, expires_ttl: proto::ttl(exp, now) };
-            send_reply(env, conn, id, "refresh", &result, |r| r.refresh = Some(pb::refresh_result(&result)));
+            // As Centrifugo (centrifuge client.go): the refresh reply carries expires/ttl only,
+            // no client id or version.
+            let result = proto::Expiry { ttl: proto::ttl(exp, now) };
+            let pb_result = proto::RefreshResult { client: "", version: "", expires_ttl: proto::ttl(exp, now) };
+            send_reply(env, conn, id, "refresh", &result, |r| r.refresh = Some(pb::refresh_result(&pb_result)));
         }
         Err(TokenError::Expired | TokenError::NotYetValid) => send_error(env, conn, id, proto::TOKEN_EXPIRED),
         Err(_) => disconnect(env, conn, proto::INVALID_TOKEN),

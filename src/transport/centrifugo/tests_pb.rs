@@ -202,9 +202,10 @@ fn errors_and_bad_frames() {
     };
     send(&mut k, c, &[bad]);
     assert_eq!(one(&mut k, c).error.unwrap().code, 107);
+    // rpc without a proxy: 108, as Centrifugo.
     let rpc = pb::Command { id: 5, rpc: Some(pb::RpcRequest::default()), ..Default::default() };
     send(&mut k, c, &[rpc]);
-    assert_eq!(one(&mut k, c).error.unwrap().code, 104);
+    assert_eq!(one(&mut k, c).error.unwrap().code, 108);
     // A truncated message closes with 3501, as malformed JSON does.
     k.input(c, &client_frame(2, &[5, 0x08]));
     let (r, close) = read(&mut k, c);

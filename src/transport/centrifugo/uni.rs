@@ -49,7 +49,8 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
         log::debug!("conn {}:{} from {}: uni stream origin refused", env.id, conn.id.key, conn.peer);
         return error(env, conn, req, 403, "origin not allowed (client.allowed_origins)");
     }
-    let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "application/json" };
+    // Centrifugo's content types (uni_http_stream is Go's sniffed text/plain there).
+    let ct = if kind == StreamKind::CfSse { "text/event-stream; charset=utf-8" } else { "text/plain; charset=utf-8" };
     env.queue(conn, crate::transport::pubsub::stream_head(env, req, ct));
     conn.state =
         State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.client.ping_interval.0, multi: false };
