@@ -55,10 +55,9 @@ pub fn client_config(v: &Verify) -> Result<Arc<ClientConfig>, String> {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        Verify::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-            .with_no_client_auth(),
+        Verify::Insecure => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCert(provider))).with_no_client_auth()
+        }
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))

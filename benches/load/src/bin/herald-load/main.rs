@@ -163,7 +163,9 @@ fn tls_setup(cli: &Cli, sub: &UrlTemplate) -> Result<Option<run::TlsClient>, Str
         (Some(ca), false) => Verify::CaFile(ca.clone()),
         (None, true) => Verify::Insecure,
         (Some(_), true) => return Err("--ca and --insecure: choose one".into()),
-        (None, false) => return Err("wss:// subscribers: pass --ca FILE (the server's certificate or CA) or --insecure".into()),
+        (None, false) => {
+            return Err("wss:// subscribers: pass --ca FILE (the server's certificate or CA) or --insecure".into())
+        }
     };
     Ok(Some((tls::client_config(&verify)?, tls::server_name(&sub.host)?)))
 }

@@ -221,7 +221,9 @@ impl<'a> Run<'a> {
         let mut sock = sock;
         let entry = self.subs.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut sock.sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) =
+            self.poll.registry().register(&mut sock.sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+        {
             self.t.connect_errors += 1;
             self.note_error(format!("register: {e}"));
             return;
