@@ -183,6 +183,11 @@ fn measure(versions: &[&'static rustls::SupportedProtocolVersion], label: &str) 
 }
 
 fn main() {
+    println!(
+        "size_of: ServerConnection {} B, UnbufferedServerConnection {} B",
+        std::mem::size_of::<ServerConnection>(),
+        std::mem::size_of::<rustls::server::UnbufferedServerConnection>()
+    );
     measure(&[&rustls::version::TLS13], "TLS 1.3");
     measure(&[&rustls::version::TLS12], "TLS 1.2");
 }
