@@ -81,8 +81,11 @@ cargo build --release --locked -p herald
 log "tier 2: Autobahn|Testsuite against /echo (groups 1-7, 9, 10)"
 bash tests/autobahn/run.sh --no-build
 
+log "tier 2: Autobahn|Testsuite over TLS against wss://.../echo (same groups; self-signed certificate)"
+bash tests/autobahn/run.sh --no-build --tls
+
 if [ -f tests/browser/demo.test.mjs ]; then
-  log "browser tests: the demo page over all five transports and the status page, in headless Chromium (screenshot in target/browser-artifacts/)"
+  log "browser tests: the demo page over all five transports (plain, and over TLS: tls.test.mjs) and the status page, in headless Chromium (screenshot in target/browser-artifacts/)"
   HERALD_BIN="$PWD/target/release/herald" bash tests/browser/run.sh
 fi
 

@@ -5,7 +5,7 @@
 #   tests/autobahn/run.sh [--cases "1.*,2.*"] [--exclude "12.*,13.*"]
 #                         [--server-bin PATH | --url ws://127.0.0.1:PORT/echo]
 #                         [--server-config FILE] [--timeout SECONDS] [--no-build]
-#                         [--install-only]
+#                         [--tls] [--install-only]
 #
 #   --cases LIST      comma-separated Autobahn case ids or patterns (default "*")
 #   --exclude LIST    comma-separated patterns to skip (default none: every group, the
@@ -16,7 +16,12 @@
 #                     e.g. to raise ws_max_message/ws_max_frame for the 9.* cases
 #   --no-build        do not run `cargo build --release` before starting the server
 #   --url URL         test an already running echo endpoint instead of starting one
-#                     (loopback addresses only: 127.0.0.0/8, localhost, [::1])
+#                     (ws:// or wss://, loopback addresses only: 127.0.0.0/8, localhost, [::1])
+#   --tls             over TLS: make a self-signed certificate (openssl CLI) in the report
+#                     directory, start herald with http_server.tls on (added to the server
+#                     config) and run the cases against wss://127.0.0.1:PORT/echo. wstest's
+#                     client (Twisted + pyOpenSSL, installed with the suite) does not verify
+#                     the certificate.
 #   --timeout SECS    limit for the wstest run (default 1800, env HERALD_AUTOBAHN_TIMEOUT)
 #   --install-only    only install (or check) the cached suite, then exit
 #
@@ -58,6 +63,7 @@ SERVER_BIN=""
 SERVER_CONFIG=""
 URL=""
 BUILD=1
+TLS=0
 INSTALL_ONLY=0
 RUN_TIMEOUT="${HERALD_AUTOBAHN_TIMEOUT:-1800}"
 while [ $# -gt 0 ]; do
@@ -75,6 +81,7 @@ while [ $# -gt 0 ]; do
     --timeout)      RUN_TIMEOUT="${2?--timeout needs a value}"; shift 2 ;;
     --timeout=*)    RUN_TIMEOUT="${1#*=}"; shift ;;
     --no-build)     BUILD=0; shift ;;
+    --tls)          TLS=1; shift ;;
     --install-only) INSTALL_ONLY=1; shift ;;
     -h|--help)      usage; exit 0 ;;
     *)              usage; die "unknown argument: $1" ;;
@@ -83,6 +90,7 @@ done
 [ "$EXCLUDE" = "none" ] && EXCLUDE=""
 [[ "$RUN_TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
 [ -n "$URL" ] && [ -n "$SERVER_BIN$SERVER_CONFIG" ] && die "--url excludes --server-bin and --server-config"
+[ -n "$URL" ] && [ "$TLS" = 1 ] && die "--url excludes --tls (pass a wss:// URL instead)"
 # Default: the conformance config beside this script (Autobahn group 9 sends 16 MiB
 # messages, above herald's 1 MiB default limit).
 if [ -z "$URL" ] && [ -z "$SERVER_CONFIG" ]; then
@@ -99,7 +107,7 @@ import ipaddress, sys
 from urllib.parse import urlsplit
 u = urlsplit(sys.argv[1])
 ok = False
-if u.scheme == "ws" and u.hostname:
+if u.scheme in ("ws", "wss") and u.hostname:
     if u.hostname == "localhost":
         ok = True
     else:
@@ -111,7 +119,7 @@ sys.exit(0 if ok else 1)
 EOF
 }
 if [ -n "$URL" ]; then
-  is_loopback_url "$URL" || die "--url must be a ws:// URL on a loopback address, got: $URL"
+  is_loopback_url "$URL" || die "--url must be a ws:// or wss:// URL on a loopback address, got: $URL"
 fi
 
 # ---------------------------------------------------------------- install
@@ -254,7 +262,7 @@ import socket, sys
 from urllib.parse import urlsplit
 u = urlsplit(sys.argv[1])
 try:
-    socket.create_connection((u.hostname, u.port or 80), timeout=3).close()
+    socket.create_connection((u.hostname, u.port or (443 if u.scheme == "wss" else 80)), timeout=3).close()
 except OSError as e:
     sys.exit(str(e))
 EOF2
@@ -269,6 +277,23 @@ else
   [ -x "$SERVER_BIN" ] || die "server binary not found or not executable: $SERVER_BIN"
   PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
   SERVER_ARGS=(--bind 127.0.0.1 --port "$PORT" --workers 1)
+  SCHEME=http
+  if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || die "--tls needs the openssl CLI"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -keyout "$REPORT_DIR/tls-key.pem" -out "$REPORT_DIR/tls-cert.pem" -subj /CN=127.0.0.1 \
+      -addext subjectAltName=IP:127.0.0.1 2>/dev/null || die "openssl could not make a certificate"
+    python3 - "$SERVER_CONFIG" "$REPORT_DIR" > "$REPORT_DIR/herald-tls.json" <<'EOF3'
+import json, sys
+cfg = json.load(open(sys.argv[1])) if sys.argv[1] else {}
+d = sys.argv[2]
+cfg.setdefault("http_server", {})["tls"] = {
+    "enabled": True, "cert_pem_file": d + "/tls-cert.pem", "key_pem_file": d + "/tls-key.pem"}
+json.dump(cfg, sys.stdout, indent=2)
+EOF3
+    SERVER_CONFIG="$REPORT_DIR/herald-tls.json"
+    SCHEME=https
+  fi
   [ -n "$SERVER_CONFIG" ] && SERVER_ARGS+=(--config "$SERVER_CONFIG")
   say "starting $SERVER_BIN ${SERVER_ARGS[*]} (log: $REPORT_DIR/herald.log)"
   "$SERVER_BIN" "${SERVER_ARGS[@]}" > "$REPORT_DIR/herald.log" 2>&1 &
@@ -281,12 +306,13 @@ else
       tail -n 20 "$REPORT_DIR/herald.log" >&2 || true
       die "herald exited (status $rc) before answering /health"
     fi
-    code="$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$PORT/health" || true)"
+    code="$(curl -s -k -o /dev/null -m 2 -w '%{http_code}' "$SCHEME://127.0.0.1:$PORT/health" || true)"
     if [ "$code" = 200 ]; then ready=1; break; fi
     sleep 0.2
   done
   [ "$ready" = 1 ] || die "herald did not answer GET /health with 200 within 30 s (last: ${code:-none})"
   URL="ws://127.0.0.1:$PORT/echo"
+  [ "$TLS" = 1 ] && URL="wss://127.0.0.1:$PORT/echo"
 fi
 
 # ---------------------------------------------------------------- run

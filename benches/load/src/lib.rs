@@ -10,6 +10,8 @@
 //!   blocking GET for control requests (`/stats`, `/metrics`);
 //! - [`ws`]: the WebSocket client side: upgrade request, accept check, server-frame decoder,
 //!   masked client frames;
+//! - [`tls`]: `wss://` subscribers: a rustls client stream that reads and writes like a
+//!   non-blocking socket;
 //! - [`text`]: byte searches and number scans over message bodies.
 //!
 //! Herald's own codecs are reused where the client side matches the server side
@@ -23,4 +25,5 @@ pub mod rlimit;
 pub mod rng;
 pub mod sock;
 pub mod text;
+pub mod tls;
 pub mod ws;

@@ -16,12 +16,14 @@
 //! Examples:
 //!   herald-load --target herald --addr 127.0.0.1:8000 --conns 10000 --rate 0 --duration 10
 //!   herald-load --target nchan --addr 127.0.0.1:9001 --conns 10000 --server-pid 1234
+//!   herald-load --tls --tls-addr 127.0.0.1:8443 --ca server.crt --conns 10000   (wss://)
 //!   herald-load --sub-url 'ws://127.0.0.1:9002/sub?cid={ch}' --pub-url 'http://127.0.0.1:9002/pub?cid={ch}'
 
 mod run;
 mod wire;
 
 use clap::Parser;
+use herald_bench_tools::tls::{self, Verify};
 use herald_bench_tools::{procfs, rlimit::raise_nofile};
 use run::{pct, Opts, Transport};
 use std::time::Duration;
@@ -38,7 +40,22 @@ struct Cli {
     /// Server address for the --target URL shapes.
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
-    /// Subscribe URL template, `{ch}` = channel (ws:// or http://).
+    /// Subscribers over TLS: `wss://` at --tls-addr (the publisher stays on plain http:// at
+    /// --addr). Needs --ca or --insecure. A --sub-url starting wss:// implies it.
+    #[arg(long)]
+    tls: bool,
+    /// The TLS listener for --tls [default: --addr] (Herald's `tls_port`).
+    #[arg(long)]
+    tls_addr: Option<String>,
+    /// With TLS: trust exactly the certificates in this PEM file (e.g. the self-signed one;
+    /// webpki refuses a self-signed certificate marked CA:TRUE, which `openssl req -x509`
+    /// makes by default, as the server's own: add `-addext basicConstraints=critical,CA:FALSE`).
+    #[arg(long)]
+    ca: Option<String>,
+    /// With TLS: accept any server certificate (benchmarks on self-signed certificates).
+    #[arg(long)]
+    insecure: bool,
+    /// Subscribe URL template, `{ch}` = channel (ws://, wss:// or http://).
     #[arg(long)]
     sub_url: Option<String>,
     /// Publish URL template, `{ch}` = channel (http://; POST, body = message).
@@ -113,6 +130,20 @@ struct Cli {
 
 fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
     let a = &cli.addr;
+    let (sub, publ) = templates_at(cli, tr, a)?;
+    let sub = match (&cli.tls, &cli.sub_url) {
+        (true, None) if tr == Transport::Ws => {
+            let (_, rest) = sub.split_once("://").unwrap_or(("", &sub));
+            let tls_addr = cli.tls_addr.as_deref().unwrap_or(a);
+            format!("wss://{}", rest.replacen(a.as_str(), tls_addr, 1))
+        }
+        (true, None) => return Err("--tls: only the ws transport has TLS here (wss://)".into()),
+        _ => sub,
+    };
+    Ok((cli.sub_url.clone().unwrap_or(sub), cli.pub_url.clone().unwrap_or(publ)))
+}
+
+fn templates_at(cli: &Cli, tr: Transport, a: &str) -> Result<(String, String), String> {
     let (sub, publ) = match (cli.target.as_str(), tr) {
         ("herald", Transport::Ws) => (format!("ws://{a}/ws/?cid={{ch}}"), format!("http://{a}/publish/?cid={{ch}}")),
         ("herald", Transport::Sse) => {
@@ -128,7 +159,23 @@ fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
         }
         (t, tr) => return Err(format!("no URL shapes for --target {t} with {tr:?}; pass --sub-url and --pub-url")),
     };
-    Ok((cli.sub_url.clone().unwrap_or(sub), cli.pub_url.clone().unwrap_or(publ)))
+    Ok((sub, publ))
+}
+
+/// The TLS client for `wss://` subscribers, or None for plain ones.
+fn tls_setup(cli: &Cli, sub: &UrlTemplate) -> Result<Option<run::TlsClient>, String> {
+    if sub.scheme != "wss" {
+        return Ok(None);
+    }
+    let verify = match (&cli.ca, cli.insecure) {
+        (Some(ca), false) => Verify::CaFile(ca.clone()),
+        (None, true) => Verify::Insecure,
+        (Some(_), true) => return Err("--ca and --insecure: choose one".into()),
+        (None, false) => {
+            return Err("wss:// subscribers: pass --ca FILE (the server's certificate or CA) or --insecure".into())
+        }
+    };
+    Ok(Some((tls::client_config(&verify)?, tls::server_name(&sub.host)?)))
 }
 
 fn main() {
@@ -142,8 +189,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let parsed = templates(&cli, tr).and_then(|(s, p)| Ok((UrlTemplate::parse(&s)?, UrlTemplate::parse(&p)?)));
-    let (sub, publ) = match parsed {
+    let parsed = templates(&cli, tr).and_then(|(s, p)| {
+        let (s, p) = (UrlTemplate::parse(&s)?, UrlTemplate::parse(&p)?);
+        if p.scheme != "http" {
+            return Err(format!("publish URL `{}://{}`: http:// only", p.scheme, p.host));
+        }
+        let tls = tls_setup(&cli, &s)?;
+        Ok((s, p, tls))
+    });
+    let (sub, publ, tls) = match parsed {
         Ok(x) => x,
         Err(e) => {
             eprintln!("herald-load: {e}");
@@ -177,6 +231,7 @@ fn main() {
         progress: !cli.quiet,
         deflate: cli.deflate,
         json: cli.json_payload,
+        tls,
     };
     let mut t = run::run(&o);
     t.lat_us.sort_unstable();

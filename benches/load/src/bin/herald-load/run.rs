@@ -18,6 +18,7 @@ use crate::wire::{self, UrlTemplate};
 use herald::proto::http::ChunkedDecoder;
 use herald_bench_tools::http::{self, parse_response};
 use herald_bench_tools::sock::{connect_from, loopback_source, read_available, write_pending, ReadEnd};
+use herald_bench_tools::tls::Stream;
 use herald_bench_tools::{procfs, text, ws};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -26,6 +27,7 @@ use slab::Slab;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How subscribers receive messages.
@@ -63,7 +65,12 @@ pub struct Opts {
     pub deflate: bool,
     /// Pad messages with varied JSON items instead of `x` (realistic compressibility).
     pub json: bool,
+    /// `wss://` subscribers: the client configuration and the server name to verify.
+    pub tls: Option<TlsClient>,
 }
+
+/// A TLS client configuration and the server name to send and verify.
+pub type TlsClient = (Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>);
 
 /// Per-message bookkeeping (index = seq − 1).
 struct Msg {
@@ -81,7 +88,8 @@ enum SubState {
 }
 
 struct Sub {
-    sock: TcpStream,
+    /// The socket, with its TLS state for `wss://`.
+    sock: Stream<TcpStream>,
     ch: u32,
     state: SubState,
     inbuf: Vec<u8>,
@@ -176,7 +184,7 @@ fn chan_name(o: &Opts, ch: u32) -> String {
 }
 
 /// Read until WouldBlock, appending to `buf`. Returns Ok(false) at EOF.
-fn read_in(sock: &mut TcpStream, scratch: &mut [u8], buf: &mut Vec<u8>) -> io::Result<bool> {
+fn read_in(sock: &mut impl io::Read, scratch: &mut [u8], buf: &mut Vec<u8>) -> io::Result<bool> {
     read_available(sock, scratch, buf, usize::MAX).map(|end| end != ReadEnd::Eof)
 }
 
@@ -211,7 +219,7 @@ impl<'a> Run<'a> {
         let i = self.started;
         self.started += 1;
         let ch = (i % self.o.channels) as u32;
-        let mut sock = match connect_from(self.src_ip(i), self.o.sub.addr) {
+        let sock = match connect_from(self.src_ip(i), self.o.sub.addr) {
             Ok(s) => s,
             Err(e) => {
                 self.t.connect_errors += 1;
@@ -219,9 +227,23 @@ impl<'a> Run<'a> {
                 return;
             }
         };
+        let sock = match &self.o.tls {
+            None => Stream::plain(sock),
+            Some((cfg, name)) => match Stream::tls(sock, cfg, name.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.t.connect_errors += 1;
+                    self.note_error(e);
+                    return;
+                }
+            },
+        };
+        let mut sock = sock;
         let entry = self.subs.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) =
+            self.poll.registry().register(&mut sock.sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+        {
             self.t.connect_errors += 1;
             self.note_error(format!("register: {e}"));
             return;
@@ -265,7 +287,7 @@ impl<'a> Run<'a> {
         }
         self.note_error(why);
         let mut s = self.subs.remove(key);
-        let _ = self.poll.registry().deregister(&mut s.sock);
+        let _ = self.poll.registry().deregister(&mut s.sock.sock);
     }
 
     fn sub_opened(&mut self, key: usize) {
@@ -282,17 +304,19 @@ impl<'a> Run<'a> {
             if !writable {
                 // readable/hup before writable: let the read below report the error
             }
-            match s.sock.take_error() {
+            match s.sock.sock.take_error() {
                 Ok(Some(e)) | Err(e) => return self.sub_failed(key, format!("connect: {e}")),
                 Ok(None) => {}
             }
-            match s.sock.peer_addr() {
+            match s.sock.sock.peer_addr() {
                 Ok(_) => s.state = SubState::Handshake,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.sub_failed(key, format!("connect: {e}")),
             }
         }
-        if let Err(e) = write_pending(&mut s.sock, &mut s.out) {
+        // write_pending, then flush: TLS records left behind by a socket that would block
+        // (the handshake's) go out on the next writable event.
+        if let Err(e) = write_pending(&mut s.sock, &mut s.out).and_then(|()| io::Write::flush(&mut s.sock)) {
             return self.sub_failed(key, format!("write: {e}"));
         }
         // A long-poll is answered only when a message comes: it counts as open once its
@@ -650,7 +674,7 @@ pub fn run(o: &Opts) -> Tally {
         .collect();
     for k in stuck {
         let mut s = r.subs.remove(k);
-        let _ = r.poll.registry().deregister(&mut s.sock);
+        let _ = r.poll.registry().deregister(&mut s.sock.sock);
         r.pending -= 1;
         r.t.connect_timeouts += 1;
     }

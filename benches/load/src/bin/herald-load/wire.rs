@@ -14,7 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 /// channel name.
 #[derive(Clone, Debug)]
 pub struct UrlTemplate {
-    /// `ws` or `http`.
+    /// `ws`, `wss` or `http`.
     pub scheme: String,
     /// The resolved server address.
     pub addr: SocketAddr,
@@ -25,17 +25,18 @@ pub struct UrlTemplate {
 }
 
 impl UrlTemplate {
-    /// Parse `ws://127.0.0.1:8000/ws/?cid={ch}` (schemes ws, http; no TLS).
+    /// Parse `ws://127.0.0.1:8000/ws/?cid={ch}` (schemes ws, wss, http).
     pub fn parse(s: &str) -> Result<UrlTemplate, String> {
         let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("`{s}`: expected scheme://host:port/path"))?;
-        if !matches!(scheme, "ws" | "http") {
-            return Err(format!("`{s}`: scheme must be ws or http (no TLS)"));
+        if !matches!(scheme, "ws" | "wss" | "http") {
+            return Err(format!("`{s}`: scheme must be ws, wss or http"));
         }
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let with_port = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
+        let default_port = if scheme == "wss" { 443 } else { 80 };
+        let with_port = if host.contains(':') { host.to_string() } else { format!("{host}:{default_port}") };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("`{host}`: {e}"))?

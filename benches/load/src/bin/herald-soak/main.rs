@@ -29,7 +29,7 @@
 mod net;
 
 use clap::Parser;
-use herald_bench_tools::{http, procfs, rlimit::raise_nofile};
+use herald_bench_tools::{http, procfs, rlimit::raise_nofile, tls};
 use net::{Cfg, Soak, Tr};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -121,7 +121,43 @@ struct Cli {
     /// Print the summary as one JSON line on stdout (for scripts) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Subscribers over TLS (wss://, and https:// for SSE and long-poll): a self-signed
+    /// certificate made with the openssl CLI, herald with `http_server.tls` on a second port
+    /// (`tls_port`); publishers stay on the plain port.
+    #[arg(long)]
+    tls: bool,
 }
+
+/// Under `--tls`: a self-signed certificate and key in `dir` (openssl CLI; CA:FALSE, as
+/// webpki wants of a server's own certificate), a free port for `tls_port`, and the client
+/// side. Returns (cert path, key path, TLS address, client configuration).
+fn tls_setup(dir: &std::path::Path, me: u32) -> Result<(String, String, SocketAddr, TlsClient), String> {
+    let cert = dir.join(format!("herald-soak-{me}.crt")).to_string_lossy().into_owned();
+    let key = dir.join(format!("herald-soak-{me}.key")).to_string_lossy().into_owned();
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-keyout", &key, "-out", &cert, "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("--tls needs the openssl CLI: {e}"))?;
+    if !ok.success() {
+        return Err(format!("openssl could not make a certificate ({ok})"));
+    }
+    // A free port now; herald binds it a moment later (a race only with other processes).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let cfg = tls::client_config(&tls::Verify::CaFile(cert.clone()))?;
+    let name = tls::server_name(&addr.to_string())?;
+    Ok((cert, key, addr, (cfg, name)))
+}
+
+/// The client side of `--tls`: its configuration and the server name to verify.
+type TlsClient = (Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>);
 
 /// How often a progress line goes to stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -312,13 +348,22 @@ fn main() {
         .herald_log
         .clone()
         .unwrap_or_else(|| tmp.join(format!("herald-soak-{me}.log")).to_string_lossy().into_owned());
-    let server_cfg = serde_json::json!({
+    let mut server_cfg = serde_json::json!({
         "history_size": cli.history_size,
         "history_ttl_ms": cli.history_ttl * 1000,
         "workers": cli.workers,
         "log_level": "info",
         "max_out_queue": 16 << 20,
     });
+    let tls_client = if cli.tls {
+        let (cert, key, addr, client) = tls_setup(&tmp, me).unwrap_or_else(|e| fail(&e));
+        server_cfg["http_server"] =
+            serde_json::json!({"tls": {"enabled": true, "cert_pem_file": cert, "key_pem_file": key}});
+        server_cfg["tls_port"] = addr.port().into();
+        Some((addr, client.0, client.1))
+    } else {
+        None
+    };
     if let Err(e) = std::fs::write(&cfg_path, server_cfg.to_string()) {
         fail(&format!("{cfg_path}: {e}"));
     }
@@ -345,6 +390,7 @@ fn main() {
     let t_all = Instant::now();
     let mk = |prefix: &str, subscribers: usize, seed: u64| Cfg {
         addr: server.addr,
+        tls: tls_client.clone(),
         prefix: prefix.to_string(),
         subscribers,
         channels: cli.channels,
@@ -598,6 +644,7 @@ fn main() {
         "duration_s": r1(run_secs_actual),
         "total_s": r1(t_all.elapsed().as_secs_f64()),
         "subscribers": cli.subscribers,
+        "tls": cli.tls,
         "channels": cli.channels,
         "transports": by_tr,
         "rate": cli.rate,

@@ -26,6 +26,7 @@ mod subscriber;
 use herald_bench_tools::http;
 use herald_bench_tools::rng::Rng;
 use herald_bench_tools::sock::{connect_from, loopback_source};
+use herald_bench_tools::tls::Stream;
 use herald_bench_tools::ws;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -60,6 +61,9 @@ impl Tr {
 /// What the loop needs to know.
 pub struct Cfg {
     pub addr: SocketAddr,
+    /// Under `--tls`: subscribers connect here (herald's `tls_port`) with this client
+    /// configuration and server name; publishers stay on plain `addr`.
+    pub tls: Option<(SocketAddr, std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     pub prefix: String,
     pub subscribers: usize,
     pub channels: usize,
@@ -112,7 +116,8 @@ enum Phase {
 
 struct Conn {
     sub: usize,
-    sock: TcpStream,
+    /// The socket, with its TLS state under `--tls`.
+    sock: Stream<TcpStream>,
     phase: Phase,
     out: Vec<u8>,
     inbuf: Vec<u8>,
@@ -314,8 +319,20 @@ impl Soak {
             self.next_source = (self.next_source + 1) % self.cfg.sources;
             Some(loopback_source(self.next_source))
         };
-        let sock = match connect_from(src, self.cfg.addr) {
-            Ok(s) => s,
+        let dst = self.cfg.tls.as_ref().map_or(self.cfg.addr, |t| t.0);
+        let sock = match connect_from(src, dst) {
+            Ok(s) => match &self.cfg.tls {
+                None => Stream::plain(s),
+                Some((_, cfg, name)) => match Stream::tls(s, cfg, name.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.counts.connect_errors += 1;
+                        self.error(e);
+                        self.schedule_reconnect(i, Duration::from_millis(200));
+                        return;
+                    }
+                },
+            },
             Err(e) => {
                 self.counts.connect_errors += 1;
                 self.error(format!("connect: {e}"));
@@ -350,7 +367,7 @@ impl Soak {
         };
         let key = self.conns.vacant_key();
         if let Err(e) =
-            self.poll.registry().register(&mut conn.sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+            self.poll.registry().register(&mut conn.sock.sock, Token(key), Interest::READABLE | Interest::WRITABLE)
         {
             self.counts.connect_errors += 1;
             self.error(format!("register: {e}"));
@@ -374,7 +391,7 @@ impl Soak {
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.sock);
+        let _ = self.poll.registry().deregister(&mut c.sock.sock);
         if !c.open {
             self.handshaking -= 1;
         }

@@ -257,7 +257,8 @@ impl Soak {
     pub(super) fn on_sub_event(&mut self, key: usize, readable: bool, writable: bool) {
         if writable {
             let c = &mut self.conns[key];
-            if let Err(e) = write_pending(&mut c.sock, &mut c.out) {
+            // flush: TLS records the handshake left behind when the socket would block.
+            if let Err(e) = write_pending(&mut c.sock, &mut c.out).and_then(|()| std::io::Write::flush(&mut c.sock)) {
                 let open = c.open;
                 return self
                     .close(key, if open { End::Server(format!("write: {e}")) } else { End::Failed(e.to_string()) });
