@@ -111,7 +111,10 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id();
         assert!(rss_bytes_one(me).is_some_and(|b| b > 0));
-        assert!(rss_bytes(me).unwrap() >= rss_bytes_one(me).unwrap());
+        // Process and children vs the process alone; read at two moments while other test
+        // threads allocate and free, so allow for the process shrinking in between.
+        let (all, one) = (rss_bytes(me).unwrap(), rss_bytes_one(me).unwrap());
+        assert!(all + (8 << 20) >= one, "{all} < {one}");
         assert!(fd_count(me).is_some_and(|n| n >= 3));
         assert!(cpu_seconds(me).is_some());
         assert!(self_cpu_seconds() >= 0.0);
