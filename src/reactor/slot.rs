@@ -15,8 +15,9 @@ pub struct Slot {
     pub sock: TcpStream,
     /// The protocol half.
     pub session: Session,
-    /// Tick of this connection's live timer-wheel entry, if any.
-    pub timer_tick: Option<u64>,
+    /// Tick of this connection's live timer-wheel entry, plus one (so `None` costs no
+    /// space); see [`Slot::timer_tick`].
+    timer: Option<std::num::NonZeroU64>,
     /// The write side has been shut down.
     pub write_shut: bool,
     /// Counted in the per-address table (released on close).
@@ -26,6 +27,23 @@ pub struct Slot {
     pub paused: bool,
     /// rustls state of a TLS connection (boxed: plain connections pay a pointer).
     pub tls: Option<Box<rustls::ServerConnection>>,
+}
+
+impl Slot {
+    /// A slot for a freshly accepted connection.
+    pub fn new(sock: TcpStream, session: Session, tls: Option<Box<rustls::ServerConnection>>) -> Slot {
+        Slot { sock, session, timer: None, write_shut: false, admitted: false, paused: false, tls }
+    }
+
+    /// Tick of this connection's live timer-wheel entry, if any.
+    pub fn timer_tick(&self) -> Option<u64> {
+        self.timer.map(|t| t.get() - 1)
+    }
+
+    /// Record (Some) or clear (None) the live timer-wheel entry.
+    pub fn set_timer_tick(&mut self, tick: Option<u64>) {
+        self.timer = tick.and_then(|t| std::num::NonZeroU64::new(t.saturating_add(1)));
+    }
 }
 
 /// Fan-out and inbox handling reach sessions through the slab of slots.
@@ -44,6 +62,6 @@ mod tests {
         // mio's socket carries a selector id for its own checks in debug builds only.
         let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
         let n = std::mem::size_of::<super::Slot>();
-        assert!(n <= 256 + debug_extra, "Slot is {n} bytes");
+        assert!(n <= 248 + debug_extra, "Slot is {n} bytes");
     }
 }

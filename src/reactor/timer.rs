@@ -4,7 +4,7 @@
 //! Adding is O(1); cancelling is lazy and O(1): an entry carries the connection's key,
 //! generation and the tick it was armed for, and the worker ignores an entry whose
 //! connection is gone (generation changed) or has since moved its deadline. A connection
-//! keeps at most one live entry (see `Conn::timer_tick`), so the wheel stays as large as
+//! keeps at most one live entry (see `Slot::timer_tick`), so the wheel stays as large as
 //! the number of connections.
 
 /// Wheel resolution in milliseconds: deadlines fire up to one tick late, never early.

@@ -305,15 +305,7 @@ impl Worker {
         let max = self.ctx.shared.cfg.max_connections;
         let total = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let slot = entry.insert(Slot {
-            sock,
-            session: Session::new(id, peer, self.ctx.now_ms),
-            timer_tick: None,
-            write_shut: false,
-            admitted: false,
-            paused: false,
-            tls,
-        });
+        let slot = entry.insert(Slot::new(sock, Session::new(id, peer, self.ctx.now_ms), tls));
         log::debug!("conn {}:{} from {peer}: accepted", self.ctx.id, key);
         let limits = &self.ip_limits;
         let refusal = if max > 0 && total > max {
@@ -605,10 +597,10 @@ impl Worker {
             return;
         };
         let tick = Wheel::tick_of(deadline);
-        if slot.timer_tick.is_some_and(|t| t <= tick) {
+        if slot.timer_tick().is_some_and(|t| t <= tick) {
             return; // an earlier entry will fire and re-check
         }
-        slot.timer_tick = Some(tick);
+        slot.set_timer_tick(Some(tick));
         self.wheel.add(Entry { key, gen: slot.session.id.gen, tick });
     }
 
@@ -619,10 +611,10 @@ impl Worker {
             let Some(slot) = self.conns.get_mut(e.key) else {
                 continue;
             };
-            if slot.session.id.gen != e.gen || slot.timer_tick != Some(e.tick) || slot.session.dead {
+            if slot.session.id.gen != e.gen || slot.timer_tick() != Some(e.tick) || slot.session.dead {
                 continue; // stale entry
             }
-            slot.timer_tick = None;
+            slot.set_timer_tick(None);
             transport::on_timer(&mut self.ctx, &mut slot.session);
             self.after(e.key);
         }
