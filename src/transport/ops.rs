@@ -60,17 +60,7 @@ pub fn stats(env: &mut Env, conn: &mut Session, req: &Req) {
     }
     let st = &env.shared.stats;
     let chans = env.shared.engine.channel_stats();
-    let list: Vec<serde_json::Value> = chans
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "channel": c.name,
-                "subscribers": c.subscribers,
-                "stored_messages": c.stored,
-                "last_message_id": c.last_id,
-            })
-        })
-        .collect();
+    let list: Vec<serde_json::Value> = chans.iter().map(channel_json).collect();
     let v = serde_json::json!({
         "hostname": std::env::var("HOSTNAME").unwrap_or_default(),
         "uptime_seconds": env.now_ms / 1000,
@@ -200,17 +190,7 @@ pub fn status_value(env: &Env) -> serde_json::Value {
         chans.truncate(STATUS_TOP_CHANNELS);
     }
     chans.sort_by(busier);
-    let busiest: Vec<serde_json::Value> = chans
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "channel": c.name,
-                "subscribers": c.subscribers,
-                "stored_messages": c.stored,
-                "last_message_id": c.last_id,
-            })
-        })
-        .collect();
+    let busiest: Vec<serde_json::Value> = chans.iter().map(channel_json).collect();
     let workers: Vec<serde_json::Value> = s
         .gauges
         .iter()
@@ -266,4 +246,14 @@ mod tests {
         assert_ne!(a, admin_token("secret-one", 101));
         assert_eq!(a, admin_token("secret-one", 100));
     }
+}
+
+/// One channel's counters as `/stats` and `/status.json` show them.
+fn channel_json(c: &crate::hub::engine::ChannelStat) -> serde_json::Value {
+    serde_json::json!({
+        "channel": c.name,
+        "subscribers": c.subscribers,
+        "stored_messages": c.stored,
+        "last_message_id": c.last_id,
+    })
 }
