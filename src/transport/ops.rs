@@ -234,6 +234,16 @@ pub fn status_value(env: &Env) -> serde_json::Value {
     })
 }
 
+/// One channel's counters as `/stats` and `/status.json` show them.
+fn channel_json(c: &crate::hub::engine::ChannelStat) -> serde_json::Value {
+    serde_json::json!({
+        "channel": c.name,
+        "subscribers": c.subscribers,
+        "stored_messages": c.stored,
+        "last_message_id": c.last_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,14 +256,4 @@ mod tests {
         assert_ne!(a, admin_token("secret-one", 101));
         assert_eq!(a, admin_token("secret-one", 100));
     }
-}
-
-/// One channel's counters as `/stats` and `/status.json` show them.
-fn channel_json(c: &crate::hub::engine::ChannelStat) -> serde_json::Value {
-    serde_json::json!({
-        "channel": c.name,
-        "subscribers": c.subscribers,
-        "stored_messages": c.stored,
-        "last_message_id": c.last_id,
-    })
 }
