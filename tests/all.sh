@@ -96,22 +96,33 @@ if [ -f tests/centrifugo/run.sh ]; then
   HERALD_BIN="$PWD/target/release/herald" PYTHON="$PYTHON" bash tests/centrifugo/run.sh
 fi
 
-if [ -f tests/centrifugo/diff.sh ]; then
-  # Centrifugo v6.9.1 builds with Go >= 1.26. Without one (Debian 12's golang-go is 1.19),
-  # fetch the Go toolchain module from the Go module proxy once into ~/.cache/herald-go
-  # (the same zip `GOTOOLCHAIN` downloads) and use it for this step only.
+# Go >= 1.26 for centrifuge-go and the Centrifugo build. Without one (Debian 12's golang-go
+# is 1.19), fetch the Go toolchain module from the Go module proxy once into
+# ~/.cache/herald-go (the same zip `GOTOOLCHAIN` downloads) and use it for those steps.
+ensure_go() {
   GO_WANT=1.26.8
-  if ! command -v go >/dev/null || [ "$(printf '%s\n' "$(go env GOVERSION 2>/dev/null | sed 's/^go//')" 1.26 | sort -V | head -1)" != 1.26 ]; then
-    gocache="$HOME/.cache/herald-go"
-    if [ ! -x "$gocache/go/bin/go" ]; then
-      log "installing Go $GO_WANT from the Go module proxy into $gocache (for the Centrifugo build)"
-      mkdir -p "$gocache"
-      curl -fsSL -o "$gocache/go.zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_WANT.linux-amd64.zip"
-      (cd "$gocache" && rm -rf go && mkdir go && python3 -c "import zipfile,sys; zipfile.ZipFile('go.zip').extractall('unz')" \
-        && mv "unz/golang.org/toolchain@v0.0.1-go$GO_WANT.linux-amd64"/* go/ && rm -rf unz go.zip && chmod +x go/bin/* go/pkg/tool/*/*)
-    fi
-    export PATH="$gocache/go/bin:$PATH"
+  if command -v go >/dev/null && [ "$(printf '%s\n' "$(go env GOVERSION 2>/dev/null | sed 's/^go//')" 1.26 | sort -V | head -1)" = 1.26 ]; then
+    return
   fi
+  local gocache="$HOME/.cache/herald-go"
+  if [ ! -x "$gocache/go/bin/go" ]; then
+    log "installing Go $GO_WANT from the Go module proxy into $gocache"
+    mkdir -p "$gocache"
+    curl -fsSL -o "$gocache/go.zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_WANT.linux-amd64.zip"
+    (cd "$gocache" && rm -rf go unz && mkdir go && python3 -c "import zipfile; zipfile.ZipFile('go.zip').extractall('unz')" \
+      && mv "unz/golang.org/toolchain@v0.0.1-go$GO_WANT.linux-amd64"/* go/ && rm -rf unz go.zip && chmod +x go/bin/* go/pkg/tool/*/*)
+  fi
+  export PATH="$gocache/go/bin:$PATH"
+}
+
+if [ -f tests/centrifugo/go.sh ]; then
+  ensure_go
+  log "centrifuge-go (protobuf, as the mobile SDKs) against herald"
+  HERALD_BIN="$PWD/target/release/herald" bash tests/centrifugo/go.sh
+fi
+
+if [ -f tests/centrifugo/diff.sh ]; then
+  ensure_go
   # Needs the Go module proxy for the first build (fails saying so without Go).
   log "differential tests: the same scenarios against herald and the real Centrifugo v6.9.1 (built once with Go into ~/.cache/herald-centrifugo; summary in target/centrifugo-diff/summary.md)"
   HERALD_BIN="$PWD/target/release/herald" bash tests/centrifugo/diff.sh
