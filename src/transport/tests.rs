@@ -351,6 +351,13 @@ fn centrifugo_emulation_over_an_http_stream() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let (session, node) = (v["connect"]["session"].as_str().unwrap(), v["connect"]["node"].as_str().unwrap());
     assert_eq!(node, k.env.shared.node_id);
+    // The session authorises commands: it must not be derivable from the client id, which
+    // presence and join/leave show to other clients.
+    let client = v["connect"]["client"].as_str().unwrap();
+    assert!(!session.contains(client), "session {session} contains client id {client}");
+    assert!(session.len() >= 32, "a 128-bit secret: {session}");
+    let guessed = serde_json::json!({"session": format!("w0.{client}"), "node": node,
+        "data": r#"{"id":9,"subscribe":{"channel":"stolen"}}"#});
     // A command posted to /emulation on another connection reaches the stream.
     let post = |k: &mut Kit, body: String| {
         let c = k.open();
@@ -360,6 +367,10 @@ fn centrifugo_emulation_over_an_http_stream() {
     };
     let cmd =
         serde_json::json!({"session": session, "node": node, "data": r#"{"id":2,"subscribe":{"channel":"news"}}"#});
+    // A session made from the client id reaches nothing.
+    assert!(post(&mut k, guessed.to_string()).starts_with("HTTP/1.1 204"));
+    k.pump();
+    assert_eq!(k.text(s), "", "a guessed session must not reach the stream");
     assert!(post(&mut k, cmd.to_string()).starts_with("HTTP/1.1 204"));
     k.pump();
     assert_eq!(k.text(s), "{\"id\":2,\"subscribe\":{}}\n");

@@ -50,7 +50,8 @@ pub struct CfClient {
     /// `/connection/sse`): replies and wrapped pushes go down the stream, commands come in
     /// through `POST /emulation` naming [`CfClient::session`].
     pub emulated: bool,
-    /// The emulation session id (`w{worker}.{client id}`: the worker that holds it).
+    /// The emulation session id (`w{worker}.{128 random bits}`: the worker that holds it,
+    /// and a secret only this client learns, in its connect result).
     pub session: Option<Arc<str>>,
     /// The connection speaks protobuf (`?cf_protocol=protobuf` or the `centrifuge-protobuf`
     /// subprotocol): binary frames of varint-delimited commands and replies.

@@ -6,7 +6,7 @@
 //!
 //! Owns: opening those streams, the session registry of each worker, and routing an
 //! `/emulation` request to the worker that holds the session (the session id names it:
-//! `w{worker}.{client id}`) through that worker's inbox. The command logic is the client's
+//! `w{worker}.{128 random bits}`) through that worker's inbox. The command logic is the client's
 //! ([`super::client::on_frame`]). Answers `404` when the node is not this one, as
 //! Centrifugo does; a session gone from this node is answered `204` (its stream ended).
 
@@ -48,11 +48,25 @@ pub fn open(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     client::attach(env, conn, false);
     if let Some(cf) = conn.cf.as_mut() {
         cf.emulated = true;
-        let session: Arc<str> = Arc::from(format!("w{}.{}", env.id, cf.id));
+        // The session id is what authorises `/emulation` commands for this client, so it is
+        // not the client id (which presence and join/leave show to other clients) but 128
+        // bits from the OS's CSPRNG, after the worker index that routes it.
+        let Some(secret) = random_hex() else {
+            return client::disconnect(env, conn, crate::proto::centrifugo::SHUTDOWN);
+        };
+        let session: Arc<str> = Arc::from(format!("w{}.{secret}", env.id));
         env.emulation.insert(session.clone(), conn.id);
         cf.session = Some(session);
     }
     client::on_frame(env, conn, &command);
+}
+
+/// 16 random bytes as hex, from the OS (getrandom: never blocks once the system is up).
+fn random_hex() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 #[derive(serde::Deserialize)]
