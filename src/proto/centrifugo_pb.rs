@@ -511,20 +511,39 @@ pub struct Empty {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
-/// Split a frame into its varint-delimited commands.
-pub fn decode_commands(mut frame: &[u8]) -> Result<Vec<Command>, Malformed> {
-    let mut out = Vec::new();
-    while !frame.is_empty() {
-        let len = prost::encoding::decode_varint(&mut frame).map_err(|_| Malformed)?;
-        let len = usize::try_from(len).map_err(|_| Malformed)?;
-        if len > frame.len() {
-            return Err(Malformed);
+/// The varint-delimited commands of a frame, decoded one at a time as they are taken: a
+/// frame of a million empty commands (1 MiB) never holds a million 592-byte `Command`s at
+/// once. A malformed command yields `Err` and ends the iteration.
+pub fn decode_commands(frame: &[u8]) -> Commands<'_> {
+    Commands { frame, failed: false }
+}
+
+/// Iterator of [`decode_commands`].
+pub struct Commands<'a> {
+    frame: &'a [u8],
+    failed: bool,
+}
+
+impl Iterator for Commands<'_> {
+    type Item = Result<Command, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.frame.is_empty() || self.failed {
+            return None;
         }
-        let (msg, rest) = frame.split_at(len);
-        out.push(Command::decode(msg).map_err(|_| Malformed)?);
-        frame = rest;
+        let one = (|| {
+            let len = prost::encoding::decode_varint(&mut self.frame).map_err(|_| Malformed)?;
+            let len = usize::try_from(len).map_err(|_| Malformed)?;
+            if len > self.frame.len() {
+                return Err(Malformed);
+            }
+            let (msg, rest) = self.frame.split_at(len);
+            self.frame = rest;
+            Command::decode(msg).map_err(|_| Malformed)
+        })();
+        self.failed = one.is_err();
+        Some(one)
     }
-    Ok(out)
 }
 
 /// JSON text as a RawValue, when it is valid JSON (UTF-8).
@@ -880,7 +899,8 @@ mod tests {
         let f = frame(&[connect.clone(), publish, bad_publish, history, ping, pong]);
         // The pong is an empty message: its length prefix 0 is its only byte.
         assert_eq!(*f.last().unwrap(), 0);
-        let cmds: Vec<json::Command> = decode_commands(&f).unwrap().into_iter().map(into_command).collect();
+        let cmds: Vec<json::Command> =
+            decode_commands(&f).collect::<Result<Vec<_>, _>>().unwrap().into_iter().map(into_command).collect();
         assert_eq!(cmds.len(), 6);
         let c = cmds[0].connect.as_ref().unwrap();
         assert_eq!((c.token.as_str(), c.name.as_str()), ("t", "js"));
@@ -894,9 +914,15 @@ mod tests {
         // Truncated frames are malformed, never a panic.
         let one = frame(std::slice::from_ref(&connect));
         for cut in 1..one.len() {
-            assert_eq!(decode_commands(&one[..cut]), Err(Malformed));
+            assert_eq!(decode_commands(&one[..cut]).collect::<Result<Vec<_>, _>>(), Err(Malformed));
         }
-        assert_eq!(decode_commands(&[0xff; 11]), Err(Malformed));
+        assert_eq!(decode_commands(&[0xff; 11]).collect::<Result<Vec<_>, _>>(), Err(Malformed));
+        // Decoded one at a time: the error ends the iteration after the good ones.
+        let mut two = frame(std::slice::from_ref(&connect));
+        two.extend_from_slice(&[0x05, 0x08]);
+        let items: Vec<_> = decode_commands(&two).collect();
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok() && items[1] == Err(Malformed));
     }
 
     #[test]

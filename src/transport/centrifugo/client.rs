@@ -217,13 +217,13 @@ pub fn on_frame(env: &mut Env, conn: &mut Session, data: &[u8]) {
         }
     }
     if is_pb(conn) {
-        let Ok(cmds) = pb::decode_commands(data) else {
-            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
-        };
-        for c in cmds {
+        for c in pb::decode_commands(data) {
             if conn.dead || !matches!(conn.state, State::Ws(_)) {
                 return;
             }
+            let Ok(c) = c else {
+                return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+            };
             command(env, conn, pb::into_command(c));
         }
         return;
