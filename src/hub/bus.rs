@@ -86,6 +86,14 @@ pub enum Note {
         /// The command(s), JSON text.
         data: bytes::Bytes,
     },
+    /// Answers of an asynchronous engine to operations of a connection of this worker
+    /// (`Engine::submit` returned `None`).
+    Answer {
+        /// The connection that waits.
+        conn: crate::hub::local::ConnId,
+        /// One answer per operation, in order.
+        done: Vec<super::engine::Done>,
+    },
     /// Start the graceful drain.
     Shutdown,
 }

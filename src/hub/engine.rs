@@ -93,8 +93,134 @@ pub struct ChannelStat {
     pub last_id: u64,
 }
 
-/// What every engine offers the hub (memory now; Redis later).
+/// Why an engine could not carry out an operation (the Redis engine: its shard is down,
+/// the connection was lost with the command in flight, or it answered an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError(pub String);
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Where an asynchronous engine sends its answer: a worker and one of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// The worker whose inbox receives [`Note::Answer`].
+    pub worker: usize,
+    /// The connection waiting for it.
+    pub conn: crate::hub::local::ConnId,
+}
+
+/// One engine operation whose answer may have to wait for the network (the Redis engine).
+pub enum Op {
+    /// Sequence, store and fan out a message.
+    Publish {
+        /// Channel.
+        channel: String,
+        /// Payload, JSON text.
+        data: Bytes,
+        /// Options.
+        meta: PubMeta,
+    },
+    /// Read history (see [`Engine::history`]).
+    History {
+        /// Channel.
+        channel: String,
+        /// Exclusive start.
+        since: Option<u64>,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Count a subscriber of `worker` and read history after `since` (see
+    /// [`Engine::subscribe`]).
+    Subscribe {
+        /// Channel.
+        channel: String,
+        /// The subscriber's worker.
+        worker: usize,
+        /// Exclusive start of the replay, if any.
+        since: Option<u64>,
+    },
+    /// Read presence.
+    Presence {
+        /// Channel.
+        channel: String,
+    },
+}
+
+/// The answer to one [`Op`], in the order the operations were given.
+pub enum Done {
+    /// To [`Op::Publish`]: (id, epoch).
+    Published(Result<(u64, Arc<str>), EngineError>),
+    /// To [`Op::History`] and [`Op::Subscribe`].
+    History(Result<HistoryRead, EngineError>),
+    /// To [`Op::Presence`]: (client id, user, ClientInfo JSON).
+    Presence(Result<Vec<(String, String, Bytes)>, EngineError>),
+}
+
+impl Done {
+    /// The publish answer (an error when this answers another operation).
+    pub fn published(self) -> Result<(u64, Arc<str>), EngineError> {
+        match self {
+            Done::Published(r) => r,
+            _ => Err(EngineError("engine answered another operation".into())),
+        }
+    }
+
+    /// The history answer (an error when this answers another operation).
+    pub fn history(self) -> Result<HistoryRead, EngineError> {
+        match self {
+            Done::History(r) => r,
+            _ => Err(EngineError("engine answered another operation".into())),
+        }
+    }
+
+    /// The presence answer (an error when this answers another operation).
+    pub fn presence(self) -> Result<Vec<(String, String, Bytes)>, EngineError> {
+        match self {
+            Done::Presence(r) => r,
+            _ => Err(EngineError("engine answered another operation".into())),
+        }
+    }
+}
+
+/// What every engine offers the hub: the embedded memory engine, and the Redis engine for
+/// several nodes.
+///
+/// The operations that may need a network round trip go through [`Engine::submit`]: an
+/// engine that can answer at once returns the answers; one that cannot returns `None` and
+/// later sends [`Note::Answer`] to the reply's worker (it must always answer: an error
+/// when the network fails). The others are local bookkeeping or fire-and-forget.
 pub trait Engine: Send + Sync {
+    /// Carry out `ops` in order. `Some(answers)` when done now (the memory engine always);
+    /// `None` when the answers will arrive as [`Note::Answer`] for `reply`.
+    fn submit(&self, ops: Vec<Op>, now_ms: u64, reply: Reply) -> Option<Vec<Done>> {
+        let _ = reply;
+        Some(
+            ops.into_iter()
+                .map(|op| match op {
+                    Op::Publish { channel, data, meta } => {
+                        Done::Published(Ok(self.publish(&channel, data, meta, now_ms)))
+                    }
+                    Op::History { channel, since, limit } => {
+                        Done::History(Ok(self.history(&channel, since, limit, now_ms)))
+                    }
+                    Op::Subscribe { channel, worker, since } => {
+                        Done::History(Ok(self.subscribe(&channel, worker, since, now_ms)))
+                    }
+                    Op::Presence { channel } => Done::Presence(Ok(self.presence(&channel))),
+                })
+                .collect(),
+        )
+    }
+    /// Whether operations are answered at once ([`Engine::submit`] never returns `None`).
+    fn immediate(&self) -> bool {
+        true
+    }
     /// Sequence, store and fan out one message (`data` is JSON text); returns (id, epoch).
     /// A `skip_history` publish is delivered with id 0 and not stored.
     fn publish(&self, channel: &str, data: Bytes, meta: PubMeta, now_ms: u64) -> (u64, Arc<str>);

@@ -16,7 +16,7 @@ pub mod envelope;
 pub mod local;
 pub mod redis;
 
-pub use engine::{Engine, HistoryRead, MemoryEngine, Message, PubMeta};
+pub use engine::{Done, Engine, EngineError, HistoryRead, MemoryEngine, Message, Op, PubMeta, Reply};
 
 /// Why a channel name or a `cid` list was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -214,6 +214,9 @@ pub struct Disconnect {
 
 /// Graceful server shutdown; the client reconnects (3000-3499) after a backoff.
 pub const SHUTDOWN: Disconnect = Disconnect { code: 3001, reason: "shutdown" };
+/// The server could not carry out what the connection needed (the engine is unreachable);
+/// the client reconnects after a backoff.
+pub const SERVER_ERROR: Disconnect = Disconnect { code: 3004, reason: "internal server error" };
 /// The connection token expired (more than 5 s ago) without a refresh, or the server API
 /// `refresh` said `expired`; the client reconnects with a new token.
 pub const EXPIRED: Disconnect = Disconnect { code: 3005, reason: "connection expired" };

@@ -524,6 +524,13 @@ pub struct Commands<'a> {
     failed: bool,
 }
 
+impl<'a> Commands<'a> {
+    /// The bytes not decoded yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.frame
+    }
+}
+
 impl Iterator for Commands<'_> {
     type Item = Result<Command, Malformed>;
 

@@ -357,7 +357,8 @@ impl Worker {
             if slot.session.dead {
                 return;
             }
-            if ctx.over_high_water(&slot.session) {
+            // Over the high-water mark, or waiting for an engine answer: stop reading.
+            if ctx.over_high_water(&slot.session) || slot.session.parked {
                 slot.paused = true;
                 break;
             }
@@ -631,10 +632,21 @@ impl Worker {
                 self.begin_shutdown();
                 continue;
             }
-            transport::on_note(&mut self.ctx, &mut self.conns, &note, &mut self.finish);
+            if let Note::Answer { conn, done } = note {
+                transport::on_answer(&mut self.ctx, &mut self.conns, conn, done, &mut self.finish);
+            } else {
+                transport::on_note(&mut self.ctx, &mut self.conns, &note, &mut self.finish);
+            }
             self.relieve();
             let mut finish = std::mem::take(&mut self.finish);
             for id in finish.drain(..) {
+                // A session that waited for the engine stopped reading: resume it.
+                if let Some(slot) = self.conns.get_mut(id.key as usize) {
+                    if slot.paused && !slot.session.parked && slot.session.out.len() <= self.ctx.low_water {
+                        slot.paused = false;
+                        self.ready.push(id.key as usize);
+                    }
+                }
                 self.after(id.key as usize);
                 self.reprocess(id.key as usize);
                 self.after(id.key as usize);

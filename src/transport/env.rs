@@ -146,6 +146,22 @@ pub struct Env {
     pub zip: super::wire::Zip,
     /// Inflated client message scratch (reused; freed when a message made it large).
     pub inflated: Vec<u8>,
+    /// Sessions waiting for an asynchronous engine answer, by slab key (see
+    /// [`Env::engine`]). Empty with the memory engine.
+    pub waiting: HashMap<u32, Waiting>,
+}
+
+/// What runs when an engine answer arrives: the second half of a handler.
+pub type Then = Box<dyn FnOnce(&mut Env, &mut Session, Vec<crate::hub::Done>) + Send>;
+/// Work that arrived for a session while it waited (API commands, emulation posts), run
+/// in order once it no longer waits.
+pub type Later = Box<dyn FnOnce(&mut Env, &mut Session) + Send>;
+
+/// A session parked on an engine answer.
+pub struct Waiting {
+    gen: u32,
+    then: Then,
+    later: std::collections::VecDeque<Later>,
 }
 
 impl Env {
@@ -186,7 +202,76 @@ impl Env {
             emulation: HashMap::new(),
             zip: super::wire::Zip::new(cfg.compression(), cfg.compression_min_size(), cfg.compression_level()),
             inflated: Vec::new(),
+            waiting: HashMap::new(),
             shared,
+        }
+    }
+
+    /// Run engine operations for `conn`, then `then` with their answers: at once when the
+    /// engine answers at once (the memory engine), else when its [`crate::hub::bus::Note::Answer`]
+    /// arrives. Meanwhile the session is `parked`: its input is not parsed (the reactor
+    /// stops reading it), and work aimed at it runs afterwards in order ([`Env::later`]), so
+    /// replies keep the order of the requests. The engine always answers (an error when
+    /// the network fails), so a session never waits forever.
+    pub fn engine<F>(&mut self, conn: &mut Session, ops: Vec<crate::hub::Op>, then: F)
+    where
+        F: FnOnce(&mut Env, &mut Session, Vec<crate::hub::Done>) + Send + 'static,
+    {
+        if conn.parked {
+            return self.later(conn, move |env, conn| env.engine(conn, ops, then));
+        }
+        let reply = crate::hub::Reply { worker: self.id, conn: conn.id };
+        let engine = self.shared.engine.clone();
+        match engine.submit(ops, self.now_ms, reply) {
+            Some(done) => then(self, conn, done),
+            None => {
+                conn.parked = true;
+                let w = Waiting { gen: conn.id.gen, then: Box::new(then), later: Default::default() };
+                self.waiting.insert(conn.id.key, w);
+            }
+        }
+    }
+
+    /// Run `f` on the session now, or after its engine answer when it is parked.
+    pub fn later<F>(&mut self, conn: &mut Session, f: F)
+    where
+        F: FnOnce(&mut Env, &mut Session) + Send + 'static,
+    {
+        match self.waiting.get_mut(&conn.id.key) {
+            Some(w) if conn.parked => w.later.push_back(Box::new(f)),
+            _ => f(self, conn),
+        }
+    }
+
+    /// The engine answered a parked session: run the rest of its handler and whatever
+    /// waited behind it (until it parks again).
+    pub fn resume(&mut self, conn: &mut Session, done: Vec<crate::hub::Done>) {
+        let Some(w) = self.waiting.remove(&conn.id.key) else {
+            return;
+        };
+        if w.gen != conn.id.gen || conn.dead {
+            return;
+        }
+        conn.parked = false;
+        (w.then)(self, conn, done);
+        let mut later = w.later;
+        while let Some(f) = later.pop_front() {
+            if conn.parked {
+                if let Some(nw) = self.waiting.get_mut(&conn.id.key) {
+                    later.push_front(f);
+                    nw.later.extend(later);
+                }
+                return;
+            }
+            f(self, conn);
+        }
+    }
+
+    /// The session is going away: drop whatever waited for it.
+    pub fn forget(&mut self, conn: &mut Session) {
+        if conn.parked {
+            conn.parked = false;
+            self.waiting.remove(&conn.id.key);
         }
     }
 

@@ -13,7 +13,7 @@ use super::wire::WireCache;
 use super::{Env, Session, Sessions};
 use crate::hub::envelope::messages_body;
 use crate::hub::local::{ConnId, SubRef};
-use crate::hub::{HistoryRead, Message};
+use crate::hub::{EngineError, HistoryRead, Message, Op};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,28 +28,62 @@ pub(crate) fn full_channel<'a>(env: &Env, chans: &'a [String]) -> Option<&'a str
     chans.iter().find(|c| env.shared.engine.subscribers(c) >= max).map(|c| c.as_str())
 }
 
-pub(crate) fn subscribe(
-    env: &mut Env,
-    conn: &mut Session,
-    chans: &[String],
-    since: &[Option<u64>],
-) -> Vec<HistoryRead> {
-    let engine = env.shared.engine.clone();
-    let mut reads = Vec::with_capacity(chans.len());
+pub(crate) fn subscribe<F>(env: &mut Env, conn: &mut Session, chans: &[String], since: &[Option<u64>], then: F)
+where
+    F: FnOnce(&mut Env, &mut Session, Result<Vec<HistoryRead>, EngineError>) + Send + 'static,
+{
+    let mut ops = Vec::with_capacity(chans.len());
+    let mut slots = Vec::with_capacity(chans.len());
     for (ch, s) in chans.iter().zip(since) {
         let (name, slot, _) = env.local.add(ch, conn.id);
-        let read = engine.subscribe(ch, env.id, *s, env.now_ms);
-        // Deliveries skip ids at or below `last_id`: start just before what the replay
-        // will send, so history and the live feed join with no gap and no duplicate.
-        let last_id = match *s {
-            Some(s) if s <= read.last_id => s,
-            Some(_) => 0, // a `since` from a previous life of the channel: replay it all
-            None => read.last_id,
-        };
-        conn.subs.push(SubRef { channel: name, slot, last_id });
-        reads.push(read);
+        conn.subs.push(SubRef { channel: name, slot, last_id: s.unwrap_or(0) });
+        slots.push(slot);
+        ops.push(Op::Subscribe { channel: ch.clone(), worker: env.id, since: *s });
     }
-    reads
+    let since = since.to_vec();
+    if !env.shared.engine.immediate() {
+        // Live messages may arrive before the history read answers: hold them behind it.
+        conn.replay.get_or_insert_with(Default::default).hold = true;
+    }
+    env.engine(conn, ops, move |env, conn, done| {
+        // What arrived while the engine answered goes after the history.
+        let held = conn.replay.as_mut().filter(|r| r.hold).map(|r| std::mem::take(&mut r.queue));
+        if let Some(r) = conn.replay.as_mut() {
+            r.hold = false;
+            r.held = 0;
+        }
+        let mut reads = Vec::with_capacity(done.len());
+        let mut failed = None;
+        for (d, (slot, s)) in done.into_iter().zip(slots.iter().zip(&since)) {
+            match d.history() {
+                Ok(read) => {
+                    // Deliveries skip ids at or below `last_id`: start just before what the
+                    // replay will send, so history and the live feed join with no gap and no
+                    // duplicate.
+                    let last_id = match *s {
+                        Some(s) if s <= read.last_id => s,
+                        Some(_) => 0, // a `since` from a previous life of the channel: replay it all
+                        None => read.last_id,
+                    };
+                    if let Some(sr) = conn.subs.iter_mut().find(|sr| sr.slot == *slot) {
+                        sr.last_id = last_id;
+                    }
+                    reads.push(read);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) => then(env, conn, Err(e)),
+            None => then(env, conn, Ok(reads)),
+        }
+        if let Some(items) = held {
+            for item in items {
+                env.hold(conn, item);
+            }
+            refill(env, conn);
+        }
+    });
 }
 
 /// Remove every subscription of a connection (on close, or when a long-poll completes).
@@ -180,6 +214,11 @@ pub(crate) fn start_replay(env: &mut Env, conn: &mut Session, msgs: Vec<Arc<Mess
 /// it is empty.
 pub fn refill(env: &mut Env, conn: &mut Session) {
     let Some(mut r) = conn.replay.take() else { return };
+    if r.hold {
+        // Waiting for a history read: nothing may go before it.
+        conn.replay = Some(r);
+        return;
+    }
     let mut cache = WireCache::default();
     let mut done = Vec::new();
     while conn.out.len() < env.high_water && !conn.dead {

@@ -124,24 +124,65 @@ pub fn respond(env: &mut Env, conn: &mut Session, resp: Bytes, keep_alive: bool)
     }
 }
 
+/// What an answer needs of its request, owned: the answer of a request that waits for the
+/// engine is written after the request's bytes are gone.
+#[derive(Clone, Debug)]
+pub struct ReqInfo {
+    /// The client asked to keep the connection open.
+    pub keep_alive: bool,
+    /// HTTP/1.0.
+    pub http10: bool,
+    /// `HEAD`: the answer has no body.
+    pub head_only: bool,
+    /// `Access-Control-Allow-Origin` for the answer.
+    pub cors: Option<String>,
+}
+
+impl ReqInfo {
+    /// The answer-relevant part of `req`.
+    pub fn of(env: &Env, req: &Req) -> ReqInfo {
+        ReqInfo {
+            keep_alive: req.keep_alive(),
+            http10: req.head.minor_version == 0,
+            head_only: req.head.method == Method::Head,
+            cors: super::access::cors_origin(env, req),
+        }
+    }
+}
+
 /// A JSON error answer on an otherwise healthy connection.
 pub fn error(env: &mut Env, conn: &mut Session, req: &Req, status: u16, msg: &str) {
+    let keep = req.keep_alive() && req.head.minor_version >= 1;
+    error_keep(env, conn, keep, status, msg);
+}
+
+/// [`error`] for a request known by its [`ReqInfo`].
+pub fn error_to(env: &mut Env, conn: &mut Session, info: &ReqInfo, status: u16, msg: &str) {
+    error_keep(env, conn, info.keep_alive && !info.http10, status, msg);
+}
+
+fn error_keep(env: &mut Env, conn: &mut Session, keep: bool, status: u16, msg: &str) {
     env.shared.stats.http_errors.fetch_add(1, Ordering::Relaxed);
     // error_response speaks HTTP/1.1; an HTTP/1.0 client is answered and closed.
-    let keep = req.keep_alive() && status < 500 && req.head.minor_version >= 1;
+    let keep = keep && status < 500;
     let r = error_response(status, msg, keep);
     respond(env, conn, r, keep);
 }
 
 /// A JSON answer with CORS headers when the request has an allowed Origin.
 pub fn json(env: &mut Env, conn: &mut Session, req: &Req, status: u16, body: &[u8], content_type: &str) {
-    let keep = req.keep_alive();
-    let mut r =
-        Response::new(status).keep_alive(keep).http10(req.head.minor_version == 0).header("Cache-Control", "no-store");
-    if let Some(o) = super::access::cors_origin(env, req) {
-        r = r.header("Access-Control-Allow-Origin", &o).header("Vary", "Origin");
+    let info = ReqInfo::of(env, req);
+    json_to(env, conn, &info, status, body, content_type);
+}
+
+/// [`json`] for a request known by its [`ReqInfo`].
+pub fn json_to(env: &mut Env, conn: &mut Session, info: &ReqInfo, status: u16, body: &[u8], content_type: &str) {
+    let keep = info.keep_alive;
+    let mut r = Response::new(status).keep_alive(keep).http10(info.http10).header("Cache-Control", "no-store");
+    if let Some(o) = &info.cors {
+        r = r.header("Access-Control-Allow-Origin", o).header("Vary", "Origin");
     }
-    let r = r.head_only(req.head.method == Method::Head).body(content_type, body);
+    let r = r.head_only(info.head_only).body(content_type, body);
     respond(env, conn, r, keep);
 }
 

@@ -107,7 +107,7 @@ pub fn reprocess(env: &mut Env, conn: &mut Session) {
 /// requests/frames is spent (the reactor comes back next turn: `env.fx.ready`).
 fn process(env: &mut Env, conn: &mut Session, buf: &mut [u8]) -> usize {
     let mut pos = 0;
-    while pos < buf.len() && !conn.dead {
+    while pos < buf.len() && !conn.dead && !conn.parked {
         let parses = matches!(conn.state, State::Http(_) | State::Ws(_));
         if parses && env.over_high_water(conn) {
             break;
@@ -185,6 +185,7 @@ pub fn on_final_flush(env: &mut Env, conn: &mut Session) {
 
 /// The session is being freed (its socket is closed by the reactor).
 pub fn on_close(env: &mut Env, conn: &mut Session) {
+    env.forget(conn);
     leave_subscriptions(env, conn);
 }
 
@@ -281,6 +282,25 @@ pub fn on_shutdown(env: &mut Env, conn: &mut Session) {
     }
 }
 
+/// An engine answer for a parked session (taken by value: the answers move into the
+/// handler). The session is listed in `done` so the reactor resumes its input.
+pub fn on_answer<S: Sessions>(
+    env: &mut Env,
+    sessions: &mut S,
+    id: ConnId,
+    answers: Vec<crate::hub::Done>,
+    done: &mut Vec<ConnId>,
+) {
+    let Some(conn) = sessions.session(id.key as usize) else {
+        return;
+    };
+    if conn.id.gen != id.gen {
+        return;
+    }
+    env.resume(conn, answers);
+    done.push(id);
+}
+
 /// A note from the worker's inbox (other than shutdown, which the reactor handles): a
 /// publication to fan out, a join/leave event, or an API command for a user's sessions.
 /// Long-polls completed by a delivery are listed in `done` (the reactor re-arms them and
@@ -294,6 +314,7 @@ pub fn on_note<S: Sessions>(env: &mut Env, sessions: &mut S, note: &Note, done: 
         Note::Event(ev) => centrifugo::client::deliver_event(env, sessions, ev),
         Note::User(cmd) => centrifugo::client::user_command(env, sessions, cmd),
         Note::Emulation { session, data } => centrifugo::emulation::deliver(env, sessions, session, data),
+        Note::Answer { .. } => {}
         Note::Shutdown => {}
     }
 }

@@ -9,11 +9,11 @@
 
 use super::access::cors_origin;
 use super::fanout::{full_channel, leave_subscriptions, subscribe};
-use super::http::{error, json, respond, Req};
+use super::http::{error, error_to, json_to, respond, Req, ReqInfo};
 use super::session::{LongPoll, State, StreamKind, WsMode};
 use super::{Env, Session};
 use crate::hub::envelope::{json_data, messages_body, sse_event, valid_callback};
-use crate::hub::{parse_channels, HistoryRead, Message};
+use crate::hub::{parse_channels, HistoryRead, Message, Op};
 use crate::proto::http::{query_param, Response};
 use crate::proto::ws::{self as codec, Opcode};
 use bytes::Bytes;
@@ -76,18 +76,34 @@ pub fn publish(env: &mut Env, conn: &mut Session, req: &Req) {
         return;
     };
     let data = json_data(req.body);
-    let mut parts = Vec::with_capacity(chans.len());
-    for ch in &chans {
-        let (id, _) = env.shared.engine.publish(ch, data.clone(), Default::default(), env.now_ms);
-        env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-        parts.push(format!("{{\"id\":{id},\"channel\":\"{ch}\"}}"));
-    }
-    let out = if parts.len() == 1 {
-        parts.pop().unwrap_or_default()
-    } else {
-        format!("{{\"published\":[{}]}}", parts.join(","))
-    };
-    json(env, conn, req, 200, out.as_bytes(), "application/json");
+    let info = ReqInfo::of(env, req);
+    let ops = chans
+        .iter()
+        .map(|ch| Op::Publish { channel: ch.clone(), data: data.clone(), meta: Default::default() })
+        .collect();
+    env.engine(conn, ops, move |env, conn, done| {
+        let mut parts = Vec::with_capacity(chans.len());
+        for (ch, d) in chans.iter().zip(done) {
+            match d.published() {
+                Ok((id, _)) => {
+                    env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+                    parts.push(format!("{{\"id\":{id},\"channel\":\"{ch}\"}}"));
+                }
+                Err(e) => {
+                    // Channels before this one were published: say which.
+                    log::warn!("publish to {ch}: {e}");
+                    let msg = format!("publish to {ch} failed: {e}; published before it: [{}]", parts.join(","));
+                    return error_to(env, conn, &info, 503, &msg);
+                }
+            }
+        }
+        let out = if parts.len() == 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            format!("{{\"published\":[{}]}}", parts.join(","))
+        };
+        json_to(env, conn, &info, 200, out.as_bytes(), "application/json");
+    });
 }
 
 fn callback(env: &mut Env, conn: &mut Session, req: &Req) -> Result<Option<String>, ()> {
@@ -146,9 +162,9 @@ fn body_for(reads: &[(&str, HistoryRead)], limit: usize, walking: bool, cb: Opti
     messages_body(&envs, missed, &last, cb)
 }
 
-fn send_messages(env: &mut Env, conn: &mut Session, req: &Req, body: &[u8], jsonp: bool) {
+fn send_messages(env: &mut Env, conn: &mut Session, info: &ReqInfo, body: &[u8], jsonp: bool) {
     let ct = if jsonp { "application/javascript; charset=utf-8" } else { "application/json" };
-    json(env, conn, req, 200, body, ct);
+    json_to(env, conn, info, 200, body, ct);
 }
 
 /// `GET /messages/?cid=CH&since=ID&limit=N`: polling.
@@ -168,11 +184,19 @@ pub fn poll(env: &mut Env, conn: &mut Session, req: &Req) {
         Some(Ok(l)) if l > 0 => l,
         Some(_) => return error(env, conn, req, 400, "limit must be a positive integer"),
     };
-    let engine = env.shared.engine.clone();
-    let reads: Vec<(&str, HistoryRead)> =
-        chans.iter().zip(&since).map(|(c, s)| (c.as_str(), engine.history(c, *s, limit, env.now_ms))).collect();
-    let body = body_for(&reads, limit, since.iter().any(|s| s.is_some()), cb.as_deref(), env.high_water);
-    send_messages(env, conn, req, &body, cb.is_some());
+    let info = ReqInfo::of(env, req);
+    let ops = chans.iter().zip(&since).map(|(c, s)| Op::History { channel: c.clone(), since: *s, limit }).collect();
+    env.engine(conn, ops, move |env, conn, done| {
+        let mut reads: Vec<(&str, HistoryRead)> = Vec::with_capacity(chans.len());
+        for (c, d) in chans.iter().zip(done) {
+            match d.history() {
+                Ok(r) => reads.push((c.as_str(), r)),
+                Err(e) => return error_to(env, conn, &info, 503, &format!("history of {c}: {e}")),
+            }
+        }
+        let body = body_for(&reads, limit, since.iter().any(|s| s.is_some()), cb.as_deref(), env.high_water);
+        send_messages(env, conn, &info, &body, cb.is_some());
+    });
 }
 
 fn refuse_full(env: &mut Env, conn: &mut Session, req: &Req, chans: &[String]) -> bool {
@@ -219,20 +243,30 @@ pub fn listen(env: &mut Env, conn: &mut Session, req: &Req) {
     let Some((chans, since)) = subscription_request(env, conn, req, false) else {
         return;
     };
-    let reads = subscribe(env, conn, &chans, &since);
-    if reads.iter().any(|r| !r.messages.is_empty() || r.missed) {
-        let named: Vec<(&str, HistoryRead)> = chans.iter().map(|c| c.as_str()).zip(reads).collect();
-        let body = body_for(&named, usize::MAX, true, cb.as_deref(), env.high_water);
-        leave_subscriptions(env, conn);
-        return send_messages(env, conn, req, &body, cb.is_some());
-    }
-    conn.state = State::LongPoll(Box::new(LongPoll {
-        expires_ms: env.now_ms + env.shared.cfg.longpoll_timeout_ms,
-        keep_alive: req.keep_alive(),
-        http10: req.head.minor_version == 0,
-        cors: cors_origin(env, req).map(|s| s.into_boxed_str()),
-        callback: cb.map(|s| s.into_boxed_str()),
-    }));
+    let info = ReqInfo::of(env, req);
+    let names = chans.clone();
+    subscribe(env, conn, &chans, &since, move |env, conn, reads| {
+        let reads = match reads {
+            Ok(r) => r,
+            Err(e) => {
+                leave_subscriptions(env, conn);
+                return error_to(env, conn, &info, 503, &format!("subscribe: {e}"));
+            }
+        };
+        if reads.iter().any(|r| !r.messages.is_empty() || r.missed) {
+            let named: Vec<(&str, HistoryRead)> = names.iter().map(|c| c.as_str()).zip(reads).collect();
+            let body = body_for(&named, usize::MAX, true, cb.as_deref(), env.high_water);
+            leave_subscriptions(env, conn);
+            return send_messages(env, conn, &info, &body, cb.is_some());
+        }
+        conn.state = State::LongPoll(Box::new(LongPoll {
+            expires_ms: env.now_ms + env.shared.cfg.longpoll_timeout_ms,
+            keep_alive: info.keep_alive,
+            http10: info.http10,
+            cors: info.cors.map(|s| s.into_boxed_str()),
+            callback: cb.map(|s| s.into_boxed_str()),
+        }));
+    });
 }
 
 /// Complete a held long-poll with `body` and return the connection to HTTP.
@@ -298,8 +332,17 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     env.queue(conn, Bytes::from(preamble));
     let multi = chans.len() > 1;
     conn.state = State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.stream_keepalive_ms, multi };
-    let reads = subscribe(env, conn, &chans, &since);
-    replay(env, conn, &chans, reads);
+    subscribe(env, conn, &chans.clone(), &since, move |env, conn, reads| match reads {
+        Ok(reads) => replay(env, conn, &chans, reads),
+        Err(e) => {
+            log::warn!("conn {}:{}: subscribe: {e}", env.id, conn.id.key);
+            if let State::Stream { kind: StreamKind::Sse, .. } = conn.state {
+                let ev = format!("event: error\ndata: {}\n\n", serde_json::Value::from(format!("subscribe: {e}")));
+                env.queue(conn, Bytes::from(ev));
+            }
+            env.close_after_flush(conn);
+        }
+    });
 }
 
 /// Send what history held after the client's `since`, oldest first, in the connection's
@@ -335,8 +378,14 @@ pub fn ws_subscribe(env: &mut Env, conn: &mut Session, req: &Req) {
     if !super::ws::upgrade(env, conn, req, WsMode::Sub) {
         return;
     }
-    let reads = subscribe(env, conn, &chans, &since);
-    replay(env, conn, &chans, reads);
+    subscribe(env, conn, &chans.clone(), &since, move |env, conn, reads| match reads {
+        Ok(reads) => replay(env, conn, &chans, reads),
+        Err(e) => {
+            log::warn!("conn {}:{}: subscribe: {e}", env.id, conn.id.key);
+            // 1011: the server met a condition that kept it from fulfilling the request.
+            super::ws::close(env, conn, 1011, "subscribe failed: engine unavailable");
+        }
+    });
 }
 
 /// A message from a `/ws/` subscriber: published to its channels when `ws_client_publish`
@@ -346,11 +395,24 @@ pub fn ws_client_message(env: &mut Env, conn: &mut Session, data: &[u8]) {
         return super::ws::close(env, conn, 1008, "publishing from clients is not enabled");
     }
     let data = json_data(data);
-    let chans: Vec<Arc<str>> = conn.subs.iter().map(|s| s.channel.clone()).collect();
-    for ch in chans {
-        env.shared.engine.publish(&ch, data.clone(), Default::default(), env.now_ms);
-        env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-    }
+    let ops = conn
+        .subs
+        .iter()
+        .map(|s| Op::Publish { channel: s.channel.to_string(), data: data.clone(), meta: Default::default() })
+        .collect();
+    env.engine(conn, ops, |env, conn, done| {
+        for d in done {
+            match d.published() {
+                Ok(_) => {
+                    env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    log::warn!("conn {}:{}: client publish: {e}", env.id, conn.id.key);
+                    return super::ws::close(env, conn, 1011, "publish failed: engine unavailable");
+                }
+            }
+        }
+    });
 }
 
 /// Keep-alive on a stream (comment for SSE, whitespace comment for the iframe).

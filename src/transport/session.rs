@@ -206,6 +206,8 @@ pub struct Session {
     pub dirty: bool,
     /// Listed in the environment's close effects: nothing more is done for it.
     pub dead: bool,
+    /// Waiting for an engine answer (see `Env::engine`): input is not parsed meanwhile.
+    pub parked: bool,
 }
 
 /// A chunked request body decoded so far. Raw body bytes are consumed as they are fed, so
@@ -248,6 +250,9 @@ pub struct Replay {
     pub queue: VecDeque<Item>,
     /// Bytes (and per-item overhead) held here that are not shared with history.
     pub held: usize,
+    /// A subscription's history read is still on its way (an asynchronous engine):
+    /// everything waits, and the history goes first when it arrives.
+    pub hold: bool,
 }
 
 impl Replay {
@@ -290,6 +295,7 @@ impl Session {
             close_after_flush: false,
             dirty: false,
             dead: false,
+            parked: false,
         }
     }
 

@@ -6,16 +6,16 @@
 //! Owns: the API methods. Called by the router. Commands aimed at users' connections
 //! (subscribe, unsubscribe, disconnect, refresh) are broadcast to every worker's inbox.
 
-use super::client::{history_result, presence_result};
+use super::client::{history_op, history_select, presence_result};
 use crate::hub::bus::{Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
 use crate::hub::envelope::json_data;
-use crate::hub::PubMeta;
+use crate::hub::{Done, Op, PubMeta};
 use crate::proto::centrifugo::{self as proto, Encode, Error};
 use crate::proto::http::Response;
 use crate::proto::json::Writer;
 use crate::transport::access::ct_eq;
-use crate::transport::http::{respond, Req};
+use crate::transport::http::{respond, Req, ReqInfo};
 use crate::transport::{Env, Session};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -54,9 +54,61 @@ fn authorised(env: &Env, req: &Req) -> bool {
 }
 
 fn send(env: &mut Env, conn: &mut Session, req: &Req, status: u16, body: &[u8]) {
-    let keep = req.keep_alive();
-    let r = Response::new(status).keep_alive(keep).http10(req.head.minor_version == 0).body("application/json", body);
+    send_to(env, conn, &ReqInfo::of(env, req), status, body);
+}
+
+fn send_to(env: &mut Env, conn: &mut Session, info: &ReqInfo, status: u16, body: &[u8]) {
+    let keep = info.keep_alive;
+    let r = Response::new(status).keep_alive(keep).http10(info.http10).body("application/json", body);
     respond(env, conn, r, keep);
+}
+
+/// Turns a method's engine answers into its result.
+type Finish = Box<dyn FnOnce(&Env, &mut std::vec::IntoIter<Done>) -> Result<Bytes, Error> + Send>;
+
+/// What an API method does: answer now, or after engine operations.
+enum Call {
+    Now(Result<Bytes, Error>),
+    Wait(Vec<Op>, Finish),
+}
+
+impl From<Result<Bytes, Error>> for Call {
+    fn from(r: Result<Bytes, Error>) -> Call {
+        Call::Now(r)
+    }
+}
+
+/// Run the engine operations of `calls` (one round trip for all of them), then `then` with
+/// each call's result in order.
+fn run_calls<F>(env: &mut Env, conn: &mut Session, calls: Vec<Call>, then: F)
+where
+    F: FnOnce(&mut Env, &mut Session, Vec<Result<Bytes, Error>>) + Send + 'static,
+{
+    let mut ops = Vec::new();
+    let mut steps = Vec::with_capacity(calls.len());
+    for c in calls {
+        match c {
+            Call::Now(r) => steps.push((0, Err(r))),
+            Call::Wait(o, f) => {
+                steps.push((o.len(), Ok(f)));
+                ops.extend(o);
+            }
+        }
+    }
+    env.engine(conn, ops, move |env, conn, done| {
+        let mut it = done.into_iter();
+        let results = steps
+            .into_iter()
+            .map(|(n, step)| match step {
+                Err(now) => now,
+                Ok(f) => {
+                    let mut mine: std::vec::IntoIter<Done> = it.by_ref().take(n).collect::<Vec<_>>().into_iter();
+                    f(env, &mut mine)
+                }
+            })
+            .collect();
+        then(env, conn, results)
+    });
 }
 
 /// The body of a request without a valid key (401).
@@ -111,23 +163,42 @@ pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
             return send(env, conn, req, 200, &answer_body(&Err(proto::BAD_REQUEST)));
         };
         // `{"replies":[{"METHOD":RESULT} | {"error":{..}}, ..]}`
-        let mut w = Writer::new();
-        w.obj().key("replies").arr();
+        let mut methods: Vec<Option<String>> = Vec::with_capacity(cmds.len());
+        let mut calls = Vec::with_capacity(cmds.len());
         for c in cmds {
             let one = serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(c.get()).ok();
             match one.as_ref().and_then(|o| o.iter().next()) {
                 Some((m, p)) => match call(env, m, p) {
-                    Some(Ok(r)) => {
-                        w.obj().key(m).raw(&r).end();
+                    Some(c) => {
+                        methods.push(Some(m.clone()));
+                        calls.push(c);
                     }
-                    Some(Err(e)) => answer(&mut w, &Err(e)),
-                    None => answer(&mut w, &Err(proto::METHOD_NOT_FOUND)),
+                    None => {
+                        methods.push(None);
+                        calls.push(Call::Now(Err(proto::METHOD_NOT_FOUND)));
+                    }
                 },
-                None => answer(&mut w, &Err(proto::BAD_REQUEST)),
+                None => {
+                    methods.push(None);
+                    calls.push(Call::Now(Err(proto::BAD_REQUEST)));
+                }
             }
         }
-        w.end_arr().end();
-        return send(env, conn, req, 200, w.as_bytes());
+        let info = ReqInfo::of(env, req);
+        return run_calls(env, conn, calls, move |env, conn, results| {
+            let mut w = Writer::new();
+            w.obj().key("replies").arr();
+            for (m, r) in methods.iter().zip(results) {
+                match (m, r) {
+                    (Some(m), Ok(r)) => {
+                        w.obj().key(m).raw(&r).end();
+                    }
+                    (_, r) => answer(&mut w, &r.and(Err(proto::BAD_REQUEST))),
+                }
+            }
+            w.end_arr().end();
+            send_to(env, conn, &info, 200, w.as_bytes());
+        });
     }
     if !decodes(method, params) {
         // Centrifugo decodes the body into the method's request type first: a field of the
@@ -135,7 +206,14 @@ pub fn handle(env: &mut Env, conn: &mut Session, req: &Req, method: &str) {
         return send(env, conn, req, 400, BAD_FIELDS_BODY);
     }
     match call(env, method, params) {
-        Some(res) => send(env, conn, req, 200, &answer_body(&res)),
+        Some(Call::Now(res)) => send(env, conn, req, 200, &answer_body(&res)),
+        Some(c) => {
+            let info = ReqInfo::of(env, req);
+            run_calls(env, conn, vec![c], move |env, conn, mut results| {
+                let res = results.pop().unwrap_or(Err(proto::INTERNAL));
+                send_to(env, conn, &info, 200, &answer_body(&res));
+            });
+        }
         None => send(env, conn, req, 404, &answer_body(&Err(proto::METHOD_NOT_FOUND))),
     }
 }
@@ -220,21 +298,33 @@ impl Encode for PublishResult<'_> {
     }
 }
 
-fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Result<Bytes, Error> {
+/// The checks of one API publish: the operation, and whether the namespace keeps history.
+fn publish_one(env: &Env, channel: &str, data: &[u8], p: &PublishParams) -> Result<(Op, bool), Error> {
     if check_channel(channel).is_err() {
         return Err(proto::BAD_REQUEST);
     }
     let Some((_, opts)) = env.shared.cfg.channel.resolve(channel) else {
         return Err(proto::UNKNOWN_CHANNEL);
     };
-    let history = opts.history();
     let meta = PubMeta {
         info: None,
         tags: p.tags.as_ref().filter(|t| !t.is_empty()).and_then(|t| serde_json::to_vec(t).ok()).map(Bytes::from),
         skip_history: p.skip_history,
         idempotency_key: (!p.idempotency_key.is_empty()).then(|| p.idempotency_key.clone()),
     };
-    let (id, epoch) = env.shared.engine.publish(channel, json_data(data), meta, env.now_ms);
+    Ok((Op::Publish { channel: channel.to_string(), data: json_data(data), meta }, opts.history()))
+}
+
+/// The result of one API publish from its engine answer.
+fn published(env: &Env, history: bool, done: Option<Done>) -> Result<Bytes, Error> {
+    let (id, epoch) = match done.map(Done::published) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            log::warn!("api publish: {e}");
+            return Err(proto::INTERNAL);
+        }
+        None => return Err(proto::INTERNAL),
+    };
     env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
     // id 0: not sequenced (skip_history). A namespace without history answers `{}` as
     // Centrifugo does, even though the hub sequences the publication for the simple
@@ -251,7 +341,14 @@ fn channel_checked(env: &Env, ch: &str) -> Result<crate::config::centrifugo::Cha
 }
 
 /// One API method; None when the method does not exist.
-fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Error>> {
+fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Call> {
+    call_result(env, method, raw).map(|r| match r {
+        Ok(c) => c,
+        Err(e) => Call::Now(Err(e)),
+    })
+}
+
+fn call_result(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Call, Error>> {
     if !raw.get().starts_with('{') {
         return Some(Err(proto::BAD_REQUEST));
     }
@@ -273,19 +370,39 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
                 (None, None) => return Some(Err(proto::BAD_REQUEST)),
             };
             if method == "publish" {
-                publish_one(env, &p.channel, &data, &p)
+                publish_one(env, &p.channel, &data, &p).map(|(op, history)| {
+                    let f: Finish = Box::new(move |env, done| published(env, history, done.next()));
+                    Call::Wait(vec![op], f)
+                })
             } else {
                 if p.channels.is_empty() {
                     return Some(Err(proto::BAD_REQUEST));
                 }
                 // `{"responses":[{"result":R} | {"error":{..}}, ..]}`
-                let mut w = Writer::new();
-                w.obj().key("responses").arr();
-                for c in &p.channels {
-                    answer(&mut w, &publish_one(env, c, &data, &p));
-                }
-                w.end_arr().end();
-                Ok(w.finish())
+                let mut ops = Vec::new();
+                let checked: Vec<Result<bool, Error>> = p
+                    .channels
+                    .iter()
+                    .map(|c| {
+                        publish_one(env, c, &data, &p).map(|(op, history)| {
+                            ops.push(op);
+                            history
+                        })
+                    })
+                    .collect();
+                let f: Finish = Box::new(move |env, done| {
+                    let mut w = Writer::new();
+                    w.obj().key("responses").arr();
+                    for c in checked {
+                        match c {
+                            Ok(history) => answer(&mut w, &published(env, history, done.next())),
+                            Err(e) => answer(&mut w, &Err(e)),
+                        }
+                    }
+                    w.end_arr().end();
+                    Ok(w.finish())
+                });
+                Ok(Call::Wait(ops, f))
             }
         }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
@@ -313,14 +430,25 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
                 _ => UserCmd::Refresh { user: p.user, expire_at: p.expire_at, expired: p.expired },
             });
             env.shared.engine.broadcast(&|| Note::User(cmd.clone()));
-            Ok(proto::Empty.encode())
+            Ok(Call::Now(Ok(proto::Empty.encode())))
         }
         "presence" | "presence_stats" => {
             let ch = params.get("channel").and_then(|c| c.as_str()).unwrap_or("");
+            let stats = method == "presence_stats";
             match channel_checked(env, ch) {
                 Err(e) => Err(e),
                 Ok(o) if !o.presence => Err(proto::NOT_AVAILABLE),
-                Ok(_) => Ok(presence_result(env, ch, method == "presence_stats")),
+                Ok(_) => {
+                    let f: Finish = Box::new(move |_, done| match done.next().map(Done::presence) {
+                        Some(Ok(entries)) => Ok(presence_result(&entries, stats)),
+                        Some(Err(e)) => {
+                            log::warn!("api presence: {e}");
+                            Err(proto::INTERNAL)
+                        }
+                        None => Err(proto::INTERNAL),
+                    });
+                    Ok(Call::Wait(vec![Op::Presence { channel: ch.to_string() }], f))
+                }
             }
         }
         "history" => {
@@ -330,7 +458,24 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
             match channel_checked(env, &p.channel) {
                 Err(e) => Err(e),
                 Ok(o) if !o.history() => Err(proto::NOT_AVAILABLE),
-                Ok(_) => history_result(env, &p.channel, p.limit, p.since.as_ref(), p.reverse),
+                Ok(_) if p.reverse && p.since.as_ref().is_some_and(|sp| sp.offset == 0) => Err(proto::BAD_REQUEST),
+                Ok(_) => {
+                    let f: Finish = Box::new(move |_, done| {
+                        let all = match done.next().map(Done::history) {
+                            Some(Ok(all)) => all,
+                            Some(Err(e)) => {
+                                log::warn!("api history: {e}");
+                                return Err(proto::INTERNAL);
+                            }
+                            None => return Err(proto::INTERNAL),
+                        };
+                        let page = history_select(all, p.limit, p.since.as_ref(), p.reverse)?;
+                        let pubs: Vec<proto::Pub<'_>> =
+                            page.msgs.iter().map(|m| crate::transport::wire::cf_pub(m)).collect();
+                        Ok(page.result(&pubs).encode())
+                    });
+                    Ok(Call::Wait(vec![history_op(p.channel.clone())], f))
+                }
             }
         }
         "history_remove" => {
@@ -339,7 +484,7 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
                 Err(e) => Err(e),
                 Ok(_) => {
                     env.shared.engine.history_remove(ch);
-                    Ok(proto::Empty.encode())
+                    Ok(Call::Now(Ok(proto::Empty.encode())))
                 }
             }
         }
@@ -355,7 +500,7 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
                 w.key(&st.name).obj().key("num_clients").u64(st.subscribers as u64).end();
             }
             w.end().end();
-            Ok(w.finish())
+            Ok(Call::Now(Ok(w.finish())))
         }
         "info" => {
             let stats = env.shared.engine.channel_stats();
@@ -371,7 +516,7 @@ fn call(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Bytes, Err
             w.key("num_subs").u64(subs as u64).key("num_channels").u64(chans as u64);
             w.key("uptime").u64(uptime).key("num_connections").u64(clients as u64);
             w.end().end_arr().end();
-            Ok(w.finish())
+            Ok(Call::Now(Ok(w.finish())))
         }
         _ => return None,
     })

@@ -13,7 +13,7 @@ use crate::hub::bus::{Event, Note, UserCmd};
 use crate::hub::check_cf_channel as check_channel;
 use crate::hub::engine::HistoryRead;
 use crate::hub::envelope::json_data;
-use crate::hub::Message;
+use crate::hub::{Done, Message, Op};
 use crate::proto::centrifugo::{self as proto, Command, Disconnect, Encode, Error, SubscribeReq};
 use crate::proto::centrifugo_pb as pb;
 use crate::proto::jwt::{TokenError, Verifier};
@@ -216,8 +216,21 @@ pub fn on_frame(env: &mut Env, conn: &mut Session, data: &[u8]) {
             Err(_) => return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST),
         }
     }
+    commands(env, conn, data);
+}
+
+/// Run a frame's commands in order. When one waits for the engine, the rest of the frame
+/// waits behind it, copied (at most `ws_max_message`; input is not parsed meanwhile, so a
+/// session holds at most one such rest from its socket).
+fn commands(env: &mut Env, conn: &mut Session, data: &[u8]) {
     if is_pb(conn) {
-        for c in pb::decode_commands(data) {
+        let mut it = pb::decode_commands(data);
+        loop {
+            if conn.parked {
+                let rest = it.rest().to_vec();
+                return env.later(conn, move |env, conn| commands(env, conn, &rest));
+            }
+            let Some(c) = it.next() else { return };
             if conn.dead || !matches!(conn.state, State::Ws(_)) {
                 return;
             }
@@ -226,9 +239,13 @@ pub fn on_frame(env: &mut Env, conn: &mut Session, data: &[u8]) {
             };
             command(env, conn, pb::into_command(c));
         }
-        return;
     }
     for raw in proto::split_commands(data) {
+        if conn.parked {
+            let at = (raw.as_ptr() as usize).saturating_sub(data.as_ptr() as usize).min(data.len());
+            let rest = data[at..].to_vec();
+            return env.later(conn, move |env, conn| commands(env, conn, &rest));
+        }
         let emulated = conn.cf.as_ref().is_some_and(|c| c.emulated);
         if conn.dead || !(matches!(conn.state, State::Ws(_)) || emulated && matches!(conn.state, State::Stream { .. }))
         {
@@ -284,31 +301,72 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         }
     } else if let Some(r) = cmd.publish {
         match publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())) {
-            Ok(()) => send_reply(env, conn, id, "publish", &proto::Empty, |r| r.publish = Some(pb::Empty {})),
+            Ok(op) => env.engine(conn, vec![op], move |env, conn, done| match first(done).published() {
+                Ok(_) => {
+                    env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+                    send_reply(env, conn, id, "publish", &proto::Empty, |r| r.publish = Some(pb::Empty {}))
+                }
+                Err(e) => {
+                    log::warn!("conn {}:{}: centrifugo publish: {e}", env.id, conn.id.key);
+                    send_error(env, conn, id, proto::INTERNAL)
+                }
+            }),
             Err(e) => send_error(env, conn, id, e),
         }
     } else if let Some(r) = cmd.history {
-        match history(env, conn, &r) {
-            Ok(page) if is_pb(conn) => send_with_pubs_pb(env, conn, id, &page.msgs, pb::PacedResult::History, |pubs| {
-                pb::Reply { id, history: Some(pb::history_result(&page.result(pubs))), ..Default::default() }
-            }),
-            Ok(page) => send_with_pubs(env, conn, &page.msgs, |pubs| proto::reply(id, "history", &page.result(pubs))),
-            Err(e) => send_error(env, conn, id, e),
+        if let Err(e) = history(env, conn, &r) {
+            return send_error(env, conn, id, e);
         }
+        history_page(env, conn, r.channel.clone(), r.limit, r.since.clone(), r.reverse, move |env, conn, page| {
+            match page {
+                Ok(page) if is_pb(conn) => {
+                    send_with_pubs_pb(env, conn, id, &page.msgs, pb::PacedResult::History, |pubs| pb::Reply {
+                        id,
+                        history: Some(pb::history_result(&page.result(pubs))),
+                        ..Default::default()
+                    })
+                }
+                Ok(page) => {
+                    send_with_pubs(env, conn, &page.msgs, |pubs| proto::reply(id, "history", &page.result(pubs)))
+                }
+                Err(e) => send_error(env, conn, id, e),
+            }
+        });
     } else if let Some(r) = cmd.presence {
         match presence(env, conn, &r.channel) {
             Ok(()) => {
-                let entries = env.shared.engine.presence(&r.channel);
-                let json = proto::PresenceResult { clients: &entries };
-                send_reply(env, conn, id, "presence", &json, |r| r.presence = Some(pb::presence_result(&entries)));
+                let op = Op::Presence { channel: r.channel.clone() };
+                env.engine(conn, vec![op], move |env, conn, done| match first(done).presence() {
+                    Ok(entries) => {
+                        let json = proto::PresenceResult { clients: &entries };
+                        send_reply(env, conn, id, "presence", &json, |r| {
+                            r.presence = Some(pb::presence_result(&entries))
+                        });
+                    }
+                    Err(e) => {
+                        log::warn!("conn {}:{}: centrifugo presence: {e}", env.id, conn.id.key);
+                        send_error(env, conn, id, proto::INTERNAL)
+                    }
+                });
             }
             Err(e) => send_error(env, conn, id, e),
         }
     } else if let Some(r) = cmd.presence_stats {
         match presence(env, conn, &r.channel) {
             Ok(()) => {
-                let st = presence_stats(env, &r.channel);
-                send_reply(env, conn, id, "presence_stats", &st, |r| r.presence_stats = Some(pb::presence_stats(&st)));
+                let op = Op::Presence { channel: r.channel.clone() };
+                env.engine(conn, vec![op], move |env, conn, done| match first(done).presence() {
+                    Ok(entries) => {
+                        let st = presence_stats(&entries);
+                        send_reply(env, conn, id, "presence_stats", &st, |r| {
+                            r.presence_stats = Some(pb::presence_stats(&st))
+                        });
+                    }
+                    Err(e) => {
+                        log::warn!("conn {}:{}: centrifugo presence_stats: {e}", env.id, conn.id.key);
+                        send_error(env, conn, id, proto::INTERNAL)
+                    }
+                });
             }
             Err(e) => send_error(env, conn, id, e),
         }
@@ -377,46 +435,65 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
     }
     // Server-side subscriptions from the token's `channels`, and the ones the client asks
     // to resume in `subs`; `"subs"` is present whenever the token named a valid channel.
-    let wanted: Vec<&String> = channels.iter().filter(|c| check_channel(c).is_ok()).collect();
-    let subs = (!wanted.is_empty()).then(|| {
-        let mut done = Vec::with_capacity(wanted.len());
-        for ch in wanted {
-            let mut r = req.subs.get(ch).cloned().unwrap_or_default();
-            r.channel = ch.clone();
-            if let Ok(res) = do_subscribe(env, conn, r, true) {
-                done.push((ch.clone(), res));
-            }
+    let mut wanted: Vec<String> = Vec::new();
+    for c in channels {
+        if check_channel(&c).is_ok() && !wanted.contains(&c) {
+            wanted.push(c);
         }
-        done
-    });
-    let session = conn.cf.as_ref().and_then(|c| c.session.clone());
-    let node = env.shared.node_id.clone();
-    let result = proto::ConnectResult {
-        client: &client_id,
-        version: proto::VERSION,
-        ping: ping_s.max(1),
-        pong: !uni,
-        expires_ttl: proto::ttl(expire_at, now),
-        subs: subs.as_deref(),
-        emulation: session.as_deref().map(|s| (s, node.as_str())),
-    };
-    log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", env.id, conn.id.key, conn.peer);
-    if uni {
-        // Unidirectional: the connect result is the first push.
-        uni_send(env, conn, &proto::connect_push(&result));
-    } else if is_pb(conn) {
-        // do_subscribe encoded each server-side subscription's result in protobuf.
-        let subs = result
-            .subs
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|(ch, b)| Some((ch.clone(), prost::Message::decode(&b[..]).ok()?)))
-            .collect();
-        let r = pb::Reply { id, connect: Some(pb::connect_result(&result, subs)), ..Default::default() };
-        send_binary(env, conn, &pb::delimited(&r));
-    } else {
-        send_text(env, conn, &proto::reply(id, "connect", &result));
     }
+    let any = !wanted.is_empty();
+    let mut preps = Vec::with_capacity(wanted.len());
+    for ch in wanted {
+        let mut r = req.subs.get(&ch).cloned().unwrap_or_default();
+        r.channel = ch;
+        // A refused server-side subscription is left out of `subs` (as before: no error).
+        if let Ok(p) = prepare(env, conn, r, true) {
+            preps.push(p);
+        }
+    }
+    join_all(env, conn, preps, move |env, conn, joined| {
+        let joined = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                log::warn!("conn {}:{}: centrifugo connect: server-side subscriptions: {e}", env.id, conn.id.key);
+                return disconnect(env, conn, proto::SERVER_ERROR);
+            }
+        };
+        let subs: Option<Vec<(String, Bytes)>> = any.then(|| {
+            joined
+                .iter()
+                .map(|(p, rec)| (p.req.channel.clone(), encode_subscribe(env, conn, p.grant.expires_at, rec)))
+                .collect()
+        });
+        let session = conn.cf.as_ref().and_then(|c| c.session.clone());
+        let node = env.shared.node_id.clone();
+        let result = proto::ConnectResult {
+            client: &client_id,
+            version: proto::VERSION,
+            ping: ping_s.max(1),
+            pong: !uni,
+            expires_ttl: proto::ttl(expire_at, now),
+            subs: subs.as_deref(),
+            emulation: session.as_deref().map(|s| (s, node.as_str())),
+        };
+        log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", env.id, conn.id.key, conn.peer);
+        if uni {
+            // Unidirectional: the connect result is the first push.
+            uni_send(env, conn, &proto::connect_push(&result));
+        } else if is_pb(conn) {
+            // encode_subscribe encoded each server-side subscription's result in protobuf.
+            let subs = result
+                .subs
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|(ch, b)| Some((ch.clone(), prost::Message::decode(&b[..]).ok()?)))
+                .collect();
+            let r = pb::Reply { id, connect: Some(pb::connect_result(&result, subs)), ..Default::default() };
+            send_binary(env, conn, &pb::delimited(&r));
+        } else {
+            send_text(env, conn, &proto::reply(id, "connect", &result));
+        }
+    });
 }
 
 /// Send a push on a unidirectional transport (WebSocket text frame, SSE event or
@@ -456,61 +533,115 @@ pub struct SubGrant {
 }
 
 fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, server_side: bool) {
-    match join(env, conn, &req, server_side) {
-        Ok((ttl, rec)) => {
-            let now = env.unix_s;
-            if is_pb(conn) {
-                let result = |pubs: &[proto::Pub<'_>]| {
-                    let r = pb::subscribe_result(&subscribe_result(ttl, &rec, pubs, now));
-                    pb::Reply { id, subscribe: Some(r), ..Default::default() }
-                };
-                return send_with_pubs_pb(env, conn, id, &rec.pubs, pb::PacedResult::Subscribe, result);
-            }
-            let result =
-                |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(ttl, &rec, pubs, now));
-            send_with_pubs(env, conn, &rec.pubs, result);
+    let p = match prepare(env, conn, req, server_side) {
+        Ok(p) => p,
+        Err(Refusal::Reply(e)) => return send_error(env, conn, id, e),
+        Err(Refusal::Disconnect(d)) => return disconnect(env, conn, d),
+    };
+    join_all(env, conn, vec![p], move |env, conn, joined| {
+        let Some((p, rec)) = joined.ok().and_then(|mut j| j.pop()) else {
+            return send_error(env, conn, id, proto::INTERNAL);
+        };
+        let ttl = p.grant.expires_at;
+        let now = env.unix_s;
+        if is_pb(conn) {
+            let result = |pubs: &[proto::Pub<'_>]| {
+                let r = pb::subscribe_result(&subscribe_result(ttl, &rec, pubs, now));
+                pb::Reply { id, subscribe: Some(r), ..Default::default() }
+            };
+            return send_with_pubs_pb(env, conn, id, &rec.pubs, pb::PacedResult::Subscribe, result);
         }
-        Err(Refusal::Reply(e)) => send_error(env, conn, id, e),
-        Err(Refusal::Disconnect(d)) => disconnect(env, conn, d),
-    }
+        let result = |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(ttl, &rec, pubs, now));
+        send_with_pubs(env, conn, &rec.pubs, result);
+    });
 }
 
-/// Check and perform a subscription; returns the encoded subscribe result (server-side
-/// subscriptions: the connect result and API subscribe pushes carry it inline), in JSON or,
-/// on a protobuf connection, as a protobuf SubscribeResult.
-fn do_subscribe(env: &mut Env, conn: &mut Session, req: SubscribeReq, server_side: bool) -> Result<Bytes, Refusal> {
-    let (ttl, rec) = join(env, conn, &req, server_side)?;
+/// The encoded subscribe result (server-side subscriptions: the connect result and API
+/// subscribe pushes carry it inline), in JSON or, on a protobuf connection, as a protobuf
+/// SubscribeResult.
+fn encode_subscribe(env: &Env, conn: &Session, expires_at: Option<i64>, rec: &Recovery) -> Bytes {
     let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
-    let result = subscribe_result(ttl, &rec, &pubs, env.unix_s);
+    let result = subscribe_result(expires_at, rec, &pubs, env.unix_s);
     if is_pb(conn) {
-        return Ok(Bytes::from(prost::Message::encode_to_vec(&pb::subscribe_result(&result))));
+        return Bytes::from(prost::Message::encode_to_vec(&pb::subscribe_result(&result)));
     }
-    Ok(result.encode())
+    result.encode()
 }
 
-/// The checks, the permission decision, joining the stream and recording the subscription.
-/// Returns the subscription's expiry and what recovery found.
-fn join(
-    env: &mut Env,
-    conn: &mut Session,
-    req: &SubscribeReq,
-    server_side: bool,
-) -> Result<(Option<i64>, Recovery), Refusal> {
-    let opts = admissible(env, conn, req)?;
+/// A subscription that passed the checks and the permission decision, before it joins the
+/// channel's stream.
+struct Prepared {
+    req: SubscribeReq,
+    opts: ChannelOptions,
+    grant: SubGrant,
+    /// The channel keeps a stream the client may position itself in.
+    recoverable: bool,
+    /// The client asked to recover (and the channel allows it).
+    recovering: bool,
+}
+
+/// The checks and the permission decision of a subscription.
+fn prepare(env: &Env, conn: &Session, req: SubscribeReq, server_side: bool) -> Result<Prepared, Refusal> {
+    let opts = admissible(env, conn, &req)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
     let grant =
         if server_side { SubGrant::default() } else { may_subscribe(env, cf, &req.channel, &opts, &req.token)? };
-    let rec = recover(env, conn, req, &opts)?;
-    enter(env, conn, req, &opts, &grant);
-    log::debug!(
-        "conn {}:{}: centrifugo subscribe {} recovering={} recovered={}",
-        env.id,
-        conn.id.key,
-        req.channel,
-        rec.recovering,
-        rec.recovered
-    );
-    Ok((grant.expires_at, rec))
+    let recoverable = opts.history() && (opts.force_recovery || opts.force_positioning || req.recoverable);
+    let recovering = req.recover && recoverable;
+    Ok(Prepared { req, opts, grant, recoverable, recovering })
+}
+
+/// What [`join_all`] hands on: each subscription with what recovery found.
+type Joined = Result<Vec<(Prepared, Recovery)>, crate::hub::EngineError>;
+
+/// Join the channels' streams (one engine round trip for all of them), reading what
+/// recovering clients missed, then record each subscription (presence, join event). Live
+/// deliveries continue after what the replies carry (or after the stream top). On an
+/// engine failure nothing is recorded.
+fn join_all<F>(env: &mut Env, conn: &mut Session, preps: Vec<Prepared>, then: F)
+where
+    F: FnOnce(&mut Env, &mut Session, Joined) + Send + 'static,
+{
+    if preps.is_empty() {
+        return then(env, conn, Ok(Vec::new()));
+    }
+    let chans: Vec<String> = preps.iter().map(|p| p.req.channel.clone()).collect();
+    let since: Vec<Option<u64>> = preps.iter().map(|p| p.recovering.then_some(p.req.offset)).collect();
+    fanout::subscribe(env, conn, &chans.clone(), &since, move |env, conn, reads| {
+        let reads = match reads {
+            Ok(r) => r,
+            Err(e) => {
+                for ch in &chans {
+                    leave_stream(env, conn, ch);
+                }
+                return then(env, conn, Err(e));
+            }
+        };
+        let mut out = Vec::with_capacity(preps.len());
+        for (p, read) in preps.into_iter().zip(reads) {
+            let rec = recovery(conn, &p, read);
+            enter(env, conn, &p.req, &p.opts, &p.grant);
+            log::debug!(
+                "conn {}:{}: centrifugo subscribe {} recovering={} recovered={}",
+                env.id,
+                conn.id.key,
+                p.req.channel,
+                rec.recovering,
+                rec.recovered
+            );
+            out.push((p, rec));
+        }
+        then(env, conn, Ok(out))
+    });
+}
+
+/// Leave a channel's delivery set (not the Centrifugo subscription record).
+fn leave_stream(env: &mut Env, conn: &mut Session, channel: &str) {
+    if let Some(i) = conn.subs.iter().position(|s| &*s.channel == channel) {
+        let sr = conn.subs.swap_remove(i);
+        let last = env.local.remove(&sr.channel, sr.slot);
+        env.shared.engine.unsubscribe(&sr.channel, env.id, last);
+    }
 }
 
 /// The subscribe result for what `join` found, carrying `pubs`.
@@ -685,15 +816,11 @@ struct Recovery {
     pubs: Vec<Arc<Message>>,
 }
 
-/// Join the channel's delivery set, reading what a recovering client missed; live
-/// deliveries continue after what the reply carries (or after the stream top).
-fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &ChannelOptions) -> Result<Recovery, Error> {
+/// What recovery found once the stream was joined: the publications a recovering client
+/// missed (same epoch), and where live deliveries continue.
+fn recovery(conn: &mut Session, p: &Prepared, mut read: HistoryRead) -> Recovery {
+    let (req, recovering) = (&p.req, p.recovering);
     let ch = req.channel.as_str();
-    let recoverable = opts.history() && (opts.force_recovery || opts.force_positioning || req.recoverable);
-    let recovering = req.recover && recoverable;
-    let since = if recovering { Some(req.offset) } else { None };
-    let reads = fanout::subscribe(env, conn, &[ch.to_string()], &[since]);
-    let mut read = reads.into_iter().next().ok_or(proto::INTERNAL)?;
     let mut recovered = false;
     let mut pubs: Vec<Arc<Message>> = Vec::new();
     // As Centrifugo: an empty epoch in the request matches the stream's epoch.
@@ -710,7 +837,7 @@ fn recover(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &Channel
     // As Centrifugo: a recovered reply carries the offset the client sent; the client then
     // advances through the publications it carries.
     let reply_offset = if recovered { req.offset } else { read.last_id };
-    Ok(Recovery { recoverable, recovering, recovered, reply_offset, read, pubs })
+    Recovery { recoverable: p.recoverable, recovering, recovered, reply_offset, read, pubs }
 }
 
 /// Record the subscription on the client, add presence and announce the join.
@@ -746,11 +873,7 @@ fn unsubscribe(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), E
     let sub = cf.subs.swap_remove(pos);
     let client = cf.id.clone();
     leave_effects(env, &sub, &client);
-    if let Some(i) = conn.subs.iter().position(|s| &*s.channel == channel) {
-        let sr = conn.subs.swap_remove(i);
-        let last = env.local.remove(&sr.channel, sr.slot);
-        env.shared.engine.unsubscribe(&sr.channel, env.id, last);
-    }
+    leave_stream(env, conn, channel);
     Ok(())
 }
 
@@ -797,7 +920,8 @@ pub fn on_close(env: &mut Env, conn: &mut Session) {
     }
 }
 
-fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<(), Error> {
+/// The checks of a client publish; the operation to run when they pass.
+fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>) -> Result<Op, Error> {
     let cfg = env.shared.cfg.clone();
     let data = data.ok_or(proto::BAD_REQUEST)?;
     if check_channel(channel).is_err() {
@@ -816,12 +940,16 @@ fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>
         Some(s) => s.info.clone(),
         None => proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), None),
     };
-    env.shared.engine.publish(channel, json_data(data), Some(info).into(), env.now_ms);
-    env.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    Ok(Op::Publish { channel: channel.to_string(), data: json_data(data), meta: Some(info).into() })
 }
 
-fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<HistoryPage, Error> {
+/// The one answer of a one-operation call.
+fn first(done: Vec<Done>) -> Done {
+    done.into_iter().next().unwrap_or(Done::Published(Err(crate::hub::EngineError("no answer".into()))))
+}
+
+/// The checks of a client history call.
+fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<(), Error> {
     let cfg = env.shared.cfg.clone();
     let (_, opts) = cfg.channel.resolve(&r.channel).ok_or(proto::UNKNOWN_CHANNEL)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
@@ -836,7 +964,7 @@ fn history(env: &mut Env, conn: &mut Session, r: &proto::HistoryReq) -> Result<H
     if cf.user.is_empty() && !opts.allow_history_for_anonymous {
         return Err(proto::PERMISSION_DENIED);
     }
-    history_select(env, &r.channel, r.limit, r.since.as_ref(), r.reverse)
+    Ok(())
 }
 
 /// What a history call returns: the publications and the stream position.
@@ -859,23 +987,40 @@ impl HistoryPage {
     }
 }
 
-/// History for clients and the API: `{"publications":[...],"epoch":"E","offset":N}`.
-pub fn history_result(
-    env: &Env,
-    channel: &str,
+/// Read the history page a client or API history call asks for, then `then` with it.
+pub fn history_page<F>(
+    env: &mut Env,
+    conn: &mut Session,
+    channel: String,
     limit: i64,
-    since: Option<&proto::StreamPosition>,
+    since: Option<proto::StreamPosition>,
     reverse: bool,
-) -> Result<Bytes, Error> {
-    let page = history_select(env, channel, limit, since, reverse)?;
-    let pubs: Vec<proto::Pub<'_>> = page.msgs.iter().map(|m| cf_pub(m)).collect();
-    Ok(page.result(&pubs).encode())
+    then: F,
+) where
+    F: FnOnce(&mut Env, &mut Session, Result<HistoryPage, Error>) + Send + 'static,
+{
+    // As centrifuge's node.history: reverse with since offset 0 is a bad request.
+    if reverse && since.as_ref().is_some_and(|sp| sp.offset == 0) {
+        return then(env, conn, Err(proto::BAD_REQUEST));
+    }
+    let op = history_op(channel);
+    env.engine(conn, vec![op], move |env, conn, done| {
+        let page = first(done).history().map_err(|e| {
+            log::warn!("centrifugo history: {e}");
+            proto::INTERNAL
+        });
+        then(env, conn, page.and_then(|all| history_select(all, limit, since.as_ref(), reverse)))
+    });
 }
 
-/// The publications a history call asks for.
+/// The engine read behind a history call (the whole kept history; the page is cut from it).
+pub fn history_op(channel: String) -> Op {
+    Op::History { channel, since: None, limit: usize::MAX }
+}
+
+/// The publications a history call asks for, from the channel's whole kept history.
 pub fn history_select(
-    env: &Env,
-    channel: &str,
+    all: HistoryRead,
     limit: i64,
     since: Option<&proto::StreamPosition>,
     reverse: bool,
@@ -884,8 +1029,6 @@ pub fn history_select(
     if reverse && since.is_some_and(|sp| sp.offset == 0) {
         return Err(proto::BAD_REQUEST);
     }
-    let engine = &env.shared.engine;
-    let all = engine.history(channel, None, usize::MAX, env.now_ms);
     let mut msgs = all.messages;
     if let Some(sp) = since {
         if !sp.epoch.is_empty() && *sp.epoch != *all.epoch {
@@ -927,21 +1070,19 @@ fn presence(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), Erro
 }
 
 /// Count the clients and distinct users present in a channel.
-fn presence_stats(env: &Env, channel: &str) -> proto::PresenceStatsResult {
-    let entries = env.shared.engine.presence(channel);
+pub fn presence_stats(entries: &[(String, String, Bytes)]) -> proto::PresenceStatsResult {
     let mut users: Vec<&str> = entries.iter().map(|(_, u, _)| u.as_str()).collect();
     users.sort();
     users.dedup();
     proto::PresenceStatsResult { num_clients: entries.len() as u64, num_users: users.len() as u64 }
 }
 
-/// Presence (or, with `stats`, presence_stats) for clients and the API, encoded.
-pub fn presence_result(env: &Env, channel: &str, stats: bool) -> Bytes {
+/// Presence (or, with `stats`, presence_stats) for the API, encoded.
+pub fn presence_result(entries: &[(String, String, Bytes)], stats: bool) -> Bytes {
     if stats {
-        return presence_stats(env, channel).encode();
+        return presence_stats(entries).encode();
     }
-    let entries = env.shared.engine.presence(channel);
-    proto::PresenceResult { clients: &entries }.encode()
+    proto::PresenceResult { clients: entries }.encode()
 }
 
 fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
@@ -1087,17 +1228,9 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
         }
         match cmd {
             UserCmd::Subscribe { channel, .. } => {
-                let req = SubscribeReq { channel: channel.clone(), ..Default::default() };
-                if let Ok(res) = do_subscribe(env, conn, req, true) {
-                    if is_pb(conn) {
-                        let r: pb::SubscribeResult = prost::Message::decode(&res[..]).unwrap_or_default();
-                        send_binary(env, conn, &pb::subscribe_push(channel, &r));
-                    } else if conn.cf.as_ref().is_some_and(|c| c.uni) {
-                        uni_send(env, conn, &proto::subscribe_push(channel, &res, false));
-                    } else {
-                        send_text(env, conn, &proto::subscribe_push(channel, &res, true));
-                    }
-                }
+                let channel = channel.clone();
+                // After whatever the connection is waiting for (its replies keep their order).
+                env.later(conn, move |env, conn| server_subscribe(env, conn, channel));
             }
             UserCmd::Unsubscribe { channel, .. } => {
                 if conn.cf.as_ref().is_some_and(|c| c.subs.iter().any(|s| *s.channel == **channel)) {
@@ -1134,6 +1267,25 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
             }
         }
     }
+}
+
+/// The server API's subscribe for one connection: subscribe without a permission check and
+/// push the result.
+fn server_subscribe(env: &mut Env, conn: &mut Session, channel: String) {
+    let req = SubscribeReq { channel: channel.clone(), ..Default::default() };
+    let Ok(p) = prepare(env, conn, req, true) else { return };
+    join_all(env, conn, vec![p], move |env, conn, joined| {
+        let Some((p, rec)) = joined.ok().and_then(|mut j| j.pop()) else { return };
+        let res = encode_subscribe(env, conn, p.grant.expires_at, &rec);
+        if is_pb(conn) {
+            let r: pb::SubscribeResult = prost::Message::decode(&res[..]).unwrap_or_default();
+            send_binary(env, conn, &pb::subscribe_push(&channel, &r));
+        } else if conn.cf.as_ref().is_some_and(|c| c.uni) {
+            uni_send(env, conn, &proto::subscribe_push(&channel, &res, false));
+        } else {
+            send_text(env, conn, &proto::subscribe_push(&channel, &res, true));
+        }
+    });
 }
 
 /// Start a Centrifugo WebSocket connection after the upgrade (the stale timer runs until
