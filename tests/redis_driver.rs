@@ -93,7 +93,7 @@ fn driver_survives_a_redis_restart() {
                 s.spawn(move || {
                     (0..25)
                         .map(|_| {
-                            let a = call(&d, script::publish_args(k, b"{}", 100, 60, "e1", 120)).unwrap();
+                            let a = call(&d, script::publish_args(k, b"{}", 100, 60, "e1", 120, "")).unwrap();
                             script::published(&a).unwrap().0
                         })
                         .collect::<Vec<u64>>()
@@ -129,7 +129,7 @@ fn driver_survives_a_redis_restart() {
     wait_health(&rx, true);
     let t = Instant::now();
     let a = loop {
-        match call(&d, script::publish_args(&k, b"{}", 100, 60, "e2", 120)) {
+        match call(&d, script::publish_args(&k, b"{}", 100, 60, "e2", 120, "")) {
             Ok(a) => break a,
             Err(_) => {
                 assert!(t.elapsed() < Duration::from_secs(10), "no reconnect");

@@ -97,7 +97,7 @@ fn two_nodes_see_one_sequence_history_and_epochs() {
     // Pipelined: three publishes in one write, answered in order.
     for i in 1..=3u64 {
         let payload = format!(r#"{{"data":{{"n":{i}}}}}"#);
-        a.link.command(i, &script::publish_args(&k, payload.as_bytes(), 2, 300, "epochA", 600));
+        a.link.command(i, &script::publish_args(&k, payload.as_bytes(), 2, 300, "epochA", 600, ""));
     }
     let n = a.link.output().len();
     a.sock.write_all(a.link.output()).unwrap();
@@ -140,13 +140,13 @@ fn two_nodes_see_one_sequence_history_and_epochs() {
     let k2 = Keys::of("herald", "fresh");
     let page = script::page(&a.call(&script::history_args(&k2, 0, 0, "epochR", 600))).unwrap();
     assert_eq!((page.top, page.epoch.as_str()), (0, "epochR"));
-    let (o, ep) = script::published(&a.call(&script::publish_args(&k2, b"{}", 10, 300, "epochP", 600))).unwrap();
+    let (o, ep) = script::published(&a.call(&script::publish_args(&k2, b"{}", 10, 300, "epochP", 600, ""))).unwrap();
     assert_eq!((o, ep.as_str()), (1, "epochR"));
 
     // Redis lost its data (FLUSHALL stands for a restart without persistence): the next
     // publish starts a new epoch, which is how nodes and clients detect the gap.
     assert_eq!(a.call(&["FLUSHALL"]), Value::Simple("OK".into()));
-    let (o, ep) = script::published(&a.call(&script::publish_args(&k, b"{}", 2, 300, "epochB", 600))).unwrap();
+    let (o, ep) = script::published(&a.call(&script::publish_args(&k, b"{}", 2, 300, "epochB", 600, ""))).unwrap();
     assert_eq!((o, ep.as_str()), (1, "epochB"));
     match &b.wait(1).unwrap()[0] {
         Event::Message(p) => assert_eq!((p.offset, &p.epoch[..]), (1, &b"epochB"[..])),
@@ -154,7 +154,7 @@ fn two_nodes_see_one_sequence_history_and_epochs() {
     }
 
     // Publishing without history: offset 0, delivered, not stored.
-    let (o, _) = script::published(&a.call(&script::publish_args(&k, b"{}", 0, 300, "x", 600))).unwrap();
+    let (o, _) = script::published(&a.call(&script::publish_args(&k, b"{}", 0, 300, "x", 600, ""))).unwrap();
     assert_eq!(o, 0);
     match &b.wait(1).unwrap()[0] {
         Event::Message(p) => assert_eq!(p.offset, 0),

@@ -63,17 +63,6 @@ pub fn adapt(v: &mut Value, notices: &mut Vec<String>) -> Result<(), String> {
             });
         }
     }
-    if let Some(engine) = root.get("engine") {
-        match engine.get("type").and_then(Value::as_str) {
-            None | Some("memory") => {}
-            Some(other) => {
-                return Err(format!(
-                    "key `engine.type`: `{other}` is not available in this Herald (only the embedded memory engine; \
-                     the Redis engine is in progress)"
-                ))
-            }
-        }
-    }
     Ok(())
 }
 

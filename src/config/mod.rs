@@ -7,6 +7,7 @@
 
 pub mod centrifugo;
 pub mod compat;
+pub mod engine;
 pub mod tls;
 
 use serde::Deserialize;
@@ -142,6 +143,9 @@ pub struct Config {
     pub admin: centrifugo::AdminConfig,
     /// Centrifugo `websocket` section (its compression keys).
     pub websocket: centrifugo::WebsocketConfig,
+    /// Centrifugo `engine` section: the embedded memory engine (default) or Redis, for
+    /// several nodes acting as one.
+    pub engine: engine::EngineConfig,
 }
 
 impl Default for Config {
@@ -193,6 +197,7 @@ impl Default for Config {
             metrics_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
             admin: Default::default(),
             websocket: Default::default(),
+            engine: Default::default(),
         }
     }
 }
@@ -327,6 +332,7 @@ impl Config {
         if self.bind.parse::<IpAddr>().is_err() {
             return bad("bind", &format!("`{}` is not an IP address (such as 0.0.0.0 or 127.0.0.1)", self.bind));
         }
+        self.engine.validate()?;
         if self.workers > 64 {
             return bad("workers", "must be 0 (one per core) to 64");
         }

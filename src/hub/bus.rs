@@ -94,6 +94,16 @@ pub enum Note {
         /// One answer per operation, in order.
         done: Vec<super::engine::Done>,
     },
+    /// The channel's stream lost publications this node could not read back (`reset`: it
+    /// began again with a new epoch, so earlier positions mean nothing). Subscribers are
+    /// told (Centrifugo: unsubscribe with "insufficient state", so the client resubscribes
+    /// and recovers; the other transports: a `missed` notice) and later ids are delivered.
+    Lost {
+        /// The channel.
+        channel: Arc<str>,
+        /// A new epoch (rather than a gap).
+        reset: bool,
+    },
     /// Start the graceful drain.
     Shutdown,
 }

@@ -256,6 +256,10 @@ pub struct Unsubscribe {
 
 /// The server (API `unsubscribe`) removed the subscription.
 pub const SERVER_UNSUBSCRIBE: Unsubscribe = Unsubscribe { code: 2000, reason: "server unsubscribe" };
+/// The server lost publications of the channel it cannot replay (a shared engine lost its
+/// data, or a gap history no longer holds): the client resubscribes (2500-2999) and
+/// recovers what it can.
+pub const INSUFFICIENT_STATE: Unsubscribe = Unsubscribe { code: 2500, reason: "insufficient state" };
 
 /// A value that encodes itself as one JSON value through the escaping [`Writer`].
 pub trait Encode {

@@ -101,14 +101,41 @@ impl Server {
         let clock = Clock { epoch: Instant::now() };
         let policy_cfg = cfg.clone();
         let policy: crate::hub::engine::Policy = Arc::new(move |ch: &str| policy_cfg.history_policy(ch));
-        let engine: Arc<dyn Engine> =
-            Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy, clock.seed(u64::MAX)));
+        let node_id = crate::proto::centrifugo::IdGen::new(clock.seed(u64::MAX - 1)).next_id();
+        let engine: Arc<dyn Engine> = if cfg.engine.kind == "redis" {
+            let rc = &cfg.engine.redis;
+            let targets = redis::check_targets(rc).map_err(std::io::Error::other)?;
+            let settings = crate::hub::redis::engine::Settings {
+                prefix: rc.prefix.clone(),
+                shards: targets.len(),
+                node: node_id.clone(),
+                presence_ttl_s: 60,
+            };
+            let e = Arc::new(crate::hub::redis::engine::RedisEngine::new(
+                inboxes.clone(),
+                policy,
+                settings,
+                clock.seed(u64::MAX),
+            ));
+            let timeouts = redis::Timeouts {
+                connect: std::time::Duration::from_millis(rc.connect_timeout.0.max(1)),
+                io: std::time::Duration::from_millis(rc.io_timeout.0.max(1)),
+                ..Default::default()
+            };
+            let names: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
+            let driver = redis::Driver::start(targets, timeouts, redis::EngineSink(e.clone()))?;
+            e.set_io(Box::new(driver));
+            log::info!("engine: redis, {} shard(s): {} (prefix {})", names.len(), names.join(", "), rc.prefix);
+            e
+        } else {
+            Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy, clock.seed(u64::MAX)))
+        };
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             engine,
             inboxes,
             stats: Stats::default(),
-            node_id: crate::proto::centrifugo::IdGen::new(clock.seed(u64::MAX - 1)).next_id(),
+            node_id,
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
         });

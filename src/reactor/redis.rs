@@ -1,6 +1,6 @@
-//! The Redis engine's IO half (issue #12, in progress; not yet used by the engine seam):
-//! one thread with its own mio loop holding, per shard, a command connection and a pub/sub
-//! connection, driving the sans-IO [`crate::hub::redis::link::Link`]s.
+//! The Redis engine's IO half: one thread with its own mio loop holding, per shard, a
+//! command connection and a pub/sub connection, driving the sans-IO
+//! [`crate::hub::redis::link::Link`]s for [`crate::hub::redis::engine::RedisEngine`].
 //!
 //! Owns: the sockets to Redis, connecting with a timeout and reconnecting with backoff,
 //! pipelining (every queued command is written in one go and answered in order),
@@ -14,7 +14,7 @@ use crate::hub::redis::link::{Event, Link, Publication};
 use crate::proto::resp::{Limits, Value};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -26,6 +26,29 @@ pub type Answer = Result<Value, DriverError>;
 /// A command's callback (runs on the driver thread; must not block).
 pub type Callback = Box<dyn FnOnce(Answer) + Send>;
 
+/// A subscription's callback: `Ok` once Redis confirmed it (publications from then on
+/// arrive), else why not.
+pub type SubDone = Box<dyn FnOnce(Result<(), DriverError>) + Send>;
+
+/// One shard's address and credentials.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// ACL user (`AUTH user password`), if any.
+    pub user: String,
+    /// Password (`AUTH`), if any.
+    pub password: String,
+    /// Database number (`SELECT`), 0 by default.
+    pub db: u32,
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target { addr, user: String::new(), password: String::new(), db: 0 }
+    }
+}
+
 /// Why a command got no answer from Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverError {
@@ -35,6 +58,8 @@ pub enum DriverError {
     Lost(SocketAddr),
     /// The driver is stopping.
     Stopped,
+    /// No answer within the IO timeout: the connection was dropped.
+    Timeout(SocketAddr),
 }
 
 impl std::fmt::Display for DriverError {
@@ -43,6 +68,7 @@ impl std::fmt::Display for DriverError {
             DriverError::Down(a) => write!(f, "Redis {a} is unreachable"),
             DriverError::Lost(a) => write!(f, "connection to Redis {a} lost with the command in flight"),
             DriverError::Stopped => f.write_str("the Redis driver stopped"),
+            DriverError::Timeout(a) => write!(f, "Redis {a} did not answer in time"),
         }
     }
 }
@@ -53,14 +79,15 @@ impl std::error::Error for DriverError {}
 pub trait Sink: Send + 'static {
     /// A publication arrived on `shard`.
     fn publication(&self, shard: usize, p: Publication);
-    /// `shard`'s pub/sub connection came up (`true`, after its channels were subscribed
-    /// again) or went down (`false`): whoever relies on the feed must look for gaps.
+    /// `shard`'s pub/sub connection came up (`true`, once Redis confirmed every channel it
+    /// subscribed again) or went down (`false`): whoever relies on the feed must look for
+    /// gaps.
     fn health(&self, shard: usize, up: bool);
 }
 
 enum Request {
     Command { shard: usize, args: Vec<Vec<u8>>, done: Callback },
-    Subscribe { shard: usize, channel: Vec<u8> },
+    Subscribe { shard: usize, channel: Vec<u8>, done: Option<SubDone> },
     Unsubscribe { shard: usize, channel: Vec<u8> },
     Stop,
 }
@@ -76,12 +103,17 @@ impl Driver {
     /// Start the driver thread for `shards` (one address each). Connections are made in
     /// the background; commands sent while a shard is down fail at once with
     /// [`DriverError::Down`].
-    pub fn start(shards: Vec<SocketAddr>, timeouts: Timeouts, sink: impl Sink) -> io::Result<Driver> {
+    pub fn start<T: Into<Target>>(shards: Vec<T>, timeouts: Timeouts, sink: impl Sink) -> io::Result<Driver> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
-        let mut th =
-            Thread { poll, rx, sink: Box::new(sink), timeouts, shards: shards.into_iter().map(Shard::new).collect() };
+        let mut th = Thread {
+            poll,
+            rx,
+            sink: Box::new(sink),
+            timeouts,
+            shards: shards.into_iter().map(|t| Shard::new(t.into())).collect(),
+        };
         std::thread::Builder::new().name("herald-redis".into()).spawn(move || th.run())?;
         Ok(Driver { tx, waker })
     }
@@ -99,7 +131,13 @@ impl Driver {
 
     /// Subscribe `shard`'s pub/sub connection to `channel` (kept across reconnects).
     pub fn subscribe(&self, shard: usize, channel: &[u8]) {
-        self.send(Request::Subscribe { shard, channel: channel.to_vec() });
+        self.send(Request::Subscribe { shard, channel: channel.to_vec(), done: None });
+    }
+
+    /// Subscribe and call `done` once Redis confirmed it (or at once with an error when the
+    /// shard's pub/sub connection is down: nothing is kept then).
+    pub fn subscribe_then(&self, shard: usize, channel: &[u8], done: SubDone) {
+        self.send(Request::Subscribe { shard, channel: channel.to_vec(), done: Some(done) });
     }
 
     /// Stop receiving `channel`.
@@ -122,6 +160,9 @@ pub struct Timeouts {
     pub backoff: Duration,
     /// Longest wait between attempts.
     pub backoff_max: Duration,
+    /// How long a command may wait for its answer before the connection is dropped (its
+    /// commands fail with [`DriverError::Timeout`]).
+    pub io: Duration,
 }
 
 impl Default for Timeouts {
@@ -130,11 +171,22 @@ impl Default for Timeouts {
             connect: Duration::from_secs(1),
             backoff: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            io: Duration::from_secs(4),
         }
     }
 }
 
 const WAKER: Token = Token(usize::MAX);
+
+/// The callback of a set-up command (AUTH, SELECT): an error is logged (the commands after
+/// it will fail with Redis's own error, e.g. NOAUTH).
+fn setup_check(addr: SocketAddr, what: &'static str) -> Callback {
+    Box::new(move |a: Answer| match a {
+        Ok(Value::Error(e)) => log::error!("redis {addr}: {what} refused: {}", String::from_utf8_lossy(&e)),
+        Ok(_) => {}
+        Err(e) => log::debug!("redis {addr}: {what}: {e}"),
+    })
+}
 
 /// One connection of a shard.
 struct Conn {
@@ -142,7 +194,8 @@ struct Conn {
     link: Link,
     connected: bool,
     since: Instant,
-    callbacks: HashMap<u64, Callback>,
+    /// Waiting commands by tag (tags grow, so the first is the oldest), with when sent.
+    callbacks: BTreeMap<u64, (Callback, Instant)>,
     next_tag: u64,
     retry_at: Instant,
     backoff: Duration,
@@ -155,7 +208,7 @@ impl Conn {
             link: Link::new(pubsub, Limits::default()),
             connected: false,
             since: Instant::now(),
-            callbacks: HashMap::new(),
+            callbacks: BTreeMap::new(),
             next_tag: 1,
             retry_at: Instant::now(),
             backoff: Duration::ZERO,
@@ -165,14 +218,30 @@ impl Conn {
 
 struct Shard {
     addr: SocketAddr,
+    target: Target,
     cmd: Conn,
     sub: Conn,
     channels: HashSet<Vec<u8>>,
+    /// Channels Redis confirmed on the current pub/sub connection.
+    confirmed: HashSet<Vec<u8>>,
+    /// Callbacks waiting for a channel's confirmation.
+    pending: HashMap<Vec<u8>, Vec<SubDone>>,
+    /// Confirmations still due after a reconnect before the shard is reported up.
+    resubscribing: usize,
 }
 
 impl Shard {
-    fn new(addr: SocketAddr) -> Shard {
-        Shard { addr, cmd: Conn::new(false), sub: Conn::new(true), channels: HashSet::new() }
+    fn new(target: Target) -> Shard {
+        Shard {
+            addr: target.addr,
+            target,
+            cmd: Conn::new(false),
+            sub: Conn::new(true),
+            channels: HashSet::new(),
+            confirmed: HashSet::new(),
+            pending: HashMap::new(),
+            resubscribing: 0,
+        }
     }
 }
 
@@ -236,8 +305,15 @@ impl Thread {
             }
         }
         for s in &mut self.shards {
-            for (_, cb) in s.cmd.callbacks.drain() {
-                cb(Err(DriverError::Stopped));
+            for c in [&mut s.cmd, &mut s.sub] {
+                for (_, (cb, _)) in std::mem::take(&mut c.callbacks) {
+                    cb(Err(DriverError::Stopped));
+                }
+            }
+            for (_, list) in s.pending.drain() {
+                for done in list {
+                    done(Err(DriverError::Stopped));
+                }
             }
         }
     }
@@ -251,6 +327,8 @@ impl Thread {
                     wait = wait.min(c.retry_at.saturating_duration_since(now));
                 } else if !c.connected {
                     wait = wait.min((c.since + self.timeouts.connect).saturating_duration_since(now));
+                } else if let Some((_, (_, sent))) = c.callbacks.first_key_value() {
+                    wait = wait.min((*sent + self.timeouts.io).saturating_duration_since(now));
                 }
             }
         }
@@ -278,17 +356,38 @@ impl Thread {
                 let tag = s.cmd.next_tag;
                 s.cmd.next_tag += 1;
                 s.cmd.link.command(tag, &args);
-                s.cmd.callbacks.insert(tag, done);
+                s.cmd.callbacks.insert(tag, (done, Instant::now()));
             }
-            Request::Subscribe { shard, channel } => {
-                if let Some(s) = self.shards.get_mut(shard) {
-                    if s.channels.insert(channel.clone()) && s.sub.connected {
-                        s.sub.link.command(0, &[&b"SUBSCRIBE"[..], &channel]);
+            Request::Subscribe { shard, channel, done } => {
+                let Some(s) = self.shards.get_mut(shard) else {
+                    if let Some(done) = done {
+                        done(Err(DriverError::Stopped));
+                    }
+                    return;
+                };
+                if done.is_some() && !s.sub.connected {
+                    if let Some(done) = done {
+                        done(Err(DriverError::Down(s.addr)));
+                    }
+                    return;
+                }
+                if s.channels.insert(channel.clone()) && s.sub.connected {
+                    s.sub.link.command(0, &[&b"SUBSCRIBE"[..], &channel]);
+                }
+                if let Some(done) = done {
+                    if s.confirmed.contains(&channel) {
+                        done(Ok(()));
+                    } else {
+                        s.pending.entry(channel).or_default().push(done);
                     }
                 }
             }
             Request::Unsubscribe { shard, channel } => {
                 if let Some(s) = self.shards.get_mut(shard) {
+                    s.confirmed.remove(&channel);
+                    for done in s.pending.remove(&channel).unwrap_or_default() {
+                        done(Err(DriverError::Stopped));
+                    }
                     if s.channels.remove(&channel) && s.sub.connected {
                         s.sub.link.command(0, &[&b"UNSUBSCRIBE"[..], &channel]);
                     }
@@ -323,21 +422,49 @@ impl Thread {
     /// A connection finished connecting (first writable with no socket error).
     fn up(&mut self, shard: usize, pubsub: bool) {
         let s = &mut self.shards[shard];
+        let addr = s.addr;
         let c = if pubsub { &mut s.sub } else { &mut s.cmd };
         c.connected = true;
         c.backoff = Duration::ZERO;
         log::info!("redis {}: {} connection up", s.addr, if pubsub { "pub/sub" } else { "command" });
+        // Credentials and database first: pipelined ahead of everything else.
+        let t = &s.target;
+        if !t.password.is_empty() {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if !t.user.is_empty() {
+                args.push(t.user.as_bytes());
+            }
+            args.push(t.password.as_bytes());
+            let tag = c.next_tag;
+            c.next_tag += 1;
+            c.link.command(tag, &args);
+            c.callbacks.insert(tag, (setup_check(addr, "AUTH"), Instant::now()));
+        }
+        if !pubsub && t.db != 0 {
+            let db = t.db.to_string();
+            let tag = c.next_tag;
+            c.next_tag += 1;
+            c.link.command(tag, &[&b"SELECT"[..], db.as_bytes()]);
+            c.callbacks.insert(tag, (setup_check(addr, "SELECT"), Instant::now()));
+        }
         if pubsub {
             let chans: Vec<Vec<u8>> = s.channels.iter().cloned().collect();
+            s.resubscribing = chans.len();
             for ch in chans {
                 s.sub.link.command(0, &[&b"SUBSCRIBE"[..], &ch]);
             }
-            self.sink.health(shard, true);
+            if s.resubscribing == 0 {
+                self.sink.health(shard, true);
+            }
         }
     }
 
     /// Drop a connection, fail what it had in flight, and schedule a reconnect.
     fn down(&mut self, shard: usize, pubsub: bool) {
+        self.drop_conn(shard, pubsub, false);
+    }
+
+    fn drop_conn(&mut self, shard: usize, pubsub: bool, timed_out: bool) {
         let backoff_first = self.timeouts.backoff;
         let backoff_max = self.timeouts.backoff_max;
         let addr = self.shards[shard].addr;
@@ -351,19 +478,30 @@ impl Thread {
         let lost = c.link.abandon();
         let mut failed = Vec::new();
         for tag in lost {
-            if let Some(cb) = c.callbacks.remove(&tag) {
+            if let Some((cb, _)) = c.callbacks.remove(&tag) {
                 failed.push(cb);
             }
         }
         // Commands queued but never sent have no tag in flight yet: fail them too.
-        failed.extend(c.callbacks.drain().map(|(_, cb)| cb));
+        failed.extend(std::mem::take(&mut c.callbacks).into_values().map(|(cb, _)| cb));
         c.backoff = if c.backoff.is_zero() { backoff_first } else { (c.backoff * 2).min(backoff_max) };
         c.retry_at = Instant::now() + c.backoff;
+        let err = if timed_out { DriverError::Timeout(addr) } else { DriverError::Lost(addr) };
         for cb in failed {
-            cb(Err(DriverError::Lost(addr)));
+            cb(Err(err.clone()));
         }
-        if pubsub && was_up {
-            self.sink.health(shard, false);
+        if pubsub {
+            let s = &mut self.shards[shard];
+            s.confirmed.clear();
+            s.resubscribing = 0;
+            for (_, list) in s.pending.drain() {
+                for done in list {
+                    done(Err(err.clone()));
+                }
+            }
+            if was_up {
+                self.sink.health(shard, false);
+            }
         }
     }
 
@@ -372,12 +510,18 @@ impl Thread {
         for i in 0..self.shards.len() {
             for pubsub in [false, true] {
                 let timeout = self.timeouts.connect;
+                let io_timeout = self.timeouts.io;
                 let c = self.conn(i, pubsub);
                 if c.sock.is_none() && now >= c.retry_at {
                     self.connect(i, pubsub);
                 } else if c.sock.is_some() && !c.connected && now >= c.since + timeout {
                     log::debug!("redis {}: connect timed out", self.shards[i].addr);
                     self.down(i, pubsub);
+                } else if c.connected
+                    && c.callbacks.first_key_value().is_some_and(|(_, (_, sent))| now >= *sent + io_timeout)
+                {
+                    log::warn!("redis {}: no answer within {io_timeout:?}: reconnecting", self.shards[i].addr);
+                    self.drop_conn(i, pubsub, true);
                 }
             }
         }
@@ -444,13 +588,126 @@ impl Thread {
         for e in events.drain(..) {
             match e {
                 Event::Reply { tag, value } => {
-                    if let Some(cb) = self.conn(shard, pubsub).callbacks.remove(&tag) {
+                    if let Some((cb, _)) = self.conn(shard, pubsub).callbacks.remove(&tag) {
                         cb(Ok(value));
                     }
                 }
                 Event::Message(p) => self.sink.publication(shard, p),
-                Event::Subscription { .. } => {}
+                Event::Subscription { kind, channel, .. } => {
+                    if !kind.eq_ignore_ascii_case(b"subscribe") {
+                        continue;
+                    }
+                    let s = &mut self.shards[shard];
+                    let ch = channel.to_vec();
+                    if !s.channels.contains(&ch) {
+                        continue; // unsubscribed meanwhile; its UNSUBSCRIBE follows
+                    }
+                    s.confirmed.insert(ch.clone());
+                    for done in s.pending.remove(&ch).unwrap_or_default() {
+                        done(Ok(()));
+                    }
+                    if s.resubscribing > 0 {
+                        s.resubscribing -= 1;
+                        if s.resubscribing == 0 {
+                            self.sink.health(shard, true);
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// The Redis engine's IO is this driver.
+impl crate::hub::redis::engine::Io for Driver {
+    fn command(&self, shard: usize, args: Vec<Vec<u8>>, done: crate::hub::redis::engine::Answered) {
+        Driver::command(self, shard, args, Box::new(move |a| done(a.map_err(|e| e.to_string()))));
+    }
+
+    fn subscribe(&self, shard: usize, channel: &[u8], done: Option<crate::hub::redis::engine::Subscribed>) {
+        match done {
+            Some(done) => self.subscribe_then(shard, channel, Box::new(move |r| done(r.map_err(|e| e.to_string())))),
+            None => Driver::subscribe(self, shard, channel),
+        }
+    }
+
+    fn unsubscribe(&self, shard: usize, channel: &[u8]) {
+        Driver::unsubscribe(self, shard, channel);
+    }
+}
+
+/// Publications and shard health go to the Redis engine.
+pub struct EngineSink(pub Arc<crate::hub::redis::engine::RedisEngine>);
+
+impl Sink for EngineSink {
+    fn publication(&self, shard: usize, p: Publication) {
+        self.0.on_publication(shard, p);
+    }
+
+    fn health(&self, shard: usize, up: bool) {
+        if !up {
+            log::warn!("redis shard {shard}: pub/sub connection lost; reconnecting");
+        }
+        self.0.on_health(shard, up);
+    }
+}
+
+/// Resolve and check the configured Redis addresses at start-up: each must accept a
+/// connection within the connect timeout and answer PING (after AUTH and SELECT) within
+/// the IO timeout. The error names the address and what went wrong.
+pub fn check_targets(cfg: &crate::config::engine::RedisConfig) -> Result<Vec<Target>, String> {
+    use std::net::ToSocketAddrs;
+    let connect = Duration::from_millis(cfg.connect_timeout.0.max(1));
+    let io_t = Duration::from_millis(cfg.io_timeout.0.max(1));
+    let mut out = Vec::new();
+    for a in cfg.addresses()? {
+        let name = &a.text;
+        let addr = a
+            .host_port
+            .to_socket_addrs()
+            .map_err(|e| format!("Redis address `{name}`: cannot resolve: {e}"))?
+            .next()
+            .ok_or_else(|| format!("Redis address `{name}`: resolves to nothing"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, connect)
+            .map_err(|e| format!("Redis `{name}` ({addr}) is unreachable: {e}"))?;
+        let _ = s.set_read_timeout(Some(io_t));
+        let _ = s.set_write_timeout(Some(io_t));
+        let mut req = Vec::new();
+        let mut n = 1;
+        if !a.password.is_empty() {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if !a.user.is_empty() {
+                args.push(a.user.as_bytes());
+            }
+            args.push(a.password.as_bytes());
+            crate::proto::resp::encode(&mut req, &args);
+            n += 1;
+        }
+        if a.db != 0 {
+            crate::proto::resp::encode(&mut req, &[&b"SELECT"[..], a.db.to_string().as_bytes()]);
+            n += 1;
+        }
+        crate::proto::resp::encode(&mut req, &[&b"PING"[..]]);
+        s.write_all(&req).map_err(|e| format!("Redis `{name}`: {e}"))?;
+        let mut link = Link::new(false, Limits::default());
+        for tag in 0..n {
+            link.command(tag, &["X"]);
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < n as usize {
+            let k = s.read(&mut buf).map_err(|e| format!("Redis `{name}`: no answer: {e}"))?;
+            if k == 0 {
+                return Err(format!("Redis `{name}` closed the connection"));
+            }
+            link.feed(&buf[..k], &mut got).map_err(|e| format!("Redis `{name}`: bad answer: {e}"))?;
+        }
+        for e in got {
+            if let Event::Reply { value: Value::Error(m), .. } = e {
+                return Err(format!("Redis `{name}` refused: {}", String::from_utf8_lossy(&m)));
+            }
+        }
+        out.push(Target { addr, user: a.user, password: a.password, db: a.db });
+    }
+    Ok(out)
 }

@@ -510,7 +510,9 @@ impl Worker {
         // A paced replay continues as the socket takes it (bounded rounds per turn; the
         // rest continues on the next writable event or turn).
         let mut rounds = 0;
-        while matches!(r, Ok(Flush::Done)) && slot.session.replay.is_some() && rounds < 16 && !slot.session.dead {
+        // (A replay held for an engine answer has nothing to give yet.)
+        let replaying = |s: &transport::Session| s.replay.as_ref().is_some_and(|r| !r.hold);
+        while matches!(r, Ok(Flush::Done)) && replaying(&slot.session) && rounds < 16 && !slot.session.dead {
             transport::on_drained(&mut self.ctx, &mut slot.session);
             r = write_out(slot, &mut written, &mut self.coalesce);
             rounds += 1;
@@ -522,7 +524,7 @@ impl Worker {
             slot.paused = false;
             self.ready.push(key);
         }
-        if rounds == 16 && slot.session.replay.is_some() {
+        if rounds == 16 && replaying(&slot.session) {
             self.ctx.mark_dirty(&mut slot.session);
         }
         self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(written, Ordering::Relaxed);
@@ -556,8 +558,11 @@ impl Worker {
             self.flush(key);
         }
         dirty.clear();
+        // Sessions marked again while flushing (a replay that continues next turn) stay
+        // listed: their `dirty` flag is set, so dropping them would strand them.
+        dirty.append(&mut self.ctx.fx.flush);
         // Keep the allocation unless a burst made it large.
-        if dirty.capacity() <= 4096 {
+        if dirty.capacity() <= 4096 || !dirty.is_empty() {
             self.ctx.fx.flush = dirty;
         }
     }

@@ -247,8 +247,10 @@ impl Env {
     /// waited behind it (until it parks again).
     pub fn resume(&mut self, conn: &mut Session, done: Vec<crate::hub::Done>) {
         let Some(w) = self.waiting.remove(&conn.id.key) else {
+            log::trace!("worker {}: engine answer for conn {} which waits for none", self.id, conn.id.key);
             return;
         };
+        log::trace!("worker {}: engine answer for conn {}", self.id, conn.id.key);
         if w.gen != conn.id.gen || conn.dead {
             return;
         }

@@ -280,3 +280,32 @@ pub fn deliver<S: Sessions>(
         }
     }
 }
+
+/// The engine lost publications of `channel` it could not read back (`reset`: a new epoch,
+/// ids begin again). Every subscriber here is told; with a reset, positions restart so the
+/// new ids are not taken for duplicates. Centrifugo subscribers are unsubscribed with
+/// "insufficient state" (their SDK resubscribes and recovers what history still holds).
+pub fn lost<S: Sessions>(env: &mut Env, conns: &mut S, channel: &Arc<str>, reset: bool, done: &mut Vec<ConnId>) {
+    let Some(set) = env.local.subscribers(channel) else { return };
+    let ids: Vec<ConnId> = set.iter().map(|(_, id)| *id).collect();
+    for id in ids {
+        let Some(conn) = conns.session(id.key as usize) else { continue };
+        if conn.id.gen != id.gen || conn.dead {
+            continue;
+        }
+        if reset {
+            for sr in conn.subs.iter_mut().filter(|s| s.channel == *channel) {
+                sr.last_id = 0;
+            }
+        }
+        if conn.cf.is_some() {
+            crate::transport::centrifugo::client::insufficient_state(env, conn, channel);
+        } else {
+            let longpoll = matches!(conn.state, State::LongPoll(_));
+            super::pubsub::missed_notice(env, conn, &[channel]);
+            if longpoll {
+                done.push(conn.id);
+            }
+        }
+    }
+}

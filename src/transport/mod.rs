@@ -298,6 +298,7 @@ pub fn on_answer<S: Sessions>(
         return;
     }
     env.resume(conn, answers);
+    log::trace!("conn {}:{}: resumed with {} bytes queued", env.id, id.key, conn.out.len());
     done.push(id);
 }
 
@@ -314,6 +315,7 @@ pub fn on_note<S: Sessions>(env: &mut Env, sessions: &mut S, note: &Note, done: 
         Note::Event(ev) => centrifugo::client::deliver_event(env, sessions, ev),
         Note::User(cmd) => centrifugo::client::user_command(env, sessions, cmd),
         Note::Emulation { session, data } => centrifugo::emulation::deliver(env, sessions, session, data),
+        Note::Lost { channel, reset } => fanout::lost(env, sessions, channel, *reset, done),
         Note::Answer { .. } => {}
         Note::Shutdown => {}
     }

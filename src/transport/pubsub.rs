@@ -349,25 +349,39 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
 /// wire format; tell a client that missed messages.
 fn replay(env: &mut Env, conn: &mut Session, chans: &[String], reads: Vec<HistoryRead>) {
     let missed: Vec<&str> = chans.iter().zip(&reads).filter(|(_, r)| r.missed).map(|(c, _)| c.as_str()).collect();
-    if !missed.is_empty() {
-        let note = format!("{{\"missed\":true,\"channels\":{}}}", serde_json::to_string(&missed).unwrap_or_default());
-        match &conn.state {
-            State::Stream { kind: StreamKind::Sse, .. } => {
-                let mut ev = b"event: missed\n".to_vec();
-                ev.extend_from_slice(&sse_event(None, note.as_bytes()));
-                env.queue(conn, Bytes::from(ev));
-            }
-            State::Stream { kind: StreamKind::Iframe, .. } => {
-                env.queue(conn, Bytes::from(format!("<script>parent.missed&&parent.missed({note})</script>\n")));
-            }
-            State::Ws(_) => env.queue(conn, codec::frame(Opcode::Text, note.as_bytes())),
-            _ => {}
-        }
-    }
+    missed_notice(env, conn, &missed);
     let mut msgs: Vec<Arc<Message>> = reads.into_iter().flat_map(|r| r.messages).collect();
     msgs.sort_by_key(|m| m.seq);
     // Paced: queued as the socket drains (`fanout::refill`), never all at once.
     super::fanout::start_replay(env, conn, msgs);
+}
+
+/// Tell a subscriber that it missed messages of `missed` channels: an SSE `missed` event,
+/// a `parent.missed(...)` call in the iframe, a `{"missed":true,...}` WebSocket message; a
+/// held long-poll is answered with `missed` at once.
+pub(crate) fn missed_notice(env: &mut Env, conn: &mut Session, missed: &[&str]) {
+    if missed.is_empty() {
+        return;
+    }
+    let note = format!("{{\"missed\":true,\"channels\":{}}}", serde_json::to_string(&missed).unwrap_or_default());
+    match &conn.state {
+        State::Stream { kind: StreamKind::Sse, .. } => {
+            let mut ev = b"event: missed\n".to_vec();
+            ev.extend_from_slice(&sse_event(None, note.as_bytes()));
+            env.queue(conn, Bytes::from(ev));
+        }
+        State::Stream { kind: StreamKind::Iframe, .. } => {
+            env.queue(conn, Bytes::from(format!("<script>parent.missed&&parent.missed({note})</script>\n")));
+        }
+        State::Ws(_) => env.queue(conn, codec::frame(Opcode::Text, note.as_bytes())),
+        State::LongPoll(lp) => {
+            let last: Vec<(&str, u64)> = conn.subs.iter().map(|s| (&*s.channel, s.last_id)).collect();
+            let body = Bytes::from(messages_body(&[], true, &last, lp.callback.as_deref()));
+            leave_subscriptions(env, conn);
+            finish_longpoll(env, conn, body);
+        }
+        _ => {}
+    }
 }
 
 /// `GET /ws/?cid=CH`: WebSocket subscription delivering envelopes as text frames.

@@ -23,16 +23,93 @@ pub struct Kit {
     /// Sessions by key.
     pub sessions: Slab<Session>,
     inbox: Receiver<Note>,
+    deferred: Option<Arc<Deferred>>,
+}
+
+/// An engine that answers later, as the Redis engine does: [`Engine::submit`] keeps the
+/// operations until the test calls [`Kit::answer`], which runs them on a memory engine.
+pub struct Deferred {
+    inner: crate::hub::MemoryEngine,
+    queued: std::sync::Mutex<Vec<(Vec<crate::hub::Op>, u64, crate::hub::Reply)>>,
+}
+
+impl Engine for Deferred {
+    fn submit(&self, ops: Vec<crate::hub::Op>, now_ms: u64, reply: crate::hub::Reply) -> Option<Vec<crate::hub::Done>> {
+        self.queued.lock().expect("lock").push((ops, now_ms, reply));
+        None
+    }
+    fn immediate(&self) -> bool {
+        false
+    }
+    fn publish(&self, c: &str, d: bytes::Bytes, m: crate::hub::PubMeta, now: u64) -> (u64, Arc<str>) {
+        self.inner.publish(c, d, m, now)
+    }
+    fn subscribe(&self, c: &str, w: usize, s: Option<u64>, now: u64) -> crate::hub::HistoryRead {
+        self.inner.subscribe(c, w, s, now)
+    }
+    fn unsubscribe(&self, c: &str, w: usize, last: bool) {
+        self.inner.unsubscribe(c, w, last)
+    }
+    fn history(&self, c: &str, s: Option<u64>, l: usize, now: u64) -> crate::hub::HistoryRead {
+        self.inner.history(c, s, l, now)
+    }
+    fn history_remove(&self, c: &str) {
+        self.inner.history_remove(c)
+    }
+    fn channel_event(&self, c: &str, n: &dyn Fn() -> Note) {
+        self.inner.channel_event(c, n)
+    }
+    fn presence_add(&self, c: &str, k: &str, u: &str, i: bytes::Bytes) {
+        self.inner.presence_add(c, k, u, i)
+    }
+    fn presence_remove(&self, c: &str, k: &str) {
+        self.inner.presence_remove(c, k)
+    }
+    fn presence(&self, c: &str) -> Vec<(String, String, bytes::Bytes)> {
+        self.inner.presence(c)
+    }
+    fn sweep(&self, now: u64) {
+        self.inner.sweep(now)
+    }
+    fn counts(&self) -> (usize, usize) {
+        self.inner.counts()
+    }
+    fn subscribers(&self, c: &str) -> usize {
+        self.inner.subscribers(c)
+    }
+    fn channel_stats(&self) -> Vec<crate::hub::engine::ChannelStat> {
+        self.inner.channel_stats()
+    }
+    fn broadcast(&self, n: &dyn Fn() -> Note) {
+        self.inner.broadcast(n)
+    }
 }
 
 impl Kit {
     /// A kit for `cfg` (one worker).
     pub fn new(cfg: Config) -> Kit {
+        Kit::build(cfg, false)
+    }
+
+    /// A kit whose engine answers only when the test calls [`Kit::answer`].
+    pub fn deferred(json: &str) -> Kit {
+        Kit::build(Config::from_json(json).expect("test config"), true)
+    }
+
+    fn build(cfg: Config, deferred: bool) -> Kit {
         let cfg = Arc::new(cfg);
         let (inbox, rx) = Inbox::new();
         let pc = cfg.clone();
         let policy: crate::hub::engine::Policy = Arc::new(move |ch: &str| pc.history_policy(ch));
-        let engine: Arc<dyn Engine> = Arc::new(crate::hub::MemoryEngine::with_policy(vec![inbox.clone()], policy, 7));
+        let memory = crate::hub::MemoryEngine::with_policy(vec![inbox.clone()], policy, 7);
+        let mut later = None;
+        let engine: Arc<dyn Engine> = if deferred {
+            let d = Arc::new(Deferred { inner: memory, queued: Default::default() });
+            later = Some(d.clone());
+            d
+        } else {
+            Arc::new(memory)
+        };
         let shared = Arc::new(Shared {
             cfg,
             engine,
@@ -43,7 +120,34 @@ impl Kit {
             gauges: vec![Default::default()],
         });
         let env = Env::new(0, shared, 1, 1_000, 1_700_000_000);
-        Kit { env, sessions: Slab::new(), inbox: rx }
+        Kit { env, sessions: Slab::new(), inbox: rx, deferred: later }
+    }
+
+    /// Operations the deferred engine holds.
+    pub fn queued(&self) -> usize {
+        self.deferred.as_ref().map(|d| d.queued.lock().expect("lock").len()).unwrap_or(0)
+    }
+
+    /// Let the deferred engine answer everything it holds (in order, and what that makes
+    /// sessions ask next), as its answers would arrive in the worker's inbox.
+    pub fn answer(&mut self) {
+        let Some(d) = self.deferred.clone() else { return };
+        loop {
+            let queued = std::mem::take(&mut *d.queued.lock().expect("lock"));
+            if queued.is_empty() {
+                break;
+            }
+            for (ops, now, reply) in queued {
+                let done = d.inner.submit(ops, now, reply).expect("memory answers at once");
+                let mut fin = Vec::new();
+                super::on_answer(&mut self.env, &mut self.sessions, reply.conn, done, &mut fin);
+                for id in fin {
+                    super::reprocess(&mut self.env, &mut self.sessions[id.key as usize]);
+                }
+                self.pump();
+            }
+        }
+        self.settle();
     }
 
     /// A kit with the configuration a JSON text gives (panics on a bad config: tests only).

@@ -381,3 +381,37 @@ fn centrifugo_emulation_over_an_http_stream() {
     assert!(post(&mut k, other.to_string()).starts_with("HTTP/1.1 404"));
     assert!(post(&mut k, "{}".into()).starts_with("HTTP/1.1 400"));
 }
+
+/// An engine that answers later (Redis): the session waits, its pipelined input waits, live
+/// messages wait behind the history read, and everything comes out in order.
+#[test]
+fn a_later_engine_keeps_order_and_holds_input() {
+    let mut k = Kit::deferred("{}");
+    // History before anyone subscribes.
+    let p = k.open();
+    k.input(p, b"POST /publish/?cid=c HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n\"a\"POST /publish/?cid=c HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n\"b\"");
+    assert!(k.s(p).parked, "waiting for the engine: {}", k.text(p));
+    assert_eq!(k.text(p), "", "no answer before the engine's");
+    assert!(!k.s(p).inbuf.is_empty(), "the second request waits unparsed");
+    k.answer();
+    let t = k.text(p);
+    assert!(t.contains("\"id\":1") && t.contains("\"id\":2"), "{t}");
+    assert!(t.find("\"id\":1") < t.find("\"id\":2"), "answers in request order: {t}");
+    // An SSE subscriber from id 0: live messages arriving before the history read answers
+    // come after the history.
+    let s = k.open();
+    k.input(s, b"GET /sse/?cid=c&since=0 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(k.s(s).parked);
+    let head = k.text(s);
+    assert!(head.contains("text/event-stream"), "{head}");
+    k.env.shared.engine.publish("c", crate::hub::envelope::json_data(b"\"live\""), Default::default(), k.env.now_ms);
+    k.pump();
+    assert_eq!(k.text(s), "", "the live message waits for the history");
+    k.answer();
+    let t = k.text(s);
+    let (a, b, live) = (t.find("\"a\""), t.find("\"b\""), t.find("\"live\""));
+    assert!(a.is_some() && a < b && b < live, "history, then live: {t}");
+    k.env.shared.engine.publish("c", crate::hub::envelope::json_data(b"\"next\""), Default::default(), k.env.now_ms);
+    k.pump();
+    assert!(k.text(s).contains("\"next\""), "live delivery goes on");
+}

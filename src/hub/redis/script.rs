@@ -11,14 +11,20 @@
 use crate::proto::resp::Value;
 use bytes::Bytes;
 
-/// Sequence, store and publish one message. KEYS: meta, stream. ARGV: payload, history
-/// size (0: no history, offset 0), history TTL s, pub/sub channel, epoch to create, meta
-/// TTL s. Answers `{offset, epoch}`; publishes `offset:epoch:payload`.
+/// Sequence, store and publish one message. KEYS: meta, stream, idempotency key. ARGV:
+/// payload, history size (0: no history, offset 0), history TTL s, pub/sub channel, epoch
+/// to create, meta TTL s, idempotency key (empty: none). Answers `{offset, epoch}`;
+/// publishes `offset:epoch:payload`. A publish whose idempotency key was seen in the last
+/// 5 minutes answers the first one's offset and publishes nothing.
 pub const PUBLISH: &str = r#"
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[5]
   redis.call('hset', KEYS[1], 'e', epoch)
+end
+if ARGV[7] ~= '' then
+  local prev = redis.call('get', KEYS[3])
+  if prev then return {tonumber(prev), epoch} end
 end
 local offset = 0
 if tonumber(ARGV[2]) > 0 then
@@ -27,11 +33,13 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('expire', KEYS[2], ARGV[3])
 end
 redis.call('expire', KEYS[1], ARGV[6])
+if ARGV[7] ~= '' then redis.call('set', KEYS[3], offset, 'EX', 300) end
 redis.call('publish', ARGV[4], offset .. ':' .. epoch .. ':' .. ARGV[1])
 return {offset, epoch}
 "#;
 
-/// Publications after an offset. KEYS: meta, stream. ARGV: since (exclusive; 0 = all),
+/// Publications after an offset. KEYS: meta, stream. ARGV: since (exclusive; 0 = all; one
+/// beyond the top reads all),
 /// count (0 = all), epoch to create, meta TTL s. Answers `{top, epoch, oldest, entries}`
 /// where `oldest` is the first offset history still holds (0 when empty) and entries are
 /// `[id, ["p", payload]]`.
@@ -43,16 +51,47 @@ if not epoch then
   redis.call('expire', KEYS[1], ARGV[4])
 end
 local top = redis.call('hget', KEYS[1], 's') or '0'
+local since = ARGV[1]
+-- A position beyond the top comes from a previous life of the stream: read it all.
+if tonumber(since) > tonumber(top) then since = '0' end
 local first = redis.call('xrange', KEYS[2], '-', '+', 'COUNT', 1)
 local oldest = 0
 if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
 local entries
 if tonumber(ARGV[2]) > 0 then
-  entries = redis.call('xrange', KEYS[2], '(' .. ARGV[1] .. '-1', '+', 'COUNT', ARGV[2])
+  entries = redis.call('xrange', KEYS[2], '(' .. since .. '-1', '+', 'COUNT', ARGV[2])
 else
-  entries = redis.call('xrange', KEYS[2], '(' .. ARGV[1] .. '-1', '+')
+  entries = redis.call('xrange', KEYS[2], '(' .. since .. '-1', '+')
 end
 return {top, epoch, oldest, entries}
+"#;
+
+/// Add or refresh a presence entry. KEYS: presence hash, expiry zset. ARGV: client id,
+/// entry, TTL s. Expiry is Redis's own clock, so nodes' clocks need not agree.
+pub const PRESENCE_ADD: &str = r#"
+local now = tonumber(redis.call('time')[1])
+redis.call('zadd', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+redis.call('expire', KEYS[1], ARGV[3])
+redis.call('expire', KEYS[2], ARGV[3])
+return 1
+"#;
+
+/// Remove a presence entry. KEYS: presence hash, expiry zset. ARGV: client id.
+pub const PRESENCE_REMOVE: &str = r#"
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('zrem', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// The live presence entries (expired ones are dropped first). KEYS: presence hash, expiry
+/// zset. Answers `[client, entry, client, entry, ...]`.
+pub const PRESENCE_GET: &str = r#"
+local now = tonumber(redis.call('time')[1])
+local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+for _, c in ipairs(gone) do redis.call('hdel', KEYS[1], c) end
+redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+return redis.call('hgetall', KEYS[1])
 "#;
 
 /// The keys and pub/sub channel of one Herald channel.
@@ -63,6 +102,12 @@ pub struct Keys {
     pub stream: String,
     /// The pub/sub channel.
     pub pubsub: String,
+    /// The presence hash (client id -> entry).
+    pub presence: String,
+    /// The presence expiry set (client id scored by expiry, Redis time).
+    pub presence_exp: String,
+    /// Prefix of idempotency keys (`{prefix}.idem.{channel}.{key}`).
+    pub idem: String,
 }
 
 impl Keys {
@@ -72,11 +117,14 @@ impl Keys {
             meta: format!("{prefix}.meta.{channel}"),
             stream: format!("{prefix}.stream.{channel}"),
             pubsub: format!("{prefix}.pub.{channel}"),
+            presence: format!("{prefix}.presence.{channel}"),
+            presence_exp: format!("{prefix}.presence.exp.{channel}"),
+            idem: format!("{prefix}.idem.{channel}."),
         }
     }
 }
 
-/// The `EVAL` arguments of [`PUBLISH`].
+/// The `EVAL` arguments of [`PUBLISH`] (`idempotency_key` empty: none).
 pub fn publish_args(
     k: &Keys,
     payload: &[u8],
@@ -84,19 +132,22 @@ pub fn publish_args(
     ttl_s: u64,
     new_epoch: &str,
     meta_ttl_s: u64,
+    idempotency_key: &str,
 ) -> Vec<Vec<u8>> {
     vec![
         b"EVAL".to_vec(),
         PUBLISH.as_bytes().to_vec(),
-        b"2".to_vec(),
+        b"3".to_vec(),
         k.meta.as_bytes().to_vec(),
         k.stream.as_bytes().to_vec(),
+        format!("{}{idempotency_key}", k.idem).into_bytes(),
         payload.to_vec(),
         history_size.to_string().into_bytes(),
         ttl_s.max(1).to_string().into_bytes(),
         k.pubsub.as_bytes().to_vec(),
         new_epoch.as_bytes().to_vec(),
         meta_ttl_s.max(1).to_string().into_bytes(),
+        idempotency_key.as_bytes().to_vec(),
     ]
 }
 
@@ -209,9 +260,9 @@ mod tests {
     fn keys_and_args() {
         let k = Keys::of("herald", "chat:1");
         assert_eq!(k.meta, "herald.meta.chat:1");
-        let a = publish_args(&k, b"{}", 100, 300, "e1", 600);
-        assert_eq!(a.len(), 11);
-        assert_eq!(a[2], b"2");
-        assert_eq!(a[8], b"herald.pub.chat:1");
+        let a = publish_args(&k, b"{}", 100, 300, "e1", 600, "");
+        assert_eq!(a.len(), 13);
+        assert_eq!(a[2], b"3");
+        assert_eq!(a[9], b"herald.pub.chat:1");
     }
 }

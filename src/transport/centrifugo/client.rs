@@ -1269,6 +1269,23 @@ pub fn user_command<S: Sessions>(env: &mut Env, conns: &mut S, cmd: &UserCmd) {
     }
 }
 
+/// The engine lost publications of `channel`: leave it and tell the client with
+/// "insufficient state" (its SDK resubscribes and recovers).
+pub fn insufficient_state(env: &mut Env, conn: &mut Session, channel: &str) {
+    if !conn.cf.as_ref().is_some_and(|c| c.subs.iter().any(|s| &*s.channel == channel)) {
+        return;
+    }
+    let _ = unsubscribe(env, conn, channel);
+    let why = proto::INSUFFICIENT_STATE;
+    if is_pb(conn) {
+        send_binary(env, conn, &pb::unsubscribe_push(channel, why));
+    } else if conn.cf.as_ref().is_some_and(|c| c.uni) {
+        uni_send(env, conn, &proto::unsubscribe_push(channel, why, false));
+    } else {
+        send_text(env, conn, &proto::unsubscribe_push(channel, why, true));
+    }
+}
+
 /// The server API's subscribe for one connection: subscribe without a permission check and
 /// push the result.
 fn server_subscribe(env: &mut Env, conn: &mut Session, channel: String) {
