@@ -124,6 +124,11 @@ impl Server {
             };
             let names: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
             let driver = redis::Driver::start(targets, timeouts, redis::EngineSink(e.clone()))?;
+            // Serve once the connections are up, so the first requests do not meet a
+            // Redis that is still being connected to (it answered PING a moment ago).
+            if !driver.wait_up(timeouts.connect * 2) {
+                log::warn!("engine: not every Redis connection is up yet; requests fail until they are");
+            }
             e.set_io(Box::new(driver));
             log::info!("engine: redis, {} shard(s): {} (prefix {})", names.len(), names.join(", "), rc.prefix);
             e

@@ -97,6 +97,8 @@ enum Request {
 pub struct Driver {
     tx: Sender<Request>,
     waker: Arc<Waker>,
+    up: Arc<std::sync::atomic::AtomicUsize>,
+    conns: usize,
 }
 
 impl Driver {
@@ -107,15 +109,12 @@ impl Driver {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
-        let mut th = Thread {
-            poll,
-            rx,
-            sink: Box::new(sink),
-            timeouts,
-            shards: shards.into_iter().map(|t| Shard::new(t.into())).collect(),
-        };
+        let up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shards: Vec<Shard> = shards.into_iter().map(|t| Shard::new(t.into())).collect();
+        let conns = shards.len() * 2;
+        let mut th = Thread { poll, rx, sink: Box::new(sink), timeouts, shards, up: up.clone() };
         std::thread::Builder::new().name("herald-redis".into()).spawn(move || th.run())?;
-        Ok(Driver { tx, waker })
+        Ok(Driver { tx, waker, up, conns })
     }
 
     fn send(&self, r: Request) {
@@ -143,6 +142,19 @@ impl Driver {
     /// Stop receiving `channel`.
     pub fn unsubscribe(&self, shard: usize, channel: &[u8]) {
         self.send(Request::Unsubscribe { shard, channel: channel.to_vec() });
+    }
+
+    /// Wait (start-up only: this blocks) until every connection is up, at most `timeout`;
+    /// whether they all are.
+    pub fn wait_up(&self, timeout: Duration) -> bool {
+        let t = Instant::now();
+        while self.up.load(std::sync::atomic::Ordering::Acquire) < self.conns {
+            if t.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// Stop the thread (pending callbacks get [`DriverError::Stopped`]).
@@ -224,8 +236,9 @@ struct Shard {
     channels: HashSet<Vec<u8>>,
     /// Channels Redis confirmed on the current pub/sub connection.
     confirmed: HashSet<Vec<u8>>,
-    /// Callbacks waiting for a channel's confirmation.
-    pending: HashMap<Vec<u8>, Vec<SubDone>>,
+    /// Callbacks waiting for a channel's confirmation, with when they started waiting
+    /// (they fail after the IO timeout, connected or not).
+    pending: HashMap<Vec<u8>, Vec<(SubDone, Instant)>>,
     /// Confirmations still due after a reconnect before the shard is reported up.
     resubscribing: usize,
 }
@@ -246,6 +259,8 @@ impl Shard {
 }
 
 struct Thread {
+    /// Connections up now (read by [`Driver::wait_up`]).
+    up: Arc<std::sync::atomic::AtomicUsize>,
     poll: Poll,
     rx: Receiver<Request>,
     sink: Box<dyn Sink>,
@@ -311,7 +326,7 @@ impl Thread {
                 }
             }
             for (_, list) in s.pending.drain() {
-                for done in list {
+                for (done, _) in list {
                     done(Err(DriverError::Stopped));
                 }
             }
@@ -330,6 +345,9 @@ impl Thread {
                 } else if let Some((_, (_, sent))) = c.callbacks.first_key_value() {
                     wait = wait.min((*sent + self.timeouts.io).saturating_duration_since(now));
                 }
+            }
+            for (_, t) in s.pending.values().flatten() {
+                wait = wait.min((*t + self.timeouts.io).saturating_duration_since(now));
             }
         }
         wait
@@ -365,12 +383,8 @@ impl Thread {
                     }
                     return;
                 };
-                if done.is_some() && !s.sub.connected {
-                    if let Some(done) = done {
-                        done(Err(DriverError::Down(s.addr)));
-                    }
-                    return;
-                }
+                // While the pub/sub connection is (re)connecting the channel waits for it,
+                // at most the IO timeout.
                 if s.channels.insert(channel.clone()) && s.sub.connected {
                     s.sub.link.command(0, &[&b"SUBSCRIBE"[..], &channel]);
                 }
@@ -378,14 +392,14 @@ impl Thread {
                     if s.confirmed.contains(&channel) {
                         done(Ok(()));
                     } else {
-                        s.pending.entry(channel).or_default().push(done);
+                        s.pending.entry(channel).or_default().push((done, Instant::now()));
                     }
                 }
             }
             Request::Unsubscribe { shard, channel } => {
                 if let Some(s) = self.shards.get_mut(shard) {
                     s.confirmed.remove(&channel);
-                    for done in s.pending.remove(&channel).unwrap_or_default() {
+                    for (done, _) in s.pending.remove(&channel).unwrap_or_default() {
                         done(Err(DriverError::Stopped));
                     }
                     if s.channels.remove(&channel) && s.sub.connected {
@@ -426,6 +440,7 @@ impl Thread {
         let c = if pubsub { &mut s.sub } else { &mut s.cmd };
         c.connected = true;
         c.backoff = Duration::ZERO;
+        self.up.fetch_add(1, std::sync::atomic::Ordering::Release);
         log::info!("redis {}: {} connection up", s.addr, if pubsub { "pub/sub" } else { "command" });
         // Credentials and database first: pipelined ahead of everything else.
         let t = &s.target;
@@ -471,6 +486,9 @@ impl Thread {
         let registry = self.poll.registry();
         let c = if pubsub { &mut self.shards[shard].sub } else { &mut self.shards[shard].cmd };
         let was_up = c.connected;
+        if was_up {
+            self.up.fetch_sub(1, std::sync::atomic::Ordering::Release);
+        }
         if let Some(mut s) = c.sock.take() {
             let _ = registry.deregister(&mut s);
         }
@@ -494,11 +512,7 @@ impl Thread {
             let s = &mut self.shards[shard];
             s.confirmed.clear();
             s.resubscribing = 0;
-            for (_, list) in s.pending.drain() {
-                for done in list {
-                    done(Err(err.clone()));
-                }
-            }
+            // Pending subscriptions wait for the reconnect (at most the IO timeout).
             if was_up {
                 self.sink.health(shard, false);
             }
@@ -507,6 +521,21 @@ impl Thread {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        let io_timeout = self.timeouts.io;
+        for s in &mut self.shards {
+            let addr = s.addr;
+            let mut late = Vec::new();
+            s.pending.retain(|_, list| {
+                let (old, keep): (Vec<_>, Vec<_>) =
+                    std::mem::take(list).into_iter().partition(|(_, t)| now >= *t + io_timeout);
+                late.extend(old);
+                *list = keep;
+                !list.is_empty()
+            });
+            for (done, _) in late {
+                done(Err(DriverError::Timeout(addr)));
+            }
+        }
         for i in 0..self.shards.len() {
             for pubsub in [false, true] {
                 let timeout = self.timeouts.connect;
@@ -603,7 +632,7 @@ impl Thread {
                         continue; // unsubscribed meanwhile; its UNSUBSCRIBE follows
                     }
                     s.confirmed.insert(ch.clone());
-                    for done in s.pending.remove(&ch).unwrap_or_default() {
+                    for (done, _) in s.pending.remove(&ch).unwrap_or_default() {
                         done(Ok(()));
                     }
                     if s.resubscribing > 0 {
