@@ -69,6 +69,7 @@ fn node_config(redis: &[u16], prefix: &str) -> String {
         "channel": {
             "without_namespace": {"allow_subscribe_for_client": true, "history_size": 100, "history_ttl": "300s"},
             "namespaces": [
+                {"name": "small", "history_size": 2, "history_ttl": "300s", "allow_subscribe_for_client": true, "allow_subscribe_for_anonymous": true},
                 {"name": "chat", "history_size": 100, "history_ttl": "300s", "force_recovery": true,
                  "presence": true, "join_leave": true, "force_push_join_leave": true,
                  "allow_subscribe_for_client": true, "allow_publish_for_subscriber": true,
@@ -505,4 +506,72 @@ fn pipelined_publishes_through_redis_are_answered_in_order() {
     let _ = r.get_mut().set_read_timeout(Some(Duration::from_millis(200)));
     let _ = r.read_to_end(&mut rest);
     assert!(rest.is_empty());
+}
+
+/// Send one command to Redis over a raw socket; the reply's first line.
+fn redis_cmd(port: u16, args: &[&str]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// Publish `bodies` to `channel` on one connection, pipelined (all written at once).
+fn publish_burst(h: &Herald, channel: &str, bodies: &[&str]) -> Vec<u64> {
+    let mut s = h.connect();
+    let mut all = Vec::new();
+    for b in bodies {
+        write!(all, "POST /publish/?cid={channel} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+            .unwrap();
+    }
+    s.write_all(&all).unwrap();
+    let mut r = BufReader::new(s);
+    bodies.iter().map(|_| read_response(&mut r).expect("answer").json()["id"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn a_dropped_feed_is_read_back_from_history_or_reported() {
+    let redis = Redis::start();
+    let n = nodes(&[redis.port], "t7", 2);
+    let (a, b) = (&n[0], &n[1]);
+    let mut keep = ws_open(b, "/ws/?cid=keep");
+    let mut small = ws_open(b, "/ws/?cid=small:x");
+    let mut cf = Cf::open(b, "u");
+    assert!(cf.call("subscribe", json!({"channel": "small:x"})).get("subscribe").is_some());
+    for i in 1..=3 {
+        publish(a, "keep", b"0");
+        publish(a, "small:x", b"0");
+        assert_eq!(ws_next(&mut keep)["id"], i);
+        assert_eq!(ws_next(&mut small)["id"], i);
+        assert_eq!(cf.publication().0, i);
+    }
+    // Every node's pub/sub connection drops; publications go on meanwhile.
+    let killed = redis_cmd(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed.starts_with(':') && killed != ":0", "{killed}");
+    assert_eq!(publish_burst(a, "keep", &["4", "5", "6"]), vec![4, 5, 6]);
+    assert_eq!(publish_burst(a, "small:x", &["4", "5", "6", "7", "8"]), vec![4, 5, 6, 7, 8]);
+    // History holds what B missed on `keep`: delivered once each, in order.
+    for i in 4..=6 {
+        assert_eq!(ws_next(&mut keep)["id"], i, "read back after the reconnect");
+    }
+    publish(a, "keep", b"7");
+    assert_eq!(ws_next(&mut keep)["id"], 7, "no duplicate, no gap");
+    // `small:x` keeps 2: ids 4..6 are gone; the subscriber is told, then gets 7 and 8.
+    let notice = ws_next(&mut small);
+    assert_eq!(notice["missed"], true, "{notice}");
+    assert_eq!(ws_next(&mut small)["id"], 7);
+    assert_eq!(ws_next(&mut small)["id"], 8);
+    let unsub = loop {
+        let p = cf.push();
+        if p["push"].get("unsubscribe").is_some() {
+            break p;
+        }
+    };
+    assert_eq!(unsub["push"]["unsubscribe"]["code"], 2500, "{unsub}");
 }

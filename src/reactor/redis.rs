@@ -241,6 +241,8 @@ struct Shard {
     pending: HashMap<Vec<u8>, Vec<(SubDone, Instant)>>,
     /// Confirmations still due after a reconnect before the shard is reported up.
     resubscribing: usize,
+    /// The sink was last told the shard is up (both connections up, channels confirmed).
+    reported_up: bool,
 }
 
 impl Shard {
@@ -254,6 +256,7 @@ impl Shard {
             confirmed: HashSet::new(),
             pending: HashMap::new(),
             resubscribing: 0,
+            reported_up: false,
         }
     }
 }
@@ -468,9 +471,18 @@ impl Thread {
             for ch in chans {
                 s.sub.link.command(0, &[&b"SUBSCRIBE"[..], &ch]);
             }
-            if s.resubscribing == 0 {
-                self.sink.health(shard, true);
-            }
+        }
+        self.report(shard);
+    }
+
+    /// Tell the sink whether the shard is usable: both connections up and every channel
+    /// confirmed again (a repair read needs the command connection).
+    fn report(&mut self, shard: usize) {
+        let s = &mut self.shards[shard];
+        let up = s.cmd.connected && s.sub.connected && s.resubscribing == 0;
+        if up != s.reported_up {
+            s.reported_up = up;
+            self.sink.health(shard, up);
         }
     }
 
@@ -513,9 +525,9 @@ impl Thread {
             s.confirmed.clear();
             s.resubscribing = 0;
             // Pending subscriptions wait for the reconnect (at most the IO timeout).
-            if was_up {
-                self.sink.health(shard, false);
-            }
+        }
+        if was_up {
+            self.report(shard);
         }
     }
 
@@ -638,7 +650,7 @@ impl Thread {
                     if s.resubscribing > 0 {
                         s.resubscribing -= 1;
                         if s.resubscribing == 0 {
-                            self.sink.health(shard, true);
+                            self.report(shard);
                         }
                     }
                 }

@@ -41,17 +41,24 @@ where
         ops.push(Op::Subscribe { channel: ch.clone(), worker: env.id, since: *s });
     }
     let since = since.to_vec();
-    if !env.shared.engine.immediate() {
-        // Live messages may arrive before the history read answers: hold them behind it.
-        conn.replay.get_or_insert_with(Default::default).hold = true;
-    }
+    hold_output(env, conn);
     env.engine(conn, ops, move |env, conn, done| {
-        // What arrived while the engine answered goes after the history.
+        // What was queued while the engine answered: bytes (a handshake answer, a stream
+        // head) go first; live messages go after the history.
         let held = conn.replay.as_mut().filter(|r| r.hold).map(|r| std::mem::take(&mut r.queue));
         if let Some(r) = conn.replay.as_mut() {
             r.hold = false;
             r.held = 0;
         }
+        let held: Option<Vec<Item>> = held.map(|items| {
+            let (first, after): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| matches!(i, Item::Bytes(_)));
+            for i in first {
+                if let Item::Bytes(b) = i {
+                    env.push_out(conn, b);
+                }
+            }
+            after
+        });
         let mut reads = Vec::with_capacity(done.len());
         let mut failed = None;
         for (d, (slot, s)) in done.into_iter().zip(slots.iter().zip(&since)) {
@@ -84,6 +91,24 @@ where
             refill(env, conn);
         }
     });
+}
+
+/// With an engine that answers later, hold everything queued for the session from now
+/// until its subscription is in place (see [`subscribe`]): a client sees the handshake
+/// answer or stream head only once it is subscribed, so nothing published after that is
+/// missed.
+pub(crate) fn hold_output(env: &mut Env, conn: &mut Session) {
+    if !env.shared.engine.immediate() {
+        conn.replay.get_or_insert_with(Default::default).hold = true;
+    }
+}
+
+/// Stop holding (the subscription was not made: an error answer must go out).
+pub(crate) fn release_output(env: &mut Env, conn: &mut Session) {
+    if let Some(r) = conn.replay.as_mut() {
+        r.hold = false;
+    }
+    refill(env, conn);
 }
 
 /// Remove every subscription of a connection (on close, or when a long-poll completes).

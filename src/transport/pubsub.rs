@@ -312,6 +312,7 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     let Some((chans, since)) = subscription_request(env, conn, req, kind == StreamKind::Sse) else {
         return;
     };
+    super::fanout::hold_output(env, conn);
     let (ct, preamble) = match kind {
         StreamKind::Sse => {
             let mut p = format!(":{}\nretry: {}\n\n", " ".repeat(PADDING), env.shared.cfg.sse_retry_ms);
@@ -389,8 +390,9 @@ pub fn ws_subscribe(env: &mut Env, conn: &mut Session, req: &Req) {
     let Some((chans, since)) = subscription_request(env, conn, req, false) else {
         return;
     };
+    super::fanout::hold_output(env, conn);
     if !super::ws::upgrade(env, conn, req, WsMode::Sub) {
-        return;
+        return super::fanout::release_output(env, conn);
     }
     subscribe(env, conn, &chans.clone(), &since, move |env, conn, reads| match reads {
         Ok(reads) => replay(env, conn, &chans, reads),

@@ -402,15 +402,14 @@ fn a_later_engine_keeps_order_and_holds_input() {
     let s = k.open();
     k.input(s, b"GET /sse/?cid=c&since=0 HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(k.s(s).parked);
-    let head = k.text(s);
-    assert!(head.contains("text/event-stream"), "{head}");
+    assert_eq!(k.text(s), "", "no stream head before the subscription is in place");
     k.env.shared.engine.publish("c", crate::hub::envelope::json_data(b"\"live\""), Default::default(), k.env.now_ms);
     k.pump();
     assert_eq!(k.text(s), "", "the live message waits for the history");
     k.answer();
     let t = k.text(s);
-    let (a, b, live) = (t.find("\"a\""), t.find("\"b\""), t.find("\"live\""));
-    assert!(a.is_some() && a < b && b < live, "history, then live: {t}");
+    let (head, a, b, live) = (t.find("text/event-stream"), t.find("\"a\""), t.find("\"b\""), t.find("\"live\""));
+    assert!(head.is_some() && head < a && a < b && b < live, "head, history, then live: {t}");
     k.env.shared.engine.publish("c", crate::hub::envelope::json_data(b"\"next\""), Default::default(), k.env.now_ms);
     k.pump();
     assert!(k.text(s).contains("\"next\""), "live delivery goes on");
