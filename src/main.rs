@@ -244,6 +244,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
         let now = server.now_ms();
         if now - last_sweep >= 1000 {
+            if now / 1000 % 2 == 0 {
+                // Other nodes of a shared engine learn this one is alive (and its counters).
+                shared.engine.heartbeat(&shared.node_id, herald::transport::centrifugo::api::node_info(&shared, now));
+            }
             shared.engine.sweep(now);
             server.sweep(now);
             herald::alloc::release_thread_cache();

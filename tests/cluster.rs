@@ -306,6 +306,15 @@ fn a_client_resumes_on_another_node_even_after_its_node_is_killed() {
             assert_eq!(ws_next(&mut ws)["id"], i);
         }
     }
+    // /api/info and /stats of any node list the three live nodes.
+    let uids = |h: &Herald| -> Vec<String> {
+        let v = api(h, "info", json!({}));
+        v["result"]["nodes"].as_array().unwrap().iter().map(|n| n["uid"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(wait_until(Duration::from_secs(10), || uids(&n[0]).len() == 3), "{:?}", uids(&n[0]));
+    let stats = get(&n[2], "/stats").json();
+    assert_eq!(stats["nodes"].as_array().map(|a| a.len()), Some(3), "{}", stats["nodes"]);
+    let b_uid = api(&n[1], "info", json!({}))["result"]["nodes"][0]["uid"].as_str().unwrap().to_string();
     // Node B dies without a goodbye; its client had id 3.
     let _ = n[1].child.kill();
     let _ = n[1].child.wait();
@@ -330,6 +339,9 @@ fn a_client_resumes_on_another_node_even_after_its_node_is_killed() {
     let pubs = r["subscribe"]["publications"].as_array().cloned().unwrap_or_default();
     assert!(r["subscribe"]["recovered"].as_bool().unwrap_or(false), "{r}");
     assert_eq!(pubs.len(), 7, "{r}");
+    // The dead node leaves the node list once its heartbeat is 10 s old.
+    assert!(wait_until(Duration::from_secs(16), || !uids(&n[0]).contains(&b_uid)), "{:?}", uids(&n[0]));
+    assert_eq!(uids(&n[0]).len(), 2);
 }
 
 #[test]

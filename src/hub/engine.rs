@@ -252,6 +252,16 @@ pub trait Engine: Send + Sync {
     fn channel_stats(&self) -> Vec<ChannelStat>;
     /// Tell every worker something (shutdown, API commands aimed at users).
     fn broadcast(&self, note: &dyn Fn() -> Note);
+    /// This node is alive, with its counters (`info`: a JSON object as `/api/info` lists
+    /// nodes); called every few seconds. An engine spanning nodes shares it.
+    fn heartbeat(&self, node: &str, info: Bytes) {
+        let _ = (node, info);
+    }
+    /// The other live nodes (id, info JSON) as last seen: none for an engine that spans
+    /// one process.
+    fn nodes(&self) -> Vec<(String, Bytes)> {
+        Vec::new()
+    }
 }
 
 struct Chan {

@@ -71,8 +71,24 @@ pub fn stats(env: &mut Env, conn: &mut Session, req: &Req) {
         "subscribers": chans.iter().map(|c| c.subscribers).sum::<usize>(),
         "stored_messages": chans.iter().map(|c| c.stored).sum::<usize>(),
         "by_channel": list,
+        "nodes": nodes_json(&env.shared),
     });
     super::http::json(env, conn, req, 200, v.to_string().as_bytes(), "application/json");
+}
+
+/// This node, then the other live nodes of a shared engine (Redis) as their last heartbeat
+/// told (`/stats`, `/status.json`).
+fn nodes_json(s: &super::Shared) -> Vec<serde_json::Value> {
+    let this = serde_json::json!({
+        "name": s.node_id, "this": true, "connections": s.stats.connections.load(Ordering::Relaxed)
+    });
+    std::iter::once(this)
+        .chain(s.engine.nodes().into_iter().map(|(id, info)| {
+            let i: serde_json::Value = serde_json::from_slice(&info).unwrap_or_default();
+            let conns = i.get("num_connections").cloned().unwrap_or_default();
+            serde_json::json!({"name": id, "this": false, "connections": conns})
+        }))
+        .collect()
 }
 
 /// The token `/status/auth` hands out: `EXP.HEX(HMAC-SHA256(admin.secret, "herald-status:" EXP))`.
@@ -228,9 +244,7 @@ pub fn status_value(env: &Env) -> serde_json::Value {
         "subscriptions": s.gauges.iter().map(|g| g.subscriptions.load(Ordering::Relaxed)).sum::<usize>(),
         "busiest_channels": busiest,
         "workers": workers,
-        // The embedded engine spans this process only; an engine spanning nodes would list
-        // them here.
-        "nodes": [{ "name": s.node_id, "this": true, "connections": st.connections.load(Ordering::Relaxed) }],
+        "nodes": nodes_json(s),
     })
 }
 

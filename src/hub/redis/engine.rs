@@ -95,6 +95,9 @@ struct NodeChan {
 type LocalPresence = HashMap<String, (String, Bytes)>;
 
 const SHARDS: usize = 64;
+/// A node not heard from for this long is gone from the node list (heartbeats come every
+/// 2 s).
+const NODE_TTL_S: u64 = 10;
 /// How long channel meta (top offset, epoch) outlives the last publish, in seconds.
 const META_TTL_S: u64 = 30 * 24 * 3600;
 
@@ -114,6 +117,8 @@ struct Inner {
     seed: u64,
     /// Publications dropped because they could not be decoded.
     pub bad: AtomicUsize,
+    /// The other live nodes as the last heartbeat saw them.
+    nodes: Mutex<Vec<(String, Bytes)>>,
 }
 
 /// The Redis engine (see the module documentation).
@@ -226,6 +231,7 @@ impl RedisEngine {
                 epochs: AtomicU64::new(0),
                 seed,
                 bad: AtomicUsize::new(0),
+                nodes: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -900,6 +906,53 @@ impl Engine for RedisEngine {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    fn heartbeat(&self, node: &str, info: Bytes) {
+        let p = &self.inner.set.prefix;
+        let args = vec![
+            b"EVAL".to_vec(),
+            script::NODES.as_bytes().to_vec(),
+            b"2".to_vec(),
+            format!("{p}.nodes").into_bytes(),
+            format!("{p}.nodes.info").into_bytes(),
+            node.as_bytes().to_vec(),
+            info.to_vec(),
+            NODE_TTL_S.to_string().into_bytes(),
+        ];
+        let me = self.inner.clone();
+        let this = node.to_string();
+        self.inner.io().command(
+            0,
+            args,
+            Box::new(move |r| {
+                let list = match r {
+                    Ok(v) => v.as_array().map(|a| a.to_vec()).unwrap_or_default(),
+                    Err(e) => {
+                        log::debug!("redis engine: heartbeat: {e}");
+                        return;
+                    }
+                };
+                let mut out = Vec::new();
+                for pair in list.chunks(2) {
+                    if let (Some(n), Some(i)) =
+                        (pair.first().and_then(Value::as_bytes), pair.get(1).and_then(Value::as_bytes))
+                    {
+                        let n = String::from_utf8_lossy(n).into_owned();
+                        if n != this {
+                            out.push((n, Bytes::copy_from_slice(i)));
+                        }
+                    }
+                }
+                if let Ok(mut nodes) = me.nodes.lock() {
+                    *nodes = out;
+                }
+            }),
+        );
+    }
+
+    fn nodes(&self) -> Vec<(String, Bytes)> {
+        self.inner.nodes.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
     fn broadcast(&self, note: &dyn Fn() -> Note) {

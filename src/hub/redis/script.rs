@@ -94,6 +94,26 @@ redis.call('zremrangebyscore', KEYS[2], '-inf', now)
 return redis.call('hgetall', KEYS[1])
 "#;
 
+/// A node's heartbeat, answering the live nodes. KEYS: the node set (scored by last
+/// heartbeat, Redis time), the node info hash. ARGV: node id, its info JSON, TTL s.
+/// Answers `[node, info, node, info, ...]` of the nodes heard from within the TTL (this
+/// one included); older ones are removed.
+pub const NODES: &str = r#"
+local now = tonumber(redis.call('time')[1])
+redis.call('zadd', KEYS[1], now, ARGV[1])
+redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
+local gone = redis.call('zrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+for _, n in ipairs(gone) do redis.call('hdel', KEYS[2], n) end
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+local live = redis.call('zrange', KEYS[1], 0, -1)
+local out = {}
+for _, n in ipairs(live) do
+  local info = redis.call('hget', KEYS[2], n)
+  if info then table.insert(out, n); table.insert(out, info) end
+end
+return out
+"#;
+
 /// The keys and pub/sub channel of one Herald channel.
 pub struct Keys {
     /// The meta hash (top offset, epoch).

@@ -503,23 +503,37 @@ fn call_result(env: &mut Env, method: &str, raw: &RawValue) -> Option<Result<Cal
             Ok(Call::Now(Ok(w.finish())))
         }
         "info" => {
-            let stats = env.shared.engine.channel_stats();
-            let subs: usize = stats.iter().map(|s| s.subscribers).sum();
-            let chans = stats.iter().filter(|s| s.subscribers > 0).count();
-            let clients = env.shared.stats.connections.load(Ordering::Relaxed);
-            let cf_clients = env.shared.stats.cf_clients.load(Ordering::Relaxed);
-            let uptime = env.now_ms / 1000;
+            // This node's counters now, then the other live nodes as the engine last saw
+            // them (a shared engine: every node heartbeats every 2 s).
             let mut w = Writer::with_capacity(256);
-            w.obj().key("nodes").arr().obj();
-            w.key("uid").string(&env.shared.node_id).key("name").string("herald").key("version").string(proto::VERSION);
-            w.key("num_clients").u64(cf_clients as u64).key("num_users").u64(env.cf_user_count() as u64);
-            w.key("num_subs").u64(subs as u64).key("num_channels").u64(chans as u64);
-            w.key("uptime").u64(uptime).key("num_connections").u64(clients as u64);
-            w.end().end_arr().end();
+            w.obj().key("nodes").arr();
+            w.raw(&node_info(&env.shared, env.now_ms));
+            for (_, info) in env.shared.engine.nodes() {
+                w.raw(&info);
+            }
+            w.end_arr().end();
             Ok(Call::Now(Ok(w.finish())))
         }
         _ => return None,
     })
+}
+
+/// This node as `/api/info` lists it (also what it tells other nodes in its heartbeat).
+pub fn node_info(shared: &crate::transport::Shared, now_ms: u64) -> Bytes {
+    let stats = shared.engine.channel_stats();
+    let subs: usize = stats.iter().map(|s| s.subscribers).sum();
+    let chans = stats.iter().filter(|s| s.subscribers > 0).count();
+    let clients = shared.stats.connections.load(Ordering::Relaxed);
+    let cf_clients = shared.stats.cf_clients.load(Ordering::Relaxed);
+    let users = shared.users.lock().map(|u| u.len()).unwrap_or(0);
+    let mut w = Writer::with_capacity(256);
+    w.obj();
+    w.key("uid").string(&shared.node_id).key("name").string("herald").key("version").string(proto::VERSION);
+    w.key("num_clients").u64(cf_clients as u64).key("num_users").u64(users as u64);
+    w.key("num_subs").u64(subs as u64).key("num_channels").u64(chans as u64);
+    w.key("uptime").u64(now_ms / 1000).key("num_connections").u64(clients as u64);
+    w.end();
+    w.finish()
 }
 
 /// Centrifugo's `channels` pattern: `*` matches any run of characters; empty matches all.
