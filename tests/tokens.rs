@@ -13,8 +13,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// A file name of its own (tests run in parallel threads of one process).
 fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("herald-tokens-{}-{name}", std::process::id()))
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("herald-tokens-{}-{n}-{name}", std::process::id()))
 }
 
 fn openssl(args: &[&str]) -> Vec<u8> {
@@ -32,6 +35,7 @@ fn keypair(kind: &str) -> (PathBuf, String) {
         "rsa2" => openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", k]),
         "ec256" => openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", k]),
         "ec384" => openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", k]),
+        "ec521" => openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521", "-out", k]),
         _ => unreachable!(),
     };
     let public = String::from_utf8(openssl(&["pkey", "-in", k, "-pubout"])).unwrap();
@@ -65,7 +69,13 @@ fn sign(alg: &str, key: &std::path::Path, claims: &str) -> String {
     std::fs::write(&input, &signing).unwrap();
     let digest = format!("-sha{}", &alg[2..]);
     let sig = openssl(&["dgst", &digest, "-sign", key.to_str().unwrap(), input.to_str().unwrap()]);
-    let sig = if alg.starts_with("ES") { ecdsa_fixed(&sig, if alg == "ES256" { 32 } else { 48 }) } else { sig };
+    let _ = std::fs::remove_file(&input);
+    let n = match alg {
+        "ES256" => 32,
+        "ES384" => 48,
+        _ => 66,
+    };
+    let sig = if alg.starts_with("ES") { ecdsa_fixed(&sig, n) } else { sig };
     format!("{signing}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
@@ -77,6 +87,7 @@ fn sign_hmac(alg: &str, secret: &str, claims: &str) -> String {
     std::fs::write(&input, &signing).unwrap();
     let digest = format!("-sha{}", &alg[2..]);
     let sig = openssl(&["dgst", &digest, "-hmac", secret, "-binary", input.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&input);
     format!("{signing}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
@@ -138,6 +149,45 @@ fn rsa_ecdsa_and_wide_hmac_tokens() {
     assert_eq!(connect(&h2, &sign_hmac("HS256", "x", claims)), Err("close 3500".into()), "no HMAC secret configured");
 
     for f in [rsa, rsa2, ec, ec384] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// ES512 (P-521, checked by RustCrypto's p521): a PEM key under `ecdsa_public_key`; the
+/// refusals that hold for ES256 hold for it.
+#[test]
+fn es512_with_a_p521_pem_key() {
+    let (ec521, ec521_pub) = keypair("ec521");
+    let (ec, _) = keypair("ec256");
+    let (rsa, _) = keypair("rsa");
+    let cfg =
+        serde_json::json!({"client": {"token": {"hmac_secret_key": "s3cret-s3cret", "ecdsa_public_key": ec521_pub}}});
+    let h = Herald::start(&cfg.to_string());
+    let claims = r#"{"sub":"42","exp":4000000000}"#;
+    // Fresh signatures each time: half of OpenSSL's have a "high" s, which must pass too.
+    for _ in 0..6 {
+        assert_eq!(connect(&h, &sign("ES512", &ec521, claims)), Ok("connected".into()));
+    }
+    assert_eq!(connect(&h, &sign("ES512", &ec521, r#"{"sub":"42","exp":1000}"#)), Err("error 109".into()));
+    // Another curve or family with that key, another key with that alg.
+    assert_eq!(connect(&h, &sign("ES256", &ec, claims)), Err("close 3500".into()), "no P-256 key");
+    assert_eq!(connect(&h, &sign("ES512", &ec, claims)), Err("close 3500".into()), "P-256 key");
+    assert_eq!(connect(&h, &sign("RS512", &rsa, claims)), Err("close 3500".into()), "no RSA key");
+    // Re-labelled: an ES512 signature sent as ES384.
+    let t = sign("ES512", &ec521, claims);
+    let (_, rest) = t.split_once('.').unwrap();
+    let es384 = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES384","typ":"JWT"}"#);
+    assert_eq!(connect(&h, &format!("{es384}.{rest}")), Err("close 3500".into()));
+    // The signature cut short or grown by a byte.
+    let (signed, sig) = t.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    sig.pop();
+    assert_eq!(connect(&h, &format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&sig))), Err("close 3500".into()));
+    sig.extend([0, 0]);
+    assert_eq!(connect(&h, &format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&sig))), Err("close 3500".into()));
+    // Algorithm confusion: HS512 keyed with the P-521 PEM.
+    assert_eq!(connect(&h, &sign_hmac("HS512", &ec521_pub, claims)), Err("close 3500".into()));
+    for f in [ec521, ec, rsa] {
         let _ = std::fs::remove_file(f);
     }
 }

@@ -81,7 +81,7 @@ pub struct TokenConfig {
     pub issuer: String,
     /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for RS256/RS384/RS512 tokens.
     pub rsa_public_key: String,
-    /// PEM public key for ES256 (P-256) / ES384 (P-384) tokens.
+    /// PEM public key for ES256 (P-256), ES384 (P-384) or ES512 (P-521) tokens.
     pub ecdsa_public_key: String,
 }
 
@@ -120,7 +120,7 @@ pub struct SubTokenConfig {
     pub hmac_secret_key: String,
     /// PEM public key for RS* subscription tokens when `enabled`.
     pub rsa_public_key: String,
-    /// PEM public key for ES256/ES384 subscription tokens when `enabled`.
+    /// PEM public key for ES256/ES384/ES512 subscription tokens when `enabled`.
     pub ecdsa_public_key: String,
 }
 

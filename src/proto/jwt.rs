@@ -20,15 +20,15 @@
 //!   `base64.RawURLEncoding`; we also reject non-canonical trailing bits). Longer than
 //!   [`MAX_TOKEN_LEN`] is [`TokenError::Malformed`].
 //! - Header: a JSON object whose `alg` is exactly one of `HS256`, `HS384`, `HS512` (checked
-//!   with the HMAC secret), `RS256`, `RS384`, `RS512`, `ES256`, `ES384` (checked with a
-//!   configured public key of that family, see [`super::jwk`]); anything else (`none`,
-//!   `ES512`, missing, `hs256`), or a family with no key configured, is
+//!   with the HMAC secret), `RS256`, `RS384`, `RS512`, `ES256`, `ES384`, `ES512` (checked
+//!   with a configured public key of that family and curve, see [`super::jwk`]); anything
+//!   else (`none`, `EdDSA`, missing, `hs256`), or a family with no key configured, is
 //!   [`TokenError::BadAlgorithm`]. An HS token is never checked with a public key nor an
 //!   RS/ES token with the secret (no algorithm confusion). `typ`, if present, must be `JWT`
-//!   (any case); a `crit` header is refused (RFC 7515 §4.1.11). Centrifugo also takes ES512
-//!   (P-521, which `ring` lacks) and JWKS endpoints; Herald does not (yet).
-//! - Signature: HMAC over `header.payload` compared in constant time, or RSASSA-PKCS1-v1_5 /
-//!   fixed-size ECDSA checked by `ring`.
+//!   (any case); a `crit` header is refused (RFC 7515 §4.1.11).
+//! - Signature: HMAC over `header.payload` compared in constant time, RSASSA-PKCS1-v1_5 /
+//!   fixed-size ECDSA on P-256 and P-384 checked by `ring`, fixed-size ECDSA on P-521 by
+//!   RustCrypto's `p521`.
 //! - Time: `exp` is valid while `now < exp + leeway`, so `now == exp` is expired (cristalhq:
 //!   `ExpiresAt.After(now)`); `nbf` is valid once `now + leeway >= nbf` (cristalhq:
 //!   `NotBefore.Before(now)` with a sub-second clock). Leeway defaults to 0, as in Centrifugo,
@@ -151,7 +151,7 @@ impl fmt::Display for TokenError {
         match self {
             TokenError::Malformed(why) => write!(f, "malformed token: {why}"),
             TokenError::BadAlgorithm => {
-                f.write_str("token algorithm not accepted (HS256/384/512 with hmac_secret_key; RS256/384/512 or ES256/384 with a public key)")
+                f.write_str("token algorithm not accepted (HS256/384/512 with hmac_secret_key; RS256/384/512 or ES256/384/512 with a public key of that family and curve)")
             }
             TokenError::BadSignature => f.write_str("bad token signature"),
             TokenError::Expired => f.write_str("token expired"),
@@ -310,7 +310,7 @@ impl Verifier {
     }
 
     /// Also accept tokens signed with this public key (RS256/384/512 for an RSA key,
-    /// ES256/ES384 for a P-256/P-384 key). Each family checks only against its own keys:
+    /// ES256, ES384 or ES512 for a P-256, P-384 or P-521 key). Each family checks only against its own keys:
     /// an RS or ES token is never checked with the HMAC secret, nor an HS token with a
     /// public key (no algorithm confusion).
     pub fn with_public_key(mut self, key: super::jwk::PublicKey) -> Self {
@@ -545,12 +545,7 @@ fn check_header(header: &Map<String, Value>) -> Result<Alg, TokenError> {
             "HS256" => Alg::Hs(256),
             "HS384" => Alg::Hs(384),
             "HS512" => Alg::Hs(512),
-            "RS256" => Alg::Key(Scheme::Rs(256)),
-            "RS384" => Alg::Key(Scheme::Rs(384)),
-            "RS512" => Alg::Key(Scheme::Rs(512)),
-            "ES256" => Alg::Key(Scheme::Es(256)),
-            "ES384" => Alg::Key(Scheme::Es(384)),
-            _ => return Err(TokenError::BadAlgorithm),
+            other => Alg::Key(Scheme::from_alg(other).ok_or(TokenError::BadAlgorithm)?),
         },
         _ => return Err(TokenError::BadAlgorithm),
     };
@@ -910,6 +905,38 @@ mod tests {
         let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(payload));
         assert_eq!(conn_err(&none), TokenError::BadAlgorithm);
         assert_eq!(verifier().verify_subscribe(&none, "x", NOW).err(), Some(TokenError::BadAlgorithm));
+    }
+
+    #[test]
+    fn es512_with_a_p521_key() {
+        use crate::proto::jwk::tests::{OPENSSL_ES512, OPENSSL_P521_PEM};
+        use crate::proto::jwk::PublicKey;
+        let key = PublicKey::from_pem(OPENSSL_P521_PEM).unwrap();
+        let v = Verifier::new(None).with_public_key(key.clone());
+        let c = v.verify_connect(OPENSSL_ES512, NOW).unwrap().into_claims();
+        assert_eq!((c.sub.as_str(), c.exp), ("521", Some(2_000_000_000)));
+        assert_eq!(v.verify_connect(OPENSSL_ES512, 2_000_000_000).err(), Some(TokenError::Expired));
+        // The same signature under another EC alg: no key of that curve.
+        let (_, rest) = OPENSSL_ES512.split_once('.').unwrap();
+        for alg in ["ES256", "ES384", "RS512", "HS512", "none", "es512"] {
+            let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+            assert_eq!(v.verify_connect(&format!("{h}.{rest}"), NOW).err(), Some(TokenError::BadAlgorithm), "{alg}");
+        }
+        // A P-521 key and an HMAC secret: an ES512 token is never checked with the secret,
+        // nor an HS512 token (keyed with the PEM text) with the key.
+        let both = Verifier::new(Some(Secret::new(b"secret"))).with_public_key(key);
+        assert!(both.verify_connect(OPENSSL_ES512, NOW).is_ok());
+        let confused = sign_raw(&Secret::new(OPENSSL_P521_PEM.as_bytes()), r#"{"alg":"HS256"}"#, br#"{"sub":"1"}"#);
+        assert_eq!(both.verify_connect(&confused, NOW).err(), Some(TokenError::BadSignature));
+        // crit still refused, after a good signature would have passed.
+        let crit = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512","crit":["exp"]}"#);
+        assert!(matches!(both.verify_connect(&format!("{crit}.{rest}"), NOW), Err(TokenError::Malformed(_))));
+        // A P-256 key alone does not take ES512.
+        let p256 = PublicKey::Ec(256, [&[4u8][..], &[1; 64]].concat());
+        assert_eq!(
+            Verifier::new(None).with_public_key(p256).verify_connect(OPENSSL_ES512, NOW).err(),
+            Some(TokenError::BadAlgorithm)
+        );
     }
 
     #[test]
