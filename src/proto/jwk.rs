@@ -317,6 +317,11 @@ W4XQcR2YjUVfn1XQng0=
         "AJQPb62xSJHRuZMU-qRu_fTp9144vmARoDXoLTWqenhBKVYBwGuCdWAv4TBwq6Bcaw2ZtluF0HEdmI1FX59V0J4N";
     pub(crate) const OPENSSL_ES512: &str = "eyJhbGciOiJFUzUxMiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI1MjEiLCJleHAiOjIwMDAwMDAwMDB9.AeIXkjeVnGVH9pZFS05kqrqnhFPY5eW9ITFNUvtzbLd0HUCjnno2EjyDPzlCNxgOJTfUXe-ABjmuKBEvBviBKFXaADJuGpk1JoF9g3tS0NbdpualseK-JTXf_jKhvfkoFJS3WjiQOpeTSH3nfrBpnQGh6ZamvlvedSKWmG2-tig17WP0";
 
+    // The same key, tokens with a `kid` header: {"alg":"ES512","kid":"k521"} over
+    // {"sub":"kid-user"} and {"sub":"kid-user","channel":"$private"}.
+    pub(crate) const OPENSSL_ES512_KID: &str = "eyJhbGciOiJFUzUxMiIsImtpZCI6Ims1MjEifQ.eyJzdWIiOiJraWQtdXNlciJ9.ATFgsyvhkv3i_4rKqt5uPS4wTFKHpiKKDDJSMT0mBNQQDHSSgU-qsOIH8_jpNZ--JsdGqF6qFED0p2HSALgai589AVZADKdT_EVHaeykhpiVhkQ4SgU8BZuQHjOZyq81blNEI8uu9Qp3Ol-A86axAh0oiSZRLkAKYiGugOqqQG4SZiD-";
+    pub(crate) const OPENSSL_ES512_KID_SUB: &str = "eyJhbGciOiJFUzUxMiIsImtpZCI6Ims1MjEifQ.eyJzdWIiOiJraWQtdXNlciIsImNoYW5uZWwiOiIkcHJpdmF0ZSJ9.ASic9XE-BPUtB9BKIES11wAamfhpF737wyL5VRrN7rQe9dwfVpcP6a1fwM-VH7_kAMUkqfz9atd3kE4ITRuFCn-nAUJV-jLWs2iDCmUl2yBGY1ccYKfB-8cqr3dLlZZ2cME4T4gVcl9LYoX7SM2Tb-BviJ3WBdaNgOHTSe3md6seBJQc";
+
     fn p521_jwk(x: &str, y: &str) -> serde_json::Value {
         serde_json::json!({"kty": "EC", "crv": "P-521", "x": x, "y": y})
     }
