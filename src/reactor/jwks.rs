@@ -94,7 +94,12 @@ impl Fetcher {
                     let seen = (kids, notes);
                     if logged.as_ref() != Some(&seen) {
                         let (kids, notes) = &seen;
-                        log::info!("JWKS {}: {} signing keys in use, kid {}", self.shown, kids.len(), kids.join(", "));
+                        log::info!(
+                            "JWKS {}: signing keys in use: {} (kid {})",
+                            self.shown,
+                            kids.len(),
+                            kids.join(", ")
+                        );
                         for n in notes {
                             log::warn!("JWKS {}: skipped {n}", self.shown);
                         }
@@ -109,7 +114,7 @@ impl Fetcher {
                 Err(e) => {
                     let held = self.cell.current();
                     let keeping = match held.fetched_at() {
-                        Some(t) => format!("keeping the {} keys fetched at unix time {t}", held.len()),
+                        Some(t) => format!("keeping the keys in use ({}, fetched at unix time {t})", held.len()),
                         None => "no keys yet: RS/ES tokens get the temporary error 100 until a fetch succeeds".into(),
                     };
                     log::error!("JWKS {}: {e}; {keeping}; next try in {} s", self.shown, retry.as_secs());
