@@ -82,7 +82,16 @@ pub fn gentoken(path: &str, user: &str, ttl: i64) -> Result<String, String> {
 /// Verify a connection token and show its user and expiry.
 pub fn checktoken(path: &str, token: &str) -> Result<String, String> {
     let cfg = Config::from_file(path)?;
-    let v = crate::transport::centrifugo::client::verifier(&cfg);
+    // A JWKS is fetched here and now (a command may wait on the network; a worker never does).
+    let mut cells = Vec::new();
+    for (url, cell, _) in crate::transport::centrifugo::client::jwks_cells(&cfg) {
+        match crate::reactor::jwks::fetch_once(&url) {
+            Ok(set) => cell.replace(set),
+            Err(e) => eprintln!("JWKS {url}: {e}"),
+        }
+        cells.push((url, cell));
+    }
+    let v = crate::transport::centrifugo::client::verifier(&cfg, &cells);
     match v.verify_connect(token, unix_now()) {
         Ok(ok) => {
             let c = ok.claims();

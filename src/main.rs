@@ -204,7 +204,7 @@ fn main() {
         None => log::info!("config: defaults (no --config file)"),
     }
     for n in &server.shared.cfg.notices {
-        if n.starts_with("Centrifugo keys Herald does not implement") {
+        if n.starts_with("Centrifugo keys Herald does not implement") || n.starts_with("not used while") {
             log::warn!("config: {n}");
         } else {
             log::info!("config: {n}");

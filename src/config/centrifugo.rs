@@ -81,8 +81,12 @@ pub struct TokenConfig {
     pub issuer: String,
     /// PEM public key (`-----BEGIN PUBLIC KEY-----`) for RS256/RS384/RS512 tokens.
     pub rsa_public_key: String,
-    /// PEM public key for ES256 (P-256) / ES384 (P-384) tokens.
+    /// PEM public key for ES256 (P-256), ES384 (P-384) or ES512 (P-521) tokens.
     pub ecdsa_public_key: String,
+    /// `http://` or `https://` URL of a JWK Set: RS* and ES* tokens are checked with the
+    /// key their `kid` names, fetched in the background (see `reactor::jwks`). When set, as
+    /// in Centrifugo, the HMAC secret and PEM keys above are not used.
+    pub jwks_public_endpoint: String,
 }
 
 impl TokenConfig {
@@ -108,6 +112,26 @@ impl TokenConfig {
     }
 }
 
+/// Check a `jwks_public_endpoint` (`key` names it in errors): an absolute `http://` or
+/// `https://` URL with a host. Centrifugo's `{{var}}` templates, filled from
+/// `issuer_regex` / `audience_regex` groups, need keys Herald does not implement, so they
+/// are refused rather than fetched literally.
+pub fn check_jwks_endpoint(key: &str, url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    if url.contains("{{") {
+        return Err(format!(
+            "key `{key}`: URL templates ({{{{...}}}}) need issuer_regex/audience_regex, which Herald does not implement"
+        ));
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("key `{key}`: `{url}` is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
+        return Err(format!("key `{key}`: `{url}` must be an http:// or https:// URL with a host"));
+    }
+    Ok(())
+}
+
 /// `client.subscription_token`: a separate secret for subscription tokens (if enabled).
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,8 +144,11 @@ pub struct SubTokenConfig {
     pub hmac_secret_key: String,
     /// PEM public key for RS* subscription tokens when `enabled`.
     pub rsa_public_key: String,
-    /// PEM public key for ES256/ES384 subscription tokens when `enabled`.
+    /// PEM public key for ES256/ES384/ES512 subscription tokens when `enabled`.
     pub ecdsa_public_key: String,
+    /// JWK Set URL for RS* / ES* subscription tokens when `enabled` (then, as in
+    /// Centrifugo, this section's HMAC secret and PEM keys are not used).
+    pub jwks_public_endpoint: String,
 }
 
 /// `client`: the Centrifugo client protocol.
@@ -402,6 +429,40 @@ mod tests {
         assert_eq!(Duration::parse("5x"), None);
         assert_eq!(Duration::parse(""), None);
         assert_eq!(Duration::parse("s"), None);
+    }
+
+    #[test]
+    fn jwks_endpoints_checked() {
+        for ok in ["", "https://idp.example/.well-known/jwks.json", "http://127.0.0.1:8080/keys?x=1", "https://u:p@h/"]
+        {
+            assert_eq!(check_jwks_endpoint("k", ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("https://idp.example/{{tenant}}/jwks", "templates"),
+            ("ftp://idp.example/jwks", "http://"),
+            ("/jwks.json", "http://"),
+            ("idp.example/jwks", "URL"),
+            ("https://", "URL"),
+            ("https://exa mple/", "URL"),
+        ] {
+            let e = check_jwks_endpoint("client.token.jwks_public_endpoint", bad).unwrap_err();
+            assert!(e.starts_with("key `client.token.jwks_public_endpoint`") && e.contains(why), "{bad}: {e}");
+        }
+        let cfg = crate::config::Config::from_json(
+            r#"{"client":{"token":{"hmac_secret_key":"s","jwks_public_endpoint":"http://127.0.0.1:1/j"}}}"#,
+        )
+        .unwrap();
+        assert!(
+            cfg.notices.iter().any(|n| n.starts_with("not used while `client.token.jwks_public_endpoint`")
+                && n.contains("client.token.hmac_secret_key")),
+            "{:?}",
+            cfg.notices
+        );
+        assert!(!cfg.notices.iter().any(|n| n.contains("does not implement")), "{:?}", cfg.notices);
+        let bad = crate::config::Config::from_json(
+            r#"{"client":{"subscription_token":{"enabled":true,"jwks_public_endpoint":"gopher://x"}}}"#,
+        );
+        assert!(bad.unwrap_err().contains("client.subscription_token.jwks_public_endpoint"));
     }
 
     #[test]

@@ -305,10 +305,41 @@ impl Config {
         if !ignored.is_empty() {
             notices.push(format!("Centrifugo keys Herald does not implement, ignored: {}", ignored.join(", ")));
         }
+        notices.extend(cfg.jwks_notices());
         cfg.notices = notices;
         cfg.channel.namespace_boundary = cfg.client.channel_namespace_boundary.clone();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Keys that a `jwks_public_endpoint` makes unused (as in Centrifugo, a JWKS replaces
+    /// the HMAC secret and the PEM keys of its section): one warning per section.
+    fn jwks_notices(&self) -> Vec<String> {
+        let t = &self.client.token;
+        let st = &self.client.subscription_token;
+        let mut out = Vec::new();
+        for (section, jwks, keys) in [
+            ("client.token", &t.jwks_public_endpoint, [&t.hmac_secret_key, &t.rsa_public_key, &t.ecdsa_public_key]),
+            (
+                "client.subscription_token",
+                &st.jwks_public_endpoint,
+                [&st.hmac_secret_key, &st.rsa_public_key, &st.ecdsa_public_key],
+            ),
+        ] {
+            let set: Vec<String> = ["hmac_secret_key", "rsa_public_key", "ecdsa_public_key"]
+                .iter()
+                .zip(keys)
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| format!("`{section}.{k}`"))
+                .collect();
+            if !jwks.is_empty() && !set.is_empty() {
+                out.push(format!(
+                    "not used while `{section}.jwks_public_endpoint` is set (as in Centrifugo): {}",
+                    set.join(", ")
+                ));
+            }
+        }
+        out
     }
 
     /// Whether permessage-deflate is negotiated (`websocket.compression` over `ws_compression`).
@@ -399,6 +430,11 @@ impl Config {
         self.channel.validate()?;
         self.http_server.tls.validate()?;
         self.client.token.public_keys("client.token")?;
+        centrifugo::check_jwks_endpoint("client.token.jwks_public_endpoint", &self.client.token.jwks_public_endpoint)?;
+        centrifugo::check_jwks_endpoint(
+            "client.subscription_token.jwks_public_endpoint",
+            &self.client.subscription_token.jwks_public_endpoint,
+        )?;
         let st = &self.client.subscription_token;
         centrifugo::TokenConfig {
             rsa_public_key: st.rsa_public_key.clone(),

@@ -175,8 +175,18 @@ pub struct Error {
     pub message: &'static str,
 }
 
+impl Error {
+    /// Whether Centrifugo marks this error temporary (`"temporary": true`, centrifuge's
+    /// `ErrorInternal`, `ErrorTooManyRequests`, `ErrorConcurrentPagination`): SDKs then retry
+    /// the command, or reconnect after a failed connect, with backoff instead of giving up.
+    pub fn temporary(&self) -> bool {
+        matches!(self.code, 100 | 111 | 113)
+    }
+}
+
 /// A server-side inconsistency (e.g. Centrifugo state missing on the connection, which
-/// should not happen); not the client's fault.
+/// should not happen), or a token whose key is not loaded yet from a JWKS endpoint; not the
+/// client's fault, and temporary: SDKs try again with backoff.
 pub const INTERNAL: Error = Error { code: 100, message: "internal server error" };
 /// Not sent by Herald: a connect or refresh token that fails verification closes the
 /// connection with [`INVALID_TOKEN`] instead, as Centrifugo v6 does.
@@ -297,7 +307,11 @@ impl Encode for Empty {
 /// `{"code":C,"message":"M"}`
 impl Encode for Error {
     fn write(&self, w: &mut Writer) {
-        w.obj().key("code").u64(self.code.into()).key("message").string(self.message).end();
+        w.obj().key("code").u64(self.code.into()).key("message").string(self.message);
+        if self.temporary() {
+            w.key("temporary").bool(true);
+        }
+        w.end();
     }
 }
 
@@ -329,7 +343,7 @@ pub fn reply(id: u32, method: &str, result: &dyn Encode) -> Bytes {
     w.finish()
 }
 
-/// `{"id":N,"error":{"code":C,"message":"..."}}`
+/// `{"id":N,"error":{"code":C,"message":"..."[,"temporary":true]}}`
 pub fn error_reply(id: u32, e: Error) -> Bytes {
     reply(id, "error", &e)
 }

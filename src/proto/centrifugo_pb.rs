@@ -623,7 +623,7 @@ pub fn delimited(message: &impl prost::Message) -> Bytes {
 pub fn error_reply(id: u32, e: json::Error) -> Reply {
     Reply {
         id,
-        error: Some(Error { code: e.code.into(), message: e.message.into(), temporary: false }),
+        error: Some(Error { code: e.code.into(), message: e.message.into(), temporary: e.temporary() }),
         ..Default::default()
     }
 }

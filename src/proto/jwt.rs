@@ -1,7 +1,7 @@
-//! Centrifugo v6 connection and subscription tokens: JWT verification (HMAC, RSA, ECDSA)
-//! and HS256 signing.
+//! Centrifugo v6 connection and subscription tokens: JWT verification (HMAC, RSA, ECDSA,
+//! keys from a JWKS) and HS256 signing.
 //!
-//! Owns: parsing a JWS compact token, checking its header and HMAC-SHA256 signature, and
+//! Owns: parsing a JWS compact token, checking its header and signature, and
 //! turning its claims into [`ConnClaims`] or [`SubClaims`] with the semantics of Centrifugo v6
 //! (`internal/jwtverify` over `cristalhq/jwt/v5`). Pure: no IO, no clock (the caller passes
 //! `now` in unix seconds), no logging.
@@ -20,15 +20,22 @@
 //!   `base64.RawURLEncoding`; we also reject non-canonical trailing bits). Longer than
 //!   [`MAX_TOKEN_LEN`] is [`TokenError::Malformed`].
 //! - Header: a JSON object whose `alg` is exactly one of `HS256`, `HS384`, `HS512` (checked
-//!   with the HMAC secret), `RS256`, `RS384`, `RS512`, `ES256`, `ES384` (checked with a
-//!   configured public key of that family, see [`super::jwk`]); anything else (`none`,
-//!   `ES512`, missing, `hs256`), or a family with no key configured, is
+//!   with the HMAC secret), `RS256`, `RS384`, `RS512`, `ES256`, `ES384`, `ES512` (checked
+//!   with a configured public key of that family and curve, see [`super::jwk`]); anything
+//!   else (`none`, `EdDSA`, missing, `hs256`), or a family with no key configured, is
 //!   [`TokenError::BadAlgorithm`]. An HS token is never checked with a public key nor an
 //!   RS/ES token with the secret (no algorithm confusion). `typ`, if present, must be `JWT`
-//!   (any case); a `crit` header is refused (RFC 7515 §4.1.11). Centrifugo also takes ES512
-//!   (P-521, which `ring` lacks) and JWKS endpoints; Herald does not (yet).
-//! - Signature: HMAC over `header.payload` compared in constant time, or RSASSA-PKCS1-v1_5 /
-//!   fixed-size ECDSA checked by `ring`.
+//!   (any case); a `crit` header is refused (RFC 7515 §4.1.11).
+//! - Signature: HMAC over `header.payload` compared in constant time, RSASSA-PKCS1-v1_5 /
+//!   fixed-size ECDSA on P-256 and P-384 checked by `ring`, fixed-size ECDSA on P-521 by
+//!   RustCrypto's `p521`.
+//! - With a JWKS ([`Verifier::with_jwks`], Centrifugo's `jwks_public_endpoint`): RS* / ES*
+//!   tokens need a `kid` header (else `Malformed`, as Centrifugo's "kid is not provided")
+//!   and are checked with that key only; a key of another family or curve, or whose JWK
+//!   `alg` differs, is `BadAlgorithm`. A `kid` the set lacks is `UnknownKey` when the set
+//!   was fetched moments ago, else `KeysUnavailable` (and a fetch is asked for): see
+//!   [`super::jwks::Jwks`]. Centrifugo fetches there and then, blocking the connect;
+//!   Herald's workers never wait on the network.
 //! - Time: `exp` is valid while `now < exp + leeway`, so `now == exp` is expired (cristalhq:
 //!   `ExpiresAt.After(now)`); `nbf` is valid once `now + leeway >= nbf` (cristalhq:
 //!   `NotBefore.Before(now)` with a sub-second clock). Leeway defaults to 0, as in Centrifugo,
@@ -144,6 +151,14 @@ pub enum TokenError {
     WrongChannel,
     /// No (or an empty) HMAC secret is configured: tokens cannot be checked.
     Disabled,
+    /// Checked against a JWKS that was fetched moments ago and has no key with the token's
+    /// `kid`: refused for good ("invalid token").
+    UnknownKey,
+    /// Checked against a JWKS that has no key with the token's `kid` yet, and a fetch has
+    /// been asked for (the endpoint was not fetched yet, has been failing, or was fetched
+    /// too long ago to rule out a new key). Temporary: Centrifugo's error 100, and the
+    /// client tries again.
+    KeysUnavailable,
 }
 
 impl fmt::Display for TokenError {
@@ -151,13 +166,17 @@ impl fmt::Display for TokenError {
         match self {
             TokenError::Malformed(why) => write!(f, "malformed token: {why}"),
             TokenError::BadAlgorithm => {
-                f.write_str("token algorithm not accepted (HS256/384/512 with hmac_secret_key; RS256/384/512 or ES256/384 with a public key)")
+                f.write_str("token algorithm not accepted (HS256/384/512 with hmac_secret_key; RS256/384/512 or ES256/384/512 with a public key of that family and curve)")
             }
             TokenError::BadSignature => f.write_str("bad token signature"),
             TokenError::Expired => f.write_str("token expired"),
             TokenError::NotYetValid => f.write_str("token not valid yet (nbf)"),
             TokenError::WrongChannel => f.write_str("subscription token is for another channel"),
             TokenError::Disabled => f.write_str("token authentication is not configured"),
+            TokenError::UnknownKey => f.write_str("no key with the token's kid in the JWKS"),
+            TokenError::KeysUnavailable => {
+                f.write_str("the token's key is not loaded (yet) from the JWKS endpoint: a fetch was asked for, try again")
+            }
         }
     }
 }
@@ -285,8 +304,11 @@ impl<T: fmt::Debug> fmt::Debug for Verified<T> {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     secret: Option<Secret>,
-    /// Public keys for RS* / ES* tokens (`rsa_public_key`, `ecdsa_public_key`, JWKS).
+    /// Public keys for RS* / ES* tokens (`rsa_public_key`, `ecdsa_public_key`).
     keys: Vec<super::jwk::PublicKey>,
+    /// The key set of a `jwks_public_endpoint`: when set, RS* / ES* tokens are checked
+    /// against it alone, by `kid`.
+    jwks: Option<std::sync::Arc<super::jwks::Jwks>>,
     leeway_s: i64,
     audience: Option<String>,
     issuer: Option<String>,
@@ -306,15 +328,23 @@ impl Verifier {
     /// (Centrifugo enables HMAC only for a non-empty key). Leeway 0, no `aud`/`iss` check.
     pub fn new(secret: Option<Secret>) -> Self {
         let secret = secret.filter(|s| !s.0.is_empty());
-        Verifier { secret, keys: Vec::new(), leeway_s: 0, audience: None, issuer: None }
+        Verifier { secret, keys: Vec::new(), jwks: None, leeway_s: 0, audience: None, issuer: None }
     }
 
     /// Also accept tokens signed with this public key (RS256/384/512 for an RSA key,
-    /// ES256/ES384 for a P-256/P-384 key). Each family checks only against its own keys:
+    /// ES256, ES384 or ES512 for a P-256, P-384 or P-521 key). Each family checks only against its own keys:
     /// an RS or ES token is never checked with the HMAC secret, nor an HS token with a
     /// public key (no algorithm confusion).
     pub fn with_public_key(mut self, key: super::jwk::PublicKey) -> Self {
         self.keys.push(key);
+        self
+    }
+
+    /// Check RS* / ES* tokens against this JWKS (by the `kid` header, which is then
+    /// required) instead of the configured public keys. The caller leaves out the HMAC
+    /// secret and PEM keys, as Centrifugo does when `jwks_public_endpoint` is set.
+    pub fn with_jwks(mut self, jwks: std::sync::Arc<super::jwks::Jwks>) -> Self {
+        self.jwks = Some(jwks);
         self
     }
 
@@ -339,7 +369,7 @@ impl Verifier {
 
     /// Verify a connection token. `now` in unix seconds.
     pub fn verify_connect(&self, token: &str, now: i64) -> Result<Verified<ConnClaims>, TokenError> {
-        let c = self.authenticate(token)?;
+        let c = self.authenticate(token, now)?;
         let reg = registered(&c)?;
         let channel = str_claim(&c, "channel", "channel must be a string")?;
         let expire_at = int_claim(&c, "expire_at", "expire_at must be an integer")?;
@@ -388,7 +418,7 @@ impl Verifier {
     /// Verify a subscription token for `channel`. `now` in unix seconds. The caller must
     /// still check `sub` (and a non-empty `client`) against the connection.
     pub fn verify_subscribe(&self, token: &str, channel: &str, now: i64) -> Result<Verified<SubClaims>, TokenError> {
-        let c = self.authenticate(token)?;
+        let c = self.authenticate(token, now)?;
         let reg = registered(&c)?;
         let token_channel = str_claim(&c, "channel", "channel must be a string")?.unwrap_or_default();
         let client = str_claim(&c, "client", "client must be a string")?.unwrap_or_default();
@@ -418,8 +448,8 @@ impl Verifier {
     }
 
     /// Structure, header and signature; returns the claims object.
-    fn authenticate(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
-        if self.secret.is_none() && self.keys.is_empty() {
+    fn authenticate(&self, token: &str, now: i64) -> Result<Map<String, Value>, TokenError> {
+        if self.secret.is_none() && self.keys.is_empty() && self.jwks.is_none() {
             return Err(TokenError::Disabled);
         }
         let (h, p, s) = split_token(token)?;
@@ -439,6 +469,9 @@ impl Verifier {
             Alg::Hs(bits) => {
                 self.secret.as_ref().ok_or(TokenError::BadAlgorithm)?.verify_wide(bits, signed, &signature)
             }
+            Alg::Key(scheme) if self.jwks.is_some() => {
+                self.check_with_jwks(&header, scheme, now, signed, &signature)?
+            }
             Alg::Key(scheme) => {
                 let mut fitting = self.keys.iter().filter(|k| k.fits(scheme)).peekable();
                 if fitting.peek().is_none() {
@@ -451,6 +484,38 @@ impl Verifier {
             return Err(TokenError::BadSignature);
         }
         json_object(&payload, "claims are not a JSON object")
+    }
+
+    /// An RS* / ES* signature checked with the JWKS key the `kid` header names. The set is
+    /// an `Arc` taken from the cell: no lock is held while the signature is checked.
+    fn check_with_jwks(
+        &self,
+        header: &Map<String, Value>,
+        scheme: super::jwk::Scheme,
+        now: i64,
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, TokenError> {
+        use super::jwks::Lookup;
+        let Some(jwks) = &self.jwks else { return Err(TokenError::BadAlgorithm) };
+        // Centrifugo: "jwks: kid is not provided" is an invalid token.
+        let kid = match present(header, "kid") {
+            Some(Value::String(k)) if !k.is_empty() => k,
+            Some(Value::String(_)) | None => {
+                return Err(TokenError::Malformed("a token checked with a JWKS needs a kid"))
+            }
+            Some(_) => return Err(TokenError::Malformed("kid header must be a string")),
+        };
+        let set = jwks.current();
+        match set.lookup(kid, scheme) {
+            Lookup::Keys(keys) => Ok(keys.iter().any(|k| k.verify(scheme, signed, signature))),
+            Lookup::WrongAlgorithm => Err(TokenError::BadAlgorithm),
+            Lookup::Unknown if set.fresh(now) => Err(TokenError::UnknownKey),
+            Lookup::Unknown => {
+                jwks.request_refresh();
+                Err(TokenError::KeysUnavailable)
+            }
+        }
     }
 
     fn check_audience_issuer(&self, reg: &Registered) -> Result<(), TokenError> {
@@ -545,12 +610,7 @@ fn check_header(header: &Map<String, Value>) -> Result<Alg, TokenError> {
             "HS256" => Alg::Hs(256),
             "HS384" => Alg::Hs(384),
             "HS512" => Alg::Hs(512),
-            "RS256" => Alg::Key(Scheme::Rs(256)),
-            "RS384" => Alg::Key(Scheme::Rs(384)),
-            "RS512" => Alg::Key(Scheme::Rs(512)),
-            "ES256" => Alg::Key(Scheme::Es(256)),
-            "ES384" => Alg::Key(Scheme::Es(384)),
-            _ => return Err(TokenError::BadAlgorithm),
+            other => Alg::Key(Scheme::from_alg(other).ok_or(TokenError::BadAlgorithm)?),
         },
         _ => return Err(TokenError::BadAlgorithm),
     };
@@ -910,6 +970,89 @@ mod tests {
         let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(payload));
         assert_eq!(conn_err(&none), TokenError::BadAlgorithm);
         assert_eq!(verifier().verify_subscribe(&none, "x", NOW).err(), Some(TokenError::BadAlgorithm));
+    }
+
+    #[test]
+    fn es512_with_a_p521_key() {
+        use crate::proto::jwk::tests::{OPENSSL_ES512, OPENSSL_P521_PEM};
+        use crate::proto::jwk::PublicKey;
+        let key = PublicKey::from_pem(OPENSSL_P521_PEM).unwrap();
+        let v = Verifier::new(None).with_public_key(key.clone());
+        let c = v.verify_connect(OPENSSL_ES512, NOW).unwrap().into_claims();
+        assert_eq!((c.sub.as_str(), c.exp), ("521", Some(2_000_000_000)));
+        assert_eq!(v.verify_connect(OPENSSL_ES512, 2_000_000_000).err(), Some(TokenError::Expired));
+        // The same signature under another EC alg: no key of that curve.
+        let (_, rest) = OPENSSL_ES512.split_once('.').unwrap();
+        for alg in ["ES256", "ES384", "RS512", "HS512", "none", "es512"] {
+            let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+            assert_eq!(v.verify_connect(&format!("{h}.{rest}"), NOW).err(), Some(TokenError::BadAlgorithm), "{alg}");
+        }
+        // A P-521 key and an HMAC secret: an ES512 token is never checked with the secret,
+        // nor an HS512 token (keyed with the PEM text) with the key.
+        let both = Verifier::new(Some(Secret::new(b"secret"))).with_public_key(key);
+        assert!(both.verify_connect(OPENSSL_ES512, NOW).is_ok());
+        let confused = sign_raw(&Secret::new(OPENSSL_P521_PEM.as_bytes()), r#"{"alg":"HS256"}"#, br#"{"sub":"1"}"#);
+        assert_eq!(both.verify_connect(&confused, NOW).err(), Some(TokenError::BadSignature));
+        // crit still refused, after a good signature would have passed.
+        let crit = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512","crit":["exp"]}"#);
+        assert!(matches!(both.verify_connect(&format!("{crit}.{rest}"), NOW), Err(TokenError::Malformed(_))));
+        // A P-256 key alone does not take ES512.
+        let p256 = PublicKey::Ec(256, [&[4u8][..], &[1; 64]].concat());
+        assert_eq!(
+            Verifier::new(None).with_public_key(p256).verify_connect(OPENSSL_ES512, NOW).err(),
+            Some(TokenError::BadAlgorithm)
+        );
+    }
+
+    #[test]
+    fn jwks_by_kid_and_the_temporary_refusal() {
+        use crate::proto::jwk::tests::{OPENSSL_ES512, OPENSSL_ES512_KID, OPENSSL_P521_X, OPENSSL_P521_Y};
+        use crate::proto::jwks::{Jwks, KeySet, FRESH_S};
+        let (jwks, wake) = Jwks::new();
+        let v = Verifier::new(None).with_jwks(jwks.clone());
+        // Nothing fetched yet: temporary, and a fetch is asked for.
+        assert_eq!(v.verify_connect(OPENSSL_ES512_KID, NOW).err(), Some(TokenError::KeysUnavailable));
+        assert!(wake.try_recv().is_ok());
+        // An HS token never reaches the JWKS; a token without kid is invalid.
+        assert_eq!(
+            v.verify_connect(&sign_hs256(&secret(), &json!({"sub": "1"})), NOW).err(),
+            Some(TokenError::BadAlgorithm)
+        );
+        assert!(matches!(v.verify_connect(OPENSSL_ES512, NOW), Err(TokenError::Malformed(_))));
+
+        let doc = |kid: &str, alg: &str| {
+            json!({"keys": [{"kty": "EC", "crv": "P-521", "kid": kid, "alg": alg, "x": OPENSSL_P521_X, "y": OPENSSL_P521_Y}]})
+                .to_string()
+        };
+        jwks.replace(KeySet::parse(doc("k521", "ES512").as_bytes(), NOW).unwrap().0);
+        assert_eq!(v.verify_connect(OPENSSL_ES512_KID, NOW).unwrap().claims().sub, "kid-user");
+        // A P-521 key labelled ES384 is skipped: that set has no usable key and is refused.
+        assert!(KeySet::parse(doc("k521", "ES384").as_bytes(), NOW).is_err());
+        // Another kid: refused for good while the set is fresh, temporary once it is not.
+        jwks.replace(KeySet::parse(doc("other", "ES512").as_bytes(), NOW).unwrap().0);
+        while wake.try_recv().is_ok() {}
+        assert_eq!(v.verify_connect(OPENSSL_ES512_KID, NOW + FRESH_S - 1).err(), Some(TokenError::UnknownKey));
+        assert!(wake.try_recv().is_err(), "a fresh set asks for no fetch");
+        assert_eq!(v.verify_connect(OPENSSL_ES512_KID, NOW + FRESH_S).err(), Some(TokenError::KeysUnavailable));
+        assert!(wake.try_recv().is_ok());
+        // A wrong signature under a known kid is a bad signature.
+        jwks.replace(KeySet::parse(doc("k521", "ES512").as_bytes(), NOW).unwrap().0);
+        let forged = format!("{}A", &OPENSSL_ES512_KID[..OPENSSL_ES512_KID.len() - 1]);
+        assert_eq!(v.verify_connect(&forged, NOW).err(), Some(TokenError::BadSignature));
+        // kid of the wrong type, crit, alg none: as without a JWKS.
+        let (_, rest) = OPENSSL_ES512_KID.split_once('.').unwrap();
+        for (h, want) in [
+            (r#"{"alg":"ES512","kid":7}"#, "malformed"),
+            (r#"{"alg":"ES512","kid":""}"#, "malformed"),
+            (r#"{"alg":"ES512","kid":"k521","crit":["x"]}"#, "malformed"),
+            (r#"{"alg":"none","kid":"k521"}"#, "alg"),
+            (r#"{"alg":"ES256","kid":"k521"}"#, "alg"),
+        ] {
+            let t = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(h));
+            let e = v.verify_connect(&t, NOW).unwrap_err();
+            assert_eq!(matches!(e, TokenError::Malformed(_)), want == "malformed", "{h}: {e:?}");
+            assert_eq!(e == TokenError::BadAlgorithm, want == "alg", "{h}: {e:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`ws_deflate`]: permessage-deflate (RFC 7692) negotiation, deflate and inflate.
 //! - [`centrifugo`]: Centrifugo's client protocol (JSON) and its codes.
 //! - [`centrifugo_pb`]: the same protocol in protobuf (prost structs of client.proto).
-//! - [`jwt`]: Centrifugo connection and subscription tokens (HS256 JWT).
+//! - [`jwt`]: Centrifugo connection and subscription tokens (JWT: HMAC, RSA, ECDSA).
+//! - [`jwk`], [`jwks`]: public keys (PEM, JWK) and key sets from a JWKS endpoint.
 //! - [`json`]: the escaping JSON writer every hand-built reply goes through.
 //! - [`resp`]: the Redis protocol (commands out, replies in).
 //! - [`query`], [`utf8`]: query strings and streaming UTF-8 validation.
@@ -14,6 +15,7 @@ pub mod centrifugo_pb;
 pub mod http;
 pub mod json;
 pub mod jwk;
+pub mod jwks;
 pub mod jwt;
 pub mod query;
 pub mod resp;

@@ -4,8 +4,10 @@
 //!
 //! Owns: sockets, readiness, timers, the clock, admission. Calls into `transport` with
 //! bytes and a `Session`, and applies the effects handlers record (flush, close,
-//! backpressure); transports never read or write a socket themselves.
+//! backpressure); transports never read or write a socket themselves. Beside the workers,
+//! [`jwks`] runs the background threads that fetch token keys from a JWKS endpoint.
 
+pub mod jwks;
 pub mod limits;
 pub mod redis;
 pub mod slot;
@@ -143,6 +145,7 @@ impl Server {
             node_id,
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
+            jwks: jwks::start(crate::transport::centrifugo::client::jwks_cells(&cfg))?,
         });
         let ip_limits =
             Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip, cfg.max_tracked_ips));

@@ -79,6 +79,9 @@ pub struct Shared {
     pub users: Mutex<HashMap<Arc<str>, usize>>,
     /// Per-worker gauges for `/metrics`.
     pub gauges: Vec<WorkerGauges>,
+    /// The JWKS key sets by endpoint URL (filled by `reactor::jwks` fetcher threads; read
+    /// by the token verifiers at connect and subscribe).
+    pub jwks: Vec<(String, Arc<crate::proto::jwks::Jwks>)>,
 }
 
 /// What handlers ask the reactor to do, applied at the end of the loop turn. Each list
@@ -178,8 +181,8 @@ impl Env {
         };
         let ws_limits = WsLimits { max_message: cfg.ws_max_message, max_frame: cfg.ws_max_frame };
         let publish_cidrs = cfg.publish_cidrs();
-        let verifier = Arc::new(super::centrifugo::client::verifier(cfg));
-        let sub_verifier = Arc::new(super::centrifugo::client::sub_verifier(cfg));
+        let verifier = Arc::new(super::centrifugo::client::verifier(cfg, &shared.jwks));
+        let sub_verifier = Arc::new(super::centrifugo::client::sub_verifier(cfg, &shared.jwks));
         let high_water = Env::high_water_of(cfg.max_out_queue);
         Env {
             id,

@@ -111,13 +111,15 @@ impl Kit {
             Arc::new(memory)
         };
         let shared = Arc::new(Shared {
-            cfg,
+            cfg: cfg.clone(),
             engine,
             inboxes: vec![inbox],
             stats: Stats::default(),
             node_id: "node".into(),
             users: Default::default(),
             gauges: vec![Default::default()],
+            // No fetcher: a JWKS set stays empty (tokens get the temporary error).
+            jwks: super::centrifugo::client::jwks_cells(&cfg).into_iter().map(|(u, c, _)| (u, c)).collect(),
         });
         let env = Env::new(0, shared, 1, 1_000, 1_700_000_000);
         Kit { env, sessions: Slab::new(), inbox: rx, deferred: later }

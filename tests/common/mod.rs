@@ -40,6 +40,16 @@ impl Herald {
     /// process set to `nofile` first (through `sh -c 'ulimit -n N; exec herald ...'`), so a
     /// test can reach the limit cheaply.
     pub fn start_limited(config_json: &str, extra_args: &[&str], nofile: Option<u64>) -> Herald {
+        Self::start_full(config_json, extra_args, nofile, &[])
+    }
+
+    /// Like [`Herald::start`], with extra environment variables for the herald process
+    /// (e.g. `SSL_CERT_FILE` for the roots its HTTPS clients trust).
+    pub fn start_env(config_json: &str, env: &[(&str, &str)]) -> Herald {
+        Self::start_full(config_json, &[], None, env)
+    }
+
+    fn start_full(config_json: &str, extra_args: &[&str], nofile: Option<u64>, env: &[(&str, &str)]) -> Herald {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("herald-test-{}-{n}.json", std::process::id()));
@@ -57,6 +67,7 @@ impl Herald {
             .args(["--bind", "127.0.0.1", "--port", "0", "--config"])
             .arg(&path)
             .args(extra_args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -16,6 +16,7 @@ use crate::hub::envelope::json_data;
 use crate::hub::{Done, Message, Op};
 use crate::proto::centrifugo::{self as proto, Command, Disconnect, Encode, Error, SubscribeReq};
 use crate::proto::centrifugo_pb as pb;
+use crate::proto::jwks::Jwks;
 use crate::proto::jwt::{TokenError, Verifier};
 use crate::proto::ws::{self as codec, Opcode};
 use crate::transport::authz;
@@ -90,37 +91,71 @@ impl CfClient {
     }
 }
 
-/// Build the token verifier from the configuration.
-pub fn verifier(cfg: &crate::config::Config) -> Verifier {
+/// The JWKS cells a configuration needs: one per distinct `jwks_public_endpoint` URL
+/// (`client.token`, and `client.subscription_token` when enabled), each with the receiving
+/// end of its refresh requests for the fetcher thread (`reactor::jwks`).
+pub fn jwks_cells(cfg: &crate::config::Config) -> Vec<(String, Arc<Jwks>, std::sync::mpsc::Receiver<()>)> {
+    let st = &cfg.client.subscription_token;
+    let mut urls = vec![cfg.client.token.jwks_public_endpoint.as_str()];
+    if st.enabled {
+        urls.push(st.jwks_public_endpoint.as_str());
+    }
+    let mut out: Vec<(String, Arc<Jwks>, std::sync::mpsc::Receiver<()>)> = Vec::new();
+    for url in urls {
+        if !url.is_empty() && !out.iter().any(|(u, _, _)| u == url) {
+            let (cell, rx) = Jwks::new();
+            out.push((url.to_string(), cell, rx));
+        }
+    }
+    out
+}
+
+/// The cell for `url` among `cells`; an empty one (never filled: every RS/ES token is
+/// "not loaded yet") when it is missing, which only a caller that started no fetcher sees.
+fn cell_for(cells: &[(String, Arc<Jwks>)], url: &str) -> Arc<Jwks> {
+    cells.iter().find(|(u, _)| u == url).map(|(_, c)| c.clone()).unwrap_or_else(|| Jwks::new().0)
+}
+
+/// Build the token verifier from the configuration; `cells` are the JWKS cells by URL.
+pub fn verifier(cfg: &crate::config::Config, cells: &[(String, Arc<Jwks>)]) -> Verifier {
     use crate::proto::jwt::Secret;
     let t = &cfg.client.token;
-    let secret = (!t.hmac_secret_key.is_empty()).then(|| Secret::new(t.hmac_secret_key.as_bytes()));
-    // Config validation parsed these keys already: none fails here.
-    let keys = t.public_keys("client.token").unwrap_or_default();
-    keys.into_iter()
-        .fold(Verifier::new(secret), Verifier::with_public_key)
-        .with_audience((!t.audience.is_empty()).then(|| t.audience.clone()))
+    let v = if !t.jwks_public_endpoint.is_empty() {
+        // As Centrifugo: with a JWKS, the HMAC secret and PEM keys are not used.
+        Verifier::new(None).with_jwks(cell_for(cells, &t.jwks_public_endpoint))
+    } else {
+        let secret = (!t.hmac_secret_key.is_empty()).then(|| Secret::new(t.hmac_secret_key.as_bytes()));
+        // Config validation parsed these keys already: none fails here.
+        let keys = t.public_keys("client.token").unwrap_or_default();
+        keys.into_iter().fold(Verifier::new(secret), Verifier::with_public_key)
+    };
+    v.with_audience((!t.audience.is_empty()).then(|| t.audience.clone()))
         .with_issuer((!t.issuer.is_empty()).then(|| t.issuer.clone()))
 }
 
 /// Build the subscription token verifier: `client.subscription_token` when enabled with
-/// its own key, else the connection token verifier.
-pub fn sub_verifier(cfg: &crate::config::Config) -> Verifier {
+/// its own key or JWKS, else the connection token verifier.
+pub fn sub_verifier(cfg: &crate::config::Config, cells: &[(String, Arc<Jwks>)]) -> Verifier {
     use crate::proto::jwt::Secret;
     let st = &cfg.client.subscription_token;
-    let own = !st.hmac_secret_key.is_empty() || !st.rsa_public_key.is_empty() || !st.ecdsa_public_key.is_empty();
-    if st.enabled && own {
-        let secret = (!st.hmac_secret_key.is_empty()).then(|| Secret::new(st.hmac_secret_key.as_bytes()));
-        let sub = crate::config::centrifugo::TokenConfig {
-            rsa_public_key: st.rsa_public_key.clone(),
-            ecdsa_public_key: st.ecdsa_public_key.clone(),
-            ..Default::default()
-        };
-        let keys = sub.public_keys("client.subscription_token").unwrap_or_default();
-        keys.into_iter().fold(Verifier::new(secret), Verifier::with_public_key)
-    } else {
-        verifier(cfg)
+    let own = !st.hmac_secret_key.is_empty()
+        || !st.rsa_public_key.is_empty()
+        || !st.ecdsa_public_key.is_empty()
+        || !st.jwks_public_endpoint.is_empty();
+    if !(st.enabled && own) {
+        return verifier(cfg, cells);
     }
+    if !st.jwks_public_endpoint.is_empty() {
+        return Verifier::new(None).with_jwks(cell_for(cells, &st.jwks_public_endpoint));
+    }
+    let secret = (!st.hmac_secret_key.is_empty()).then(|| Secret::new(st.hmac_secret_key.as_bytes()));
+    let sub = crate::config::centrifugo::TokenConfig {
+        rsa_public_key: st.rsa_public_key.clone(),
+        ecdsa_public_key: st.ecdsa_public_key.clone(),
+        ..Default::default()
+    };
+    let keys = sub.public_keys("client.subscription_token").unwrap_or_default();
+    keys.into_iter().fold(Verifier::new(secret), Verifier::with_public_key)
 }
 
 /// Start Centrifugo state on a freshly upgraded connection.
@@ -410,6 +445,12 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
             }
             Err(TokenError::Expired | TokenError::NotYetValid) => {
                 return send_error(env, conn, id, proto::TOKEN_EXPIRED);
+            }
+            Err(TokenError::KeysUnavailable) => {
+                // The JWKS fetch this asked for runs on its own thread: the SDK reconnects
+                // with backoff (error 100 is temporary) and finds the key loaded.
+                log::debug!("conn {}:{} from {}: connect token key not loaded yet", env.id, conn.id.key, conn.peer);
+                return send_error(env, conn, id, proto::INTERNAL);
             }
             Err(e) => {
                 log::debug!("conn {}:{} from {}: connect token refused: {e:?}", env.id, conn.id.key, conn.peer);
@@ -790,6 +831,7 @@ pub fn may_subscribe(
 fn token_grant(env: &Env, cf: &CfClient, ch: &str, token: &str) -> Result<SubGrant, Refusal> {
     let v = env.sub_verifier.verify_subscribe(token, ch, env.unix_s).map_err(|e| match e {
         TokenError::Expired | TokenError::NotYetValid => Refusal::Reply(proto::TOKEN_EXPIRED),
+        TokenError::KeysUnavailable => Refusal::Reply(proto::INTERNAL),
         TokenError::WrongChannel => Refusal::Disconnect(proto::INVALID_TOKEN),
         _ => Refusal::Reply(proto::PERMISSION_DENIED),
     })?;
@@ -1103,6 +1145,7 @@ fn refresh(env: &mut Env, conn: &mut Session, id: u32, token: &str) {
             send_reply(env, conn, id, "refresh", &result, |r| r.refresh = Some(pb::refresh_result(&pb_result)));
         }
         Err(TokenError::Expired | TokenError::NotYetValid) => send_error(env, conn, id, proto::TOKEN_EXPIRED),
+        Err(TokenError::KeysUnavailable) => send_error(env, conn, id, proto::INTERNAL),
         Err(_) => disconnect(env, conn, proto::INVALID_TOKEN),
     }
 }
@@ -1111,6 +1154,7 @@ fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) ->
     let now = env.unix_s;
     let v = env.sub_verifier.verify_subscribe(token, channel, now).map_err(|e| match e {
         TokenError::Expired | TokenError::NotYetValid => proto::TOKEN_EXPIRED,
+        TokenError::KeysUnavailable => proto::INTERNAL,
         _ => proto::PERMISSION_DENIED,
     })?;
     let c = v.into_claims();

@@ -604,3 +604,49 @@ fn anonymous_history_and_presence_need_their_options() {
     let r = call(&mut k, u, 6, "presence", json!({"channel": "n:x"}));
     assert!(r["presence"].is_object(), "{r}");
 }
+
+/// With `jwks_public_endpoint`, a token whose key is not loaded yet gets the temporary
+/// error 100 (`"temporary": true`: SDKs reconnect or resubscribe with backoff) and the
+/// connection stays open; once the set holds the key the same token connects. The Kit
+/// starts no fetcher, so the test fills the cell itself.
+#[test]
+fn jwks_key_not_loaded_is_temporary() {
+    use crate::proto::jwk::tests::{OPENSSL_ES512_KID, OPENSSL_ES512_KID_SUB, OPENSSL_P521_X, OPENSSL_P521_Y};
+    use crate::proto::jwks::{KeySet, FRESH_S};
+    let client = json!({"token": {"hmac_secret_key": SECRET, "jwks_public_endpoint": "http://127.0.0.1:9/jwks"}});
+    let mut k = kit(client, json!({"without_namespace": {}}));
+    let now = k.env.unix_s;
+    let c = ws(&mut k);
+    let r = connect(&mut k, c, OPENSSL_ES512_KID);
+    assert_eq!(r["error"], json!({"code": 100, "message": "internal server error", "temporary": true}), "{r}");
+    assert!(!k.closed(c));
+    // The HMAC secret is not used while a JWKS is configured (as in Centrifugo).
+    let c2 = ws(&mut k);
+    send(&mut k, c2, json!({"id": 1, "connect": {"token": token(json!({"sub": "1"}))}}));
+    assert_eq!(closed_with(&mut k, c2), 3500);
+
+    let cell = k.env.shared.jwks[0].1.clone();
+    let doc = json!({"keys": [{"kty": "EC", "crv": "P-521", "kid": "k521", "x": OPENSSL_P521_X, "y": OPENSSL_P521_Y}]});
+    cell.replace(KeySet::parse(doc.to_string().as_bytes(), now - 2 * FRESH_S).unwrap().0);
+    let c3 = ws(&mut k);
+    assert!(connect(&mut k, c3, OPENSSL_ES512_KID)["connect"]["client"].is_string());
+    // A subscription token by JWKS: fine now, temporary when its key goes missing from a
+    // set that is not fresh.
+    let r = subscribe(&mut k, c3, json!({"channel": "$private", "token": OPENSSL_ES512_KID_SUB}));
+    assert!(r.get("subscribe").is_some(), "{r}");
+    let other =
+        json!({"keys": [{"kty": "EC", "crv": "P-521", "kid": "other", "x": OPENSSL_P521_X, "y": OPENSSL_P521_Y}]});
+    cell.replace(KeySet::parse(other.to_string().as_bytes(), now - 2 * FRESH_S).unwrap().0);
+    send(&mut k, c3, json!({"id": 3, "unsubscribe": {"channel": "$private"}}));
+    let _ = reply(&mut k, c3);
+    let r = subscribe(&mut k, c3, json!({"channel": "$private", "token": OPENSSL_ES512_KID_SUB}));
+    assert_eq!((error_code(&r), &r["error"]["temporary"]), (100, &json!(true)), "{r}");
+    // Refresh the same way: an error reply, the connection kept.
+    let r = call(&mut k, c3, 4, "refresh", json!({"token": OPENSSL_ES512_KID}));
+    assert_eq!((error_code(&r), &r["error"]["temporary"]), (100, &json!(true)), "{r}");
+    // A fresh set without the kid: the token is invalid (3500), no retry.
+    cell.replace(KeySet::parse(other.to_string().as_bytes(), now).unwrap().0);
+    let c4 = ws(&mut k);
+    send(&mut k, c4, json!({"id": 1, "connect": {"token": OPENSSL_ES512_KID}}));
+    assert_eq!(closed_with(&mut k, c4), 3500);
+}
