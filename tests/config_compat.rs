@@ -53,7 +53,8 @@ fn unknown_keys_and_unavailable_engines_stop_start_up() {
     for (cfg, needle) in [
         (r#"{"client":{"tokken":{}}}"#, "client.tokken"),
         (r#"{"zzz":1}"#, "zzz"),
-        (r#"{"engine":{"type":"redis"}}"#, "engine.type"),
+        (r#"{"engine":{"type":"nats"}}"#, "engine.type"),
+        (r#"{"engine":{"type":"redis","redis":{"address":"rediss://h:1"}}}"#, "rediss://h:1"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["checkconfig", "--config", "/dev/stdin"])
