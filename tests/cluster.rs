@@ -587,3 +587,56 @@ fn a_dropped_feed_is_read_back_from_history_or_reported() {
     };
     assert_eq!(unsub["push"]["unsubscribe"]["code"], 2500, "{unsub}");
 }
+
+#[test]
+fn emulation_commands_posted_to_another_node_reach_their_session() {
+    let redis = Redis::start();
+    let n = nodes(&[redis.port], "t8", 2);
+    let (a, b) = (&n[0], &n[1]);
+    // centrifuge-js's http_stream transport: the stream on B...
+    let mut s = b.connect();
+    let connect = json!({"id": 1, "connect": {"token": token(json!({"sub": "em"}))}}).to_string();
+    write!(
+        s,
+        "POST /connection/http_stream HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{connect}",
+        connect.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut next_json = || -> Value {
+        loop {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap() > 0, "stream ended");
+            let t = l.trim();
+            if t.starts_with('{') && t != "{}" {
+                return serde_json::from_str(t).unwrap();
+            }
+        }
+    };
+    let reply = next_json();
+    let session = reply["connect"]["session"].as_str().expect("a session").to_string();
+    let node = reply["connect"]["node"].as_str().expect("a node").to_string();
+    // ...and its commands posted to A, which carries them to B.
+    let data = json!({"id": 2, "subscribe": {"channel": "news"}}).to_string();
+    let body = json!({"session": session, "node": node, "data": data}).to_string();
+    let resp = request(a, "POST", "/emulation", &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    let sub = next_json();
+    assert_eq!(sub["id"], 2, "{sub}");
+    assert!(sub.get("subscribe").is_some(), "{sub}");
+    publish(a, "news", b"{\"x\":1}");
+    let push = next_json();
+    assert_eq!(push["push"]["pub"]["data"], json!({"x": 1}), "{push}");
+    // A node nobody runs: accepted and dropped (every node ignores what is not its own, as
+    // with Centrifugo's broker); the embedded engine answers 404 instead.
+    let body = json!({"session": "w0.00", "node": "nope", "data": "{}"}).to_string();
+    assert_eq!(request(a, "POST", "/emulation", &[], body.as_bytes()).status, 204);
+}

@@ -257,6 +257,13 @@ pub trait Engine: Send + Sync {
     fn heartbeat(&self, node: &str, info: Bytes) {
         let _ = (node, info);
     }
+    /// Hand a Centrifugo emulation command to `node`, which holds `session` (the
+    /// `/emulation` request reached another node). False when the engine spans this
+    /// process only (there is no other node to reach).
+    fn forward_emulation(&self, node: &str, session: &str, data: Bytes) -> bool {
+        let _ = (node, session, data);
+        false
+    }
     /// The other live nodes (id, info JSON) as last seen: none for an engine that spans
     /// one process.
     fn nodes(&self) -> Vec<(String, Bytes)> {

@@ -643,6 +643,9 @@ impl Inner {
     }
 
     fn on_control(&self, payload: &[u8]) {
+        if let Some(rest) = payload.strip_prefix(b"x") {
+            return self.on_emulation(rest);
+        }
         // `u` + node id + `\n` + the command as JSON (published as `0::u...`).
         let Some(rest) = payload.strip_prefix(b"u") else { return };
         let Some(nl) = rest.iter().position(|&b| b == b'\n') else { return };
@@ -656,6 +659,21 @@ impl Inner {
         let cmd = Arc::new(cmd);
         for i in &self.inboxes {
             i.send(Note::User(cmd.clone()));
+        }
+    }
+
+    /// `x` + node id + `\n` + session + `\n` + command: an `/emulation` request made on
+    /// another node for a session of this one.
+    fn on_emulation(&self, rest: &[u8]) {
+        let mut parts = rest.splitn(3, |&b| b == b'\n');
+        let (Some(node), Some(session), Some(data)) = (parts.next(), parts.next(), parts.next()) else { return };
+        if node != self.set.node.as_bytes() {
+            return;
+        }
+        let Ok(session) = std::str::from_utf8(session) else { return };
+        let worker = session.strip_prefix('w').and_then(|s| s.split('.').next()).and_then(|w| w.parse::<usize>().ok());
+        if let Some(inbox) = worker.and_then(|w| self.inboxes.get(w)) {
+            inbox.send(Note::Emulation { session: Arc::from(session), data: Bytes::copy_from_slice(data) });
         }
     }
 
@@ -953,6 +971,22 @@ impl Engine for RedisEngine {
 
     fn nodes(&self) -> Vec<(String, Bytes)> {
         self.inner.nodes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    fn forward_emulation(&self, node: &str, session: &str, data: Bytes) -> bool {
+        if node.contains('\n') || session.contains('\n') {
+            return false;
+        }
+        let mut payload = Vec::with_capacity(8 + node.len() + session.len() + data.len());
+        payload.extend_from_slice(b"0::x");
+        payload.extend_from_slice(node.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(session.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(&data);
+        let args = vec![b"PUBLISH".to_vec(), self.inner.control.clone().into_bytes(), payload];
+        self.inner.io().command(0, args, Box::new(log_failure("emulation forward")));
+        true
     }
 
     fn broadcast(&self, note: &dyn Fn() -> Note) {
