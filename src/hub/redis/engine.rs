@@ -264,6 +264,27 @@ impl Inner {
         }
     }
 
+    /// Run a command; a script (`EVAL`) runs as `EVALSHA` (Redis caches scripts by SHA1,
+    /// so a publish does not send and hash the script's text each time), falling back to
+    /// `EVAL` once when Redis does not know it yet (`NOSCRIPT`, e.g. after a restart).
+    fn run(self: &Arc<Self>, shard: usize, args: Vec<Vec<u8>>, done: Answered) {
+        if args.first().map(|a| &a[..]) != Some(b"EVAL") || args.len() < 2 {
+            return self.io().command(shard, args, done);
+        }
+        let mut sha_args = args.clone();
+        sha_args[0] = b"EVALSHA".to_vec();
+        sha_args[1] = script::sha1_hex(&args[1]).into_bytes();
+        let me = self.clone();
+        self.io().command(
+            shard,
+            sha_args,
+            Box::new(move |r| match r {
+                Ok(Value::Error(e)) if e.starts_with(b"NOSCRIPT") => me.io().command(shard, args, done),
+                r => done(r),
+            }),
+        );
+    }
+
     fn shard_of(&self, channel: &str) -> usize {
         shard::of(channel, self.set.shards)
     }
@@ -309,7 +330,7 @@ impl Inner {
         }
     }
 
-    fn publish(&self, channel: &str, data: Bytes, meta: PubMeta, done: Box<dyn FnOnce(Done) + Send>) {
+    fn publish(self: &Arc<Self>, channel: &str, data: Bytes, meta: PubMeta, done: Box<dyn FnOnce(Done) + Send>) {
         let (mut size, ttl_ms) = (self.policy)(channel);
         if meta.skip_history || ttl_ms == 0 {
             size = 0;
@@ -319,7 +340,7 @@ impl Inner {
         let key = meta.idempotency_key.clone().unwrap_or_default();
         let args =
             script::publish_args(&keys, &payload, size, ttl_ms.div_ceil(1000), &self.new_epoch(), META_TTL_S, &key);
-        self.io().command(
+        self.run(
             self.shard_of(channel),
             args,
             Box::new(move |r| {
@@ -339,7 +360,7 @@ impl Inner {
         let args = script::history_args(&keys, since.unwrap_or(0), count, &self.new_epoch(), META_TTL_S);
         let name: Arc<str> = Arc::from(channel);
         let me = self.clone();
-        self.io().command(
+        self.run(
             self.shard_of(channel),
             args,
             Box::new(move |r| {
@@ -685,7 +706,7 @@ impl Inner {
         v
     }
 
-    fn presence_add_redis(&self, channel: &str, client: &str, user: &str, info: &[u8]) {
+    fn presence_add_redis(self: &Arc<Self>, channel: &str, client: &str, user: &str, info: &[u8]) {
         let k = Keys::of(&self.set.prefix, channel);
         let args = vec![
             b"EVAL".to_vec(),
@@ -697,7 +718,7 @@ impl Inner {
             Self::presence_entry(user, info),
             self.set.presence_ttl_s.max(1).to_string().into_bytes(),
         ];
-        self.io().command(self.shard_of(channel), args, Box::new(log_failure("presence add")));
+        self.run(self.shard_of(channel), args, Box::new(log_failure("presence add")));
     }
 }
 
@@ -789,7 +810,7 @@ impl Engine for RedisEngine {
                         k.presence.into_bytes(),
                         k.presence_exp.into_bytes(),
                     ];
-                    self.inner.io().command(
+                    self.inner.run(
                         self.inner.shard_of(&channel),
                         args,
                         Box::new(move |r| done(Done::Presence(presence_entries(r)))),
@@ -829,7 +850,7 @@ impl Engine for RedisEngine {
     fn history_remove(&self, channel: &str) {
         let k = Keys::of(&self.inner.set.prefix, channel);
         let args = vec![b"DEL".to_vec(), k.stream.into_bytes()];
-        self.inner.io().command(self.inner.shard_of(channel), args, Box::new(log_failure("history remove")));
+        self.inner.run(self.inner.shard_of(channel), args, Box::new(log_failure("history remove")));
     }
 
     fn channel_event(&self, channel: &str, note: &dyn Fn() -> Note) {
@@ -842,7 +863,7 @@ impl Engine for RedisEngine {
         payload.extend_from_slice(&ev.json);
         let pubsub = Keys::of(&self.inner.set.prefix, channel).pubsub;
         let args = vec![b"PUBLISH".to_vec(), pubsub.into_bytes(), payload];
-        self.inner.io().command(self.inner.shard_of(channel), args, Box::new(log_failure("join/leave event")));
+        self.inner.run(self.inner.shard_of(channel), args, Box::new(log_failure("join/leave event")));
     }
 
     fn presence_add(&self, channel: &str, client: &str, user: &str, info: Bytes) {
@@ -862,7 +883,7 @@ impl Engine for RedisEngine {
             k.presence_exp.into_bytes(),
             client.as_bytes().to_vec(),
         ];
-        self.inner.io().command(self.inner.shard_of(channel), args, Box::new(log_failure("presence remove")));
+        self.inner.run(self.inner.shard_of(channel), args, Box::new(log_failure("presence remove")));
         if let Ok(mut p) = self.inner.presence.lock() {
             if let Some(m) = p.get_mut(channel) {
                 m.remove(client);
@@ -940,7 +961,7 @@ impl Engine for RedisEngine {
         ];
         let me = self.inner.clone();
         let this = node.to_string();
-        self.inner.io().command(
+        self.inner.run(
             0,
             args,
             Box::new(move |r| {
@@ -985,7 +1006,7 @@ impl Engine for RedisEngine {
         payload.push(b'\n');
         payload.extend_from_slice(&data);
         let args = vec![b"PUBLISH".to_vec(), self.inner.control.clone().into_bytes(), payload];
-        self.inner.io().command(0, args, Box::new(log_failure("emulation forward")));
+        self.inner.run(0, args, Box::new(log_failure("emulation forward")));
         true
     }
 
@@ -1000,7 +1021,7 @@ impl Engine for RedisEngine {
             payload.push(b'\n');
             payload.extend_from_slice(&user_cmd_json(&cmd));
             let args = vec![b"PUBLISH".to_vec(), self.inner.control.clone().into_bytes(), payload];
-            self.inner.io().command(0, args, Box::new(log_failure("control message")));
+            self.inner.run(0, args, Box::new(log_failure("control message")));
         }
     }
 }
