@@ -148,11 +148,11 @@ def table(path):
         if part == "4":
             for r in rs:
                 if r.get("kind") == "reuse_port":
-                    print("| processes | subscribers wanted | open at end | publishes | expected | delivered | lost | dup | p50 ms | p99 ms | box-wide B/conn (MemAvailable) | server RSS B/conn | generators' RSS B/conn | per-process connections | load avg |")
-                    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                    print("| processes | subscribers wanted | open at end | publishes | expected | delivered | lost | dup | p50 ms | p99 ms | box-wide B/conn (MemAvailable) | kernel slab B/conn | server RSS B/conn | generators' RSS B/conn | descriptors per server process | load avg |")
+                    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
                     print("| " + " | ".join([f(r["procs"]), f(r["wanted"]), f(r["open"]), f(r["published"]),
                         f(r["expected"]), f(r["delivered"]), f(r["lost"]), f(r["duplicates"]),
-                        f(r.get("p50_ms"), 2), f(r.get("p99_ms"), 2), f(r.get("box_bytes_per_conn")),
+                        f(r.get("p50_ms"), 2), f(r.get("p99_ms"), 2), f(r.get("box_bytes_per_conn")), f(r.get("slab_bytes_per_conn")),
                         f(r.get("server_rss_bytes_per_conn")), f(r.get("gen_rss_bytes_per_conn")),
                         " / ".join(str(x) for x in r.get("per_process", [])), r.get("loadavg", "-")]) + " |")
             continue

@@ -94,7 +94,9 @@ HERALDS=() PEERS=()
 cleanup() {
   local p
   for p in "${PEERS[@]}"; do "$PEERS_DIR/stop.sh" "$p" >/dev/null 2>&1; done
-  for p in "${HERALDS[@]}"; do kill "$p" 2>/dev/null; done
+  # Newest first: the nodes before their redis-server (else they log a lost connection).
+  local i
+  for ((i = ${#HERALDS[@]} - 1; i >= 0; i--)); do kill "${HERALDS[i]}" 2>/dev/null; done
   for p in "${HERALDS[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null
@@ -151,10 +153,10 @@ start_redis() { # PORT CPU -> LAST_PID
   LAST_PID=$pid
 }
 
-node_conf() { # FILE REDIS_PORT PREFIX REUSE(true|false)
+node_conf() { # FILE REDIS_PORT PREFIX REUSE(true|false) [EXTRA: more "key":value pairs]
   local engine='{"type":"memory"}'
   [ -n "$2" ] && engine="{\"type\":\"redis\",\"redis\":{\"address\":[\"redis://127.0.0.1:$2\"],\"prefix\":\"$3\"}}"
-  echo "{\"reuse_port\":$4,\"engine\":$engine}" >"$1"
+  echo "{\"reuse_port\":$4,\"engine\":$engine${5:+,$5}}" >"$1"
 }
 
 start_herald() { # NAME PORT CPU CONF [SHARED] -> LAST_PID (waits for the port; SHARED: the
@@ -328,7 +330,10 @@ part4() {
   next_port; local rp=$port
   local mem0; mem0=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)
   start_redis $rp "" || { cleanup; return; }; local rpid=$LAST_PID
-  node_conf "$OUT/p4.json" $rp p4 true
+  # handshake_timeout_ms: each generator opens its publisher connection when its subscribers
+  # are open and sends the first publish after the settle phase; the default 10 s would close
+  # that idle connection when the generators finish connecting far apart.
+  node_conf "$OUT/p4.json" $rp p4 true '"handshake_timeout_ms":120000' 
   next_port; local sp=$port
   local pids=() i pid
   for i in $(seq 1 "$PROCS"); do
@@ -341,11 +346,13 @@ part4() {
   local rss0; rss0=$($PY rss "${pids[@]}")
   local redis0; redis0=$($PY rss "$rpid")
   local memb; memb=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)
+  local slabb; slabb=$(awk '/^Slab:/{print $2}' /proc/meminfo)
+  local tcpb; tcpb=$(awk '/^TCP:/{for (i = 1; i < NF; i++) if ($i == "mem") print $(i+1)}' /proc/net/sockstat)
   local la; la=$(loadavg)
   # One generator per PER_PROC subscribers, each on its own channel (its own prefix),
   # publishing through the shared port; the settle phase is long enough for all of them to
   # be connected before the first publishes.
-  local settle=${P4_SETTLE:-45} lps=() logs=() jsons=()
+  local settle=${P4_SETTLE:-20} lps=() logs=() jsons=()
   for i in $(seq 1 "$PROCS"); do
     local cmd=("$BIN/herald-load" --json --label "reuse_port gen $i" --target herald --addr "127.0.0.1:$sp"
       --conns "$PER_PROC" --sources 64 --connect-concurrency 128 --connect-timeout 150 --settle "$settle"
@@ -364,6 +371,8 @@ part4() {
   done
   sleep 3
   local memi; memi=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)
+  local slabi; slabi=$(awk '/^Slab:/{print $2}' /proc/meminfo)
+  local tcpi; tcpi=$(awk '/^TCP:/{for (i = 1; i < NF; i++) if ($i == "mem") print $(i+1)}' /proc/net/sockstat)
   local rssi; rssi=$($PY rss "${pids[@]}")
   local redisi; redisi=$($PY rss "$rpid")
   local genrss; genrss=$($PY rss "${lps[@]}")
@@ -375,7 +384,7 @@ part4() {
     echo "{\"ready\": $ready}"
     for j in "${jsons[@]}"; do tail -1 "$j"; done
   } >"$OUT/p4-all.jsonl"
-  python3 - "$OUT/p4-all.jsonl" "$PROCS" "$total" "$mem0" "$memb" "$memi" "$rss0" "$rssi" "$genrss" "$redis0" "$redisi" "$la" "${per[*]}" <<'PY' >>"$RESULTS"
+  python3 - "$OUT/p4-all.jsonl" "$PROCS" "$total" "$mem0" "$memb" "$memi" "$rss0" "$rssi" "$genrss" "$redis0" "$redisi" "$la" "${per[*]}" "$slabb" "$slabi" "$tcpb" "$tcpi" <<'PY' >>"$RESULTS"
 import json, sys
 a = sys.argv
 lines = [json.loads(l) for l in open(a[1]) if l.strip().startswith("{")]
@@ -402,6 +411,10 @@ out = {
     "redis_rss_bytes": {"idle": redis0, "connected": redisi},
     "loadavg": a[12], "per_process": [int(x) - 0 for x in a[13].split()],
     "first_errors": [g["first_error"] for g in gens if g.get("first_error")],
+    # Both ends of every loopback connection are on this box: kernel figures count two sockets.
+    "slab_kb": {"servers_idle": int(a[14]), "all_connected": int(a[15])},
+    "slab_bytes_per_conn": round((int(a[15]) - int(a[14])) * 1024 / opened) if opened else None,
+    "tcp_mem_pages": {"servers_idle": int(a[16]), "all_connected": int(a[17])},
 }
 print(json.dumps(out))
 PY
