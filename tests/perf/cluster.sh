@@ -21,8 +21,11 @@
 # Env:   PARTS          parts to run                               (default "1 2 3 4")
 #        DURATION       seconds of publishing at max rate / 1,000/s (default 10)
 #        SLOW_DURATION  seconds of publishing at 2/s                (default 30)
-#        FEW            subscribers of parts 1 and 2                (default 16)
-#        PUB_CONNS / PUB_PIPELINE / MAX_WINDOW   part 1's publishers (default 16 / 32 / 4096)
+#        FEW            subscribers of part 2 (one channel)         (default 16)
+#        PUB_CONNS_LIST / PUB_PIPELINE / MAX_WINDOW   part 1's publisher connections (one run
+#                       each, with as many channels and one subscriber each; default "16 64"),
+#                       requests pipelined on each (32), most messages in flight (4096);
+#                       redis-benchmark uses the first of the list with the same -P
 #        FANOUT_CONNS   subscribers of part 3                       (default 10000)
 #        PROCS / PER_PROC   part 4                                  (default 5 / 19000)
 #        REDIS_CPU / NODE_CPU   part 1's split: redis-server alone on REDIS_CPU, the nodes and
@@ -51,7 +54,8 @@ PARTS=${PARTS:-"1 2 3 4"}
 DURATION=${DURATION:-10}
 SLOW_DURATION=${SLOW_DURATION:-30}
 FEW=${FEW:-16}
-PUB_CONNS=${PUB_CONNS:-16}
+PUB_CONNS_LIST=${PUB_CONNS_LIST:-"16 64"}
+PUB_CONNS=${PUB_CONNS_LIST%% *}
 PUB_PIPELINE=${PUB_PIPELINE:-32}
 MAX_WINDOW=${MAX_WINDOW:-4096}
 FANOUT_CONNS=${FANOUT_CONNS:-10000}
@@ -233,11 +237,16 @@ part1() {
   next_port; local pa=$port; start_herald p1-A $pa "$NODE_CPU" "$OUT/p1.json" || { cleanup; return; }; local apid=$LAST_PID
   next_port; local pb=$port; start_herald p1-B $pb "$NODE_CPU" "$OUT/p1.json" || { cleanup; return; }; local bpid=$LAST_PID
   local watch="redis=$rpid A=$apid B=$bpid"
-  # The generator's own CPU is in its summary (generator_cpu_pct).
-  run_load 1 "cluster max-rate publish A->B, $FEW channels x 1 sub" "$NODE_CPU" "$watch" \
-    --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" \
-    --conns "$FEW" --channels "$FEW" --pub-conns "$PUB_CONNS" --pub-pipeline "$PUB_PIPELINE" --window "$MAX_WINDOW" \
-    --rate 0 --duration "$DURATION" --settle 1 --size 100 --server-pid "$apid"
+  # The generator's own CPU is in its summary (generator_cpu_pct). A node answers the
+  # publishes of one connection one at a time (the session waits for Redis's answer before
+  # parsing the next request), so the connection count sets how many are in flight.
+  local pc
+  for pc in $PUB_CONNS_LIST; do
+    run_load 1 "cluster max-rate publish A->B, $pc pub conns x $PUB_PIPELINE pipelined, $pc channels x 1 sub" "$NODE_CPU" "$watch" \
+      --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" \
+      --conns "$pc" --channels "$pc" --pub-conns "$pc" --pub-pipeline "$PUB_PIPELINE" --window "$MAX_WINDOW" \
+      --rate 0 --duration "$DURATION" --settle 2 --size 100 --server-pid "$apid"
+  done
   # redis-benchmark on the same redis-server, same connections and pipelining.
   local payload; payload=$(printf 'x%.0s' $(seq 1 100))
   bench() { # LABEL N ARGS...
