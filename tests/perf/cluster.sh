@@ -37,7 +37,7 @@
 #                       QUIET_MAX seconds (default 0: do not wait) until the 1-minute load is
 #                       below QUIET_LOAD (default 1.5); the load average is recorded with
 #                       every run either way
-#        PORT_BASE      first port used                             (default 19800)
+#        PORT_BASE      ports are taken upward from here, skipping any in use (default 29800)
 # Output: OUTDIR/results.jsonl (one JSON object per run, with the exact command in "cmd"),
 #         OUTDIR/commands.txt, OUTDIR/tables.md (also printed), server logs.
 # Bounds: every load run has its own phases' deadlines and a `timeout` around it; every
@@ -67,7 +67,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 QUIET_LOAD=${QUIET_LOAD:-1.5}
 QUIET_MAX=${QUIET_MAX:-0}
-PORT_BASE=${PORT_BASE:-19800}
+PORT_BASE=${PORT_BASE:-29800}
 PEERS_DIR=${PEERS_DIR:-$ROOT/tests/perf/peers}
 PY="python3 $ROOT/tests/perf/cluster.py"
 RESULTS=$OUT/results.jsonl
@@ -226,7 +226,10 @@ run_load() {
 }
 
 port=$PORT_BASE
-next_port() { port=$((port + 1)); }
+next_port() { # the next port nothing listens on yet (other benchmarks share this machine)
+  port=$((port + 1))
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+}
 
 # ---------------------------------------------------------------------------------------
 part1() {
