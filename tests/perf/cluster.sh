@@ -27,6 +27,8 @@
 #                       requests pipelined on each (32), most messages in flight (4096);
 #                       redis-benchmark uses the first of the list with the same -P
 #        FANOUT_CONNS   subscribers of part 3                       (default 10000)
+#        DRAIN          part 3: seconds to wait for deliveries after the last publish (default
+#                       10); what has not arrived by then counts as lost
 #        PROCS / PER_PROC   part 4                                  (default 5 / 19000)
 #        REDIS_CPU / NODE_CPU   part 1's split: redis-server alone on REDIS_CPU, the nodes and
 #                       the generator on NODE_CPU                   (default 0 / 1)
@@ -59,6 +61,7 @@ PUB_CONNS=${PUB_CONNS_LIST%% *}
 PUB_PIPELINE=${PUB_PIPELINE:-32}
 MAX_WINDOW=${MAX_WINDOW:-4096}
 FANOUT_CONNS=${FANOUT_CONNS:-10000}
+DRAIN=${DRAIN:-10}
 PROCS=${PROCS:-5}
 PER_PROC=${PER_PROC:-19000}
 REDIS_CPU=${REDIS_CPU:-0}
@@ -317,12 +320,12 @@ part3() {
   next_port; local pc=$port; start_herald p3-C $pc "$SERVER_CPU" "$OUT/p3.json" || { cleanup; return; }; local cpid=$LAST_PID
   run_load 3 "3 nodes: publish A, x$FANOUT_CONNS on B+C, max rate" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid C=$cpid" \
     --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --sub-url "ws://127.0.0.1:$pc/ws/?cid={ch}" \
-    --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" --conns "$FANOUT_CONNS" --rate 0 --duration "$DURATION"
+    --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" --conns "$FANOUT_CONNS" --rate 0 --duration "$DURATION" --drain "$DRAIN"
   cleanup
   node_conf "$OUT/mem.json" "" "" false
   next_port; local p1=$port; start_herald p3-single $p1 "$SERVER_CPU" "$OUT/mem.json" || { cleanup; return; }; local spid=$LAST_PID
   run_load 3 "1 node (memory): x$FANOUT_CONNS, max rate" "$LOAD_CPU" "node=$spid" \
-    --target herald --addr "127.0.0.1:$p1" --conns "$FANOUT_CONNS" --rate 0 --duration "$DURATION"
+    --target herald --addr "127.0.0.1:$p1" --conns "$FANOUT_CONNS" --rate 0 --duration "$DURATION" --drain "$DRAIN"
   cleanup
   if [ ! -x "$PEERS_DIR/start-nchan.sh" ]; then say "no $PEERS_DIR/start-nchan.sh: Nchan skipped"; return; fi
   next_port; rp=$port
@@ -331,7 +334,7 @@ part3() {
   next_port; local n2=$port; start_nchan $n2 "$SERVER_CPU" "redis://127.0.0.1:$rp" || { cleanup; return; }; local n2pid=$LAST_PID
   run_load 3 "Nchan+Redis: publish nginx 2, x$FANOUT_CONNS on nginx 1, max rate" "$LOAD_CPU" "redis=$rpid nginx1=$n1pid nginx2=$n2pid" \
     --sub-url "ws://127.0.0.1:$n1/sub/{ch}" --pub-url "http://127.0.0.1:$n2/pub/{ch}" \
-    --conns "$FANOUT_CONNS" --rate 0 --duration "$DURATION"
+    --conns "$FANOUT_CONNS" --rate 0 --duration "$DURATION" --drain "$DRAIN"
   cleanup
 }
 
