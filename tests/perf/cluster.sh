@@ -101,11 +101,13 @@ HERALDS=() PEERS=()
 cleanup() {
   local p
   for p in "${PEERS[@]}"; do "$PEERS_DIR/stop.sh" "$p" >/dev/null 2>&1; done
-  # Newest first: the nodes before their redis-server (else they log a lost connection).
+  # Newest first, each gone before the next: the nodes before their redis-server (else
+  # they log a lost connection while they shut down).
   local i
-  for ((i = ${#HERALDS[@]} - 1; i >= 0; i--)); do kill "${HERALDS[i]}" 2>/dev/null; done
-  for p in "${HERALDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  for ((i = ${#HERALDS[@]} - 1; i >= 0; i--)); do
+    p=${HERALDS[i]}
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 1 70); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null
   done
   HERALDS=() PEERS=()
