@@ -281,6 +281,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in order (`kind as usize` indexes it).
+    pub const ALL: [Kind; 6] = [Kind::Connect, Kind::Refresh, Kind::Subscribe, Kind::Publish, Kind::SubRefresh, Kind::Rpc];
+
     /// For logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

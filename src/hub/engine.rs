@@ -160,6 +160,9 @@ pub enum Done {
     History(Result<HistoryRead, EngineError>),
     /// To [`Op::Presence`]: (client id, user, ClientInfo JSON).
     Presence(Result<Vec<(String, String, Bytes)>, EngineError>),
+    /// Not an engine answer: a proxy call to the application backend answered (or failed),
+    /// delivered through the same [`Note::Answer`] to the session that waits for it.
+    Proxy(Result<Box<crate::proto::proxy::Answer>, crate::proto::proxy::Failure>),
 }
 
 impl Done {
@@ -184,6 +187,14 @@ impl Done {
         match self {
             Done::Presence(r) => r,
             _ => Err(EngineError("engine answered another operation".into())),
+        }
+    }
+
+    /// The proxy answer (a failure when this answers something else).
+    pub fn proxy(self) -> Result<Box<crate::proto::proxy::Answer>, crate::proto::proxy::Failure> {
+        match self {
+            Done::Proxy(r) => r,
+            _ => Err(crate::proto::proxy::Failure::Malformed("answered another operation".into())),
         }
     }
 }

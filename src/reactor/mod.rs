@@ -5,10 +5,12 @@
 //! Owns: sockets, readiness, timers, the clock, admission. Calls into `transport` with
 //! bytes and a `Session`, and applies the effects handlers record (flush, close,
 //! backpressure); transports never read or write a socket themselves. Beside the workers,
-//! [`jwks`] runs the background threads that fetch token keys from a JWKS endpoint.
+//! [`jwks`] runs the background threads that fetch token keys from a JWKS endpoint, and
+//! [`proxy`] the threads that make Centrifugo proxy calls to the application backend.
 
 pub mod jwks;
 pub mod limits;
+pub mod proxy;
 pub mod redis;
 pub mod slot;
 pub mod timer;
@@ -137,15 +139,28 @@ impl Server {
         } else {
             Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy, clock.seed(u64::MAX)))
         };
+        let proxies = crate::config::proxy::ProxySet::new(&cfg);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             engine,
-            inboxes,
             stats: Stats::default(),
             node_id,
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
             jwks: jwks::start(crate::transport::centrifugo::client::jwks_cells(&cfg))?,
+            backend: if proxies.any() {
+                let pool = proxy::Pool::start(
+                    cfg.proxy_threads,
+                    cfg.proxy_queue_size,
+                    cfg.proxy_max_response,
+                    inboxes.clone(),
+                )?;
+                Some(Arc::new(pool) as Arc<dyn crate::transport::env::Backend>)
+            } else {
+                None
+            },
+            proxies,
+            inboxes,
         });
         let ip_limits =
             Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip, cfg.max_tracked_ips));
