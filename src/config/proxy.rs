@@ -282,7 +282,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in order (`kind as usize` indexes it).
-    pub const ALL: [Kind; 6] = [Kind::Connect, Kind::Refresh, Kind::Subscribe, Kind::Publish, Kind::SubRefresh, Kind::Rpc];
+    pub const ALL: [Kind; 6] =
+        [Kind::Connect, Kind::Refresh, Kind::Subscribe, Kind::Publish, Kind::SubRefresh, Kind::Rpc];
 
     /// For logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -339,7 +340,8 @@ impl ProxySet {
         let mut all: Vec<&Proxy> = set.defaults.values().chain(set.named.values()).collect();
         all.extend(set.connect.iter().chain(set.refresh.iter()));
         for p in all {
-            for (list, names) in [(&mut set.http_headers, &p.http_headers), (&mut set.emulated_headers, &p.emulated_headers)]
+            for (list, names) in
+                [(&mut set.http_headers, &p.http_headers), (&mut set.emulated_headers, &p.emulated_headers)]
             {
                 for h in names {
                     let h = h.to_ascii_lowercase();
@@ -405,7 +407,8 @@ fn check(key: &str, p: &Proxy) -> Result<(), String> {
 
 /// The start-up checks of every proxy key (messages name the key).
 pub fn validate(cfg: &super::Config) -> Result<(), String> {
-    for (key, p) in [("client.proxy.connect", &cfg.client.proxy.connect), ("client.proxy.refresh", &cfg.client.proxy.refresh)]
+    for (key, p) in
+        [("client.proxy.connect", &cfg.client.proxy.connect), ("client.proxy.refresh", &cfg.client.proxy.refresh)]
     {
         if p.enabled {
             check(key, &p.proxy())?;

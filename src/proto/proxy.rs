@@ -61,7 +61,8 @@ pub fn encode(r: &Request<'_>) -> Bytes {
     if let Some(u) = r.user {
         w.key("user").string(u);
     }
-    for (k, v) in [("channel", r.channel), ("token", r.token), ("method", r.method), ("name", r.name), ("version", r.version)]
+    for (k, v) in
+        [("channel", r.channel), ("token", r.token), ("method", r.method), ("name", r.name), ("version", r.version)]
     {
         if !v.is_empty() {
             w.key(k).string(v);

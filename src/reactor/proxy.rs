@@ -42,16 +42,6 @@ pub struct Pool {
     in_flight: Arc<AtomicUsize>,
 }
 
-/// Hop-by-hop and framing headers that are never forwarded, whatever `http_headers` lists:
-/// the client's request framing is not this request's.
-const NOT_FORWARDED: &[&str] =
-    &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive", "expect"];
-
-/// Whether a header may be sent on a proxy request.
-pub fn forwardable(name: &str) -> bool {
-    !NOT_FORWARDED.iter().any(|h| h.eq_ignore_ascii_case(name)) && !name.eq_ignore_ascii_case("content-type")
-}
-
 impl Pool {
     /// Start `threads` threads answering into `inboxes` (by worker index), with room for
     /// `queue` waiting calls and answers of at most `max_response` bytes.

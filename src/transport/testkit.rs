@@ -178,6 +178,7 @@ impl Kit {
                 super::reprocess(&mut self.env, s);
             }
         }
+        self.settle();
     }
 
     /// Make the fake proxy threads refuse calls (a full queue).

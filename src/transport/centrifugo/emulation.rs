@@ -45,7 +45,7 @@ pub fn open(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     env.queue(conn, crate::transport::pubsub::stream_head(env, req, ct));
     conn.state =
         State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.handshake_timeout_ms, multi: false };
-    client::attach(env, conn, false);
+    client::attach(env, conn, false, req);
     if let Some(cf) = conn.cf.as_mut() {
         cf.emulated = true;
         // The session id is what authorises `/emulation` commands for this client, so it is
