@@ -41,7 +41,9 @@ fn unimplemented_keys_are_named_once_and_mapped_keys_applied() {
     let log = log_of(&h);
     let warn: Vec<&String> = log.iter().filter(|l| l.contains("does not implement")).collect();
     assert_eq!(warn.len(), 1, "one warning line: {log:#?}");
-    for key in ["client.token.user_id_claim", "client.proxy.connect.grpc_metadata", "channel.namespaces[0].history_meta_ttl"] {
+    for key in
+        ["client.token.user_id_claim", "client.proxy.connect.grpc_metadata", "channel.namespaces[0].history_meta_ttl"]
+    {
         assert_eq!(warn[0].matches(key).count(), 1, "{key} named once: {}", warn[0]);
     }
     assert!(!warn[0].contains("hmac_secret_key"), "implemented keys are applied, not ignored");

@@ -298,7 +298,10 @@ fn connect_proxy_result_subscribes_server_side_and_forwards_headers() {
         (&s.body["transport"], &s.body["protocol"], &s.body["encoding"]),
         (&json!("websocket"), &json!("json"), &json!("json"))
     );
-    assert_eq!((&s.body["name"], &s.body["version"], &s.body["data"]), (&json!("test"), &json!("1"), &json!({"user": "56"})));
+    assert_eq!(
+        (&s.body["name"], &s.body["version"], &s.body["data"]),
+        (&json!("test"), &json!("1"), &json!({"user": "56"}))
+    );
     assert_eq!(s.header("Cookie"), vec!["session=abc"]);
     assert_eq!(s.header("Authorization"), vec!["Bearer xyz"]);
     assert!(s.header("X-Other").is_empty(), "not listed in http_headers");
@@ -472,8 +475,12 @@ fn rpc_proxy_results_and_errors() {
         ("/rpc", _) => ok(json!({"error": {"code": 104, "message": "method not found"}})),
         _ => connect_handler(s),
     });
-    let h = herald(&b, false, json!({"rpc": {"proxy": {"endpoint": b.url("/rpc")},
-        "without_namespace": {"proxy_enabled": true}, "namespaces": [{"name": "off"}], "ping": {"enabled": true}}}));
+    let h = herald(
+        &b,
+        false,
+        json!({"rpc": {"proxy": {"endpoint": b.url("/rpc")},
+        "without_namespace": {"proxy_enabled": true}, "namespaces": [{"name": "off"}], "ping": {"enabled": true}}}),
+    );
     let mut c = Client::open(&h, &[]);
     c.call("connect", json!({"data": {"user": "bob"}}));
     assert_eq!(c.call("rpc", json!({"method": "sum", "data": {"a": 2, "b": 3}}))["rpc"], json!({"data": {"sum": 5}}));

@@ -40,6 +40,10 @@ struct Job {
 pub struct Pool {
     tx: SyncSender<Job>,
     in_flight: Arc<AtomicUsize>,
+    /// When a full queue was last logged (seconds since the pool started): once a second
+    /// at most, however many calls it refuses.
+    busy_logged: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 impl Pool {
@@ -57,7 +61,7 @@ impl Pool {
                 .spawn(move || run(&rx, &inboxes, &agent, max_response, &in_flight))?;
         }
         log::info!("proxy: {threads} threads for calls to the application backend, {queue} may wait");
-        Ok(Pool { tx, in_flight })
+        Ok(Pool { tx, in_flight, busy_logged: Default::default(), started: Instant::now() })
     }
 }
 
@@ -69,12 +73,15 @@ impl Backend for Pool {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                log::warn!(
-                    "proxy {} to {}: {} (the client gets error 100 and retries)",
-                    j.call.kind.as_str(),
-                    shown(&j.call.url),
-                    Failure::Busy
-                );
+                let now = self.started.elapsed().as_secs() + 1;
+                if self.busy_logged.swap(now, Ordering::Relaxed) != now {
+                    log::warn!(
+                        "proxy {} to {}: {} (clients get error 100 and retry)",
+                        j.call.kind.as_str(),
+                        shown(&j.call.url),
+                        Failure::Busy
+                    );
+                }
                 Err(Failure::Busy)
             }
         }

@@ -347,6 +347,14 @@ impl Env {
         }
     }
 
+    /// How much work waits behind a parked session's answer (0 when it is not parked).
+    pub fn deferred(&self, conn: &Session) -> usize {
+        match self.waiting.get(&conn.id.key) {
+            Some(w) if conn.parked && w.gen == conn.id.gen => w.later.len(),
+            _ => 0,
+        }
+    }
+
     /// The engine answered a parked session: run the rest of its handler and whatever
     /// waited behind it (until it parks again).
     pub fn resume(&mut self, conn: &mut Session, done: Vec<crate::hub::Done>) {

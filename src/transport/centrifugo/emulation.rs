@@ -109,12 +109,27 @@ pub fn request(env: &mut Env, conn: &mut Session, req: &Req) {
     respond(env, conn, resp.empty(), keep);
 }
 
+/// Most `/emulation` posts that may wait behind a session's engine or proxy answer. A
+/// WebSocket client waiting that way is simply not read; an emulation client posts on other
+/// connections, so its posts are held, and this bounds what they hold (64 KiB each).
+pub const MAX_WAITING_POSTS: usize = 16;
+
 /// A command from `/emulation` reaches its session (inbox note on the session's worker).
 pub fn deliver<S: Sessions>(env: &mut Env, sessions: &mut S, session: &Arc<str>, data: &Bytes) {
     let Some(id) = env.emulation.get(session).copied() else { return };
     let Some(conn) = sessions.session(id.key as usize) else { return };
     if conn.id.gen != id.gen || conn.dead {
         return;
+    }
+    if env.deferred(conn) >= MAX_WAITING_POSTS {
+        log::info!(
+            "conn {}:{} from {}: {MAX_WAITING_POSTS} emulation posts wait already, closing",
+            env.id,
+            conn.id.key,
+            conn.peer
+        );
+        let d = crate::proto::centrifugo::Disconnect { code: 3013, reason: "too many requests" };
+        return client::disconnect(env, conn, d);
     }
     client::on_frame(env, conn, data);
 }

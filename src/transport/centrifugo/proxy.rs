@@ -149,7 +149,8 @@ fn close(env: &mut Env, conn: &mut Session, d: &BackendDisconnect) {
 }
 
 fn failed(env: &Env, conn: &Session, kind: Kind, f: &Failure) {
-    log::info!("conn {}:{} from {}: proxy {}: {f}", env.id, conn.id.key, conn.peer, kind.as_str());
+    // The proxy threads log the failure with the endpoint; this names the connection.
+    log::debug!("conn {}:{} from {}: proxy {}: {f}", env.id, conn.id.key, conn.peer, kind.as_str());
 }
 
 /// The internal error, as a backend error (one path for both).

@@ -347,3 +347,44 @@ fn sub_refresh_proxy_extends_subscriptions_server_side() {
     let (_, close) = read(&mut k, c);
     assert_eq!(close, Some(3006));
 }
+
+#[test]
+fn emulation_posts_wait_in_order_behind_a_call_and_are_bounded() {
+    let mut k = kit(json!({}));
+    let s = k.open();
+    let connect = br#"{"id":1,"connect":{"data":{"x":1}}}"#;
+    let req = format!(
+        "POST /connection/http_stream HTTP/1.1\r\nHost: x\r\nCookie: c=1\r\nContent-Length: {}\r\n\r\n",
+        connect.len()
+    );
+    k.input(s, &[req.as_bytes(), connect].concat());
+    let (_, body) = one_call(&k);
+    assert_eq!(body["transport"], "http_stream");
+    assert!(k.proxy_headers().contains(&("Cookie".to_string(), "c=1".to_string())), "{:?}", k.proxy_headers());
+    let session = k.s(s).cf.as_ref().unwrap().session.clone().unwrap();
+    let node = k.env.shared.node_id.clone();
+    let post = |k: &mut Kit, data: &str| {
+        let body = json!({"session": &*session, "node": node, "data": data}).to_string();
+        let c = k.open();
+        let req = format!("POST /emulation HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        k.input(c, req.as_bytes());
+        assert!(k.text(c).starts_with("HTTP/1.1 204"));
+        k.pump();
+    };
+    post(&mut k, r#"{"id":2,"rpc":{"method":"ping"}}"#);
+    k.text(s);
+    k.proxy_answer(Ok(r#"{"result":{"user":"e"}}"#));
+    let t = k.text(s);
+    let (a, b) = (t.find("\"id\":1").unwrap(), t.find("\"id\":2").unwrap());
+    assert!(a < b && t.contains(r#""rpc":{}"#), "the posted command ran after the connect: {t}");
+    // A session waiting on a call holds at most MAX_WAITING_POSTS posts.
+    post(&mut k, r#"{"id":3,"rpc":{"method":"slow"}}"#);
+    assert_eq!(k.proxy_calls().len(), 1);
+    for i in 0..super::emulation::MAX_WAITING_POSTS {
+        assert!(!k.closed(s), "{i}");
+        post(&mut k, r#"{"id":4,"rpc":{"method":"ping"}}"#);
+    }
+    assert!(!k.closed(s));
+    post(&mut k, r#"{"id":5,"rpc":{"method":"ping"}}"#);
+    assert!(k.closed(s), "one post too many closes the session");
+}
