@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 const P: &str = "http://127.0.0.1:9/";
 
 /// A kit with every proxy configured (endpoints never called: the kit answers).
-fn kit(extra_client: Value) -> Kit {
+pub(super) fn kit(extra_client: Value) -> Kit {
     let mut client = json!({
         "token": {"hmac_secret_key": "unit-secret"}, "ping_interval": "10s", "pong_timeout": "3s",
         "proxy": {"connect": {"enabled": true, "endpoint": P, "http_headers": ["Cookie", "X-Real-Ip"],
