@@ -7,6 +7,12 @@
 //! backpressure policy). Handlers never do IO: they queue bytes on the session and list
 //! it here; the reactor applies the lists (the rustls/quinn-proto shape). The clock is
 //! read by the reactor once per loop turn and written into `now_ms` and `unix_s`.
+//!
+//! Also the asynchronous seam: a handler that needs an answer from elsewhere (the Redis
+//! engine, a proxy call to the application backend through the [`Backend`] the reactor's
+//! proxy threads implement) parks its session with a continuation ([`Env::park`] via
+//! [`Env::engine`] or [`Env::proxy`]); the answer comes back as a `Note::Answer` in the
+//! worker's inbox and [`Env::resume`] runs the rest.
 
 use super::metrics::WorkerGauges;
 use super::session::{Session, State};
@@ -190,18 +196,19 @@ pub struct Env {
     pub zip: super::wire::Zip,
     /// Inflated client message scratch (reused; freed when a message made it large).
     pub inflated: Vec<u8>,
-    /// Sessions waiting for an asynchronous engine answer, by slab key (see
-    /// [`Env::engine`]). Empty with the memory engine.
+    /// Sessions waiting for an asynchronous engine or proxy answer, by slab key (see
+    /// [`Env::engine`], [`Env::proxy`], [`Env::park`]). Empty with the memory engine and no
+    /// proxy call in flight.
     pub waiting: HashMap<u32, Waiting>,
 }
 
-/// What runs when an engine answer arrives: the second half of a handler.
+/// What runs when an engine (or proxy) answer arrives: the second half of a handler.
 pub type Then = Box<dyn FnOnce(&mut Env, &mut Session, Vec<crate::hub::Done>) + Send>;
 /// Work that arrived for a session while it waited (API commands, emulation posts), run
 /// in order once it no longer waits.
 pub type Later = Box<dyn FnOnce(&mut Env, &mut Session) + Send>;
 
-/// A session parked on an engine answer.
+/// A session parked on an engine or proxy answer.
 pub struct Waiting {
     gen: u32,
     then: Then,
