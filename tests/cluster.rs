@@ -63,7 +63,7 @@ fn node_config(redis: &[u16], prefix: &str) -> String {
     let addrs: Vec<String> = redis.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
     json!({
         "history_size": 100,
-        "engine": {"type": "redis", "redis": {"address": addrs, "prefix": prefix, "io_timeout": "2s"}},
+        "engine": {"type": "redis", "redis": {"address": addrs, "prefix": prefix, "io_timeout": "2s", "presence_ttl": "3s"}},
         "client": {"token": {"hmac_secret_key": SECRET}, "ping_interval": "10s", "pong_timeout": "5s"},
         "http_api": {"key": KEY},
         "channel": {
@@ -388,6 +388,23 @@ fn presence_join_leave_and_user_commands_cross_nodes() {
     }
     let p = api(a, "presence", json!({"channel": "chat:room"}));
     assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 1, "{p}");
+    // Carol joins through C, then C dies without a goodbye: her entry expires with the
+    // presence TTL (3 s here), since nobody refreshes it.
+    let mut on_c2 = Cf::open(c, "carol");
+    assert!(on_c2.call("subscribe", json!({"channel": "chat:room"})).get("subscribe").is_some());
+    let count = || api(a, "presence", json!({"channel": "chat:room"}))["result"]["presence"].as_object().unwrap().len();
+    assert_eq!(count(), 2);
+    // Alive, her entry outlives the TTL (its node refreshes it).
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(count(), 2, "refreshed while its node lives");
+    // SIGKILL by the PID this test started (the handle is borrowed above), with Carol still
+    // connected: her node never says goodbye.
+    let killed = Command::new("kill").args(["-KILL", &c.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let t = Instant::now();
+    assert!(wait_until(Duration::from_secs(8), || count() == 1), "a dead node's clients leave presence");
+    assert!(t.elapsed() >= Duration::from_millis(500), "gone by expiry, not by a goodbye");
+    drop(on_c2);
 }
 
 #[test]

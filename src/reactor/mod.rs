@@ -111,7 +111,7 @@ impl Server {
                 prefix: rc.prefix.clone(),
                 shards: targets.len(),
                 node: node_id.clone(),
-                presence_ttl_s: 60,
+                presence_ttl_s: (rc.presence_ttl.0 / 1000).max(1),
             };
             let e = Arc::new(crate::hub::redis::engine::RedisEngine::new(
                 inboxes.clone(),

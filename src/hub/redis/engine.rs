@@ -902,7 +902,7 @@ impl Engine for RedisEngine {
     fn sweep(&self, now_ms: u64) {
         // Refresh this node's presence entries at a third of their TTL, so they live while
         // the node does and expire within the TTL when it dies.
-        let every = self.inner.set.presence_ttl_s.max(3) * 1000 / 3;
+        let every = self.inner.set.presence_ttl_s * 1000 / 3;
         let last = self.inner.last_presence_refresh.load(Ordering::Relaxed);
         if now_ms < last + every {
             return;
