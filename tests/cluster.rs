@@ -639,6 +639,10 @@ fn emulation_commands_posted_to_another_node_reach_their_session() {
         }
     };
     let reply = next_json();
+    // A knows B once B's heartbeat reached it.
+    let b_uid = api(b, "info", json!({}))["result"]["nodes"][0]["uid"].as_str().unwrap().to_string();
+    let known = || api(a, "info", json!({}))["result"]["nodes"].as_array().unwrap().iter().any(|n| n["uid"] == b_uid);
+    assert!(wait_until(Duration::from_secs(6), known));
     let session = reply["connect"]["session"].as_str().expect("a session").to_string();
     let node = reply["connect"]["node"].as_str().expect("a node").to_string();
     // ...and its commands posted to A, which carries them to B.
@@ -652,8 +656,7 @@ fn emulation_commands_posted_to_another_node_reach_their_session() {
     publish(a, "news", b"{\"x\":1}");
     let push = next_json();
     assert_eq!(push["push"]["pub"]["data"], json!({"x": 1}), "{push}");
-    // A node nobody runs: accepted and dropped (every node ignores what is not its own, as
-    // with Centrifugo's broker); the embedded engine answers 404 instead.
+    // A node that is not alive: 404, nothing is published.
     let body = json!({"session": "w0.00", "node": "nope", "data": "{}"}).to_string();
-    assert_eq!(request(a, "POST", "/emulation", &[], body.as_bytes()).status, 204);
+    assert_eq!(request(a, "POST", "/emulation", &[], body.as_bytes()).status, 404);
 }

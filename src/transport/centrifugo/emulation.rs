@@ -88,8 +88,10 @@ pub fn request(env: &mut Env, conn: &mut Session, req: &Req) {
     };
     if r.node != env.shared.node_id {
         // Another node holds the session: a shared engine carries the command there (as
-        // Centrifugo does through its broker); with the embedded engine there is none.
-        if !env.shared.engine.forward_emulation(&r.node, &r.session, Bytes::from(r.data)) {
+        // Centrifugo does through its broker), if that node is alive (so a made-up node
+        // name costs nothing but this answer); with the embedded engine there is none.
+        let live = env.shared.engine.nodes().iter().any(|(id, _)| *id == r.node);
+        if !live || !env.shared.engine.forward_emulation(&r.node, &r.session, Bytes::from(r.data)) {
             return error(env, conn, req, 404, "no such node");
         }
         return accepted(env, conn, req);
