@@ -660,3 +660,75 @@ fn emulation_commands_posted_to_another_node_reach_their_session() {
     let body = json!({"session": "w0.00", "node": "nope", "data": "{}"}).to_string();
     assert_eq!(request(a, "POST", "/emulation", &[], body.as_bytes()).status, 404);
 }
+
+#[test]
+fn unidirectional_transports_and_server_side_subscriptions_cross_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&[redis.port], "t9", 2);
+    let (a, b) = (&n[0], &n[1]);
+    // The token's channels are subscribed server-side, in Redis, before the connect push.
+    let t = token(json!({"sub": "u", "channels": ["news", "chat:room"]}));
+    let mut ws = ws_open(b, "/connection/uni_websocket");
+    ws.send(Message::Text(json!({"token": t}).to_string())).unwrap();
+    let text = |ws: &mut Ws| -> Value {
+        loop {
+            if let Message::Text(t) = ws.read().expect("a message") {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    let first = text(&mut ws);
+    assert_eq!(first["connect"]["subs"].as_object().map(|s| s.len()), Some(2), "{first}");
+    let mut s = b.connect();
+    let body = json!({"token": t}).to_string();
+    write!(s, "POST /connection/uni_http_stream HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(v["connect"]["client"].is_string(), "{v}");
+    for i in 1..=3 {
+        api(a, "publish", json!({"channel": "news", "data": {"n": i}}));
+    }
+    for i in 1..=3u64 {
+        let p = loop {
+            let v = text(&mut ws);
+            if v.get("pub").is_some() {
+                break v;
+            }
+        };
+        assert_eq!((p["channel"].as_str(), p["pub"]["offset"].as_u64()), (Some("news"), Some(i)), "{p}");
+        let p = loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0);
+            let v: Value = serde_json::from_str(line.trim()).unwrap_or_default();
+            if v.get("pub").is_some() {
+                break v;
+            }
+        };
+        assert_eq!(p["pub"]["offset"].as_u64(), Some(i), "{p}");
+    }
+    // The server API subscribes the user on B from A.
+    api(a, "subscribe", json!({"user": "u", "channel": "chat:other"}));
+    let sub = loop {
+        let v = text(&mut ws);
+        if v.get("subscribe").is_some() {
+            break v;
+        }
+    };
+    assert_eq!(sub["channel"], "chat:other", "{sub}");
+    api(a, "publish", json!({"channel": "chat:other", "data": "x"}));
+    let p = loop {
+        let v = text(&mut ws);
+        if v.get("pub").is_some() {
+            break v;
+        }
+    };
+    assert_eq!((p["channel"].as_str(), p["pub"]["data"].as_str()), (Some("chat:other"), Some("x")));
+}
