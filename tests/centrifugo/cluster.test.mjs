@@ -100,7 +100,7 @@ class Env {
         const to = route.url ? `${route.url}/connection/websocket` : url;
         super(to, protocols);
         env.note(`${label} dial ${to}`);
-        this.on('message', (d, bin) => env.note(`${label} S>C ${bin ? `<binary ${d.length}>` : d}`));
+        this.on('message', (d, bin) => env.note(`${label} S>C ${bin ? `<binary ${d.byteLength ?? d.length}>` : d}`));
         this.on('close', (code) => env.note(`${label} closed ${code}`));
         this.on('error', (e) => env.note(`${label} error ${e.message}`));
       }
