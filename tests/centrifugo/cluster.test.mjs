@@ -5,7 +5,8 @@
 // through A's /api/publish (fetch, and pycent) and /publish/; a client of B moves to C and
 // recovers what it missed (a new instance with `since`, and the same instance reconnecting
 // after its node is SIGKILLed); A's server API lists the clients of B and C in presence;
-// join and leave cross nodes.
+// join and leave cross nodes; A's API subscribe, unsubscribe and disconnect reach a user's
+// connections on B and C.
 //
 // Builds nothing: HERALD_BIN names the binary (default ../../target/release/herald).
 // Run: tests/centrifugo/run.sh   (or `node --test cluster.test.mjs` here after `npm ci`)
@@ -437,4 +438,31 @@ clusterTest('presence through A lists the clients of B and C; join and leave cro
   await dave.c.publish(ch, { hi: 'from A' });
   await waitUntil(() => alice.pubs.length === 1, 'alice on B gets dave\'s publication');
   assert.deepEqual([alice.pubs[0].data, alice.pubs[0].info.user], [{ hi: 'from A' }, 'dave']);
+});
+
+clusterTest('server API user commands through A reach SDK clients of B and C: subscribe, unsubscribe, disconnect', async (env) => {
+  const { A, B, C } = cluster;
+  const onB = env.client(B, 'erin');
+  const onC = env.client(C, 'erin', { pb: true });
+  const subs = { B: [], C: [] };
+  const pubs = { B: [], C: [] };
+  const unsubs = { B: [], C: [] };
+  for (const [k, c] of [['B', onB], ['C', onC]]) {
+    c.on('subscribed', (ctx) => subs[k].push(ctx.channel));
+    c.on('publication', (ctx) => pubs[k].push({ channel: ctx.channel, offset: ctx.offset, data: k === 'C' ? dec(ctx.data) : ctx.data }));
+    c.on('unsubscribed', (ctx) => unsubs[k].push(ctx.channel));
+  }
+  await Promise.all([once(onB, 'connected'), once(onC, 'connected'), onB.connect(), onC.connect()]);
+  await env.api(A, 'subscribe', { user: 'erin', channel: 'srv-news' });
+  await waitUntil(() => subs.B.length === 1 && subs.C.length === 1, 'both connections of erin got the server-side subscription');
+  assert.deepEqual([subs.B, subs.C], [['srv-news'], ['srv-news']]);
+  const r = await env.apiPublish(A, 'srv-news', { s: 1 });
+  await waitUntil(() => pubs.B.length === 1 && pubs.C.length === 1, 'the publication on A reaches both');
+  for (const k of ['B', 'C']) assert.deepEqual(pubs[k], [{ channel: 'srv-news', offset: r.offset, data: { s: 1 } }], k);
+  await env.api(A, 'unsubscribe', { user: 'erin', channel: 'srv-news' });
+  await waitUntil(() => unsubs.B.length === 1 && unsubs.C.length === 1, 'both unsubscribed');
+  const gone = [once(onB, 'disconnected'), once(onC, 'disconnected')];
+  await env.api(A, 'disconnect', { user: 'erin' });
+  const [dB, dC] = await Promise.all(gone);
+  assert.deepEqual([dB.code, dC.code], [3503, 3503], 'force disconnect on B and C');
 });
