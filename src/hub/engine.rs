@@ -150,6 +150,18 @@ pub enum Op {
         /// Channel.
         channel: String,
     },
+    /// Add or replace a presence entry, answered once it is in place (a subscribe reply
+    /// follows it, so whoever reads presence after the reply sees the subscriber).
+    PresenceAdd {
+        /// Channel.
+        channel: String,
+        /// Client id.
+        client: String,
+        /// User id.
+        user: String,
+        /// ClientInfo JSON.
+        info: Bytes,
+    },
 }
 
 /// The answer to one [`Op`], in the order the operations were given.
@@ -160,6 +172,8 @@ pub enum Done {
     History(Result<HistoryRead, EngineError>),
     /// To [`Op::Presence`]: (client id, user, ClientInfo JSON).
     Presence(Result<Vec<(String, String, Bytes)>, EngineError>),
+    /// To [`Op::PresenceAdd`].
+    Added(Result<(), EngineError>),
 }
 
 impl Done {
@@ -213,6 +227,10 @@ pub trait Engine: Send + Sync {
                         Done::History(Ok(self.subscribe(&channel, worker, since, now_ms)))
                     }
                     Op::Presence { channel } => Done::Presence(Ok(self.presence(&channel))),
+                    Op::PresenceAdd { channel, client, user, info } => {
+                        self.presence_add(&channel, &client, &user, info);
+                        Done::Added(Ok(()))
+                    }
                 })
                 .collect(),
         )

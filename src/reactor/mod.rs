@@ -125,7 +125,8 @@ impl Server {
                 ..Default::default()
             };
             let names: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
-            let driver = redis::Driver::start(targets, timeouts, redis::EngineSink(e.clone()))?;
+            let setup = crate::hub::redis::engine::RedisEngine::setup_commands();
+            let driver = redis::Driver::start_with(targets, timeouts, redis::EngineSink(e.clone()), setup)?;
             // Serve once the connections are up, so the first requests do not meet a
             // Redis that is still being connected to (it answered PING a moment ago).
             if !driver.wait_up(timeouts.connect * 2) {
