@@ -708,8 +708,10 @@ impl Sink for EngineSink {
     }
 
     fn health(&self, shard: usize, up: bool) {
-        if !up {
-            log::warn!("redis shard {shard}: pub/sub connection lost; reconnecting");
+        if up {
+            log::info!("redis shard {shard}: up; reading back what its channels may have missed");
+        } else {
+            log::warn!("redis shard {shard}: a connection is down; publishes to its channels fail until it is back");
         }
         self.0.on_health(shard, up);
     }
