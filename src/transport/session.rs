@@ -58,7 +58,7 @@ pub struct WsState {
     /// (RFC 7692; see `proto::ws_deflate`). Incoming RSV1 is the decoder's own flag.
     pub deflate: bool,
     /// Since when an incomplete frame has been waiting for its remaining bytes (ms + 1,
-    /// so `None` costs no space: this struct stays in jemalloc's 112-byte class).
+    /// so `None` costs no space: this struct stays in jemalloc's 80-byte class).
     partial_since: Option<NonZeroU64>,
 }
 
@@ -376,9 +376,9 @@ mod tests {
     fn session_stays_small() {
         let n = std::mem::size_of::<super::Session>();
         assert!(n <= 184, "Session is {n} bytes");
-        // Boxed per WebSocket connection: keep it in jemalloc's 112-byte size class.
+        // Boxed per WebSocket connection: keep it in jemalloc's 80-byte size class.
         let w = std::mem::size_of::<super::WsState>();
-        assert!(w <= 112, "WsState is {w} bytes");
+        assert!(w <= 80, "WsState is {w} bytes");
     }
 
     #[test]
