@@ -150,6 +150,18 @@ pub enum Op {
         /// Channel.
         channel: String,
     },
+    /// Add or replace a presence entry, answered once it is in place (a subscribe reply
+    /// follows it, so whoever reads presence after the reply sees the subscriber).
+    PresenceAdd {
+        /// Channel.
+        channel: String,
+        /// Client id.
+        client: String,
+        /// User id.
+        user: String,
+        /// ClientInfo JSON.
+        info: Bytes,
+    },
 }
 
 /// The answer to one [`Op`], in the order the operations were given.
@@ -160,6 +172,8 @@ pub enum Done {
     History(Result<HistoryRead, EngineError>),
     /// To [`Op::Presence`]: (client id, user, ClientInfo JSON).
     Presence(Result<Vec<(String, String, Bytes)>, EngineError>),
+    /// To [`Op::PresenceAdd`].
+    Added(Result<(), EngineError>),
     /// Not an engine answer: a proxy call to the application backend answered (or failed),
     /// delivered through the same [`Note::Answer`] to the session that waits for it.
     Proxy(Result<Box<crate::proto::proxy::Answer>, crate::proto::proxy::Failure>),
@@ -224,6 +238,10 @@ pub trait Engine: Send + Sync {
                         Done::History(Ok(self.subscribe(&channel, worker, since, now_ms)))
                     }
                     Op::Presence { channel } => Done::Presence(Ok(self.presence(&channel))),
+                    Op::PresenceAdd { channel, client, user, info } => {
+                        self.presence_add(&channel, &client, &user, info);
+                        Done::Added(Ok(()))
+                    }
                 })
                 .collect(),
         )
@@ -267,6 +285,13 @@ pub trait Engine: Send + Sync {
     /// nodes); called every few seconds. An engine spanning nodes shares it.
     fn heartbeat(&self, node: &str, info: Bytes) {
         let _ = (node, info);
+    }
+    /// Hand a Centrifugo emulation command to `node`, which holds `session` (the
+    /// `/emulation` request reached another node). False when the engine spans this
+    /// process only (there is no other node to reach).
+    fn forward_emulation(&self, node: &str, session: &str, data: Bytes) -> bool {
+        let _ = (node, session, data);
+        false
     }
     /// The other live nodes (id, info JSON) as last seen: none for an engine that spans
     /// one process.

@@ -113,7 +113,7 @@ impl Server {
                 prefix: rc.prefix.clone(),
                 shards: targets.len(),
                 node: node_id.clone(),
-                presence_ttl_s: 60,
+                presence_ttl_s: (rc.presence_ttl.0 / 1000).max(1),
             };
             let e = Arc::new(crate::hub::redis::engine::RedisEngine::new(
                 inboxes.clone(),
@@ -127,7 +127,8 @@ impl Server {
                 ..Default::default()
             };
             let names: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
-            let driver = redis::Driver::start(targets, timeouts, redis::EngineSink(e.clone()))?;
+            let setup = crate::hub::redis::engine::RedisEngine::setup_commands();
+            let driver = redis::Driver::start_with(targets, timeouts, redis::EngineSink(e.clone()), setup)?;
             // Serve once the connections are up, so the first requests do not meet a
             // Redis that is still being connected to (it answered PING a moment ago).
             if !driver.wait_up(timeouts.connect * 2) {

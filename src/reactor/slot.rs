@@ -62,6 +62,6 @@ mod tests {
         // mio's socket carries a selector id for its own checks in debug builds only.
         let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
         let n = std::mem::size_of::<super::Slot>();
-        assert!(n <= 248 + debug_extra, "Slot is {n} bytes");
+        assert!(n <= 208 + debug_extra, "Slot is {n} bytes");
     }
 }

@@ -58,17 +58,15 @@ pub fn on_bytes(env: &mut Env, conn: &mut Session, data: &mut [u8]) {
             conn.inbuf.extend_from_slice(&data[used..]);
         }
     } else {
-        let mut buf = std::mem::take(&mut conn.inbuf);
+        let mut buf = conn.inbuf.take();
         buf.extend_from_slice(data);
         let used = process(env, conn, &mut buf);
         buf.drain(..used.min(buf.len()));
-        conn.inbuf = buf;
+        // Idle connections own no read buffer: an emptied one is freed.
+        conn.inbuf.put(buf);
     }
     if !conn.inbuf.is_empty() {
         check_held_input(env, conn);
-    } else if conn.inbuf.capacity() > 0 {
-        // Idle connections own no read buffer.
-        conn.inbuf = Vec::new();
     }
     note_partial_frame(env, conn);
 }
@@ -94,10 +92,10 @@ pub fn reprocess(env: &mut Env, conn: &mut Session) {
     if conn.inbuf.is_empty() || conn.dead {
         return;
     }
-    let mut buf = std::mem::take(&mut conn.inbuf);
+    let mut buf = conn.inbuf.take();
     let used = process(env, conn, &mut buf);
     buf.drain(..used.min(buf.len()));
-    conn.inbuf = if buf.is_empty() { Vec::new() } else { buf };
+    conn.inbuf.put(buf);
     note_partial_frame(env, conn);
 }
 
@@ -231,7 +229,7 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
                     env.kill(conn);
                 } else {
                     let r = crate::proto::http::error_response(408, "request not received in time", false);
-                    conn.inbuf = Vec::new();
+                    conn.inbuf.clear();
                     conn.state = State::Http(None);
                     env.queue(conn, r);
                     conn.set_req_started(None);
@@ -245,7 +243,7 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
         State::Ws(w) if w.partial_since_ms().is_some_and(|t| t + env.shared.cfg.handshake_timeout_ms <= now) => {
             // A frame started arriving and never completed: its bytes are held for nothing.
             log::debug!("conn {}:{} from {}: incomplete frame timed out", env.id, conn.id.key, conn.peer);
-            conn.inbuf = Vec::new();
+            conn.inbuf.clear();
             ws::close(env, conn, 1008, "frame not completed in time")
         }
         State::Ws(_) => ws::on_ping_timer(env, conn),

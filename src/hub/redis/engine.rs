@@ -236,6 +236,23 @@ impl RedisEngine {
         }
     }
 
+    /// Commands to run first on every command connection: `SCRIPT LOAD` of every script,
+    /// so `EVALSHA` finds them (a `NOSCRIPT` retry as `EVAL` would run after commands
+    /// queued behind it, changing their order).
+    pub fn setup_commands() -> Vec<Vec<Vec<u8>>> {
+        [
+            script::PUBLISH,
+            script::HISTORY,
+            script::PRESENCE_ADD,
+            script::PRESENCE_REMOVE,
+            script::PRESENCE_GET,
+            script::NODES,
+        ]
+        .iter()
+        .map(|sc| vec![b"SCRIPT".to_vec(), b"LOAD".to_vec(), sc.as_bytes().to_vec()])
+        .collect()
+    }
+
     /// Connect the engine to its IO (once) and subscribe to the control channel.
     pub fn set_io(&self, io: Box<dyn Io>) {
         let _ = self.inner.io.set(io);
@@ -262,6 +279,27 @@ impl Inner {
             Some(io) => io.as_ref(),
             None => &NoIo,
         }
+    }
+
+    /// Run a command; a script (`EVAL`) runs as `EVALSHA` (Redis caches scripts by SHA1,
+    /// so a publish does not send and hash the script's text each time), falling back to
+    /// `EVAL` once when Redis does not know it yet (`NOSCRIPT`, e.g. after a restart).
+    fn run(self: &Arc<Self>, shard: usize, args: Vec<Vec<u8>>, done: Answered) {
+        if args.first().map(|a| &a[..]) != Some(b"EVAL") || args.len() < 2 {
+            return self.io().command(shard, args, done);
+        }
+        let mut sha_args = args.clone();
+        sha_args[0] = b"EVALSHA".to_vec();
+        sha_args[1] = script::sha1_hex(&args[1]).into_bytes();
+        let me = self.clone();
+        self.io().command(
+            shard,
+            sha_args,
+            Box::new(move |r| match r {
+                Ok(Value::Error(e)) if e.starts_with(b"NOSCRIPT") => me.io().command(shard, args, done),
+                r => done(r),
+            }),
+        );
     }
 
     fn shard_of(&self, channel: &str) -> usize {
@@ -309,7 +347,7 @@ impl Inner {
         }
     }
 
-    fn publish(&self, channel: &str, data: Bytes, meta: PubMeta, done: Box<dyn FnOnce(Done) + Send>) {
+    fn publish(self: &Arc<Self>, channel: &str, data: Bytes, meta: PubMeta, done: Box<dyn FnOnce(Done) + Send>) {
         let (mut size, ttl_ms) = (self.policy)(channel);
         if meta.skip_history || ttl_ms == 0 {
             size = 0;
@@ -319,7 +357,7 @@ impl Inner {
         let key = meta.idempotency_key.clone().unwrap_or_default();
         let args =
             script::publish_args(&keys, &payload, size, ttl_ms.div_ceil(1000), &self.new_epoch(), META_TTL_S, &key);
-        self.io().command(
+        self.run(
             self.shard_of(channel),
             args,
             Box::new(move |r| {
@@ -339,7 +377,7 @@ impl Inner {
         let args = script::history_args(&keys, since.unwrap_or(0), count, &self.new_epoch(), META_TTL_S);
         let name: Arc<str> = Arc::from(channel);
         let me = self.clone();
-        self.io().command(
+        self.run(
             self.shard_of(channel),
             args,
             Box::new(move |r| {
@@ -643,6 +681,9 @@ impl Inner {
     }
 
     fn on_control(&self, payload: &[u8]) {
+        if let Some(rest) = payload.strip_prefix(b"x") {
+            return self.on_emulation(rest);
+        }
         // `u` + node id + `\n` + the command as JSON (published as `0::u...`).
         let Some(rest) = payload.strip_prefix(b"u") else { return };
         let Some(nl) = rest.iter().position(|&b| b == b'\n') else { return };
@@ -659,6 +700,21 @@ impl Inner {
         }
     }
 
+    /// `x` + node id + `\n` + session + `\n` + command: an `/emulation` request made on
+    /// another node for a session of this one.
+    fn on_emulation(&self, rest: &[u8]) {
+        let mut parts = rest.splitn(3, |&b| b == b'\n');
+        let (Some(node), Some(session), Some(data)) = (parts.next(), parts.next(), parts.next()) else { return };
+        if node != self.set.node.as_bytes() {
+            return;
+        }
+        let Ok(session) = std::str::from_utf8(session) else { return };
+        let worker = session.strip_prefix('w').and_then(|s| s.split('.').next()).and_then(|w| w.parse::<usize>().ok());
+        if let Some(inbox) = worker.and_then(|w| self.inboxes.get(w)) {
+            inbox.send(Note::Emulation { session: Arc::from(session), data: Bytes::copy_from_slice(data) });
+        }
+    }
+
     fn presence_entry(user: &str, info: &[u8]) -> Vec<u8> {
         let mut v = Vec::with_capacity(4 + user.len() + info.len());
         v.extend_from_slice(&(user.len() as u32).to_be_bytes());
@@ -667,7 +723,11 @@ impl Inner {
         v
     }
 
-    fn presence_add_redis(&self, channel: &str, client: &str, user: &str, info: &[u8]) {
+    fn presence_add_redis(self: &Arc<Self>, channel: &str, client: &str, user: &str, info: &[u8]) {
+        self.presence_add_then(channel, client, user, info, Box::new(log_failure("presence add")));
+    }
+
+    fn presence_add_then(self: &Arc<Self>, channel: &str, client: &str, user: &str, info: &[u8], done: Answered) {
         let k = Keys::of(&self.set.prefix, channel);
         let args = vec![
             b"EVAL".to_vec(),
@@ -679,7 +739,7 @@ impl Inner {
             Self::presence_entry(user, info),
             self.set.presence_ttl_s.max(1).to_string().into_bytes(),
         ];
-        self.io().command(self.shard_of(channel), args, Box::new(log_failure("presence add")));
+        self.run(self.shard_of(channel), args, done);
     }
 }
 
@@ -762,6 +822,25 @@ impl Engine for RedisEngine {
                 Op::Publish { channel, data, meta } => self.inner.publish(&channel, data, meta, done),
                 Op::History { channel, since, limit } => self.inner.read(&channel, since, limit, done),
                 Op::Subscribe { channel, worker, since } => self.inner.subscribe(&channel, worker, since, done),
+                Op::PresenceAdd { channel, client, user, info } => {
+                    if let Ok(mut p) = self.inner.presence.lock() {
+                        p.entry(channel.clone()).or_default().insert(client.clone(), (user.clone(), info.clone()));
+                    }
+                    self.inner.presence_add_then(
+                        &channel,
+                        &client,
+                        &user,
+                        &info,
+                        Box::new(move |r| {
+                            let r = match r {
+                                Ok(Value::Error(e)) => Err(err(String::from_utf8_lossy(&e))),
+                                Ok(_) => Ok(()),
+                                Err(e) => Err(err(e)),
+                            };
+                            done(Done::Added(r))
+                        }),
+                    );
+                }
                 Op::Presence { channel } => {
                     let k = Keys::of(&self.inner.set.prefix, &channel);
                     let args = vec![
@@ -771,7 +850,7 @@ impl Engine for RedisEngine {
                         k.presence.into_bytes(),
                         k.presence_exp.into_bytes(),
                     ];
-                    self.inner.io().command(
+                    self.inner.run(
                         self.inner.shard_of(&channel),
                         args,
                         Box::new(move |r| done(Done::Presence(presence_entries(r)))),
@@ -811,7 +890,7 @@ impl Engine for RedisEngine {
     fn history_remove(&self, channel: &str) {
         let k = Keys::of(&self.inner.set.prefix, channel);
         let args = vec![b"DEL".to_vec(), k.stream.into_bytes()];
-        self.inner.io().command(self.inner.shard_of(channel), args, Box::new(log_failure("history remove")));
+        self.inner.run(self.inner.shard_of(channel), args, Box::new(log_failure("history remove")));
     }
 
     fn channel_event(&self, channel: &str, note: &dyn Fn() -> Note) {
@@ -824,7 +903,7 @@ impl Engine for RedisEngine {
         payload.extend_from_slice(&ev.json);
         let pubsub = Keys::of(&self.inner.set.prefix, channel).pubsub;
         let args = vec![b"PUBLISH".to_vec(), pubsub.into_bytes(), payload];
-        self.inner.io().command(self.inner.shard_of(channel), args, Box::new(log_failure("join/leave event")));
+        self.inner.run(self.inner.shard_of(channel), args, Box::new(log_failure("join/leave event")));
     }
 
     fn presence_add(&self, channel: &str, client: &str, user: &str, info: Bytes) {
@@ -844,7 +923,7 @@ impl Engine for RedisEngine {
             k.presence_exp.into_bytes(),
             client.as_bytes().to_vec(),
         ];
-        self.inner.io().command(self.inner.shard_of(channel), args, Box::new(log_failure("presence remove")));
+        self.inner.run(self.inner.shard_of(channel), args, Box::new(log_failure("presence remove")));
         if let Ok(mut p) = self.inner.presence.lock() {
             if let Some(m) = p.get_mut(channel) {
                 m.remove(client);
@@ -863,7 +942,7 @@ impl Engine for RedisEngine {
     fn sweep(&self, now_ms: u64) {
         // Refresh this node's presence entries at a third of their TTL, so they live while
         // the node does and expire within the TTL when it dies.
-        let every = self.inner.set.presence_ttl_s.max(3) * 1000 / 3;
+        let every = self.inner.set.presence_ttl_s * 1000 / 3;
         let last = self.inner.last_presence_refresh.load(Ordering::Relaxed);
         if now_ms < last + every {
             return;
@@ -922,7 +1001,7 @@ impl Engine for RedisEngine {
         ];
         let me = self.inner.clone();
         let this = node.to_string();
-        self.inner.io().command(
+        self.inner.run(
             0,
             args,
             Box::new(move |r| {
@@ -955,6 +1034,22 @@ impl Engine for RedisEngine {
         self.inner.nodes.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
+    fn forward_emulation(&self, node: &str, session: &str, data: Bytes) -> bool {
+        if node.contains('\n') || session.contains('\n') {
+            return false;
+        }
+        let mut payload = Vec::with_capacity(8 + node.len() + session.len() + data.len());
+        payload.extend_from_slice(b"0::x");
+        payload.extend_from_slice(node.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(session.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(&data);
+        let args = vec![b"PUBLISH".to_vec(), self.inner.control.clone().into_bytes(), payload];
+        self.inner.run(0, args, Box::new(log_failure("emulation forward")));
+        true
+    }
+
     fn broadcast(&self, note: &dyn Fn() -> Note) {
         for i in &self.inner.inboxes {
             i.send(note());
@@ -966,7 +1061,7 @@ impl Engine for RedisEngine {
             payload.push(b'\n');
             payload.extend_from_slice(&user_cmd_json(&cmd));
             let args = vec![b"PUBLISH".to_vec(), self.inner.control.clone().into_bytes(), payload];
-            self.inner.io().command(0, args, Box::new(log_failure("control message")));
+            self.inner.run(0, args, Box::new(log_failure("control message")));
         }
     }
 }

@@ -114,6 +114,12 @@ end
 return out
 "#;
 
+/// A script's SHA1 in hex, as `EVALSHA` names it.
+pub fn sha1_hex(script: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(script).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The keys and pub/sub channel of one Herald channel.
 pub struct Keys {
     /// The meta hash (top offset, epoch).
@@ -274,6 +280,12 @@ mod tests {
             .unwrap();
         assert_eq!(p, Page { top: 2, epoch: "ep".into(), oldest: 1, entries: vec![(2, Bytes::from_static(b"{x}"))] });
         assert!(page(&v(b"*1\r\n:1\r\n")).is_err());
+    }
+
+    #[test]
+    fn script_sha() {
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
     }
 
     #[test]

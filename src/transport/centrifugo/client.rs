@@ -804,9 +804,13 @@ where
             }
         };
         let mut out = Vec::with_capacity(preps.len());
+        let mut presence = Vec::new();
+        let mut joins = Vec::new();
         for (p, read) in preps.into_iter().zip(reads) {
             let rec = recovery(conn, &p, read);
-            enter(env, conn, &p.req, &p.opts, &p.grant);
+            let (pr, join) = enter(conn, &p.req, &p.opts, &p.grant);
+            presence.extend(pr);
+            joins.extend(join);
             log::debug!(
                 "conn {}:{}: centrifugo subscribe {} recovering={} recovered={}",
                 env.id,
@@ -817,8 +821,29 @@ where
             );
             out.push((p, rec));
         }
-        then(env, conn, Ok(out))
+        if presence.is_empty() {
+            announce(env, &joins);
+            return then(env, conn, Ok(out));
+        }
+        // The reply waits for the presence entries (whoever reads presence after it sees
+        // this client); the joins are announced after them.
+        env.engine(conn, presence, move |env, conn, done| {
+            for d in done {
+                if let Done::Added(Err(e)) = d {
+                    log::warn!("conn {}:{}: presence add: {e}", env.id, conn.id.key);
+                }
+            }
+            then(env, conn, Ok(out))
+        });
+        announce(env, &joins);
     });
+}
+
+/// Announce join events (through the engine: every node's subscribers get them).
+fn announce(env: &Env, joins: &[Arc<Event>]) {
+    for ev in joins {
+        env.shared.engine.channel_event(&ev.channel, &|| Note::Event(ev.clone()));
+    }
 }
 
 /// Leave a channel's delivery set (not the Centrifugo subscription record).
@@ -1032,9 +1057,15 @@ fn recovery(conn: &mut Session, p: &Prepared, mut read: HistoryRead) -> Recovery
     Recovery { recoverable: p.recoverable, recovering, recovered, reply_offset, read, pubs }
 }
 
-/// Record the subscription on the client, add presence and announce the join.
-fn enter(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &ChannelOptions, grant: &SubGrant) {
-    let Some(cf) = conn.cf.as_mut() else { return };
+/// Record the subscription on the client; what it then takes: the presence entry to add
+/// and the join event to announce (in that order, after it).
+fn enter(
+    conn: &mut Session,
+    req: &SubscribeReq,
+    opts: &ChannelOptions,
+    grant: &SubGrant,
+) -> (Option<Op>, Option<Arc<Event>>) {
+    let Some(cf) = conn.cf.as_mut() else { return (None, None) };
     let ch = req.channel.as_str();
     let info = proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), grant.chan_info.as_deref());
     cf.subs.push(CfSub {
@@ -1045,17 +1076,16 @@ fn enter(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &ChannelOp
         expires_at: grant.expires_at,
     });
     let client_id = cf.id.clone();
-    if opts.presence {
-        env.shared.engine.presence_add(ch, &client_id, &cf.user, info.clone());
-    }
-    if opts.join_leave {
-        let ev = Arc::new(Event {
-            channel: Arc::from(ch),
-            json: proto::join_leave_push(ch, &info, true),
-            client: client_id,
-        });
-        env.shared.engine.channel_event(ch, &|| Note::Event(ev.clone()));
-    }
+    let presence = opts.presence.then(|| Op::PresenceAdd {
+        channel: ch.to_string(),
+        client: client_id.to_string(),
+        user: cf.user.to_string(),
+        info: info.clone(),
+    });
+    let join = opts.join_leave.then(|| {
+        Arc::new(Event { channel: Arc::from(ch), json: proto::join_leave_push(ch, &info, true), client: client_id })
+    });
+    (presence, join)
 }
 
 /// Leave one channel (client unsubscribe, API unsubscribe, or connection close).

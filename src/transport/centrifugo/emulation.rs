@@ -7,8 +7,9 @@
 //! Owns: opening those streams, the session registry of each worker, and routing an
 //! `/emulation` request to the worker that holds the session (the session id names it:
 //! `w{worker}.{128 random bits}`) through that worker's inbox. The command logic is the client's
-//! ([`super::client::on_frame`]). Answers `404` when the node is not this one, as
-//! Centrifugo does; a session gone from this node is answered `204` (its stream ended).
+//! ([`super::client::on_frame`]). A request for another node is carried there by a shared
+//! engine (Redis), as Centrifugo does through its broker; with the embedded engine it is
+//! answered `404`, as Centrifugo does. A session gone is answered `204` (its stream ended).
 
 use super::client;
 use crate::hub::bus::Note;
@@ -86,7 +87,14 @@ pub fn request(env: &mut Env, conn: &mut Session, req: &Req) {
         return error(env, conn, req, 400, "body must be {\"session\":..,\"node\":..,\"data\":\"COMMAND\"}");
     };
     if r.node != env.shared.node_id {
-        return error(env, conn, req, 404, "no such node");
+        // Another node holds the session: a shared engine carries the command there (as
+        // Centrifugo does through its broker), if that node is alive (so a made-up node
+        // name costs nothing but this answer); with the embedded engine there is none.
+        let live = env.shared.engine.nodes().iter().any(|(id, _)| *id == r.node);
+        if !live || !env.shared.engine.forward_emulation(&r.node, &r.session, Bytes::from(r.data)) {
+            return error(env, conn, req, 404, "no such node");
+        }
+        return accepted(env, conn, req);
     }
     let worker = r
         .session
@@ -101,6 +109,11 @@ pub fn request(env: &mut Env, conn: &mut Session, req: &Req) {
     // Through the inbox even for this worker: the command runs with the session, never
     // inside another connection's request.
     env.shared.inboxes[worker].send(note);
+    accepted(env, conn, req);
+}
+
+/// `204`: the command is on its way to its session.
+fn accepted(env: &mut Env, conn: &mut Session, req: &Req) {
     let keep = req.keep_alive();
     let mut resp = crate::proto::http::Response::new(204).keep_alive(keep);
     if let Some(o) = crate::transport::access::cors_origin(env, req) {
