@@ -388,3 +388,39 @@ fn emulation_posts_wait_in_order_behind_a_call_and_are_bounded() {
     post(&mut k, r#"{"id":5,"rpc":{"method":"ping"}}"#);
     assert!(k.closed(s), "one post too many closes the session");
 }
+
+/// With an engine that answers later (Redis), a proxied publish waits for the backend, then
+/// for the engine, and commands behind it keep their order.
+#[test]
+fn a_proxy_call_then_a_later_engine_keep_order() {
+    let cfg = json!({
+        "client": {"allow_anonymous_connect_without_token": true},
+        "channel": {"proxy": {"publish": {"endpoint": P}},
+                    "namespaces": [{"name": "p", "publish_proxy_enabled": true,
+                                    "history_size": 10, "history_ttl": "60s"}]}
+    });
+    let mut k = Kit::deferred(&cfg.to_string());
+    let c = ws(&mut k);
+    send(&mut k, c, json!({"id": 1, "connect": {}}));
+    assert_eq!(reply(&mut k, c)["id"], 1);
+    let frame = [
+        json!({"id": 2, "publish": {"channel": "p:x", "data": 1}}).to_string(),
+        json!({"id": 3, "publish": {"channel": "p:x", "data": 2}}).to_string(),
+    ]
+    .join("\n");
+    k.input(c, &super::tests::client_frame(1, frame.as_bytes()));
+    assert_eq!(k.proxy_calls().len(), 1, "the second waits behind the first");
+    k.proxy_answer(Ok(r#"{"result":{"data":"one"}}"#));
+    assert_eq!(k.queued(), 1, "then the engine");
+    assert!(read(&mut k, c).0.is_empty());
+    k.answer();
+    assert_eq!(k.proxy_calls().len(), 1, "the second publish asks the backend now");
+    k.proxy_answer(Ok("{}"));
+    k.answer();
+    let (msgs, _) = read(&mut k, c);
+    let ids: Vec<&Value> = msgs.iter().map(|m| &m["id"]).collect();
+    assert_eq!(ids, vec![&json!(2), &json!(3)], "{msgs:?}");
+    let h = k.env.shared.engine.history("p:x", None, 10, k.env.now_ms);
+    let data: Vec<&[u8]> = h.messages.iter().map(|m| &m.data[..]).collect();
+    assert_eq!(data, vec![&b"\"one\""[..], &b"2"[..]], "the backend's data, then the client's");
+}
