@@ -57,8 +57,16 @@ pub struct CfClient {
     /// The connection speaks protobuf (`?cf_protocol=protobuf` or the `centrifuge-protobuf`
     /// subprotocol): binary frames of varint-delimited commands and replies.
     pub protobuf: bool,
-    /// Headers of the connection's HTTP request that some proxy forwards (`http_headers`):
-    /// kept from the upgrade or stream request, nothing when no proxy lists any.
+    /// What proxies to the application backend keep for this connection; `None` (one
+    /// pointer) unless there is something to keep.
+    pub proxy: Option<Box<ProxyState>>,
+}
+
+/// What a connection keeps for its proxy calls.
+#[derive(Default)]
+pub struct ProxyState {
+    /// Headers of the connection's HTTP request that some proxy forwards (`http_headers`),
+    /// kept from the upgrade or stream request.
     pub headers: Vec<(String, String)>,
     /// Headers from the connect command's `headers` that some proxy forwards
     /// (`emulated_headers`).
@@ -66,6 +74,13 @@ pub struct CfClient {
     /// The connection's meta from the connect (or refresh) proxy, sent back to proxies with
     /// `include_connection_meta`.
     pub meta: Option<Bytes>,
+}
+
+impl CfClient {
+    /// The proxy state, made on first use.
+    pub fn proxy_state(&mut self) -> &mut ProxyState {
+        self.proxy.get_or_insert_with(Default::default)
+    }
 }
 
 /// One Centrifugo subscription.
@@ -96,9 +111,7 @@ impl CfClient {
             emulated: false,
             session: None,
             protobuf: false,
-            headers: Vec::new(),
-            emulated_headers: Vec::new(),
-            meta: None,
+            proxy: None,
         }
     }
 }
@@ -178,7 +191,7 @@ pub fn attach(env: &mut Env, conn: &mut Session, uni: bool, req: &crate::transpo
     if !wanted.is_empty() {
         for (name, value) in &req.head.headers {
             if wanted.iter().any(|w| w.eq_ignore_ascii_case(name)) {
-                cf.headers.push((name.to_string(), String::from_utf8_lossy(value).into_owned()));
+                cf.proxy_state().headers.push((name.to_string(), String::from_utf8_lossy(value).into_owned()));
             }
         }
     }
@@ -497,8 +510,8 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
             .filter(|(k, _)| wanted.iter().any(|w| w.eq_ignore_ascii_case(k)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if let Some(cf) = conn.cf.as_mut() {
-            cf.emulated_headers = kept;
+        if let Some(cf) = conn.cf.as_mut().filter(|_| !kept.is_empty()) {
+            cf.proxy_state().emulated_headers = kept;
         }
     }
     let creds = if req.token.is_empty() {
@@ -560,7 +573,9 @@ pub(super) fn connected(env: &mut Env, conn: &mut Session, id: u32, req: proto::
     cf.conn_info = info;
     cf.connected = true;
     cf.expires_at = expire_at;
-    cf.meta = meta;
+    if let Some(m) = meta {
+        cf.proxy_state().meta = Some(m);
+    }
     let client_id = cf.id.clone();
     let uni = cf.uni;
     env.cf_users.entry(cf.user.clone()).or_default().push(conn.id);

@@ -82,14 +82,14 @@ fn headers(conn: &Session, p: &Proxy) -> Vec<(String, String)> {
     for (k, v) in &p.http.static_headers {
         set(&mut out, k, v);
     }
-    if let Some(cf) = conn.cf.as_ref() {
+    if let Some(st) = conn.cf.as_ref().and_then(|c| c.proxy.as_deref()) {
         let listed = |names: &[String], k: &str| names.iter().any(|n| n.eq_ignore_ascii_case(k));
-        for (k, v) in &cf.emulated_headers {
+        for (k, v) in &st.emulated_headers {
             if listed(&p.emulated_headers, k) {
                 set(&mut out, k, v);
             }
         }
-        let transport: Vec<&(String, String)> = cf.headers.iter().filter(|(k, _)| listed(&p.http_headers, k)).collect();
+        let transport: Vec<&(String, String)> = st.headers.iter().filter(|(k, _)| listed(&p.http_headers, k)).collect();
         for (k, _) in &transport {
             out.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
         }
@@ -110,7 +110,7 @@ fn build<'a>(conn: &'a Session, kind: Kind, p: &Proxy, mut r: Request<'a>) -> Ca
     if kind != Kind::Connect {
         r.user = Some(cf.map_or("", |c| &c.user));
         if p.include_connection_meta {
-            r.meta = cf.and_then(|c| c.meta.as_deref());
+            r.meta = cf.and_then(|c| c.proxy.as_deref()).and_then(|p| p.meta.as_deref());
         }
     }
     Call {
@@ -295,7 +295,7 @@ pub(super) fn refresh(env: &mut Env, conn: &mut Session) {
             }
         }
         if let Some(m) = r.meta {
-            cf.meta = Some(m);
+            cf.proxy_state().meta = Some(m);
         }
         if cf.expires_at.is_some_and(|e| e <= now) {
             client::disconnect(env, conn, proto::EXPIRED);
