@@ -370,7 +370,8 @@ fn a_hanging_backend_times_out_and_the_worker_keeps_serving() {
         api(&h, "publish", json!({"channel": format!("free{i}"), "data": {"i": i}}));
         let p = other.push();
         assert_eq!(p["push"]["pub"]["data"]["i"], i);
-        assert!(t1.elapsed() < Duration::from_millis(300), "served in {:?} while a proxy call hangs", t1.elapsed());
+        // A blocked worker would take the backend's 3 s; a loaded CI machine gets slack.
+        assert!(t1.elapsed() < Duration::from_millis(1000), "served in {:?} while a proxy call hangs", t1.elapsed());
     }
     assert_eq!(get(&h, "/health").status, 200);
     // The slow connect gets the internal error at its 700 ms timeout, not after 3 s.
