@@ -337,7 +337,9 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
     let now = env.unix_s;
     let (user, info, channels, expire_at) = if req.token.is_empty() {
         if !cfg.client.allow_anonymous_connect_without_token {
-            return disconnect(env, conn, proto::INVALID_TOKEN);
+            // As Centrifugo v6.9.1: no credentials at all is a bad request (3501; centrifuge
+            // client.go "client credentials not found"), not an invalid token (3500).
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
         }
         (String::new(), None, Vec::new(), None)
     } else {
