@@ -262,13 +262,14 @@ pubrate() { # LABEL PID PORT TARGET_ARGS...
     --rate 0 --window 2000 --pub-conns 16 --pub-pipeline 4 --duration "$DURATION"
 }
 
-# The generator's arguments for a Centrifugo server on CF_CONFIG (secret and key from it).
+# The generator's arguments for a Centrifugo server on CF_CONFIG (secret and key from it;
+# sed, not a JSON parser, so python is not needed: keep `"hmac_secret_key": "..."` on one
+# line and `"http_api": { "key": "..." }` on one line in that file).
 cf_args() {
-  python3 - "$CF_CONFIG" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-print("--target centrifugo --token-secret", c["client"]["token"]["hmac_secret_key"], "--api-key", c["http_api"]["key"])
-PY
+  local secret key
+  secret=$(sed -n 's/.*"hmac_secret_key"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$CF_CONFIG" | head -1)
+  key=$(sed -n 's/.*"http_api"[^}]*"key"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$CF_CONFIG" | head -1)
+  [ -n "$secret" ] && [ -n "$key" ] && echo "--target centrifugo --token-secret $secret --api-key $key"
 }
 
 port=$PORT_BASE
