@@ -519,7 +519,9 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
             return super::proxy::connect(env, conn, id, req);
         }
         if !cfg.client.allow_anonymous_connect_without_token {
-            return disconnect(env, conn, proto::INVALID_TOKEN);
+            // As Centrifugo v6.9.1: no credentials at all is a bad request (3501; centrifuge
+            // client.go "client credentials not found"), not an invalid token (3500).
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
         }
         Credentials::default()
     } else {

@@ -183,11 +183,11 @@ fn anonymous_connect_allowed() {
 }
 
 #[test]
-fn anonymous_connect_refused_closes_3500() {
+fn anonymous_connect_refused_closes_3501() {
     let mut k = kit(json!({}), channels());
     let c = ws(&mut k);
     send(&mut k, c, json!({"id": 1, "connect": {}}));
-    assert_eq!(closed_with(&mut k, c), 3500);
+    assert_eq!(closed_with(&mut k, c), 3501);
 }
 
 #[test]
