@@ -47,6 +47,16 @@ pub use session::{Kind, Session, State, StreamKind, WsMode};
 use crate::hub::bus::Note;
 use crate::hub::local::ConnId;
 
+/// Push onto a per-connection list that is usually short: the first element allocates room
+/// for one (not `Vec`'s four: 3 x 32-72 bytes wasted on every connection with one
+/// subscription), later ones double it.
+pub fn push_small<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(1));
+    }
+    v.push(x);
+}
+
 /// Bytes arrived for a session (`data` is the reactor's scratch buffer). Whatever the state
 /// machine does not consume yet is kept in the session's `inbuf` and passed again, followed
 /// by new bytes. An idle session keeps no input buffer.

@@ -87,8 +87,10 @@ impl CfClient {
 pub struct CfSub {
     /// Channel name.
     pub channel: Arc<str>,
-    /// The subscriber's ClientInfo JSON (publications, presence, join/leave).
-    pub info: Bytes,
+    /// The subscription's `chan_info` (from its token or the subscribe proxy), if any: the
+    /// subscriber's ClientInfo ([`CfClient::sub_info`]) is built from it when needed
+    /// rather than kept per subscription.
+    pub chan_info: Option<Bytes>,
     /// The client receives join/leave pushes.
     pub join_leave: bool,
     /// The client is in the channel's presence.
@@ -98,6 +100,12 @@ pub struct CfSub {
 }
 
 impl CfClient {
+    /// The subscriber's ClientInfo JSON in a subscription (publications, presence,
+    /// join/leave).
+    pub fn sub_info(&self, sub: &CfSub) -> Bytes {
+        proto::client_info(&self.user, &self.id, self.conn_info.as_deref(), sub.chan_info.as_deref())
+    }
+
     fn new(id: String, uni: bool) -> CfClient {
         CfClient {
             id: Arc::from(id),
@@ -580,7 +588,7 @@ pub(super) fn connected(env: &mut Env, conn: &mut Session, id: u32, req: proto::
     }
     let client_id = cf.id.clone();
     let uni = cf.uni;
-    env.cf_users.entry(cf.user.clone()).or_default().push(conn.id);
+    crate::transport::push_small(env.cf_users.entry(cf.user.clone()).or_default(), conn.id);
     if let Ok(mut u) = env.shared.users.lock() {
         *u.entry(cf.user.clone()).or_insert(0) += 1;
     }
@@ -1082,16 +1090,23 @@ fn enter(
     opts: &ChannelOptions,
     grant: &SubGrant,
 ) -> (Option<Op>, Option<Arc<Event>>) {
-    let Some(cf) = conn.cf.as_mut() else { return (None, None) };
     let ch = req.channel.as_str();
+    // The name the worker's subscriber set interned (one allocation per channel, not one
+    // per subscription).
+    let channel =
+        conn.subs.iter().find(|s| &*s.channel == ch).map(|s| s.channel.clone()).unwrap_or_else(|| Arc::from(ch));
+    let Some(cf) = conn.cf.as_mut() else { return (None, None) };
     let info = proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), grant.chan_info.as_deref());
-    cf.subs.push(CfSub {
-        channel: Arc::from(ch),
-        info: info.clone(),
-        join_leave: opts.join_leave && (opts.force_push_join_leave || req.join_leave),
-        presence: opts.presence,
-        expires_at: grant.expires_at,
-    });
+    crate::transport::push_small(
+        &mut cf.subs,
+        CfSub {
+            channel,
+            chan_info: grant.chan_info.clone(),
+            join_leave: opts.join_leave && (opts.force_push_join_leave || req.join_leave),
+            presence: opts.presence,
+            expires_at: grant.expires_at,
+        },
+    );
     let client_id = cf.id.clone();
     let presence = opts.presence.then(|| Op::PresenceAdd {
         channel: ch.to_string(),
@@ -1111,12 +1126,13 @@ fn unsubscribe(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), E
     let Some(pos) = cf.subs.iter().position(|s| &*s.channel == channel) else { return Ok(()) };
     let sub = cf.subs.swap_remove(pos);
     let client = cf.id.clone();
-    leave_effects(env, &sub, &client);
+    let info = cf.sub_info(&sub);
+    leave_effects(env, &sub, &client, info);
     leave_stream(env, conn, channel);
     Ok(())
 }
 
-fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>) {
+fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>, info: Bytes) {
     let cfg = env.shared.cfg.clone();
     if sub.presence {
         env.shared.engine.presence_remove(&sub.channel, client);
@@ -1124,7 +1140,7 @@ fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>) {
     if cfg.channel.resolve(&sub.channel).is_some_and(|(_, o)| o.join_leave) {
         let ev = Arc::new(Event {
             channel: sub.channel.clone(),
-            json: proto::join_leave_push(&sub.channel, &sub.info, false),
+            json: proto::join_leave_push(&sub.channel, &info, false),
             client: client.clone(),
         });
         env.shared.engine.channel_event(&sub.channel, &|| Note::Event(ev.clone()));
@@ -1139,7 +1155,7 @@ pub fn on_close(env: &mut Env, conn: &mut Session) {
     }
     if cf.connected {
         for s in &cf.subs {
-            leave_effects(env, s, &cf.id);
+            leave_effects(env, s, &cf.id, cf.sub_info(s));
         }
         if let Some(list) = env.cf_users.get_mut(&cf.user) {
             list.retain(|c| *c != conn.id);
@@ -1183,7 +1199,7 @@ fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>
 /// subscribed (with its `chan_info`), else its connection's.
 pub(super) fn publisher_info(cf: &CfClient, channel: &str) -> Bytes {
     match cf.subs.iter().find(|s| &*s.channel == channel) {
-        Some(s) => s.info.clone(),
+        Some(s) => cf.sub_info(s),
         None => proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), None),
     }
 }

@@ -420,9 +420,10 @@ fn extend_sub(env: &mut Env, conn: &mut Session, channel: &str, at: i64, info: O
     let Some(sub) = cf.subs.iter_mut().find(|s| &*s.channel == channel) else { return };
     sub.expires_at = (at > 0).then_some(at);
     if let Some(info) = info {
-        sub.info = proto::client_info(&user, &id, conn_info.as_deref(), Some(&info));
+        let full = proto::client_info(&user, &id, conn_info.as_deref(), Some(&info));
+        sub.chan_info = Some(info);
         if sub.presence {
-            env.shared.engine.presence_add(channel, &id, &user, sub.info.clone());
+            env.shared.engine.presence_add(channel, &id, &user, full);
         }
     }
 }

@@ -271,9 +271,10 @@ fn private_channel_needs_a_subscription_token() {
     let t = token(json!({"sub": "alice", "channel": "$secret", "exp": now + 60, "info": {"role": "x"}}));
     let r = subscribe(&mut k, c, json!({"channel": "$secret", "token": t}));
     assert_eq!(r["subscribe"], json!({"expires": true, "ttl": 60}), "{r}");
-    let sub = &k.s(c).cf.as_ref().unwrap().subs[0];
+    let cf = k.s(c).cf.as_ref().unwrap();
+    let sub = &cf.subs[0];
     assert_eq!(sub.expires_at, Some(now + 60));
-    let info: Value = serde_json::from_slice(&sub.info).unwrap();
+    let info: Value = serde_json::from_slice(&cf.sub_info(sub)).unwrap();
     assert_eq!(info["user"], "alice");
     assert_eq!(info["chan_info"]["role"], "x");
 }

@@ -119,7 +119,7 @@ fn connect_proxy_result_credentials_and_request() {
     let cf = k.s(c).cf.as_ref().unwrap();
     assert_eq!((&*cf.user, cf.connected), ("56", true));
     assert_eq!(cf.proxy.as_ref().and_then(|p| p.meta.as_deref()), Some(&br#"{"tenant":7}"#[..]));
-    let info = String::from_utf8(cf.subs.iter().find(|s| &*s.channel == "p:1").unwrap().info.to_vec()).unwrap();
+    let info = String::from_utf8(cf.sub_info(cf.subs.iter().find(|s| &*s.channel == "p:1").unwrap()).to_vec()).unwrap();
     assert!(info.contains(r#""conn_info":{"name":"Alexander"}"#) && info.contains(r#""chan_info":{"r":1}"#), "{info}");
     // The connection's later proxy calls send the user and, where asked, the meta.
     send(&mut k, c, json!({"id": 2, "publish": {"channel": "p:1", "data": {"x": 1}}}));
