@@ -359,3 +359,30 @@ fn handshake_storm_leaves_others_served() {
     assert!(rounds >= 5, "the established connection made {rounds} round trips");
     assert!(worst < Duration::from_secs(2), "an established connection waited {worst:?} during the storm");
 }
+
+/// The start of a TLS record that never completes is held input like an incomplete
+/// WebSocket frame: the connection is closed at `handshake_timeout_ms`, not kept holding it
+/// until the ping timer notices.
+#[test]
+fn a_partial_record_is_not_held_forever() {
+    let cert = Cert::new("partial");
+    let h = Herald::start(&cert.config(r#","handshake_timeout_ms":1000"#));
+    let (mut ws, _) =
+        tungstenite::client(format!("wss://127.0.0.1:{}/echo", h.addr.port()), tls_connect(h.addr, &cert.der))
+            .unwrap();
+    ws.send(tungstenite::Message::Text("ok".into())).unwrap();
+    assert!(matches!(ws.read().unwrap(), tungstenite::Message::Text(_)));
+    // An application-data record header announcing 16 KiB, and 3 bytes of it.
+    ws.get_mut().sock.write_all(&[0x17, 0x03, 0x03, 0x40, 0x00, 1, 2, 3]).unwrap();
+    let t = Instant::now();
+    let closed = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(f)) => break format!("{f:?}"),
+            Ok(_) => {}
+            Err(e) => break e.to_string(),
+        }
+    };
+    let took = t.elapsed();
+    eprintln!("a partial TLS record held for {took:?}: {closed}");
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(8), "{took:?}");
+}
