@@ -198,7 +198,8 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 /// there in place, and hand each record's plaintext to `deliver`. Handshake records to
 /// send (and alerts) are then waiting in `tls` ([`Tls::has_unsent`]); the start of a
 /// record that has not fully arrived is kept in `tls`, every other byte is consumed here.
-/// An error is a TLS error: the connection goes, after [`send_alert`].
+/// A TLS error is `InvalidData` (the connection goes, after [`send_alert`]); any other
+/// error is the socket's.
 pub fn read<S: Read>(
     tls: &mut Tls,
     sock: &mut S,

@@ -390,11 +390,16 @@ impl Worker {
                         break;
                     }
                     Ok(super::tls::ReadStep::WouldBlock) => break,
-                    Err(e) => {
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                         ctx.shared.stats.tls_errors.fetch_add(1, Ordering::Relaxed);
                         log::debug!("conn {}:{} from {}: TLS: {e}", ctx.id, key, slot.session.peer);
                         // The alert rustls prepared, best effort; then the connection goes.
                         super::tls::send_alert(tls, &mut slot.sock);
+                        ctx.kill(&mut slot.session);
+                        break;
+                    }
+                    Err(e) => {
+                        log::debug!("conn {}:{} from {}: read error: {e}", ctx.id, key, slot.session.peer);
                         ctx.kill(&mut slot.session);
                         break;
                     }
