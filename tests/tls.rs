@@ -429,6 +429,60 @@ fn a_partial_record_is_not_held_forever() {
     assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(8), "{took:?}");
 }
 
+/// Backpressure over TLS: a `wss://` subscriber that never reads fills its socket, then its
+/// out-queue, and is dropped as a slow consumer past `max_out_queue`; a reading one on the
+/// same worker gets all 300 messages of 16 KiB meanwhile (each a full TLS record).
+#[test]
+fn a_stalled_wss_reader_is_dropped_and_others_are_served() {
+    let cert = Cert::new("stalled");
+    let h = Herald::start(
+        &cert.config(r#","workers":1,"max_out_queue":262144,"ws_max_message":65536,"ws_max_frame":65536"#),
+    );
+    let url = format!("wss://127.0.0.1:{}/ws/?cid=s", h.addr.port());
+    let (mut stalled, _) = tungstenite::client(url.clone(), tls_connect(h.addr, &cert.der)).unwrap();
+    let (mut ok, _) = tungstenite::client(url, tls_connect(h.addr, &cert.der)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // One keep-alive TLS connection publishes.
+    let mut publisher = tls_connect(h.addr, &cert.der);
+    let payload = "y".repeat(16 * 1024);
+    let t = Instant::now();
+    for i in 1..=300u64 {
+        let req =
+            format!("POST /publish/?cid=s HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{payload}", payload.len());
+        publisher.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut publisher).expect("publish answered").status, 200);
+        match ok.read().unwrap() {
+            tungstenite::Message::Text(t) => assert!(t.starts_with(&format!(r#"{{"id":{i},"#)), "message {i}"),
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    eprintln!("300 x 16 KiB over wss:// to a reader beside a stalled one in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(30));
+    // The stalled one was dropped once more than max_out_queue was queued for it.
+    let sock = &mut stalled.get_mut().sock;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        match sock.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the stalled wss:// reader was not dropped: {e}"),
+        }
+    }
+    assert!(total < 300 * 16 * 1024, "it did not get everything: dropped ({total} bytes)");
+    let m = tls_request(h.addr, &cert.der, &get_req("/metrics"));
+    let drops: u64 = m
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_slow_consumer_drops_total "))
+        .expect("herald_slow_consumer_drops_total")
+        .parse()
+        .unwrap();
+    assert!(drops >= 1, "counted as a slow consumer");
+}
+
 /// An in-memory socket for the heap test: reads drain `input` (`WouldBlock` when empty),
 /// writes append to `output`, whose room is allocated beforehand (it stands for the
 /// kernel's socket buffer, not the server's heap).
