@@ -84,9 +84,20 @@ pub fn on_bytes(env: &mut Env, conn: &mut Session, data: &mut [u8]) {
 /// Start (or end) the deadline of an incomplete WebSocket frame: bytes of a frame that
 /// never completes must not be held forever (they count toward no out-queue).
 fn note_partial_frame(env: &Env, conn: &mut Session) {
+    note_held(env, conn, false)
+}
+
+/// After a read on a TLS connection: `below` says whether the reactor holds the start of a
+/// TLS record for it (bytes the session has not seen yet). Those are held input like an
+/// incomplete frame, under the same deadline, so a client cannot park a partial record.
+pub fn note_held_below(env: &Env, conn: &mut Session, below: bool) {
+    note_held(env, conn, below)
+}
+
+fn note_held(env: &Env, conn: &mut Session, below: bool) {
     // Input held back while the session is paused over its high-water mark is not a
     // stalled frame: the client is not reading, and the ping timer handles that.
-    let held = !conn.inbuf.is_empty() && !env.over_high_water(conn);
+    let held = (below || !conn.inbuf.is_empty()) && !env.over_high_water(conn);
     if let State::Ws(w) = &mut conn.state {
         match (held, w.partial_since_ms()) {
             (true, None) => w.set_partial_since(Some(env.now_ms)),
