@@ -4,8 +4,10 @@
 # clippy -D warnings, cargo test (unit tests, and integration tests each against a real
 # herald on loopback). Tier 2 (conformance, after installing chromium, node and the SDKs):
 # the Autobahn|Testsuite run, the headless-Chromium browser test, and the official
-# Centrifugo SDKs (npm centrifuge, PyPI cent and centrifuge-python), and the differential
-# tests against the real Centrifugo v6.9.1 (built once with Go, cached outside the repo).
+# Centrifugo SDKs (npm centrifuge, PyPI cent and centrifuge-python), both also across a
+# cluster (three herald nodes over a private redis-server, installed by tier 1), and the
+# differential tests against the real Centrifugo v6.9.1 (built once with Go, cached
+# outside the repo).
 #
 # Usage: bash tests/all.sh            (as root, or a user with sudo for apt-get)
 # Env:   HERALD_SKIP_INSTALL=1        skip apt/npm installs (everything already there)
@@ -87,12 +89,12 @@ log "tier 2: Autobahn|Testsuite over TLS against wss://.../echo (groups 1-10; se
 bash tests/autobahn/run.sh --no-build --tls --exclude "12.*,13.*"
 
 if [ -f tests/browser/demo.test.mjs ]; then
-  log "browser tests: the demo page over all five transports (plain, and over TLS: tls.test.mjs) and the status page, in headless Chromium (screenshot in target/browser-artifacts/)"
+  log "browser tests: the demo page over all five transports (plain, and over TLS: tls.test.mjs), the status page, Centrifugo emulation, and across a cluster (cluster.test.mjs: three nodes over a private redis-server; the demo page served by B and centrifuge-js in a page of C receive what A publishes), in headless Chromium (screenshot in target/browser-artifacts/)"
   HERALD_BIN="$PWD/target/release/herald" bash tests/browser/run.sh
 fi
 
 if [ -f tests/centrifugo/run.sh ]; then
-  log "Centrifugo SDKs (centrifuge on npm, cent and centrifuge-python on PyPI) against herald"
+  log "Centrifugo SDKs (centrifuge on npm, cent and centrifuge-python on PyPI) against herald, and across three nodes over a private redis-server (cluster.test.mjs)"
   PYTHON="$PWD/target/pyenv/bin/python"
   [ -x "$PYTHON" ] || PYTHON=python3
   HERALD_BIN="$PWD/target/release/herald" PYTHON="$PYTHON" bash tests/centrifugo/run.sh

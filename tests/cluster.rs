@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tungstenite::{connect, stream::MaybeTlsStream, Message, WebSocket};
 
@@ -21,49 +21,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A private redis-server (killed by its PID on drop).
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        Redis::on(free_port())
-    }
-
-    fn on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (tests/all.sh installs Debian's package)");
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn node_config(redis: &[u16], prefix: &str) -> String {
     let addrs: Vec<String> = redis.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
     json!({
         "history_size": 100,
-        "engine": {"type": "redis", "redis": {"address": addrs, "prefix": prefix, "io_timeout": "2s"}},
+        "engine": {"type": "redis", "redis": {"address": addrs, "prefix": prefix, "io_timeout": "2s", "presence_ttl": "3s"}},
         "client": {"token": {"hmac_secret_key": SECRET}, "ping_interval": "10s", "pong_timeout": "5s"},
         "http_api": {"key": KEY},
         "channel": {
@@ -388,6 +350,23 @@ fn presence_join_leave_and_user_commands_cross_nodes() {
     }
     let p = api(a, "presence", json!({"channel": "chat:room"}));
     assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 1, "{p}");
+    // Carol joins through C, then C dies without a goodbye: her entry expires with the
+    // presence TTL (3 s here), since nobody refreshes it.
+    let mut on_c2 = Cf::open(c, "carol");
+    assert!(on_c2.call("subscribe", json!({"channel": "chat:room"})).get("subscribe").is_some());
+    let count = || api(a, "presence", json!({"channel": "chat:room"}))["result"]["presence"].as_object().unwrap().len();
+    assert_eq!(count(), 2);
+    // Alive, her entry outlives the TTL (its node refreshes it).
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(count(), 2, "refreshed while its node lives");
+    // SIGKILL by the PID this test started (the handle is borrowed above), with Carol still
+    // connected: her node never says goodbye.
+    let killed = Command::new("kill").args(["-KILL", &c.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let t = Instant::now();
+    assert!(wait_until(Duration::from_secs(8), || count() == 1), "a dead node's clients leave presence");
+    assert!(t.elapsed() >= Duration::from_millis(500), "gone by expiry, not by a goodbye");
+    drop(on_c2);
 }
 
 #[test]
@@ -622,6 +601,10 @@ fn emulation_commands_posted_to_another_node_reach_their_session() {
         }
     };
     let reply = next_json();
+    // A knows B once B's heartbeat reached it.
+    let b_uid = api(b, "info", json!({}))["result"]["nodes"][0]["uid"].as_str().unwrap().to_string();
+    let known = || api(a, "info", json!({}))["result"]["nodes"].as_array().unwrap().iter().any(|n| n["uid"] == b_uid);
+    assert!(wait_until(Duration::from_secs(6), known));
     let session = reply["connect"]["session"].as_str().expect("a session").to_string();
     let node = reply["connect"]["node"].as_str().expect("a node").to_string();
     // ...and its commands posted to A, which carries them to B.
@@ -635,8 +618,79 @@ fn emulation_commands_posted_to_another_node_reach_their_session() {
     publish(a, "news", b"{\"x\":1}");
     let push = next_json();
     assert_eq!(push["push"]["pub"]["data"], json!({"x": 1}), "{push}");
-    // A node nobody runs: accepted and dropped (every node ignores what is not its own, as
-    // with Centrifugo's broker); the embedded engine answers 404 instead.
+    // A node that is not alive: 404, nothing is published.
     let body = json!({"session": "w0.00", "node": "nope", "data": "{}"}).to_string();
-    assert_eq!(request(a, "POST", "/emulation", &[], body.as_bytes()).status, 204);
+    assert_eq!(request(a, "POST", "/emulation", &[], body.as_bytes()).status, 404);
+}
+
+#[test]
+fn unidirectional_transports_and_server_side_subscriptions_cross_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&[redis.port], "t9", 2);
+    let (a, b) = (&n[0], &n[1]);
+    // The token's channels are subscribed server-side, in Redis, before the connect push.
+    let t = token(json!({"sub": "u", "channels": ["news", "chat:room"]}));
+    let mut ws = ws_open(b, "/connection/uni_websocket");
+    ws.send(Message::Text(json!({"token": t}).to_string())).unwrap();
+    let text = |ws: &mut Ws| -> Value {
+        loop {
+            if let Message::Text(t) = ws.read().expect("a message") {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    let first = text(&mut ws);
+    assert_eq!(first["connect"]["subs"].as_object().map(|s| s.len()), Some(2), "{first}");
+    let mut s = b.connect();
+    let body = json!({"token": t}).to_string();
+    write!(s, "POST /connection/uni_http_stream HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(v["connect"]["client"].is_string(), "{v}");
+    for i in 1..=3 {
+        api(a, "publish", json!({"channel": "news", "data": {"n": i}}));
+    }
+    for i in 1..=3u64 {
+        let p = loop {
+            let v = text(&mut ws);
+            if v.get("pub").is_some() {
+                break v;
+            }
+        };
+        assert_eq!((p["channel"].as_str(), p["pub"]["offset"].as_u64()), (Some("news"), Some(i)), "{p}");
+        let p = loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0);
+            let v: Value = serde_json::from_str(line.trim()).unwrap_or_default();
+            if v.get("pub").is_some() {
+                break v;
+            }
+        };
+        assert_eq!(p["pub"]["offset"].as_u64(), Some(i), "{p}");
+    }
+    // The server API subscribes the user on B from A.
+    api(a, "subscribe", json!({"user": "u", "channel": "chat:other"}));
+    let sub = loop {
+        let v = text(&mut ws);
+        if v.get("subscribe").is_some() {
+            break v;
+        }
+    };
+    assert_eq!(sub["channel"], "chat:other", "{sub}");
+    api(a, "publish", json!({"channel": "chat:other", "data": "x"}));
+    let p = loop {
+        let v = text(&mut ws);
+        if v.get("pub").is_some() {
+            break v;
+        }
+    };
+    assert_eq!((p["channel"].as_str(), p["pub"]["data"].as_str()), (Some("chat:other"), Some("x")));
 }

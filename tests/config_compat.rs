@@ -33,14 +33,17 @@ fn unimplemented_keys_are_named_once_and_mapped_keys_applied() {
     let mut v: serde_json::Value = serde_json::from_str(DEFAULTS).unwrap();
     v["client"]["token"]["user_id_claim"] = "uid".into();
     v["client"]["token"]["hmac_secret_key"] = "secret-123".into();
-    v["client"]["proxy"]["connect"]["enabled"] = true.into();
+    // Proxies are implemented; their gRPC keys are not.
+    v["client"]["proxy"]["connect"]["grpc_metadata"] = serde_json::json!(["x-trace"]);
     v["channel"]["namespaces"] = serde_json::json!([{"name": "chat", "presence": true, "allow_subscribe_for_client": true, "history_meta_ttl": "1h"}]);
     v["log"]["level"] = "debug".into();
     let h = Herald::start(&v.to_string());
     let log = log_of(&h);
     let warn: Vec<&String> = log.iter().filter(|l| l.contains("does not implement")).collect();
     assert_eq!(warn.len(), 1, "one warning line: {log:#?}");
-    for key in ["client.token.user_id_claim", "client.proxy", "channel.namespaces[0].history_meta_ttl"] {
+    for key in
+        ["client.token.user_id_claim", "client.proxy.connect.grpc_metadata", "channel.namespaces[0].history_meta_ttl"]
+    {
         assert_eq!(warn[0].matches(key).count(), 1, "{key} named once: {}", warn[0]);
     }
     assert!(!warn[0].contains("hmac_secret_key"), "implemented keys are applied, not ignored");

@@ -4,29 +4,15 @@
 //! pub/sub connection go down and come back, channels are subscribed again, and
 //! publishing works after it.
 
+mod common;
+use common::Redis;
 use herald::hub::redis::link::Publication;
 use herald::hub::redis::script::{self, Keys};
 use herald::reactor::redis::{Answer, Driver, DriverError, Sink, Timeouts};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-fn redis_server(port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (tests/all.sh installs Debian's package)");
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
 
 enum Heard {
     Pub(Publication),
@@ -71,7 +57,7 @@ fn next_pub(rx: &Receiver<Heard>) -> Publication {
 #[test]
 fn driver_survives_a_redis_restart() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut redis = redis_server(port);
+    let mut redis = Redis::on(port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (tx, rx) = channel();
     let d = Driver::start(vec![addr], Timeouts::default(), Collect(Mutex::new(tx))).unwrap();
@@ -112,8 +98,7 @@ fn driver_survives_a_redis_restart() {
     let (ftx, frx) = channel();
     d.command(0, vec![b"BLPOP".to_vec(), b"never".to_vec(), b"0".to_vec()], Box::new(move |a| drop(ftx.send(a))));
     std::thread::sleep(Duration::from_millis(100));
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.kill();
     match frx.recv_timeout(Duration::from_secs(5)).expect("the in-flight command fails, it does not hang") {
         Err(DriverError::Lost(a)) => assert_eq!(a, addr),
         other => panic!("{other:?}"),
@@ -125,7 +110,7 @@ fn driver_survives_a_redis_restart() {
     }
     // Back on the same port (with no data: a new epoch); the driver reconnects and
     // subscribes again.
-    let mut redis = redis_server(port);
+    let mut redis = Redis::on(port);
     wait_health(&rx, true);
     let t = Instant::now();
     let a = loop {
@@ -141,6 +126,5 @@ fn driver_survives_a_redis_restart() {
     let p = next_pub(&rx);
     assert_eq!((p.offset, &p.epoch[..]), (1, &b"e2"[..]), "re-subscribed after the restart");
     d.stop();
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.kill();
 }

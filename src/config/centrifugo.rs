@@ -172,6 +172,8 @@ pub struct ClientConfig {
     pub channel_limit: usize,
     /// Channel namespace boundary.
     pub channel_namespace_boundary: Option<String>,
+    /// `client.proxy`: the connect and refresh proxies.
+    pub proxy: super::proxy::ClientProxies,
 }
 
 impl Default for ClientConfig {
@@ -185,6 +187,7 @@ impl Default for ClientConfig {
             pong_timeout: Duration(8_000),
             channel_limit: 128,
             channel_namespace_boundary: None,
+            proxy: Default::default(),
         }
     }
 }
@@ -305,6 +308,21 @@ pub struct ChannelOptions {
     /// Channels whose name ends in `#user1,user2` (see `channel.user_boundary`) may be
     /// subscribed without a token, only by the users listed; anonymous readers are refused.
     pub allow_user_limited_channels: bool,
+    /// Subscriptions without a subscription token are decided by the subscribe proxy (user
+    /// limited channels a user may read are not asked).
+    pub subscribe_proxy_enabled: bool,
+    /// Which subscribe proxy: `default` (`channel.proxy.subscribe`) or a `proxies` name.
+    pub subscribe_proxy_name: String,
+    /// Client publications are decided (and may be rewritten) by the publish proxy instead
+    /// of the `allow_publish_*` options.
+    pub publish_proxy_enabled: bool,
+    /// Which publish proxy: `default` (`channel.proxy.publish`) or a `proxies` name.
+    pub publish_proxy_name: String,
+    /// Subscriptions with an expiry are extended by the sub_refresh proxy (server side)
+    /// instead of a client `sub_refresh` with a new token.
+    pub sub_refresh_proxy_enabled: bool,
+    /// Which sub_refresh proxy: `default` (`channel.proxy.sub_refresh`) or a `proxies` name.
+    pub sub_refresh_proxy_name: String,
 }
 
 impl ChannelOptions {
@@ -354,6 +372,8 @@ pub struct ChannelConfig {
     pub private_prefix: Option<String>,
     /// Separator of user ids in user-limited channels, default `#`.
     pub user_boundary: Option<String>,
+    /// `channel.proxy`: the proxies namespaces name `default`.
+    pub proxy: super::proxy::ChannelProxies,
     /// Separator between namespace and the rest of a channel name, default `:`; set from
     /// `client.channel_namespace_boundary` when the configuration is loaded.
     #[serde(skip)]

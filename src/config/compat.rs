@@ -22,11 +22,20 @@ fn defaults() -> &'static Value {
 
 /// Centrifugo's default for a key path (`["client","token","jwks_public_endpoint"]`);
 /// `None` when Centrifugo has no such key. Items of `channel.namespaces` have the options of
-/// `channel.without_namespace` (and a `name`).
+/// `channel.without_namespace` (and a `name`), so do items of `rpc.namespaces`; items of
+/// `proxies` have a proxy's keys.
 pub fn centrifugo_default(path: &[String]) -> Option<&'static Value> {
     let mut path: Vec<&str> = path.iter().map(String::as_str).collect();
     if path.len() >= 3 && path[0] == "channel" && path[1] == "namespaces" {
         path = [&["channel", "without_namespace"][..], &path[3..]].concat();
+    }
+    // Items of `rpc.namespaces` have the options of `rpc.without_namespace`, items of
+    // `proxies` the keys of any proxy.
+    if path.len() >= 3 && path[0] == "rpc" && path[1] == "namespaces" {
+        path = [&["rpc", "without_namespace"][..], &path[3..]].concat();
+    }
+    if path.len() >= 2 && path[0] == "proxies" {
+        path = [&["rpc", "proxy"][..], &path[2..]].concat();
     }
     let mut v = defaults();
     for p in path {

@@ -67,6 +67,9 @@ pub struct RedisConfig {
     pub user: String,
     /// Password, unless the address names one.
     pub password: String,
+    /// How long a presence entry lives in Redis without a refresh (its node refreshes it
+    /// every third of this): how soon a dead node's clients leave presence.
+    pub presence_ttl: Duration,
 }
 
 impl Default for RedisConfig {
@@ -79,6 +82,7 @@ impl Default for RedisConfig {
             db: 0,
             user: String::new(),
             password: String::new(),
+            presence_ttl: Duration(60_000),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod centrifugo;
 pub mod compat;
 pub mod engine;
+pub mod proxy;
 pub mod tls;
 
 use serde::Deserialize;
@@ -146,6 +147,20 @@ pub struct Config {
     /// Centrifugo `engine` section: the embedded memory engine (default) or Redis, for
     /// several nodes acting as one.
     pub engine: engine::EngineConfig,
+    /// Centrifugo `rpc` section: the RPC proxy, RPC namespaces, the built-in ping method.
+    pub rpc: proxy::RpcConfig,
+    /// Centrifugo `proxies`: named proxies namespaces and RPC options refer to.
+    pub proxies: Vec<proxy::NamedProxy>,
+    /// Threads that make the calls to the application backend's proxy endpoints (only
+    /// started when a proxy is configured). Each makes one call at a time; a call waits in
+    /// a queue for a free thread.
+    pub proxy_threads: usize,
+    /// Most proxy calls waiting for a thread; a call beyond it fails at once (the client
+    /// gets error 100, temporary, and retries) and counts in `herald_proxy_rejected_total`.
+    pub proxy_queue_size: usize,
+    /// Largest backend answer to a proxy call in bytes; a larger one counts as a failed
+    /// call (error 100).
+    pub proxy_max_response: usize,
 }
 
 impl Default for Config {
@@ -198,6 +213,11 @@ impl Default for Config {
             admin: Default::default(),
             websocket: Default::default(),
             engine: Default::default(),
+            rpc: Default::default(),
+            proxies: Vec::new(),
+            proxy_threads: 16,
+            proxy_queue_size: 1024,
+            proxy_max_response: 1 << 20,
         }
     }
 }
@@ -428,6 +448,16 @@ impl Config {
             }
         }
         self.channel.validate()?;
+        proxy::validate(self)?;
+        if self.proxy_threads == 0 || self.proxy_threads > 1024 {
+            return bad("proxy_threads", "must be 1 to 1024");
+        }
+        if self.proxy_queue_size == 0 {
+            return bad("proxy_queue_size", "must be at least 1");
+        }
+        if self.proxy_max_response < 1024 {
+            return bad("proxy_max_response", "must be at least 1024");
+        }
         self.http_server.tls.validate()?;
         self.client.token.public_keys("client.token")?;
         centrifugo::check_jwks_endpoint("client.token.jwks_public_endpoint", &self.client.token.jwks_public_endpoint)?;

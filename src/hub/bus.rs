@@ -87,7 +87,8 @@ pub enum Note {
         data: bytes::Bytes,
     },
     /// Answers of an asynchronous engine to operations of a connection of this worker
-    /// (`Engine::submit` returned `None`).
+    /// (`Engine::submit` returned `None`), or the answer of a proxy call to the application
+    /// backend (one `Done::Proxy`, from the reactor's proxy threads).
     Answer {
         /// The connection that waits.
         conn: crate::hub::local::ConnId,

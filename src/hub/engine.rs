@@ -150,6 +150,18 @@ pub enum Op {
         /// Channel.
         channel: String,
     },
+    /// Add or replace a presence entry, answered once it is in place (a subscribe reply
+    /// follows it, so whoever reads presence after the reply sees the subscriber).
+    PresenceAdd {
+        /// Channel.
+        channel: String,
+        /// Client id.
+        client: String,
+        /// User id.
+        user: String,
+        /// ClientInfo JSON.
+        info: Bytes,
+    },
 }
 
 /// The answer to one [`Op`], in the order the operations were given.
@@ -160,6 +172,11 @@ pub enum Done {
     History(Result<HistoryRead, EngineError>),
     /// To [`Op::Presence`]: (client id, user, ClientInfo JSON).
     Presence(Result<Vec<(String, String, Bytes)>, EngineError>),
+    /// To [`Op::PresenceAdd`].
+    Added(Result<(), EngineError>),
+    /// Not an engine answer: a proxy call to the application backend answered (or failed),
+    /// delivered through the same [`Note::Answer`] to the session that waits for it.
+    Proxy(Result<Box<crate::proto::proxy::Answer>, crate::proto::proxy::Failure>),
 }
 
 impl Done {
@@ -184,6 +201,14 @@ impl Done {
         match self {
             Done::Presence(r) => r,
             _ => Err(EngineError("engine answered another operation".into())),
+        }
+    }
+
+    /// The proxy answer (a failure when this answers something else).
+    pub fn proxy(self) -> Result<Box<crate::proto::proxy::Answer>, crate::proto::proxy::Failure> {
+        match self {
+            Done::Proxy(r) => r,
+            _ => Err(crate::proto::proxy::Failure::Malformed("answered another operation".into())),
         }
     }
 }
@@ -213,6 +238,10 @@ pub trait Engine: Send + Sync {
                         Done::History(Ok(self.subscribe(&channel, worker, since, now_ms)))
                     }
                     Op::Presence { channel } => Done::Presence(Ok(self.presence(&channel))),
+                    Op::PresenceAdd { channel, client, user, info } => {
+                        self.presence_add(&channel, &client, &user, info);
+                        Done::Added(Ok(()))
+                    }
                 })
                 .collect(),
         )

@@ -36,8 +36,9 @@ pub struct Command {
     pub ping: Option<serde_json::Value>,
     /// A fire-and-forget message to the server; Herald has no handler and drops it silently.
     pub send: Option<serde_json::Value>,
-    /// A call to a server-side RPC handler; Herald has none and answers 104 (method not found).
-    pub rpc: Option<serde_json::Value>,
+    /// A call to the application backend's RPC proxy (`rpc.proxy`); without one configured
+    /// for the method's namespace it is answered 108 (not available), as Centrifugo does.
+    pub rpc: Option<RpcReq>,
     /// Extend the connection with a fresh connection token before the current one expires.
     pub refresh: Option<RefreshReq>,
     /// Extend one subscription with a fresh subscription token before the current one expires.
@@ -52,7 +53,7 @@ pub struct ConnectReq {
     /// client's `conn_info`, `channels`/`subs` server-side subscriptions. Empty connects
     /// anonymously only if `allow_anonymous_connect_without_token` is set; otherwise 3500.
     pub token: String,
-    /// Custom data for a connect proxy; Herald has no proxy and ignores it.
+    /// Custom data for the connect proxy (sent to the backend as `data`).
     pub data: Option<Box<RawValue>>,
     /// Per channel, the position a reconnecting client had in its server-side subscriptions
     /// (`recover`, `epoch`, `offset`), so they resume where they left off. Consulted only
@@ -62,6 +63,19 @@ pub struct ConnectReq {
     pub name: String,
     /// The SDK's version, for the server's logs; Herald ignores it.
     pub version: String,
+    /// Headers emulation (centrifuge-js `headers`): header values the client wants its
+    /// proxies to see; forwarded only where a proxy lists them in `emulated_headers`.
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+/// `rpc`: a method name and its data, for the RPC proxy.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct RpcReq {
+    /// The method; the part before `rpc.namespace_boundary` picks the RPC namespace.
+    pub method: String,
+    /// Data for the backend (JSON).
+    pub data: Option<Box<RawValue>>,
 }
 
 /// `subscribe` (also a `subs` entry of connect): channel, token, recovery position and options.
@@ -209,6 +223,8 @@ pub const NOT_AVAILABLE: Error = Error { code: 108, message: "not available" };
 /// A connect, refresh, subscribe or sub_refresh token is expired or not yet valid; SDKs
 /// fetch a fresh token and try again. Herald keeps the connection open.
 pub const TOKEN_EXPIRED: Error = Error { code: 109, message: "token expired" };
+/// A connect proxy gave the connection an expiry in the past (centrifuge's `ErrorExpired`).
+pub const EXPIRED_ERROR: Error = Error { code: 110, message: "expired" };
 /// A history `since` names an epoch other than the stream's: the history it referred to
 /// is gone, so the client must reload its state instead of paging.
 pub const UNRECOVERABLE_POSITION: Error = Error { code: 112, message: "unrecoverable position" };
@@ -367,6 +383,8 @@ pub struct ConnectResult<'a> {
     /// Bidirectional emulation (`http_stream`, `sse`): the session the client names in its
     /// `/emulation` requests, and this node's id.
     pub emulation: Option<(&'a str, &'a str)>,
+    /// Data for the client from the connect proxy (JSON text).
+    pub data: Option<&'a [u8]>,
 }
 
 impl Encode for ConnectResult<'_> {
@@ -374,6 +392,9 @@ impl Encode for ConnectResult<'_> {
         w.obj().key("client").string(self.client).key("version").string(self.version);
         w.key("ping").u64(self.ping).key("pong").bool(self.pong);
         expiry(w, self.expires_ttl);
+        if let Some(d) = self.data {
+            w.key("data").raw(d);
+        }
         if let Some(subs) = self.subs {
             w.key("subs").obj();
             for (ch, res) in subs {
@@ -446,6 +467,8 @@ pub struct SubscribeResult<'a> {
     pub recovered: bool,
     /// Publications the client missed (omitted when none).
     pub publications: &'a [Pub<'a>],
+    /// Data for the client from the subscribe proxy (JSON text).
+    pub data: Option<&'a [u8]>,
 }
 
 impl Encode for SubscribeResult<'_> {
@@ -468,6 +491,26 @@ impl Encode for SubscribeResult<'_> {
         if !self.publications.is_empty() {
             w.key("publications");
             pubs(w, self.publications);
+        }
+        if let Some(d) = self.data {
+            w.key("data").raw(d);
+        }
+        w.end();
+    }
+}
+
+/// The rpc result: `{"data":D}` or `{}`.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcResult<'a> {
+    /// The backend's result data (JSON text).
+    pub data: Option<&'a [u8]>,
+}
+
+impl Encode for RpcResult<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.obj();
+        if let Some(d) = self.data {
+            w.key("data").raw(d);
         }
         w.end();
     }
@@ -767,6 +810,7 @@ mod tests {
             expires_ttl: Some(30),
             subs: Some(&subs),
             emulation: None,
+            data: None,
         };
         assert_eq!(
             text(reply(1, "connect", &c)),
@@ -800,6 +844,7 @@ mod tests {
             was_recovering: true,
             recovered: true,
             publications: &p,
+            data: None,
         };
         assert_eq!(
             text(s.encode()),

@@ -110,6 +110,9 @@ pub struct Reply {
     /// ping (PingResult: empty)
     #[prost(message, optional, tag = "12")]
     pub ping: Option<Empty>,
+    /// rpc
+    #[prost(message, optional, tag = "13")]
+    pub rpc: Option<RpcResult>,
     /// refresh
     #[prost(message, optional, tag = "14")]
     pub refresh: Option<RefreshResult>,
@@ -231,7 +234,7 @@ pub struct ConnectRequest {
     /// token
     #[prost(string, tag = "1")]
     pub token: String,
-    /// data (for a connect proxy; ignored)
+    /// data (for the connect proxy)
     #[prost(bytes = "vec", tag = "2")]
     pub data: Vec<u8>,
     /// Subscriptions to resume.
@@ -243,6 +246,9 @@ pub struct ConnectRequest {
     /// SDK version
     #[prost(string, tag = "5")]
     pub version: String,
+    /// Headers emulation.
+    #[prost(map = "string, string", tag = "6")]
+    pub headers: HashMap<String, String>,
 }
 
 /// `ConnectResult`
@@ -260,6 +266,9 @@ pub struct ConnectResult {
     /// ttl
     #[prost(uint32, tag = "4")]
     pub ttl: u32,
+    /// Data from the connect proxy.
+    #[prost(bytes = "vec", tag = "5")]
+    pub data: Vec<u8>,
     /// Server-side subscriptions (map<string, SubscribeResult>, see [`Entry`]).
     #[prost(message, repeated, tag = "6")]
     pub subs: Vec<Entry<SubscribeResult>>,
@@ -355,6 +364,9 @@ pub struct SubscribeResult {
     /// positioned
     #[prost(bool, tag = "10")]
     pub positioned: bool,
+    /// Data from the subscribe proxy.
+    #[prost(bytes = "vec", tag = "11")]
+    pub data: Vec<u8>,
     /// was_recovering
     #[prost(bool, tag = "12")]
     pub was_recovering: bool,
@@ -471,6 +483,14 @@ pub struct RpcRequest {
     /// method
     #[prost(string, tag = "2")]
     pub method: String,
+}
+
+/// `RPCResult`
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcResult {
+    /// data
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: Vec<u8>,
 }
 
 /// `SendRequest`
@@ -590,6 +610,7 @@ pub fn into_command(c: Command) -> json::Command {
             subs: r.subs.into_iter().map(|(k, v)| (k, subscribe_req(v))).collect(),
             name: r.name,
             version: r.version,
+            headers: r.headers,
         }),
         subscribe: c.subscribe.map(subscribe_req),
         unsubscribe: chan(c.unsubscribe),
@@ -604,7 +625,7 @@ pub fn into_command(c: Command) -> json::Command {
         }),
         ping: present(c.ping.is_some()),
         send: present(c.send.is_some()),
-        rpc: present(c.rpc.is_some()),
+        rpc: c.rpc.map(|r| json::RpcReq { data: raw_json(&r.data), method: r.method }),
         refresh: c.refresh.map(|r| json::RefreshReq { token: r.token }),
         sub_refresh: c.sub_refresh.map(|r| json::SubRefreshReq { channel: r.channel, token: r.token }),
     }
@@ -729,6 +750,7 @@ pub fn subscribe_result(r: &json::SubscribeResult<'_>) -> SubscribeResult {
         was_recovering: r.was_recovering,
         recovered: r.was_recovering && r.recovered,
         publications: r.publications.iter().map(publication).collect(),
+        data: r.data.map(<[u8]>::to_vec).unwrap_or_default(),
     }
 }
 
@@ -743,6 +765,7 @@ pub fn connect_result(r: &json::ConnectResult<'_>, subs: Vec<(String, SubscribeR
         subs: subs.into_iter().map(|(k, v)| Entry::new(k, v)).collect(),
         ping: u32::try_from(r.ping).unwrap_or(u32::MAX),
         pong: r.pong,
+        data: r.data.map(<[u8]>::to_vec).unwrap_or_default(),
     }
 }
 
@@ -1016,6 +1039,7 @@ mod tests {
             expires_ttl: Some(30),
             subs: None,
             emulation: None,
+            data: None,
         };
         let cr = connect_result(&c, vec![("b".into(), SubscribeResult::default())]);
         assert_eq!(
@@ -1029,6 +1053,7 @@ mod tests {
             was_recovering: true,
             recovered: true,
             publications: &pubs,
+            data: None,
         };
         let sr = subscribe_result(&s);
         assert_eq!(
@@ -1075,6 +1100,7 @@ mod tests {
             was_recovering: true,
             recovered: true,
             publications: &pubs,
+            data: None,
         };
         let whole = Reply { id: 3, subscribe: Some(subscribe_result(&s)), ..Default::default() };
         let bare = subscribe_result(&json::SubscribeResult { publications: &[], ..s }).encode_to_vec();
@@ -1108,6 +1134,7 @@ mod tests {
             was_recovering: true,
             recovered: true,
             publications: &pubs,
+            data: None,
         };
         let r = subscribe_result(&s);
         assert!(r.expires && r.ttl == 4 && r.recoverable && r.positioned && r.recovered && r.was_recovering);
@@ -1122,6 +1149,7 @@ mod tests {
             expires_ttl: None,
             subs: None,
             emulation: None,
+            data: None,
         };
         let cr = connect_result(&c, vec![("a".to_string(), r.clone()), ("b".to_string(), SubscribeResult::default())]);
         assert_eq!(ConnectResult::decode(&*cr.encode_to_vec()).unwrap(), cr);

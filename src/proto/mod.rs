@@ -9,6 +9,7 @@
 //! - [`jwk`], [`jwks`]: public keys (PEM, JWK) and key sets from a JWKS endpoint.
 //! - [`json`]: the escaping JSON writer every hand-built reply goes through.
 //! - [`resp`]: the Redis protocol (commands out, replies in).
+//! - [`proxy`]: the JSON bodies of Centrifugo's HTTP proxy calls to the application backend.
 //! - [`query`], [`utf8`]: query strings and streaming UTF-8 validation.
 pub mod centrifugo;
 pub mod centrifugo_pb;
@@ -17,6 +18,7 @@ pub mod json;
 pub mod jwk;
 pub mod jwks;
 pub mod jwt;
+pub mod proxy;
 pub mod query;
 pub mod resp;
 #[cfg(test)]

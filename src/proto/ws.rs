@@ -265,34 +265,57 @@ struct Header {
 
 /// Server-side decoder of client frames; holds fragmentation and UTF-8 state
 /// between calls. See the module docs for the caller contract.
-#[derive(Default)]
 pub struct Decoder {
-    limits: WsLimits,
+    /// Largest data message, from [`WsLimits`] (u32: the decoder sits in every WebSocket
+    /// connection's state, which stays in a small allocation class).
+    max_message: u32,
+    /// Largest frame payload, from [`WsLimits`].
+    max_frame: u32,
     /// Kind of the fragmented message in progress (§5.4), if any.
     msg: Option<MsgKind>,
-    /// Payload of the completed fragments of that message.
-    assembly: Vec<u8>,
+    /// Payload of the completed fragments of that message (allocated only while one is
+    /// being assembled).
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes inline in every connection
+    assembly: Option<Box<Vec<u8>>>,
     /// UTF-8 state of the text message in progress (fragments and partial frame).
     utf8: Utf8Validator,
     /// Payload bytes of the incomplete frame at the start of the caller's
     /// buffer that are already unmasked in place and UTF-8 validated (only
-    /// ever non-zero for text data frames).
-    partial: usize,
+    /// ever non-zero for text data frames; below `max_frame`).
+    partial: u32,
     /// Masking key of that frame (consistency check of the caller contract).
     partial_mask: [u8; 4],
-    /// Sticky error: once failed, always failed.
-    failed: Option<WsError>,
+    /// Sticky error: once failed, always failed (boxed: rare, and 24 bytes inline).
+    failed: Option<Box<WsError>>,
     /// permessage-deflate was negotiated: RSV1 may mark a compressed message (RFC 7692).
     deflate: bool,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
 }
 
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(WsLimits::default())
+    }
+}
+
 impl Decoder {
     /// A decoder enforcing `limits`.
     #[must_use]
     pub fn new(limits: WsLimits) -> Self {
-        Decoder { limits, ..Decoder::default() }
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Decoder {
+            max_message: clamp(limits.max_message),
+            max_frame: clamp(limits.max_frame),
+            msg: None,
+            assembly: None,
+            utf8: Utf8Validator::default(),
+            partial: 0,
+            partial_mask: [0; 4],
+            failed: None,
+            deflate: false,
+            compressed: false,
+        }
     }
 
     /// Accept RSV1 on the first frame of a data message (permessage-deflate negotiated,
@@ -337,14 +360,14 @@ impl Decoder {
     /// limits. The connection must then be failed with
     /// [`WsError::close_code`]; the decoder keeps returning the same error.
     pub fn decode(&mut self, buf: &mut [u8]) -> Result<(Option<WsEvent>, usize), WsError> {
-        if let Some(e) = self.failed {
-            return Err(e);
+        if let Some(e) = self.failed.as_deref() {
+            return Err(*e);
         }
         let result = self.decode_frame(buf);
         if let Err(e) = result {
-            self.failed = Some(e);
+            self.failed = Some(Box::new(e));
             self.msg = None;
-            self.assembly = Vec::new();
+            self.assembly = None;
             self.partial = 0;
             self.compressed = false;
         }
@@ -373,12 +396,13 @@ impl Decoder {
             if text {
                 // Fail fast (§8.1, Autobahn 6.4.x): unmask and validate the
                 // payload that has arrived; remember how far we got.
-                let have = buf.len() - start; // < payload_len
-                if have > self.partial {
-                    let seg = &mut buf[start + self.partial..start + have];
-                    unmask(seg, h.mask, self.partial);
+                let have = buf.len() - start; // < payload_len <= max_frame
+                let partial = self.partial as usize;
+                if have > partial {
+                    let seg = &mut buf[start + partial..start + have];
+                    unmask(seg, h.mask, partial);
                     self.utf8.feed(seg).map_err(|()| WsError::InvalidUtf8)?;
-                    self.partial = have;
+                    self.partial = u32::try_from(have).unwrap_or(u32::MAX);
                     self.partial_mask = h.mask;
                 }
             }
@@ -386,7 +410,7 @@ impl Decoder {
         }
 
         // The whole frame is here: unmask what is still masked (§5.3).
-        let done = std::mem::take(&mut self.partial);
+        let done = std::mem::take(&mut self.partial) as usize;
         unmask(&mut buf[start + done..end], h.mask, done);
         let range = start..end;
 
@@ -408,7 +432,7 @@ impl Decoder {
                     // A fragment (§5.4): keep its payload, consume the frame.
                     self.msg = Some(kind);
                     self.compressed = compressed;
-                    self.assembly.extend_from_slice(&buf[range]);
+                    self.assembly.get_or_insert_with(Default::default).extend_from_slice(&buf[range]);
                     return Ok((None, end));
                 }
                 if text {
@@ -419,11 +443,12 @@ impl Decoder {
                 }
                 self.msg = None;
                 self.compressed = false;
-                let payload = if self.assembly.is_empty() {
-                    Payload::Buf(range)
-                } else {
-                    self.assembly.extend_from_slice(&buf[range]);
-                    Payload::Owned(std::mem::take(&mut self.assembly))
+                let payload = match self.assembly.take() {
+                    Some(mut a) if !a.is_empty() => {
+                        a.extend_from_slice(&buf[range]);
+                        Payload::Owned(*a)
+                    }
+                    _ => Payload::Buf(range),
                 };
                 let event = match kind {
                     _ if compressed => WsEvent::Compressed { text: kind == MsgKind::Text, payload },
@@ -508,10 +533,11 @@ impl Decoder {
             n => (u64::from(n), 2),
         };
         let payload_len = match usize::try_from(payload_len) {
-            Ok(n) if n <= self.limits.max_frame => n,
+            Ok(n) if n <= self.max_frame as usize => n,
             _ => return Err(WsError::TooBig),
         };
-        if !opcode.is_control() && self.assembly.len().saturating_add(payload_len) > self.limits.max_message {
+        let assembled = self.assembly.as_ref().map_or(0, |a| a.len());
+        if !opcode.is_control() && assembled.saturating_add(payload_len) > self.max_message as usize {
             return Err(WsError::TooBig);
         }
         let Some(key) = buf.get(len_end..len_end + 4) else {

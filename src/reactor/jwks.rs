@@ -126,21 +126,25 @@ impl Fetcher {
     }
 }
 
-/// The HTTP client: the system's root certificates (Mozilla's when it has none), no proxy.
-fn agent() -> ureq::Agent {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+/// The system's root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), or Mozilla's
+/// bundled list when it has none: what Herald's HTTPS clients trust.
+pub fn root_certs() -> ureq::tls::RootCerts {
+    use ureq::tls::{Certificate, RootCerts};
     let native = rustls_native_certs::load_native_certs();
-    let roots = if native.certs.is_empty() {
-        log::debug!(
-            "JWKS: no system root certificates ({} errors): using the bundled Mozilla roots",
-            native.errors.len()
-        );
+    if native.certs.is_empty() {
+        log::debug!("no system root certificates ({} errors): using the bundled Mozilla roots", native.errors.len());
         RootCerts::WebPki
     } else {
         RootCerts::Specific(Arc::new(
             native.certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect(),
         ))
-    };
+    }
+}
+
+/// The HTTP client: the system's root certificates (Mozilla's when it has none), no proxy.
+fn agent() -> ureq::Agent {
+    use ureq::tls::TlsConfig;
+    let roots = root_certs();
     ureq::Agent::config_builder()
         .timeout_global(Some(TIMEOUT))
         .proxy(None)
@@ -170,7 +174,7 @@ fn fetch(agent: &ureq::Agent, url: &str) -> Result<(KeySet, Vec<String>), String
 }
 
 /// `scheme://host[:port]/path`: no user, password or query (they may hold secrets).
-fn shown(url: &str) -> String {
+pub fn shown(url: &str) -> String {
     match url.parse::<ureq::http::Uri>() {
         Ok(u) => format!(
             "{}://{}{}",

@@ -5,10 +5,12 @@
 //! Owns: sockets, readiness, timers, the clock, admission. Calls into `transport` with
 //! bytes and a `Session`, and applies the effects handlers record (flush, close,
 //! backpressure); transports never read or write a socket themselves. Beside the workers,
-//! [`jwks`] runs the background threads that fetch token keys from a JWKS endpoint.
+//! [`jwks`] runs the background threads that fetch token keys from a JWKS endpoint, and
+//! [`proxy`] the threads that make Centrifugo proxy calls to the application backend.
 
 pub mod jwks;
 pub mod limits;
+pub mod proxy;
 pub mod redis;
 pub mod slot;
 pub mod timer;
@@ -111,7 +113,7 @@ impl Server {
                 prefix: rc.prefix.clone(),
                 shards: targets.len(),
                 node: node_id.clone(),
-                presence_ttl_s: 60,
+                presence_ttl_s: (rc.presence_ttl.0 / 1000).max(1),
             };
             let e = Arc::new(crate::hub::redis::engine::RedisEngine::new(
                 inboxes.clone(),
@@ -125,7 +127,8 @@ impl Server {
                 ..Default::default()
             };
             let names: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
-            let driver = redis::Driver::start(targets, timeouts, redis::EngineSink(e.clone()))?;
+            let setup = crate::hub::redis::engine::RedisEngine::setup_commands();
+            let driver = redis::Driver::start_with(targets, timeouts, redis::EngineSink(e.clone()), setup)?;
             // Serve once the connections are up, so the first requests do not meet a
             // Redis that is still being connected to (it answered PING a moment ago).
             if !driver.wait_up(timeouts.connect * 2) {
@@ -137,15 +140,28 @@ impl Server {
         } else {
             Arc::new(crate::hub::MemoryEngine::with_policy(inboxes.clone(), policy, clock.seed(u64::MAX)))
         };
+        let proxies = crate::config::proxy::ProxySet::new(&cfg);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             engine,
-            inboxes,
             stats: Stats::default(),
             node_id,
             users: Default::default(),
             gauges: (0..n).map(|_| Default::default()).collect(),
             jwks: jwks::start(crate::transport::centrifugo::client::jwks_cells(&cfg))?,
+            backend: if proxies.any() {
+                let pool = proxy::Pool::start(
+                    cfg.proxy_threads,
+                    cfg.proxy_queue_size,
+                    cfg.proxy_max_response,
+                    inboxes.clone(),
+                )?;
+                Some(Arc::new(pool) as Arc<dyn crate::transport::env::Backend>)
+            } else {
+                None
+            },
+            proxies,
+            inboxes,
         });
         let ip_limits =
             Arc::new(limits::IpLimits::new(cfg.max_connections_per_ip, cfg.connect_rate_per_ip, cfg.max_tracked_ips));

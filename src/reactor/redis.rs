@@ -106,13 +106,25 @@ impl Driver {
     /// the background; commands sent while a shard is down fail at once with
     /// [`DriverError::Down`].
     pub fn start<T: Into<Target>>(shards: Vec<T>, timeouts: Timeouts, sink: impl Sink) -> io::Result<Driver> {
+        Driver::start_with(shards, timeouts, sink, Vec::new())
+    }
+
+    /// [`Driver::start`] with `setup` commands pipelined first on every command connection
+    /// each time it comes up (after AUTH/SELECT): the engine loads its scripts so that
+    /// `EVALSHA` finds them and commands keep their order.
+    pub fn start_with<T: Into<Target>>(
+        shards: Vec<T>,
+        timeouts: Timeouts,
+        sink: impl Sink,
+        setup: Vec<Vec<Vec<u8>>>,
+    ) -> io::Result<Driver> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
         let up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let shards: Vec<Shard> = shards.into_iter().map(|t| Shard::new(t.into())).collect();
         let conns = shards.len() * 2;
-        let mut th = Thread { poll, rx, sink: Box::new(sink), timeouts, shards, up: up.clone() };
+        let mut th = Thread { poll, rx, sink: Box::new(sink), timeouts, shards, up: up.clone(), setup };
         std::thread::Builder::new().name("herald-redis".into()).spawn(move || th.run())?;
         Ok(Driver { tx, waker, up, conns })
     }
@@ -262,6 +274,8 @@ impl Shard {
 }
 
 struct Thread {
+    /// Commands run first on every command connection (script loads).
+    setup: Vec<Vec<Vec<u8>>>,
     /// Connections up now (read by [`Driver::wait_up`]).
     up: Arc<std::sync::atomic::AtomicUsize>,
     poll: Poll,
@@ -464,6 +478,14 @@ impl Thread {
             c.next_tag += 1;
             c.link.command(tag, &[&b"SELECT"[..], db.as_bytes()]);
             c.callbacks.insert(tag, (setup_check(addr, "SELECT"), Instant::now()));
+        }
+        if !pubsub {
+            for args in &self.setup {
+                let tag = c.next_tag;
+                c.next_tag += 1;
+                c.link.command(tag, args);
+                c.callbacks.insert(tag, (setup_check(addr, "script load"), Instant::now()));
+            }
         }
         if pubsub {
             let chans: Vec<Vec<u8>> = s.channels.iter().cloned().collect();
@@ -686,8 +708,10 @@ impl Sink for EngineSink {
     }
 
     fn health(&self, shard: usize, up: bool) {
-        if !up {
-            log::warn!("redis shard {shard}: pub/sub connection lost; reconnecting");
+        if up {
+            log::info!("redis shard {shard}: up; reading back what its channels may have missed");
+        } else {
+            log::warn!("redis shard {shard}: a connection is down; publishes to its channels fail until it is back");
         }
         self.0.on_health(shard, up);
     }

@@ -25,13 +25,13 @@ pub struct Slot {
     /// Reading stopped: the out-queue is over the high-water mark (resumed by a flush that
     /// drains it to the low-water mark).
     pub paused: bool,
-    /// rustls state of a TLS connection (boxed: plain connections pay a pointer).
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// TLS state of a TLS connection (boxed: plain connections pay a pointer).
+    pub tls: Option<Box<super::tls::Tls>>,
 }
 
 impl Slot {
     /// A slot for a freshly accepted connection.
-    pub fn new(sock: TcpStream, session: Session, tls: Option<Box<rustls::ServerConnection>>) -> Slot {
+    pub fn new(sock: TcpStream, session: Session, tls: Option<Box<super::tls::Tls>>) -> Slot {
         Slot { sock, session, timer: None, write_shut: false, admitted: false, paused: false, tls }
     }
 
@@ -62,6 +62,6 @@ mod tests {
         // mio's socket carries a selector id for its own checks in debug builds only.
         let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
         let n = std::mem::size_of::<super::Slot>();
-        assert!(n <= 248 + debug_extra, "Slot is {n} bytes");
+        assert!(n <= 208 + debug_extra, "Slot is {n} bytes");
     }
 }

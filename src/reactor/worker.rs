@@ -77,6 +77,8 @@ pub struct Worker {
     scratch: Vec<u8>,
     /// Where a flush copies several small queued frames to write them in one `write`.
     coalesce: Vec<u8>,
+    /// TLS connections' shared plaintext and sealing buffers (empty until first used).
+    tls_scratch: super::tls::Scratch,
     /// Connections to serve again next turn without a readiness event (budget spent, or
     /// reading resumed after a pause).
     ready: Vec<usize>,
@@ -123,6 +125,7 @@ impl Worker {
             ip_limits,
             scratch: vec![0; SCRATCH],
             coalesce: Vec::with_capacity(crate::transport::outq::COALESCE_MAX),
+            tls_scratch: super::tls::Scratch::default(),
             ready: Vec::new(),
             wheel: Wheel::default(),
             inbox,
@@ -344,7 +347,7 @@ impl Worker {
     /// over the high-water mark (then reading pauses until a flush drains it: input is not
     /// parsed while the client is not reading what it asked for).
     fn on_readable(&mut self, key: usize) {
-        let Worker { conns, ctx, scratch, .. } = self;
+        let Worker { conns, ctx, scratch, tls_scratch, .. } = self;
         let Some(slot) = conns.get_mut(key) else {
             return;
         };
@@ -368,13 +371,16 @@ impl Worker {
             }
             if let Some(tls) = slot.tls.as_mut() {
                 let session = &mut slot.session;
-                let step =
-                    super::tls::read(tls, &mut slot.sock, scratch, |plain| transport::on_bytes(ctx, session, plain));
+                let step = super::tls::read(tls, &mut slot.sock, scratch, tls_scratch, |plain| {
+                    transport::on_bytes(ctx, session, plain)
+                });
                 match step {
                     Ok(super::tls::ReadStep::Data { wire }) => {
                         read_budget = read_budget.saturating_sub(wire);
                         ctx.shared.gauges[ctx.id].bytes_in.fetch_add(wire as u64, Ordering::Relaxed);
-                        if tls.wants_write() || (!tls.is_handshaking() && !slot.session.out.is_empty()) {
+                        // The start of a record held below the session counts as held input.
+                        transport::note_held_below(ctx, &mut slot.session, tls.holds_input());
+                        if tls.has_unsent() || (!tls.is_handshaking() && !slot.session.out.is_empty()) {
                             // Handshake records to send, or replies queued during it.
                             ctx.mark_dirty(&mut slot.session);
                         }
@@ -385,11 +391,16 @@ impl Worker {
                         break;
                     }
                     Ok(super::tls::ReadStep::WouldBlock) => break,
-                    Err(e) => {
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                         ctx.shared.stats.tls_errors.fetch_add(1, Ordering::Relaxed);
                         log::debug!("conn {}:{} from {}: TLS: {e}", ctx.id, key, slot.session.peer);
                         // The alert rustls prepared, best effort; then the connection goes.
-                        let _ = tls.write_tls(&mut slot.sock);
+                        super::tls::send_alert(tls, &mut slot.sock);
+                        ctx.kill(&mut slot.session);
+                        break;
+                    }
+                    Err(e) => {
+                        log::debug!("conn {}:{} from {}: read error: {e}", ctx.id, key, slot.session.peer);
                         ctx.kill(&mut slot.session);
                         break;
                     }
@@ -506,7 +517,7 @@ impl Worker {
             return;
         }
         let mut written = 0u64;
-        let mut r = write_out(slot, &mut written, &mut self.coalesce);
+        let mut r = write_out(slot, &mut written, &mut self.coalesce, &mut self.tls_scratch);
         // A paced replay continues as the socket takes it (bounded rounds per turn; the
         // rest continues on the next writable event or turn).
         let mut rounds = 0;
@@ -514,7 +525,7 @@ impl Worker {
         let replaying = |s: &transport::Session| s.replay.as_ref().is_some_and(|r| !r.hold);
         while matches!(r, Ok(Flush::Done)) && replaying(&slot.session) && rounds < 16 && !slot.session.dead {
             transport::on_drained(&mut self.ctx, &mut slot.session);
-            r = write_out(slot, &mut written, &mut self.coalesce);
+            r = write_out(slot, &mut written, &mut self.coalesce, &mut self.tls_scratch);
             rounds += 1;
         }
         if matches!(r, Ok(Flush::Blocked)) && slot.session.out.len() <= self.ctx.low_water {
@@ -534,7 +545,7 @@ impl Worker {
                 if slot.session.close_after_flush && !slot.write_shut && slot.session.replay.is_none() {
                     slot.write_shut = true;
                     if let Some(tls) = slot.tls.as_mut() {
-                        super::tls::close_notify(tls, &mut slot.sock);
+                        super::tls::close_notify(tls, &mut slot.sock, &mut self.tls_scratch);
                     }
                     let _ = slot.sock.shutdown(std::net::Shutdown::Write);
                     transport::on_final_flush(&mut self.ctx, &mut slot.session);
@@ -685,10 +696,15 @@ impl Worker {
     }
 }
 
-/// Write a connection's out-queue to its socket, through rustls when it speaks TLS.
-fn write_out(slot: &mut Slot, written: &mut u64, coalesce: &mut Vec<u8>) -> io::Result<Flush> {
+/// Write a connection's out-queue to its socket, sealed by rustls when it speaks TLS.
+fn write_out(
+    slot: &mut Slot,
+    written: &mut u64,
+    coalesce: &mut Vec<u8>,
+    tls_scratch: &mut super::tls::Scratch,
+) -> io::Result<Flush> {
     match slot.tls.as_mut() {
-        Some(tls) => super::tls::flush(tls, &mut slot.session.out, &mut slot.sock, written, coalesce),
+        Some(tls) => super::tls::flush(tls, &mut slot.session.out, &mut slot.sock, written, coalesce, tls_scratch),
         None => slot.session.out.flush(&mut slot.sock, written, coalesce),
     }
 }

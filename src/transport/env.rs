@@ -7,6 +7,12 @@
 //! backpressure policy). Handlers never do IO: they queue bytes on the session and list
 //! it here; the reactor applies the lists (the rustls/quinn-proto shape). The clock is
 //! read by the reactor once per loop turn and written into `now_ms` and `unix_s`.
+//!
+//! Also the asynchronous seam: a handler that needs an answer from elsewhere (the Redis
+//! engine, a proxy call to the application backend through the [`Backend`] the reactor's
+//! proxy threads implement) parks its session with a continuation ([`Env::park`] via
+//! [`Env::engine`] or [`Env::proxy`]); the answer comes back as a `Note::Answer` in the
+//! worker's inbox and [`Env::resume`] runs the rest.
 
 use super::metrics::WorkerGauges;
 use super::session::{Session, State};
@@ -46,6 +52,9 @@ pub struct Stats {
     pub delivered: AtomicU64,
     /// Connections dropped over `max_out_queue`.
     pub slow_drops: AtomicU64,
+    /// Proxy calls by kind ([`crate::config::proxy::Kind`] order) and outcome
+    /// ([`PROXY_OUTCOMES`] order).
+    pub proxy_calls: [[AtomicU64; 4]; 6],
     /// HTTP requests answered with an error.
     pub http_errors: AtomicU64,
     /// WebSocket connections failed for protocol errors.
@@ -61,6 +70,11 @@ pub struct Stats {
     /// sweep).
     pub ip_table_entries: AtomicUsize,
 }
+
+/// Outcomes of a proxy call, as `herald_proxy_calls_total` labels them: answered (a result,
+/// an error or a disconnect from the backend), refused for a full queue, timed out, failed
+/// otherwise (unreachable, a status other than 200, an answer too large or malformed).
+pub const PROXY_OUTCOMES: [&str; 4] = ["answered", "busy", "timeout", "failed"];
 
 /// What every worker shares: configuration, the engine, the inboxes, the counters.
 pub struct Shared {
@@ -82,6 +96,39 @@ pub struct Shared {
     /// The JWKS key sets by endpoint URL (filled by `reactor::jwks` fetcher threads; read
     /// by the token verifiers at connect and subscribe).
     pub jwks: Vec<(String, Arc<crate::proto::jwks::Jwks>)>,
+    /// The proxies to the application backend the configuration names.
+    pub proxies: crate::config::proxy::ProxySet,
+    /// Whoever makes proxy calls (the reactor's proxy threads); `None` when no proxy is
+    /// configured.
+    pub backend: Option<Arc<dyn Backend>>,
+}
+
+/// One HTTP call to the application backend (a Centrifugo proxy), ready to send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// What it is for (logs, metrics).
+    pub kind: crate::config::proxy::Kind,
+    /// The proxy's endpoint.
+    pub url: String,
+    /// The whole call must be answered within this, waiting for a thread included.
+    pub timeout: std::time::Duration,
+    /// Request headers (static, then forwarded; `Content-Type` is added by the caller).
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: bytes::Bytes,
+    /// Statuses answered as errors or disconnects instead of a failure.
+    pub transforms: Vec<crate::proto::proxy::Transform>,
+}
+
+/// Makes proxy calls off the worker: [`Backend::call`] never blocks; the answer (or the
+/// failure) comes back later as [`crate::hub::bus::Note::Answer`] with one
+/// [`crate::hub::Done::Proxy`] for `reply`. Implemented by the reactor's proxy threads.
+pub trait Backend: Send + Sync {
+    /// Queue `call`; `Err(Failure::Busy)` at once when the queue is full (nothing will be
+    /// sent for it then).
+    fn call(&self, call: Call, reply: crate::hub::Reply) -> Result<(), crate::proto::proxy::Failure>;
+    /// Calls queued or being made.
+    fn in_flight(&self) -> usize;
 }
 
 /// What handlers ask the reactor to do, applied at the end of the loop turn. Each list
@@ -149,18 +196,19 @@ pub struct Env {
     pub zip: super::wire::Zip,
     /// Inflated client message scratch (reused; freed when a message made it large).
     pub inflated: Vec<u8>,
-    /// Sessions waiting for an asynchronous engine answer, by slab key (see
-    /// [`Env::engine`]). Empty with the memory engine.
+    /// Sessions waiting for an asynchronous engine or proxy answer, by slab key (see
+    /// [`Env::engine`], [`Env::proxy`], [`Env::park`]). Empty with the memory engine and no
+    /// proxy call in flight.
     pub waiting: HashMap<u32, Waiting>,
 }
 
-/// What runs when an engine answer arrives: the second half of a handler.
+/// What runs when an engine (or proxy) answer arrives: the second half of a handler.
 pub type Then = Box<dyn FnOnce(&mut Env, &mut Session, Vec<crate::hub::Done>) + Send>;
 /// Work that arrived for a session while it waited (API commands, emulation posts), run
 /// in order once it no longer waits.
 pub type Later = Box<dyn FnOnce(&mut Env, &mut Session) + Send>;
 
-/// A session parked on an engine answer.
+/// A session parked on an engine or proxy answer.
 pub struct Waiting {
     gen: u32,
     then: Then,
@@ -228,9 +276,69 @@ impl Env {
         match engine.submit(ops, self.now_ms, reply) {
             Some(done) => then(self, conn, done),
             None => {
-                conn.parked = true;
-                let w = Waiting { gen: conn.id.gen, then: Box::new(then), later: Default::default() };
-                self.waiting.insert(conn.id.key, w);
+                self.park(conn, then);
+            }
+        }
+    }
+
+    /// Park `conn` until a [`crate::hub::bus::Note::Answer`] for it arrives, then run `then`
+    /// with the answers; returns where that answer must be sent. The session must not be
+    /// parked already (callers defer with [`Env::later`] first): one thing waited for at a
+    /// time per session, which also bounds what one client can have in flight.
+    pub fn park<F>(&mut self, conn: &mut Session, then: F) -> crate::hub::Reply
+    where
+        F: FnOnce(&mut Env, &mut Session, Vec<crate::hub::Done>) + Send + 'static,
+    {
+        debug_assert!(!conn.parked, "a parked session parked again");
+        conn.parked = true;
+        let w = Waiting { gen: conn.id.gen, then: Box::new(then), later: Default::default() };
+        self.waiting.insert(conn.id.key, w);
+        crate::hub::Reply { worker: self.id, conn: conn.id }
+    }
+
+    /// Call the application backend (a Centrifugo proxy), then `then` with its answer. The
+    /// session is parked meanwhile exactly as for an engine answer ([`Env::engine`]); the
+    /// call runs on the proxy threads and its answer arrives through the worker's inbox.
+    /// A full queue (or no proxy threads) answers at once with the failure. The proxy
+    /// threads always answer (a timeout at the latest), so a session never waits forever.
+    pub fn proxy<F>(&mut self, conn: &mut Session, call: Call, then: F)
+    where
+        F: FnOnce(&mut Env, &mut Session, Result<Box<crate::proto::proxy::Answer>, crate::proto::proxy::Failure>)
+            + Send
+            + 'static,
+    {
+        use crate::proto::proxy::Failure;
+        if conn.parked {
+            return self.later(conn, move |env, conn| env.proxy(conn, call, then));
+        }
+        let kind = call.kind;
+        let counted = move |env: &mut Env, r: &Result<Box<crate::proto::proxy::Answer>, Failure>| {
+            let outcome = match r {
+                Ok(_) => 0,
+                Err(Failure::Busy) => 1,
+                Err(Failure::Timeout) => 2,
+                Err(_) => 3,
+            };
+            env.shared.stats.proxy_calls[kind as usize][outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        let Some(backend) = self.shared.backend.clone() else {
+            let r = Err(Failure::Transport("no proxy threads".into()));
+            counted(self, &r);
+            return then(self, conn, r);
+        };
+        let reply = crate::hub::Reply { worker: self.id, conn: conn.id };
+        match backend.call(call, reply) {
+            Ok(()) => {
+                self.park(conn, move |env, conn, done| {
+                    let r = done.into_iter().next().map(crate::hub::Done::proxy).unwrap_or(Err(Failure::Timeout));
+                    counted(env, &r);
+                    then(env, conn, r)
+                });
+            }
+            Err(f) => {
+                let r = Err(f);
+                counted(self, &r);
+                then(self, conn, r)
             }
         }
     }
@@ -243,6 +351,14 @@ impl Env {
         match self.waiting.get_mut(&conn.id.key) {
             Some(w) if conn.parked => w.later.push_back(Box::new(f)),
             _ => f(self, conn),
+        }
+    }
+
+    /// How much work waits behind a parked session's answer (0 when it is not parked).
+    pub fn deferred(&self, conn: &Session) -> usize {
+        match self.waiting.get(&conn.id.key) {
+            Some(w) if conn.parked && w.gen == conn.id.gen => w.later.len(),
+            _ => 0,
         }
     }
 

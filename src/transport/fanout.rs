@@ -36,7 +36,7 @@ where
     let mut slots = Vec::with_capacity(chans.len());
     for (ch, s) in chans.iter().zip(since) {
         let (name, slot, _) = env.local.add(ch, conn.id);
-        conn.subs.push(SubRef { channel: name, slot, last_id: s.unwrap_or(0) });
+        super::push_small(&mut conn.subs, SubRef { channel: name, slot, last_id: s.unwrap_or(0) });
         slots.push(slot);
         ops.push(Op::Subscribe { channel: ch.clone(), worker: env.id, since: *s });
     }

@@ -289,12 +289,12 @@ fn route(env: &mut Env, conn: &mut Session, req: &Req) {
         "/connection/websocket" => {
             if allow(env, conn, req, &[Get], "GET") && ws::upgrade(env, conn, req, WsMode::Centrifugo) {
                 let protobuf = ws::cf_wants_protobuf(req);
-                crate::transport::centrifugo::client::on_upgrade(env, conn, false, protobuf);
+                crate::transport::centrifugo::client::on_upgrade(env, conn, false, protobuf, req);
             }
         }
         "/connection/uni_websocket" => {
             if allow(env, conn, req, &[Get], "GET") && ws::upgrade(env, conn, req, WsMode::CfUni) {
-                crate::transport::centrifugo::client::on_upgrade(env, conn, true, false);
+                crate::transport::centrifugo::client::on_upgrade(env, conn, true, false, req);
                 crate::transport::centrifugo::uni::connect_from_query(env, conn, req);
             }
         }

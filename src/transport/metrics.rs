@@ -110,6 +110,15 @@ pub fn render(s: &Shared, now_ms: u64) -> String {
     for (i, inbox) in s.inboxes.iter().enumerate() {
         let _ = writeln!(o, "herald_worker_inbox_depth{{worker=\"{i}\"}} {}", inbox.depth());
     }
+    line(&mut o, "herald_proxy_calls_total", "Proxy calls to the application backend, by kind and outcome.", "counter");
+    for (k, kind) in crate::config::proxy::Kind::ALL.iter().enumerate() {
+        for (i, outcome) in crate::transport::env::PROXY_OUTCOMES.iter().enumerate() {
+            let v = r(&st.proxy_calls[k][i]);
+            let _ = writeln!(o, "herald_proxy_calls_total{{kind=\"{}\",outcome=\"{outcome}\"}} {v}", kind.as_str());
+        }
+    }
+    line(&mut o, "herald_proxy_in_flight", "Proxy calls queued or being made.", "gauge");
+    let _ = writeln!(o, "herald_proxy_in_flight {}", s.backend.as_ref().map_or(0, |b| b.in_flight()));
     line(&mut o, "herald_centrifugo_clients", "Connected Centrifugo protocol clients.", "gauge");
     let _ = writeln!(o, "herald_centrifugo_clients {}", st.cf_clients.load(Ordering::Relaxed));
     line(

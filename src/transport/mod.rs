@@ -47,6 +47,16 @@ pub use session::{Kind, Session, State, StreamKind, WsMode};
 use crate::hub::bus::Note;
 use crate::hub::local::ConnId;
 
+/// Push onto a per-connection list that is usually short: the first element allocates room
+/// for one (not `Vec`'s four: 3 x 32-72 bytes wasted on every connection with one
+/// subscription), later ones double it.
+pub fn push_small<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(1));
+    }
+    v.push(x);
+}
+
 /// Bytes arrived for a session (`data` is the reactor's scratch buffer). Whatever the state
 /// machine does not consume yet is kept in the session's `inbuf` and passed again, followed
 /// by new bytes. An idle session keeps no input buffer.
@@ -58,17 +68,15 @@ pub fn on_bytes(env: &mut Env, conn: &mut Session, data: &mut [u8]) {
             conn.inbuf.extend_from_slice(&data[used..]);
         }
     } else {
-        let mut buf = std::mem::take(&mut conn.inbuf);
+        let mut buf = conn.inbuf.take();
         buf.extend_from_slice(data);
         let used = process(env, conn, &mut buf);
         buf.drain(..used.min(buf.len()));
-        conn.inbuf = buf;
+        // Idle connections own no read buffer: an emptied one is freed.
+        conn.inbuf.put(buf);
     }
     if !conn.inbuf.is_empty() {
         check_held_input(env, conn);
-    } else if conn.inbuf.capacity() > 0 {
-        // Idle connections own no read buffer.
-        conn.inbuf = Vec::new();
     }
     note_partial_frame(env, conn);
 }
@@ -76,9 +84,20 @@ pub fn on_bytes(env: &mut Env, conn: &mut Session, data: &mut [u8]) {
 /// Start (or end) the deadline of an incomplete WebSocket frame: bytes of a frame that
 /// never completes must not be held forever (they count toward no out-queue).
 fn note_partial_frame(env: &Env, conn: &mut Session) {
+    note_held(env, conn, false)
+}
+
+/// After a read on a TLS connection: `below` says whether the reactor holds the start of a
+/// TLS record for it (bytes the session has not seen yet). Those are held input like an
+/// incomplete frame, under the same deadline, so a client cannot park a partial record.
+pub fn note_held_below(env: &Env, conn: &mut Session, below: bool) {
+    note_held(env, conn, below)
+}
+
+fn note_held(env: &Env, conn: &mut Session, below: bool) {
     // Input held back while the session is paused over its high-water mark is not a
     // stalled frame: the client is not reading, and the ping timer handles that.
-    let held = !conn.inbuf.is_empty() && !env.over_high_water(conn);
+    let held = (below || !conn.inbuf.is_empty()) && !env.over_high_water(conn);
     if let State::Ws(w) = &mut conn.state {
         match (held, w.partial_since_ms()) {
             (true, None) => w.set_partial_since(Some(env.now_ms)),
@@ -94,10 +113,10 @@ pub fn reprocess(env: &mut Env, conn: &mut Session) {
     if conn.inbuf.is_empty() || conn.dead {
         return;
     }
-    let mut buf = std::mem::take(&mut conn.inbuf);
+    let mut buf = conn.inbuf.take();
     let used = process(env, conn, &mut buf);
     buf.drain(..used.min(buf.len()));
-    conn.inbuf = if buf.is_empty() { Vec::new() } else { buf };
+    conn.inbuf.put(buf);
     note_partial_frame(env, conn);
 }
 
@@ -231,7 +250,7 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
                     env.kill(conn);
                 } else {
                     let r = crate::proto::http::error_response(408, "request not received in time", false);
-                    conn.inbuf = Vec::new();
+                    conn.inbuf.clear();
                     conn.state = State::Http(None);
                     env.queue(conn, r);
                     conn.set_req_started(None);
@@ -245,7 +264,7 @@ pub fn on_timer(env: &mut Env, conn: &mut Session) {
         State::Ws(w) if w.partial_since_ms().is_some_and(|t| t + env.shared.cfg.handshake_timeout_ms <= now) => {
             // A frame started arriving and never completed: its bytes are held for nothing.
             log::debug!("conn {}:{} from {}: incomplete frame timed out", env.id, conn.id.key, conn.peer);
-            conn.inbuf = Vec::new();
+            conn.inbuf.clear();
             ws::close(env, conn, 1008, "frame not completed in time")
         }
         State::Ws(_) => ws::on_ping_timer(env, conn),

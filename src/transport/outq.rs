@@ -23,8 +23,10 @@ pub const COALESCE_MAX: usize = 4096;
 pub struct OutQueue {
     /// The front buffer (always set when anything is queued).
     head: Option<Bytes>,
-    /// Buffers after `head`.
-    rest: VecDeque<Bytes>,
+    /// Buffers after `head`, behind one pointer while any are queued (an idle session pays
+    /// 8 bytes here, not an empty deque's 32).
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes inline for every idle session
+    rest: Option<Box<VecDeque<Bytes>>>,
     /// Bytes of `head` already written.
     offset: usize,
     /// Bytes queued and not yet written.
@@ -50,7 +52,7 @@ impl OutQueue {
         if self.head.is_none() {
             self.head = Some(b);
         } else {
-            self.rest.push_back(b);
+            self.rest.get_or_insert_with(Default::default).push_back(b);
         }
     }
 
@@ -78,7 +80,7 @@ impl OutQueue {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             iov[0] = IoSlice::new(&head[self.offset..]);
             let mut n_iov = 1;
-            for b in self.rest.iter().take(MAX_IOV - 1) {
+            for b in self.rest.iter().flat_map(|r| r.iter()).take(MAX_IOV - 1) {
                 iov[n_iov] = IoSlice::new(b);
                 n_iov += 1;
             }
@@ -107,10 +109,8 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
-        // Give the deque's buffer back: an idle connection holds no heap memory.
-        if self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
-        }
+        // Give the deque back: an idle connection holds no heap memory.
+        self.rest = None;
         Ok(Flush::Done)
     }
 
@@ -121,7 +121,7 @@ impl OutQueue {
             if n >= front {
                 n -= front;
                 self.offset = 0;
-                self.head = self.rest.pop_front();
+                self.head = self.rest.as_mut().and_then(|r| r.pop_front());
             } else {
                 self.offset += n;
                 n = 0;

@@ -24,6 +24,29 @@ pub struct Kit {
     pub sessions: Slab<Session>,
     inbox: Receiver<Note>,
     deferred: Option<Arc<Deferred>>,
+    backend: Arc<FakeBackend>,
+}
+
+/// Proxy calls kept until the test answers them ([`Kit::proxy_answer`]), as the proxy
+/// threads would through the worker's inbox.
+#[derive(Default)]
+pub struct FakeBackend {
+    calls: std::sync::Mutex<Vec<(super::env::Call, crate::hub::Reply)>>,
+    /// Refuse calls as a full queue would.
+    pub busy: std::sync::atomic::AtomicBool,
+}
+
+impl super::env::Backend for FakeBackend {
+    fn call(&self, call: super::env::Call, reply: crate::hub::Reply) -> Result<(), crate::proto::proxy::Failure> {
+        if self.busy.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::proto::proxy::Failure::Busy);
+        }
+        self.calls.lock().expect("lock").push((call, reply));
+        Ok(())
+    }
+    fn in_flight(&self) -> usize {
+        self.calls.lock().expect("lock").len()
+    }
 }
 
 /// An engine that answers later, as the Redis engine does: [`Engine::submit`] keeps the
@@ -110,6 +133,7 @@ impl Kit {
         } else {
             Arc::new(memory)
         };
+        let backend = Arc::new(FakeBackend::default());
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             engine,
@@ -120,9 +144,46 @@ impl Kit {
             gauges: vec![Default::default()],
             // No fetcher: a JWKS set stays empty (tokens get the temporary error).
             jwks: super::centrifugo::client::jwks_cells(&cfg).into_iter().map(|(u, c, _)| (u, c)).collect(),
+            proxies: crate::config::proxy::ProxySet::new(&cfg),
+            backend: Some(backend.clone() as Arc<dyn super::env::Backend>),
         });
         let env = Env::new(0, shared, 1, 1_000, 1_700_000_000);
-        Kit { env, sessions: Slab::new(), inbox: rx, deferred: later }
+        Kit { env, sessions: Slab::new(), inbox: rx, deferred: later, backend }
+    }
+
+    /// The proxy calls waiting for an answer: (kind, body as JSON).
+    pub fn proxy_calls(&self) -> Vec<(crate::config::proxy::Kind, serde_json::Value)> {
+        let calls = self.backend.calls.lock().expect("lock");
+        calls.iter().map(|(c, _)| (c.kind, serde_json::from_slice(&c.body).expect("JSON body"))).collect()
+    }
+
+    /// The headers of the oldest waiting proxy call.
+    pub fn proxy_headers(&self) -> Vec<(String, String)> {
+        self.backend.calls.lock().expect("lock").first().map(|(c, _)| c.headers.clone()).unwrap_or_default()
+    }
+
+    /// Answer the oldest waiting proxy call with `answer` (a backend's JSON body, decoded
+    /// as the proxy threads do, or their failure), through the worker's inbox path.
+    pub fn proxy_answer(&mut self, answer: Result<&str, crate::proto::proxy::Failure>) {
+        let (_, reply) = {
+            let mut calls = self.backend.calls.lock().expect("lock");
+            assert!(!calls.is_empty(), "no proxy call waits");
+            calls.remove(0)
+        };
+        let r = answer.and_then(|b| crate::proto::proxy::decode(b.as_bytes())).map(Box::new);
+        let mut done = Vec::new();
+        super::on_answer(&mut self.env, &mut self.sessions, reply.conn, vec![crate::hub::Done::Proxy(r)], &mut done);
+        for id in done {
+            if let Some(s) = self.sessions.get_mut(id.key as usize) {
+                super::reprocess(&mut self.env, s);
+            }
+        }
+        self.settle();
+    }
+
+    /// Make the fake proxy threads refuse calls (a full queue).
+    pub fn proxy_busy(&self, busy: bool) {
+        self.backend.busy.store(busy, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Operations the deferred engine holds.

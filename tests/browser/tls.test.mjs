@@ -16,12 +16,10 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { TRANSPORTS, demoPage, launchChromium } from './demo_page.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HERALD_BIN = process.env.HERALD_BIN || resolve(here, '../../target/release/herald');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const TRANSPORTS = ['poll', 'longpoll', 'iframe', 'sse', 'ws'];
 const CHANNEL = 'chat'; // the page's default
 const STEP_MS = 10_000; // bound on any single wait in the page
 const TEST_MS = 20_000; // bound on one test
@@ -117,54 +115,12 @@ async function publish(body, channel = CHANNEL) {
   return j.id;
 }
 
-async function waitConnected(name) {
-  await page.waitForFunction(
-    (want) => document.getElementById('status').textContent === want,
-    `connected via ${name}`,
-    { timeout: STEP_MS },
-  );
-}
-
-async function waitForIds(ids) {
-  await page.waitForFunction(
-    (want) => want.every((id) => document.querySelector(`.msg[data-id="${id}"]`)),
-    ids,
-    { timeout: STEP_MS, polling: 50 },
-  );
-}
-
-/** What the page shows for the current channel, in DOM order. */
-function shown() {
-  return page.evaluate(() =>
-    [...document.querySelectorAll('ol:not([hidden]) > .msg')].map((el) => ({
-      id: Number(el.getAttribute('data-id')),
-      transport: el.getAttribute('data-transport'),
-      nick: el.querySelector('.nick').textContent,
-      text: el.querySelector('.text').textContent,
-    })),
-  );
-}
-
-/** Every id shown once, ascending, with no gap from the first. */
-async function assertOnceEachInOrder() {
-  const ids = (await shown()).map((m) => m.id);
-  assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `ids out of order: ${ids}`);
-  assert.equal(new Set(ids).size, ids.length, `an id is shown twice: ${ids}`);
-  if (ids.length) assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => ids[0] + i), `gap in ids: ${ids}`);
-}
+const { waitConnected, waitForIds, shown, assertOnceEachInOrder } = demoPage(() => page, STEP_MS);
 
 before(async () => {
   makeCert();
   await startHerald();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 20_000,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--ignore-certificate-errors',
-    ],
-  });
+  browser = await launchChromium(['--ignore-certificate-errors']);
   page = await browser.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.on('pageerror', (e) => pageErrors.push(String(e)));

@@ -26,6 +26,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
+import http from 'node:http';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
 
@@ -162,6 +163,12 @@ const results = []; // {name, verdict, note}
 after(async () => {
   await stop(servers.herald);
   await stop(servers.centrifugo);
+  if (proxied.servers) {
+    await stop(proxied.servers.herald);
+    await stop(proxied.servers.centrifugo);
+    proxied.backend.closeAllConnections();
+    proxied.backend.close();
+  }
   if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
   mkdirSync(OUT_DIR, { recursive: true });
   const lines = [
@@ -180,7 +187,7 @@ after(async () => {
 // A raw client: JSON protocol frames by hand.
 
 class Raw {
-  constructor(srv, rec, label, { origin } = {}) {
+  constructor(srv, rec, label, { origin, headers: extra = {} } = {}) {
     this.srv = srv;
     this.rec = rec;
     this.label = label;
@@ -188,7 +195,7 @@ class Raw {
     this.waiters = new Map();
     this.pushes = [];
     this.closeInfo = null;
-    const headers = origin ? { Origin: origin } : {};
+    const headers = origin ? { Origin: origin, ...extra } : { ...extra };
     this.ws = new WebSocket(srv.ws, { headers });
     this.httpStatus = null;
     this.opened = new Promise((res) => {
@@ -291,6 +298,13 @@ function normaliser() {
 
 class Run {
   constructor(srv) { this.srv = srv; this.log = []; this.clients = []; this.norm = normaliser(); }
+  // Records (and forgets) the requests the application backend got from this server so far:
+  // path, JSON body and the forwarded Cookie header.
+  backend(what = 'backend got') {
+    const mine = proxied.seen.filter((x) => x.server === this.srv.name);
+    proxied.seen = proxied.seen.filter((x) => x.server !== this.srv.name);
+    this.rec(what, mine.map(({ path, body, cookie }) => ({ path, body, cookie })));
+  }
   rec(what, v) { this.log.push([what, this.norm(v)]); }
   client(label, opts) { const c = new Raw(this.srv, (w, v) => this.rec(w, v), label, opts); this.clients.push(c); return c; }
   async api(method, body, { key = API_KEY, label = '' } = {}) {
@@ -326,10 +340,11 @@ const DIFFS = {
     }),
   },
   noHistoryOffset: {
-    why: 'Herald sequences every channel in its hub (the simple endpoints\' own history, top-level history_size), so pushes on a namespace without history (here `news`) carry an offset; Centrifugo\'s carry none',
+    why: 'Herald sequences every channel in its hub (the simple endpoints\' own history, top-level history_size), so pushes on a namespace without history (here `news` and `px:`) carry an offset; Centrifugo\'s carry none',
     side: 'herald',
     rewrite: (log) => walkAll(log, (o) => {
-      if (o.push?.channel === 'news' && o.push.pub && 'offset' in o.push.pub) {
+      const noHistory = o.push?.channel === 'news' || String(o.push?.channel).startsWith('px:');
+      if (noHistory && o.push.pub && 'offset' in o.push.pub) {
         const { offset: _o, ...pub } = o.push.pub;
         return { push: { ...o.push, pub } };
       }
@@ -412,13 +427,16 @@ const KNOWN = {
   'history: since beyond the top, limit beyond the size, unknown namespace': ['pubEpoch'],
   'ping command (protocol v1)': ['pingCommand'],
   'API: empty user (anonymous connections) and unsubscribe from every channel': ['unsubscribeAll'],
+  'proxies: connect proxy result, error, disconnect, no result, expired, unknown channel': ['noHistoryOffset'],
+  'proxies: subscribe, publish (data rewritten, refused, meta sent), rpc': ['noHistoryOffset'],
 };
 
-function scenario(name, fn) {
+function scenario(name, fn, { withProxies = false } = {}) {
   test(name, async () => {
     const out = {};
+    const pair = withProxies ? await proxyServers() : servers;
     for (const which of ['herald', 'centrifugo']) {
-      const run = new Run(servers[which]);
+      const run = new Run(pair[which]);
       try { await fn(run, which); } finally { run.done(); }
       out[which] = run.log;
       await sleep(100);
@@ -988,3 +1006,114 @@ scenario('channel limit (client.channel_limit 5)', async (r) => {
   for (let i = 1; i <= 6; i++) await a.do(`subscribe chat:lim${i}`, { subscribe: { channel: `chat:lim${i}` } });
   await a.closeState(500);
 });
+
+// --- proxies to the application backend (issue #13): a second herald/Centrifugo pair whose
+// proxies point at one node backend; each server's requests are told apart by path prefix,
+// recorded (body, forwarded Cookie) and compared like replies.
+
+const proxied = { servers: null, backend: null, seen: [] };
+
+function backendAnswer(path, b) {
+  const d = b.data || {};
+  switch (path) {
+    case '/connect':
+      switch (d.mode) {
+        case 'error': return { error: { code: 4000, message: 'custom refusal' } };
+        case 'temporary': return { error: { code: 4001, message: 'later', temporary: true } };
+        case 'disconnect': return { disconnect: { code: 4501, reason: 'not welcome' } };
+        case 'none': return {};
+        case 'expired': return { result: { user: 'x', expire_at: 1000 } };
+        case 'unknown': return { result: { user: 'x', channels: ['nope:x'] } };
+        default: return { result: { user: `p-${d.user}`, info: { i: 1 }, data: { hello: d.user },
+          channels: ['px:news'], subs: { 'px:subs': { info: { s: 1 }, data: { d: 1 } } }, meta: { m: 1 } } };
+      }
+    case '/subscribe':
+      if (b.channel === 'px:deny') return { error: { code: 403, message: 'forbidden' } };
+      if (b.channel === 'px:kick') return { disconnect: { code: 4403, reason: 'kicked' } };
+      return { result: { info: { r: 1 }, data: { welcome: b.channel } } };
+    case '/publish':
+      if (d.text === 'bad') return { error: { code: 1001, message: 'not allowed' } };
+      return { result: { data: { ...d, checked: true } } };
+    case '/rpc':
+      if (b.method === 'px:fail') return { error: { code: 1500, message: 'failed' } };
+      return { result: { data: { method: b.method, echo: b.data ?? null } } };
+    default: return {};
+  }
+}
+
+async function proxyServers() {
+  if (proxied.servers) return proxied.servers;
+  proxied.backend = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const [, server, ...rest] = req.url.split('/');
+      const path = `/${rest.join('/')}`;
+      const b = JSON.parse(body || '{}');
+      proxied.seen.push({ server, path, body: b, cookie: req.headers.cookie ?? null });
+      if (path === '/status') { res.writeHead(500); res.end('oops'); return; }
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(backendAnswer(path, b)));
+    });
+  });
+  await new Promise((r) => proxied.backend.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${proxied.backend.address().port}`;
+  const cfg = (who) => {
+    const c = JSON.parse(JSON.stringify(CONFIG));
+    c.client.allow_anonymous_connect_without_token = false;
+    c.client.proxy = { connect: { enabled: true, endpoint: `${base}/${who}/connect`, timeout: '2s', http_headers: ['Cookie'] } };
+    c.channel.proxy = {
+      subscribe: { endpoint: `${base}/${who}/subscribe`, timeout: '2s' },
+      publish: { endpoint: `${base}/${who}/publish`, timeout: '2s', include_connection_meta: true },
+    };
+    c.channel.namespaces.push({ name: 'px', subscribe_proxy_enabled: true, publish_proxy_enabled: true });
+    c.proxies = [{ name: 'broken', endpoint: `${base}/${who}/status`, timeout: '2s' }];
+    c.channel.namespaces.push({ name: 'pb', subscribe_proxy_enabled: true, subscribe_proxy_name: 'broken' });
+    c.rpc = { proxy: { endpoint: `${base}/${who}/rpc`, timeout: '2s' }, namespaces: [{ name: 'px', proxy_enabled: true }] };
+    return c;
+  };
+  const hPath = join(tmpDir, 'herald-proxy.json');
+  writeFileSync(hPath, JSON.stringify(cfg('herald'), null, 2));
+  const cPort = await freePort();
+  const cPath = join(tmpDir, 'centrifugo-proxy.json');
+  writeFileSync(cPath, JSON.stringify({ ...cfg('centrifugo'), http_server: { address: '127.0.0.1', port: cPort }, log: { level: 'error' } }, null, 2));
+  const hPort = await freePort();
+  proxied.servers = {
+    herald: await launch('herald', HERALD_BIN, ['--config', hPath, '--bind', '127.0.0.1', '--port', String(hPort), '--workers', '2'], hPort),
+    centrifugo: await launch('centrifugo', CENTRIFUGO_BIN, ['--config', cPath], cPort),
+  };
+  return proxied.servers;
+}
+
+scenario('proxies: connect proxy result, error, disconnect, no result, expired, unknown channel', async (r) => {
+  for (const mode of ['error', 'temporary', 'disconnect', 'none', 'expired', 'unknown']) {
+    const c = r.client(mode);
+    await c.do('connect', { connect: { data: { mode } } });
+    await c.closeState(300);
+  }
+  const a = r.client('a', { headers: { Cookie: 'session=abc' } });
+  await a.do('connect', { connect: { data: { user: 'ann' }, name: 'raw', version: '1.0' } });
+  r.backend();
+  await r.api('publish', { channel: 'px:news', data: { n: 1 } });
+  await r.api('publish', { channel: 'px:subs', data: { n: 2 } });
+  await a.drain();
+  await a.do('presence stats refused, still connected', { presence_stats: { channel: 'px:news' } });
+}, { withProxies: true });
+
+scenario('proxies: subscribe, publish (data rewritten, refused, meta sent), rpc', async (r) => {
+  const a = r.client('a');
+  await a.do('connect', { connect: { data: { user: 'bob' } } });
+  await a.do('subscribe px:room', { subscribe: { channel: 'px:room', data: { want: 1 } } });
+  await a.do('subscribe px:deny', { subscribe: { channel: 'px:deny' } });
+  await a.do('subscribe pb:x (backend answers 500)', { subscribe: { channel: 'pb:x' } });
+  await a.do('publish px:room', { publish: { channel: 'px:room', data: { text: 'hi' } } });
+  await a.do('publish px:room refused', { publish: { channel: 'px:room', data: { text: 'bad' } } });
+  await a.drain();
+  await a.do('rpc px:sum', { rpc: { method: 'px:sum', data: { a: 1 } } });
+  await a.do('rpc px:fail', { rpc: { method: 'px:fail' } });
+  await a.do('rpc without a namespace (108)', { rpc: { method: 'plain' } });
+  await a.do('rpc unknown namespace (104)', { rpc: { method: 'zz:x' } });
+  r.backend();
+  await a.do('subscribe px:kick', { subscribe: { channel: 'px:kick' } });
+  await a.closeState(500);
+}, { withProxies: true });

@@ -4,7 +4,9 @@
 #   centrifuge-js's protobuf build (centrifuge/build/protobuf): protobuf.test.mjs
 #   cent (pycent) and centrifuge-python with pytest:           test_python_sdk.py
 #   centrifuge-python with use_protobuf=True:                  test_python_protobuf.py
-# Installs what is missing (npm ci; pip install -r requirements.txt), then runs both.
+#   all of them across three herald nodes over a private
+#   redis-server (the Redis engine):                           cluster.test.mjs
+# Installs what is missing (npm ci; pip install -r requirements.txt), then runs them all.
 # Needs a built herald: HERALD_BIN (default ../../target/release/herald), passed through.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -40,4 +42,6 @@ echo "== centrifuge-js protobuf build (node --test protobuf.test.mjs)"
 node --test protobuf.test.mjs || status=1
 echo "== cent + centrifuge-python (pytest)"
 "$PYTHON" -m pytest -q -p no:cacheprovider test_python_sdk.py test_python_protobuf.py || status=1
+echo "== the SDKs across three nodes over a private redis-server (node --test cluster.test.mjs)"
+node --test cluster.test.mjs || status=1
 exit $status

@@ -21,6 +21,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Centrifuge } from 'centrifuge';
+import http from 'node:http';
 import WebSocket from 'ws';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -1036,4 +1037,93 @@ sdkTest('pings: client.ping_interval 1s / pong_timeout 500ms; the SDK answers {}
   const res = await Promise.race([closed, timeout]);
   env.note(`raw client without pongs: closed ${JSON.stringify(res)} after ${Date.now() - t0} ms`);
   assert.equal(res.code, 3012, `no pong -> close 3012, got ${JSON.stringify(res)}`);
+});
+
+// Centrifugo's proxies (issue #13): no token; a backend (node's http server here) decides
+// the connect (user, data, a server-side subscription), subscribes, publications (data
+// rewritten) and answers an RPC, with Centrifugo v6's request and answer bodies.
+sdkTest('connect proxy: a backend decides connect, subscribe, publish and rpc for a client without a token', async (env) => {
+  const seen = [];
+  const backend = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const b = JSON.parse(body || '{}');
+      seen.push({ path: req.url, body: b, headers: req.headers });
+      env.note(`backend ${req.url} <- ${body}`);
+      let answer = {};
+      if (req.url === '/connect') {
+        answer = b.data && b.data.deny
+          ? { error: { code: 4001, message: 'denied by backend' } }
+          : { result: { user: `u-${b.data.user}`, data: { greeting: 'hello' }, channels: ['px:news'] } };
+      } else if (req.url === '/subscribe') {
+        answer = b.channel === 'px:secret'
+          ? { error: { code: 403, message: 'forbidden' } }
+          : { result: { data: { welcome: b.channel }, info: { role: 'reader' } } };
+      } else if (req.url === '/publish') {
+        answer = { result: { data: { ...b.data, by: b.user } } };
+      } else if (req.url === '/rpc') {
+        answer = { result: { data: { method: b.method, echo: b.data } } };
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(answer));
+    });
+  });
+  await new Promise((r) => backend.listen(0, '127.0.0.1', r));
+  env.cleanups.push(() => new Promise((r) => { backend.closeAllConnections(); backend.close(r); }));
+  const base = `http://127.0.0.1:${backend.address().port}`;
+  const cfg = JSON.parse(JSON.stringify(CONFIG));
+  cfg.client.allow_anonymous_connect_without_token = false;
+  cfg.client.proxy = { connect: { enabled: true, endpoint: `${base}/connect`, http_headers: ['User-Agent'] } };
+  cfg.channel.proxy = { subscribe: { endpoint: `${base}/subscribe` }, publish: { endpoint: `${base}/publish` } };
+  cfg.channel.namespaces.push({ name: 'px', subscribe_proxy_enabled: true, publish_proxy_enabled: true });
+  cfg.rpc = { proxy: { endpoint: `${base}/rpc` }, without_namespace: { proxy_enabled: true } };
+  const path = join(tmpDir, 'proxy.json');
+  writeFileSync(path, JSON.stringify(cfg, null, 2));
+  const inst = await launchHerald(path);
+  env.cleanups.push(() => killHerald(inst.child));
+  const url = `ws://${inst.addr}/connection/websocket`;
+
+  const c = env.client({ data: { user: 'ann' } }, url);
+  const serverPubs = collect(c, 'publication');
+  const ctx = await connected(env, c);
+  assert.deepEqual(ctx.data, { greeting: 'hello' }, 'the connect proxy result data reaches the connected event');
+  const conn = seen.find((s) => s.path === '/connect');
+  assert.equal(conn.body.client, ctx.client);
+  assert.equal(conn.body.transport, 'websocket');
+  assert.equal(conn.body.protocol, 'json');
+  assert.deepEqual(conn.body.data, { user: 'ann' });
+  assert.equal(conn.body.name, 'js', 'the SDK name');
+
+  // The server-side subscription from the connect result's channels.
+  const r = await fetch(`http://${inst.addr}/api/publish`, {
+    method: 'POST', headers: { 'X-API-Key': API_KEY }, body: JSON.stringify({ channel: 'px:news', data: { n: 1 } }),
+  });
+  assert.equal(r.status, 200);
+  await waitUntil(() => serverPubs.some((p) => p.channel === 'px:news'), 'a publication on the server-side subscription');
+
+  const sub = env.sub(c, 'px:room');
+  const pubs = collect(sub, 'publication');
+  const sctx = await subscribed(sub);
+  assert.deepEqual(sctx.data, { welcome: 'px:room' }, 'the subscribe proxy result data reaches the subscribed event');
+  await c.publish('px:room', { text: 'hi' });
+  await waitUntil(() => pubs.length >= 1, 'the publication, as the publish proxy rewrote it');
+  assert.deepEqual(pubs[0].data, { text: 'hi', by: 'u-ann' });
+  assert.deepEqual(pubs[0].info.chanInfo, { role: 'reader' }, 'chan_info from the subscribe proxy');
+
+  const denied = env.sub(c, 'px:secret');
+  const err = once(denied, 'unsubscribed', { what: 'the subscribe proxy refusal' });
+  denied.subscribe();
+  const u = await err;
+  assert.equal(u.code, 403, `the backend's code reaches the SDK, got ${JSON.stringify(u)}`);
+
+  const rpc = await c.rpc('sum', { a: 1 });
+  assert.deepEqual(rpc.data, { method: 'sum', echo: { a: 1 } });
+
+  // The backend refuses: its error code ends the SDK's attempts.
+  const d = env.client({ data: { deny: true } }, url);
+  const disc = once(d, 'disconnected', { what: 'refused by the connect proxy' });
+  d.connect();
+  const dctx = await disc;
+  assert.equal(dctx.code, 4001, `got ${JSON.stringify(dctx)}`);
 });

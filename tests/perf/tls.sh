@@ -3,7 +3,9 @@
 # the same run, and the same next to uWebSockets.js (App and SSLApp) on the same certificate,
 # with the same generator. Server pinned to core 0, generator to core 1, round by round.
 #
-# Usage: tests/perf/tls.sh [ROUNDS]      (herald and herald-load from target/release)
+# Usage: tests/perf/tls.sh [ROUNDS]      (herald and herald-load from target/release, or
+#        HERALD=/path/to/herald LOAD=/path/to/herald-load: an A/B of two builds is one run
+#        of this script per build, alternated)
 # Env:   CONNS (10000) subscribers, DURATION (10) s of max-rate publishing, SIZE (100) bytes,
 #        PEERS (1: include uWebSockets.js; 0: herald only), QUIET_PCT (25) / QUIET_WAIT (60 s):
 #        wait up to QUIET_WAIT for the machine to be under QUIET_PCT % busy before each run
@@ -19,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROUNDS=${1:-3}
 CONNS=${CONNS:-10000} DURATION=${DURATION:-10} SIZE=${SIZE:-100} PEERS=${PEERS:-1}
 QUIET_PCT=${QUIET_PCT:-25} QUIET_WAIT=${QUIET_WAIT:-60}
-HERALD=target/release/herald LOAD=target/release/herald-load
+HERALD=${HERALD:-target/release/herald} LOAD=${LOAD:-target/release/herald-load}
 [ -x "$HERALD" ] && [ -x "$LOAD" ] || cargo build --release -p herald -p herald-bench-tools >&2 || exit 1
 OUT=$(mktemp -d /tmp/herald-tls-bench.XXXXXX)
 # A self-signed P-256 certificate for 127.0.0.1. CA:FALSE: webpki (the generator's verifier)

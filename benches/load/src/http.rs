@@ -27,11 +27,18 @@ pub fn get_request(host: &str, target: &str, accept: &str, extra: &[(&str, &str)
 
 /// A publish: `POST` of `body` as `application/json` with its `Content-Length`.
 pub fn post_request(host: &str, target: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    post_request_with(host, target, body, &[])
+}
+
+/// [`post_request`] with `extra` headers (name, value) after `Content-Type`, e.g. the
+/// `X-API-Key` of Centrifugo's server API.
+pub fn post_request_with(host: &str, target: &str, body: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut r = format!("POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n");
+    for (k, v) in extra {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut r = r.into_bytes();
     r.extend_from_slice(body);
     r
 }
@@ -187,5 +194,11 @@ mod tests {
         let p = post_request("h:1", "/publish/?cid=a", b"{}");
         assert!(p.ends_with(b"Content-Length: 2\r\n\r\n{}"));
         assert!(p.starts_with(b"POST /publish/?cid=a HTTP/1.1\r\nHost: h:1\r\n"));
+        let k = post_request_with("h:1", "/api/publish", b"{}", &[("X-API-Key", "k1")]);
+        assert_eq!(
+            k,
+            b"POST /api/publish HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\nX-API-Key: k1\r\n\
+              Content-Length: 2\r\n\r\n{}"
+        );
     }
 }

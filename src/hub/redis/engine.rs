@@ -236,6 +236,23 @@ impl RedisEngine {
         }
     }
 
+    /// Commands to run first on every command connection: `SCRIPT LOAD` of every script,
+    /// so `EVALSHA` finds them (a `NOSCRIPT` retry as `EVAL` would run after commands
+    /// queued behind it, changing their order).
+    pub fn setup_commands() -> Vec<Vec<Vec<u8>>> {
+        [
+            script::PUBLISH,
+            script::HISTORY,
+            script::PRESENCE_ADD,
+            script::PRESENCE_REMOVE,
+            script::PRESENCE_GET,
+            script::NODES,
+        ]
+        .iter()
+        .map(|sc| vec![b"SCRIPT".to_vec(), b"LOAD".to_vec(), sc.as_bytes().to_vec()])
+        .collect()
+    }
+
     /// Connect the engine to its IO (once) and subscribe to the control channel.
     pub fn set_io(&self, io: Box<dyn Io>) {
         let _ = self.inner.io.set(io);
@@ -707,6 +724,10 @@ impl Inner {
     }
 
     fn presence_add_redis(self: &Arc<Self>, channel: &str, client: &str, user: &str, info: &[u8]) {
+        self.presence_add_then(channel, client, user, info, Box::new(log_failure("presence add")));
+    }
+
+    fn presence_add_then(self: &Arc<Self>, channel: &str, client: &str, user: &str, info: &[u8], done: Answered) {
         let k = Keys::of(&self.set.prefix, channel);
         let args = vec![
             b"EVAL".to_vec(),
@@ -718,7 +739,7 @@ impl Inner {
             Self::presence_entry(user, info),
             self.set.presence_ttl_s.max(1).to_string().into_bytes(),
         ];
-        self.run(self.shard_of(channel), args, Box::new(log_failure("presence add")));
+        self.run(self.shard_of(channel), args, done);
     }
 }
 
@@ -801,6 +822,25 @@ impl Engine for RedisEngine {
                 Op::Publish { channel, data, meta } => self.inner.publish(&channel, data, meta, done),
                 Op::History { channel, since, limit } => self.inner.read(&channel, since, limit, done),
                 Op::Subscribe { channel, worker, since } => self.inner.subscribe(&channel, worker, since, done),
+                Op::PresenceAdd { channel, client, user, info } => {
+                    if let Ok(mut p) = self.inner.presence.lock() {
+                        p.entry(channel.clone()).or_default().insert(client.clone(), (user.clone(), info.clone()));
+                    }
+                    self.inner.presence_add_then(
+                        &channel,
+                        &client,
+                        &user,
+                        &info,
+                        Box::new(move |r| {
+                            let r = match r {
+                                Ok(Value::Error(e)) => Err(err(String::from_utf8_lossy(&e))),
+                                Ok(_) => Ok(()),
+                                Err(e) => Err(err(e)),
+                            };
+                            done(Done::Added(r))
+                        }),
+                    );
+                }
                 Op::Presence { channel } => {
                     let k = Keys::of(&self.inner.set.prefix, &channel);
                     let args = vec![
@@ -902,7 +942,7 @@ impl Engine for RedisEngine {
     fn sweep(&self, now_ms: u64) {
         // Refresh this node's presence entries at a third of their TTL, so they live while
         // the node does and expire within the TTL when it dies.
-        let every = self.inner.set.presence_ttl_s.max(3) * 1000 / 3;
+        let every = self.inner.set.presence_ttl_s * 1000 / 3;
         let last = self.inner.last_presence_refresh.load(Ordering::Relaxed);
         if now_ms < last + every {
             return;

@@ -57,14 +57,40 @@ pub struct CfClient {
     /// The connection speaks protobuf (`?cf_protocol=protobuf` or the `centrifuge-protobuf`
     /// subprotocol): binary frames of varint-delimited commands and replies.
     pub protobuf: bool,
+    /// What proxies to the application backend keep for this connection; `None` (one
+    /// pointer) unless there is something to keep.
+    pub proxy: Option<Box<ProxyState>>,
+}
+
+/// What a connection keeps for its proxy calls.
+#[derive(Default)]
+pub struct ProxyState {
+    /// Headers of the connection's HTTP request that some proxy forwards (`http_headers`),
+    /// kept from the upgrade or stream request.
+    pub headers: Vec<(String, String)>,
+    /// Headers from the connect command's `headers` that some proxy forwards
+    /// (`emulated_headers`).
+    pub emulated_headers: Vec<(String, String)>,
+    /// The connection's meta from the connect (or refresh) proxy, sent back to proxies with
+    /// `include_connection_meta`.
+    pub meta: Option<Bytes>,
+}
+
+impl CfClient {
+    /// The proxy state, made on first use.
+    pub fn proxy_state(&mut self) -> &mut ProxyState {
+        self.proxy.get_or_insert_with(Default::default)
+    }
 }
 
 /// One Centrifugo subscription.
 pub struct CfSub {
     /// Channel name.
     pub channel: Arc<str>,
-    /// The subscriber's ClientInfo JSON (publications, presence, join/leave).
-    pub info: Bytes,
+    /// The subscription's `chan_info` (from its token or the subscribe proxy), if any: the
+    /// subscriber's ClientInfo ([`CfClient::sub_info`]) is built from it when needed
+    /// rather than kept per subscription.
+    pub chan_info: Option<Bytes>,
     /// The client receives join/leave pushes.
     pub join_leave: bool,
     /// The client is in the channel's presence.
@@ -74,6 +100,12 @@ pub struct CfSub {
 }
 
 impl CfClient {
+    /// The subscriber's ClientInfo JSON in a subscription (publications, presence,
+    /// join/leave).
+    pub fn sub_info(&self, sub: &CfSub) -> Bytes {
+        proto::client_info(&self.user, &self.id, self.conn_info.as_deref(), sub.chan_info.as_deref())
+    }
+
     fn new(id: String, uni: bool) -> CfClient {
         CfClient {
             id: Arc::from(id),
@@ -87,6 +119,7 @@ impl CfClient {
             emulated: false,
             session: None,
             protobuf: false,
+            proxy: None,
         }
     }
 }
@@ -158,12 +191,22 @@ pub fn sub_verifier(cfg: &crate::config::Config, cells: &[(String, Arc<Jwks>)]) 
     keys.into_iter().fold(Verifier::new(secret), Verifier::with_public_key)
 }
 
-/// Start Centrifugo state on a freshly upgraded connection.
-pub fn attach(env: &mut Env, conn: &mut Session, uni: bool) {
-    conn.cf = Some(Box::new(CfClient::new(env.ids.next_id(), uni)));
+/// Start Centrifugo state on a freshly upgraded connection; `req` is its HTTP request (the
+/// headers proxies forward are kept from it).
+pub fn attach(env: &mut Env, conn: &mut Session, uni: bool, req: &crate::transport::http::Req) {
+    let mut cf = CfClient::new(env.ids.next_id(), uni);
+    let wanted = &env.shared.proxies.http_headers;
+    if !wanted.is_empty() {
+        for (name, value) in &req.head.headers {
+            if wanted.iter().any(|w| w.eq_ignore_ascii_case(name)) {
+                cf.proxy_state().headers.push((name.to_string(), String::from_utf8_lossy(value).into_owned()));
+            }
+        }
+    }
+    conn.cf = Some(Box::new(cf));
 }
 
-fn send_text(env: &mut Env, conn: &mut Session, s: &[u8]) {
+pub(super) fn send_text(env: &mut Env, conn: &mut Session, s: &[u8]) {
     if matches!(conn.state, State::Stream { .. }) {
         // Bidirectional emulation: replies go down the HTTP stream or SSE.
         return stream_send(env, conn, s);
@@ -190,19 +233,19 @@ fn stream_send(env: &mut Env, conn: &mut Session, json: &[u8]) {
 }
 
 /// The connection speaks protobuf.
-fn is_pb(conn: &Session) -> bool {
+pub(super) fn is_pb(conn: &Session) -> bool {
     conn.cf.as_ref().is_some_and(|c| c.protobuf)
 }
 
 /// Send delimited protobuf replies in a binary frame.
-fn send_binary(env: &mut Env, conn: &mut Session, b: &[u8]) {
+pub(super) fn send_binary(env: &mut Env, conn: &mut Session, b: &[u8]) {
     let f = codec::frame(Opcode::Binary, b);
     env.queue(conn, f);
 }
 
 /// Answer command `id` in the connection's protocol: `json` as the JSON result of `method`,
 /// or the protobuf Reply that `pb` fills in.
-fn send_reply(
+pub(super) fn send_reply(
     env: &mut Env,
     conn: &mut Session,
     id: u32,
@@ -220,11 +263,21 @@ fn send_reply(
 }
 
 /// Answer command `id` with an error in the connection's protocol.
-fn send_error(env: &mut Env, conn: &mut Session, id: u32, e: Error) {
+pub(super) fn send_error(env: &mut Env, conn: &mut Session, id: u32, e: Error) {
     if is_pb(conn) {
         send_binary(env, conn, &pb::delimited(&pb::error_reply(id, e)));
     } else {
         send_text(env, conn, &proto::error_reply(id, e));
+    }
+}
+
+/// Answer command `id` with an error the application backend chose (a proxy's answer).
+pub(super) fn send_backend_error(env: &mut Env, conn: &mut Session, id: u32, e: &crate::proto::proxy::BackendError) {
+    if is_pb(conn) {
+        let error = Some(pb::Error { code: e.code, message: e.message.clone(), temporary: e.temporary });
+        send_binary(env, conn, &pb::delimited(&pb::Reply { id, error, ..Default::default() }));
+    } else {
+        send_text(env, conn, &proto::reply(id, "error", e));
     }
 }
 
@@ -335,6 +388,9 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
             Err(e) => send_error(env, conn, id, e),
         }
     } else if let Some(r) = cmd.publish {
+        if super::proxy::publish_proxied(env, &r.channel) {
+            return super::proxy::publish(env, conn, id, r);
+        }
         match publish(env, conn, &r.channel, r.data.as_deref().map(|d| d.get().as_bytes())) {
             Ok(op) => env.engine(conn, vec![op], move |env, conn, done| match first(done).published() {
                 Ok(_) => {
@@ -406,8 +462,17 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
             Err(e) => send_error(env, conn, id, e),
         }
     } else if let Some(r) = cmd.refresh {
+        if env.shared.proxies.refresh.is_some() {
+            // As centrifuge: the server refreshes through the proxy; a client must not.
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+        }
         refresh(env, conn, id, &r.token)
     } else if let Some(r) = cmd.sub_refresh {
+        if super::proxy::sub_refresh_proxied(env, &r.channel)
+            && conn.cf.as_ref().is_some_and(|c| c.subs.iter().any(|s| *s.channel == *r.channel))
+        {
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+        }
         match sub_refresh(env, conn, &r.channel, &r.token) {
             Ok(e) => send_reply(env, conn, id, "sub_refresh", &e, |r| r.sub_refresh = Some(pb::sub_refresh_result(e))),
             Err(e) => send_error(env, conn, id, e),
@@ -416,23 +481,57 @@ fn command(env: &mut Env, conn: &mut Session, cmd: Command) {
         send_reply(env, conn, id, "ping", &proto::Empty, |r| r.ping = Some(pb::Empty {}))
     } else if cmd.send.is_some() {
         // asynchronous message: no handler on this server
-    } else if cmd.rpc.is_some() {
-        // Centrifugo with no RPC proxy configured answers 108.
-        send_error(env, conn, id, proto::NOT_AVAILABLE)
+    } else if let Some(r) = cmd.rpc {
+        super::proxy::rpc(env, conn, id, r)
     } else {
         // No method Herald knows: Centrifugo disconnects such a command as a bad request.
         disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST)
     }
 }
 
+/// Who a connect command authenticated, and what comes with it (a token's claims, or the
+/// connect proxy's result).
+#[derive(Default)]
+pub(super) struct Credentials {
+    /// The user ("" anonymous).
+    pub user: String,
+    /// `conn_info`.
+    pub info: Option<Bytes>,
+    /// Server-side subscriptions, with the options a connect proxy gave (`subs`).
+    pub channels: Vec<(String, Option<crate::proto::proxy::SubOptions>)>,
+    /// Connection expiry, unix seconds.
+    pub expire_at: Option<i64>,
+    /// Data for the connect result (connect proxy).
+    pub data: Option<Bytes>,
+    /// The connection's meta (connect proxy).
+    pub meta: Option<Bytes>,
+}
+
 pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::ConnectReq) {
     let cfg = env.shared.cfg.clone();
     let now = env.unix_s;
-    let (user, info, channels, expire_at) = if req.token.is_empty() {
-        if !cfg.client.allow_anonymous_connect_without_token {
-            return disconnect(env, conn, proto::INVALID_TOKEN);
+    let wanted = &env.shared.proxies.emulated_headers;
+    if !wanted.is_empty() {
+        let kept: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| wanted.iter().any(|w| w.eq_ignore_ascii_case(k)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(cf) = conn.cf.as_mut().filter(|_| !kept.is_empty()) {
+            cf.proxy_state().emulated_headers = kept;
         }
-        (String::new(), None, Vec::new(), None)
+    }
+    let creds = if req.token.is_empty() {
+        if env.shared.proxies.connect.is_some() {
+            return super::proxy::connect(env, conn, id, req);
+        }
+        if !cfg.client.allow_anonymous_connect_without_token {
+            // As Centrifugo v6.9.1: no credentials at all is a bad request (3501; centrifuge
+            // client.go "client credentials not found"), not an invalid token (3500).
+            return disconnect(env, conn, proto::DISCONNECT_BAD_REQUEST);
+        }
+        Credentials::default()
     } else {
         match env.verifier.verify_connect(&req.token, now) {
             Ok(v) => {
@@ -441,7 +540,13 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
                 let info = c.info.map(|i| Bytes::from(i.to_string()));
                 // `subs` (with per-channel options) replaces `channels` when present.
                 let chans: Vec<String> = if c.subs.is_empty() { c.channels } else { c.subs.keys().cloned().collect() };
-                (c.sub, info, chans, exp)
+                Credentials {
+                    user: c.sub,
+                    info,
+                    channels: chans.into_iter().map(|c| (c, None)).collect(),
+                    expire_at: exp,
+                    ..Default::default()
+                }
             }
             Err(TokenError::Expired | TokenError::NotYetValid) => {
                 return send_error(env, conn, id, proto::TOKEN_EXPIRED);
@@ -458,14 +563,32 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
             }
         }
     };
+    connected(env, conn, id, req, creds)
+}
+
+/// The connect command authenticated the connection: record it, join its server-side
+/// subscriptions and send the connect result.
+pub(super) fn connected(env: &mut Env, conn: &mut Session, id: u32, req: proto::ConnectReq, creds: Credentials) {
+    let cfg = env.shared.cfg.clone();
+    let now = env.unix_s;
+    let Credentials { user, info, channels, expire_at, data, meta } = creds;
+    if conn.dead || conn.cf.as_ref().is_none_or(|c| c.connected) {
+        return;
+    }
+    // As centrifuge: the server refreshes every connection itself when a refresh proxy is
+    // configured, so the client is told of no expiry.
+    let server_refresh = env.shared.proxies.refresh.is_some();
     let Some(cf) = conn.cf.as_mut() else { return };
     cf.user = Arc::from(user.as_str());
     cf.conn_info = info;
     cf.connected = true;
     cf.expires_at = expire_at;
+    if let Some(m) = meta {
+        cf.proxy_state().meta = Some(m);
+    }
     let client_id = cf.id.clone();
     let uni = cf.uni;
-    env.cf_users.entry(cf.user.clone()).or_default().push(conn.id);
+    crate::transport::push_small(env.cf_users.entry(cf.user.clone()).or_default(), conn.id);
     if let Ok(mut u) = env.shared.users.lock() {
         *u.entry(cf.user.clone()).or_insert(0) += 1;
     }
@@ -476,19 +599,24 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
     }
     // Server-side subscriptions from the token's `channels`, and the ones the client asks
     // to resume in `subs`; `"subs"` is present whenever the token named a valid channel.
-    let mut wanted: Vec<String> = Vec::new();
-    for c in channels {
-        if check_channel(&c).is_ok() && !wanted.contains(&c) {
-            wanted.push(c);
+    let mut wanted: Vec<(String, Option<crate::proto::proxy::SubOptions>)> = Vec::new();
+    for (c, o) in channels {
+        if check_channel(&c).is_ok() && !wanted.iter().any(|(w, _)| *w == c) {
+            wanted.push((c, o));
         }
     }
     let any = !wanted.is_empty();
     let mut preps = Vec::with_capacity(wanted.len());
-    for ch in wanted {
+    for (ch, options) in wanted {
         let mut r = req.subs.get(&ch).cloned().unwrap_or_default();
         r.channel = ch;
         // A refused server-side subscription is left out of `subs` (as before: no error).
-        if let Ok(p) = prepare(env, conn, r, true) {
+        if let Ok(mut p) = prepare(env, conn, r, true) {
+            if let Some(o) = options {
+                p.overrides(&o.overrides);
+                p.grant.chan_info = o.info;
+                p.grant.data = o.data;
+            }
             preps.push(p);
         }
     }
@@ -501,10 +629,7 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
             }
         };
         let subs: Option<Vec<(String, Bytes)>> = any.then(|| {
-            joined
-                .iter()
-                .map(|(p, rec)| (p.req.channel.clone(), encode_subscribe(env, conn, p.grant.expires_at, rec)))
-                .collect()
+            joined.iter().map(|(p, rec)| (p.req.channel.clone(), encode_subscribe(env, conn, &p.grant, rec))).collect()
         });
         let session = conn.cf.as_ref().and_then(|c| c.session.clone());
         let node = env.shared.node_id.clone();
@@ -513,9 +638,10 @@ pub(crate) fn connect(env: &mut Env, conn: &mut Session, id: u32, req: proto::Co
             version: proto::VERSION,
             ping: ping_s.max(1),
             pong: !uni,
-            expires_ttl: proto::ttl(expire_at, now),
+            expires_ttl: if server_refresh { None } else { proto::ttl(expire_at, now) },
             subs: subs.as_deref(),
             emulation: session.as_deref().map(|s| (s, node.as_str())),
+            data: data.as_deref(),
         };
         log::debug!("conn {}:{} from {}: centrifugo client {client_id} connected", env.id, conn.id.key, conn.peer);
         if uni {
@@ -564,35 +690,49 @@ impl From<Error> for Refusal {
     }
 }
 
-/// What a permitted subscription takes from its subscription token (nothing without one).
+/// What a permitted subscription takes from its subscription token or the subscribe
+/// proxy (nothing without either).
 #[derive(Debug, Default)]
 pub struct SubGrant {
     /// The token's `info`: the subscriber's `chan_info`.
     pub chan_info: Option<Bytes>,
     /// When the subscription expires (unix seconds), from the token.
     pub expires_at: Option<i64>,
+    /// Data for the subscribe result (subscribe proxy, connect proxy `subs`).
+    pub data: Option<Bytes>,
+    /// The namespace refreshes subscriptions through its sub_refresh proxy: the client is
+    /// told of no expiry (centrifuge's server-side refresh).
+    pub server_refresh: bool,
 }
 
 fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, server_side: bool) {
+    if !server_side && super::proxy::subscribe_proxied(env, conn, &req) {
+        return super::proxy::subscribe(env, conn, id, req);
+    }
     let p = match prepare(env, conn, req, server_side) {
         Ok(p) => p,
         Err(Refusal::Reply(e)) => return send_error(env, conn, id, e),
         Err(Refusal::Disconnect(d)) => return disconnect(env, conn, d),
     };
+    subscribe_prepared(env, conn, id, p);
+}
+
+/// Join a permitted subscription and answer the subscribe command.
+pub(super) fn subscribe_prepared(env: &mut Env, conn: &mut Session, id: u32, p: Prepared) {
     join_all(env, conn, vec![p], move |env, conn, joined| {
         let Some((p, rec)) = joined.ok().and_then(|mut j| j.pop()) else {
             return send_error(env, conn, id, proto::INTERNAL);
         };
-        let ttl = p.grant.expires_at;
+        let g = &p.grant;
         let now = env.unix_s;
         if is_pb(conn) {
             let result = |pubs: &[proto::Pub<'_>]| {
-                let r = pb::subscribe_result(&subscribe_result(ttl, &rec, pubs, now));
+                let r = pb::subscribe_result(&subscribe_result(g, &rec, pubs, now));
                 pb::Reply { id, subscribe: Some(r), ..Default::default() }
             };
             return send_with_pubs_pb(env, conn, id, &rec.pubs, pb::PacedResult::Subscribe, result);
         }
-        let result = |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(ttl, &rec, pubs, now));
+        let result = |pubs: &[proto::Pub<'_>]| proto::reply(id, "subscribe", &subscribe_result(g, &rec, pubs, now));
         send_with_pubs(env, conn, &rec.pubs, result);
     });
 }
@@ -600,9 +740,9 @@ fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: SubscribeReq, serv
 /// The encoded subscribe result (server-side subscriptions: the connect result and API
 /// subscribe pushes carry it inline), in JSON or, on a protobuf connection, as a protobuf
 /// SubscribeResult.
-fn encode_subscribe(env: &Env, conn: &Session, expires_at: Option<i64>, rec: &Recovery) -> Bytes {
+fn encode_subscribe(env: &Env, conn: &Session, grant: &SubGrant, rec: &Recovery) -> Bytes {
     let pubs: Vec<proto::Pub<'_>> = rec.pubs.iter().map(|m| cf_pub(m)).collect();
-    let result = subscribe_result(expires_at, rec, &pubs, env.unix_s);
+    let result = subscribe_result(grant, rec, &pubs, env.unix_s);
     if is_pb(conn) {
         return Bytes::from(prost::Message::encode_to_vec(&pb::subscribe_result(&result)));
     }
@@ -611,22 +751,52 @@ fn encode_subscribe(env: &Env, conn: &Session, expires_at: Option<i64>, rec: &Re
 
 /// A subscription that passed the checks and the permission decision, before it joins the
 /// channel's stream.
-struct Prepared {
-    req: SubscribeReq,
-    opts: ChannelOptions,
-    grant: SubGrant,
+pub(super) struct Prepared {
+    pub(super) req: SubscribeReq,
+    pub(super) opts: ChannelOptions,
+    pub(super) grant: SubGrant,
     /// The channel keeps a stream the client may position itself in.
-    recoverable: bool,
+    pub(super) recoverable: bool,
     /// The client asked to recover (and the channel allows it).
-    recovering: bool,
+    pub(super) recovering: bool,
+}
+
+impl Prepared {
+    /// A subscription the subscribe proxy allowed. As Centrifugo's proxy path, it is
+    /// recoverable by the namespace's (or the backend's) `force_recovery` /
+    /// `force_positioning` alone, not by the client's asking.
+    pub(super) fn proxied(req: SubscribeReq, opts: ChannelOptions, grant: SubGrant) -> Prepared {
+        let mut p = Prepared { req, opts, grant, recoverable: false, recovering: false };
+        p.overrides(&Default::default());
+        p
+    }
+
+    /// Apply a proxy's option overrides (`override` in its answer).
+    pub(super) fn overrides(&mut self, o: &crate::proto::proxy::Overrides) {
+        let opts = &mut self.opts;
+        for (v, slot) in [
+            (o.presence, &mut opts.presence),
+            (o.join_leave, &mut opts.join_leave),
+            (o.force_push_join_leave, &mut opts.force_push_join_leave),
+            (o.force_recovery, &mut opts.force_recovery),
+            (o.force_positioning, &mut opts.force_positioning),
+        ] {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        self.recoverable = opts.history() && (opts.force_recovery || opts.force_positioning);
+        self.recovering = self.req.recover && self.recoverable;
+    }
 }
 
 /// The checks and the permission decision of a subscription.
 fn prepare(env: &Env, conn: &Session, req: SubscribeReq, server_side: bool) -> Result<Prepared, Refusal> {
     let opts = admissible(env, conn, &req)?;
     let cf = conn.cf.as_ref().ok_or(proto::INTERNAL)?;
-    let grant =
+    let mut grant =
         if server_side { SubGrant::default() } else { may_subscribe(env, cf, &req.channel, &opts, &req.token)? };
+    grant.server_refresh = opts.sub_refresh_proxy_enabled;
     let recoverable = opts.history() && (opts.force_recovery || opts.force_positioning || req.recoverable);
     let recovering = req.recover && recoverable;
     Ok(Prepared { req, opts, grant, recoverable, recovering })
@@ -659,9 +829,13 @@ where
             }
         };
         let mut out = Vec::with_capacity(preps.len());
+        let mut presence = Vec::new();
+        let mut joins = Vec::new();
         for (p, read) in preps.into_iter().zip(reads) {
             let rec = recovery(conn, &p, read);
-            enter(env, conn, &p.req, &p.opts, &p.grant);
+            let (pr, join) = enter(conn, &p.req, &p.opts, &p.grant);
+            presence.extend(pr);
+            joins.extend(join);
             log::debug!(
                 "conn {}:{}: centrifugo subscribe {} recovering={} recovered={}",
                 env.id,
@@ -672,8 +846,29 @@ where
             );
             out.push((p, rec));
         }
-        then(env, conn, Ok(out))
+        if presence.is_empty() {
+            announce(env, &joins);
+            return then(env, conn, Ok(out));
+        }
+        // The reply waits for the presence entries (whoever reads presence after it sees
+        // this client); the joins are announced after them.
+        env.engine(conn, presence, move |env, conn, done| {
+            for d in done {
+                if let Done::Added(Err(e)) = d {
+                    log::warn!("conn {}:{}: presence add: {e}", env.id, conn.id.key);
+                }
+            }
+            then(env, conn, Ok(out))
+        });
+        announce(env, &joins);
     });
+}
+
+/// Announce join events (through the engine: every node's subscribers get them).
+fn announce(env: &Env, joins: &[Arc<Event>]) {
+    for ev in joins {
+        env.shared.engine.channel_event(&ev.channel, &|| Note::Event(ev.clone()));
+    }
 }
 
 /// Leave a channel's delivery set (not the Centrifugo subscription record).
@@ -687,13 +882,14 @@ fn leave_stream(env: &mut Env, conn: &mut Session, channel: &str) {
 
 /// The subscribe result for what `join` found, carrying `pubs`.
 fn subscribe_result<'a>(
-    expires_at: Option<i64>,
+    grant: &'a SubGrant,
     rec: &'a Recovery,
     pubs: &'a [proto::Pub<'a>],
     now: i64,
 ) -> proto::SubscribeResult<'a> {
     proto::SubscribeResult {
-        expires_ttl: proto::ttl(expires_at, now),
+        data: grant.data.as_deref(),
+        expires_ttl: if grant.server_refresh { None } else { proto::ttl(grant.expires_at, now) },
         recoverable: rec.recoverable.then_some(proto::Position { epoch: &rec.read.epoch, offset: rec.reply_offset }),
         was_recovering: rec.recovering,
         recovered: rec.recovered,
@@ -783,7 +979,7 @@ fn send_with_pubs_pb<F>(
 
 /// The checks before permission: a valid channel name in a known namespace, not yet
 /// subscribed, within the client's and the channel's limits. Returns the channel's options.
-fn admissible(env: &Env, conn: &Session, req: &SubscribeReq) -> Result<ChannelOptions, Error> {
+pub(super) fn admissible(env: &Env, conn: &Session, req: &SubscribeReq) -> Result<ChannelOptions, Error> {
     let cfg = &env.shared.cfg;
     let ch = req.channel.as_str();
     if check_channel(ch).is_err() {
@@ -839,7 +1035,11 @@ fn token_grant(env: &Env, cf: &CfClient, ch: &str, token: &str) -> Result<SubGra
     if c.sub != *cf.user || (!c.client.is_empty() && *c.client != *cf.id) {
         return Err(Refusal::Disconnect(proto::INVALID_TOKEN));
     }
-    Ok(SubGrant { expires_at: c.subscription_expires_at(), chan_info: c.info.map(|i| Bytes::from(i.to_string())) })
+    Ok(SubGrant {
+        expires_at: c.subscription_expires_at(),
+        chan_info: c.info.map(|i| Bytes::from(i.to_string())),
+        ..Default::default()
+    })
 }
 
 /// The outcome of joining a channel's stream.
@@ -882,30 +1082,42 @@ fn recovery(conn: &mut Session, p: &Prepared, mut read: HistoryRead) -> Recovery
     Recovery { recoverable: p.recoverable, recovering, recovered, reply_offset, read, pubs }
 }
 
-/// Record the subscription on the client, add presence and announce the join.
-fn enter(env: &mut Env, conn: &mut Session, req: &SubscribeReq, opts: &ChannelOptions, grant: &SubGrant) {
-    let Some(cf) = conn.cf.as_mut() else { return };
+/// Record the subscription on the client; what it then takes: the presence entry to add
+/// and the join event to announce (in that order, after it).
+fn enter(
+    conn: &mut Session,
+    req: &SubscribeReq,
+    opts: &ChannelOptions,
+    grant: &SubGrant,
+) -> (Option<Op>, Option<Arc<Event>>) {
     let ch = req.channel.as_str();
+    // The name the worker's subscriber set interned (one allocation per channel, not one
+    // per subscription).
+    let channel =
+        conn.subs.iter().find(|s| &*s.channel == ch).map(|s| s.channel.clone()).unwrap_or_else(|| Arc::from(ch));
+    let Some(cf) = conn.cf.as_mut() else { return (None, None) };
     let info = proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), grant.chan_info.as_deref());
-    cf.subs.push(CfSub {
-        channel: Arc::from(ch),
-        info: info.clone(),
-        join_leave: opts.join_leave && (opts.force_push_join_leave || req.join_leave),
-        presence: opts.presence,
-        expires_at: grant.expires_at,
-    });
+    crate::transport::push_small(
+        &mut cf.subs,
+        CfSub {
+            channel,
+            chan_info: grant.chan_info.clone(),
+            join_leave: opts.join_leave && (opts.force_push_join_leave || req.join_leave),
+            presence: opts.presence,
+            expires_at: grant.expires_at,
+        },
+    );
     let client_id = cf.id.clone();
-    if opts.presence {
-        env.shared.engine.presence_add(ch, &client_id, &cf.user, info.clone());
-    }
-    if opts.join_leave {
-        let ev = Arc::new(Event {
-            channel: Arc::from(ch),
-            json: proto::join_leave_push(ch, &info, true),
-            client: client_id,
-        });
-        env.shared.engine.channel_event(ch, &|| Note::Event(ev.clone()));
-    }
+    let presence = opts.presence.then(|| Op::PresenceAdd {
+        channel: ch.to_string(),
+        client: client_id.to_string(),
+        user: cf.user.to_string(),
+        info: info.clone(),
+    });
+    let join = opts.join_leave.then(|| {
+        Arc::new(Event { channel: Arc::from(ch), json: proto::join_leave_push(ch, &info, true), client: client_id })
+    });
+    (presence, join)
 }
 
 /// Leave one channel (client unsubscribe, API unsubscribe, or connection close).
@@ -914,12 +1126,13 @@ fn unsubscribe(env: &mut Env, conn: &mut Session, channel: &str) -> Result<(), E
     let Some(pos) = cf.subs.iter().position(|s| &*s.channel == channel) else { return Ok(()) };
     let sub = cf.subs.swap_remove(pos);
     let client = cf.id.clone();
-    leave_effects(env, &sub, &client);
+    let info = cf.sub_info(&sub);
+    leave_effects(env, &sub, &client, info);
     leave_stream(env, conn, channel);
     Ok(())
 }
 
-fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>) {
+fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>, info: Bytes) {
     let cfg = env.shared.cfg.clone();
     if sub.presence {
         env.shared.engine.presence_remove(&sub.channel, client);
@@ -927,7 +1140,7 @@ fn leave_effects(env: &mut Env, sub: &CfSub, client: &Arc<str>) {
     if cfg.channel.resolve(&sub.channel).is_some_and(|(_, o)| o.join_leave) {
         let ev = Arc::new(Event {
             channel: sub.channel.clone(),
-            json: proto::join_leave_push(&sub.channel, &sub.info, false),
+            json: proto::join_leave_push(&sub.channel, &info, false),
             client: client.clone(),
         });
         env.shared.engine.channel_event(&sub.channel, &|| Note::Event(ev.clone()));
@@ -942,7 +1155,7 @@ pub fn on_close(env: &mut Env, conn: &mut Session) {
     }
     if cf.connected {
         for s in &cf.subs {
-            leave_effects(env, s, &cf.id);
+            leave_effects(env, s, &cf.id, cf.sub_info(s));
         }
         if let Some(list) = env.cf_users.get_mut(&cf.user) {
             list.retain(|c| *c != conn.id);
@@ -978,11 +1191,17 @@ fn publish(env: &mut Env, conn: &mut Session, channel: &str, data: Option<&[u8]>
     if !allowed {
         return Err(proto::PERMISSION_DENIED);
     }
-    let info = match subscribed {
-        Some(s) => s.info.clone(),
-        None => proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), None),
-    };
+    let info = publisher_info(cf, channel);
     Ok(Op::Publish { channel: channel.to_string(), data: json_data(data), meta: Some(info).into() })
+}
+
+/// The ClientInfo a client publication carries: the publisher's in the channel when it is
+/// subscribed (with its `chan_info`), else its connection's.
+pub(super) fn publisher_info(cf: &CfClient, channel: &str) -> Bytes {
+    match cf.subs.iter().find(|s| &*s.channel == channel) {
+        Some(s) => cf.sub_info(s),
+        None => proto::client_info(&cf.user, &cf.id, cf.conn_info.as_deref(), None),
+    }
 }
 
 /// The one answer of a one-operation call.
@@ -1173,6 +1392,17 @@ fn sub_refresh(env: &mut Env, conn: &mut Session, channel: &str, token: &str) ->
 pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
     let cfg = env.shared.cfg.clone();
     let now_ms = env.now_ms;
+    if conn.parked {
+        // Waiting for an engine or proxy answer (which always comes, a timeout at the
+        // latest): its input, the pong or the connect included, is not read meanwhile, so
+        // judge it once it is read again.
+        match &mut conn.state {
+            State::Ws(ws) => ws.next_ping_ms = now_ms + 500,
+            State::Stream { next_keepalive_ms, .. } => *next_keepalive_ms = now_ms + 500,
+            _ => {}
+        }
+        return;
+    }
     let Some(cf) = conn.cf.as_mut() else { return };
     if !cf.connected {
         // Connected neither in time: Centrifugo's "stale".
@@ -1182,12 +1412,23 @@ pub fn on_ping_timer(env: &mut Env, conn: &mut Session) {
         return disconnect(env, conn, proto::NO_PONG);
     }
     let now = env.unix_s;
-    if cf.expires_at.is_some_and(|e| now > e + 5) {
+    let server_refresh = env.shared.proxies.refresh.is_some();
+    if server_refresh && cf.expires_at.is_some_and(|e| now >= e) {
+        // As centrifuge: at expiry the server asks the refresh proxy (the session waits).
+        super::proxy::refresh(env, conn);
+    } else if cf.expires_at.is_some_and(|e| now > e + 5) {
         return disconnect(env, conn, proto::EXPIRED);
     }
-    if cf.subs.iter().any(|s| s.expires_at.is_some_and(|e| now > e + 5)) {
-        return disconnect(env, conn, proto::SUBSCRIPTION_EXPIRED);
+    let Some(cf) = conn.cf.as_mut() else { return };
+    let expired: Vec<Arc<str>> =
+        cf.subs.iter().filter(|s| s.expires_at.is_some_and(|e| now > e + 5)).map(|s| s.channel.clone()).collect();
+    for ch in expired {
+        if !super::proxy::sub_refresh_proxied(env, &ch) {
+            return disconnect(env, conn, proto::SUBSCRIPTION_EXPIRED);
+        }
+        super::proxy::sub_refresh(env, conn, ch);
     }
+    let Some(cf) = conn.cf.as_mut() else { return };
     let uni = cf.uni;
     let next;
     if cf.pong_deadline_ms.is_none() {
@@ -1337,7 +1578,7 @@ fn server_subscribe(env: &mut Env, conn: &mut Session, channel: String) {
     let Ok(p) = prepare(env, conn, req, true) else { return };
     join_all(env, conn, vec![p], move |env, conn, joined| {
         let Some((p, rec)) = joined.ok().and_then(|mut j| j.pop()) else { return };
-        let res = encode_subscribe(env, conn, p.grant.expires_at, &rec);
+        let res = encode_subscribe(env, conn, &p.grant, &rec);
         if is_pb(conn) {
             let r: pb::SubscribeResult = prost::Message::decode(&res[..]).unwrap_or_default();
             send_binary(env, conn, &pb::subscribe_push(&channel, &r));
@@ -1350,9 +1591,9 @@ fn server_subscribe(env: &mut Env, conn: &mut Session, channel: String) {
 }
 
 /// Start a Centrifugo WebSocket connection after the upgrade (the stale timer runs until
-/// connect arrives).
-pub fn on_upgrade(env: &mut Env, conn: &mut Session, uni: bool, protobuf: bool) {
-    attach(env, conn, uni);
+/// connect arrives); `req` is the upgrade request.
+pub fn on_upgrade(env: &mut Env, conn: &mut Session, uni: bool, protobuf: bool, req: &crate::transport::http::Req) {
+    attach(env, conn, uni, req);
     if let Some(cf) = conn.cf.as_mut() {
         cf.protobuf = protobuf && !uni;
     }

@@ -46,7 +46,7 @@ pub fn open(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     env.queue(conn, crate::transport::pubsub::stream_head(env, req, ct));
     conn.state =
         State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.handshake_timeout_ms, multi: false };
-    client::attach(env, conn, false);
+    client::attach(env, conn, false, req);
     if let Some(cf) = conn.cf.as_mut() {
         cf.emulated = true;
         // The session id is what authorises `/emulation` commands for this client, so it is
@@ -88,8 +88,10 @@ pub fn request(env: &mut Env, conn: &mut Session, req: &Req) {
     };
     if r.node != env.shared.node_id {
         // Another node holds the session: a shared engine carries the command there (as
-        // Centrifugo does through its broker); with the embedded engine there is none.
-        if !env.shared.engine.forward_emulation(&r.node, &r.session, Bytes::from(r.data)) {
+        // Centrifugo does through its broker), if that node is alive (so a made-up node
+        // name costs nothing but this answer); with the embedded engine there is none.
+        let live = env.shared.engine.nodes().iter().any(|(id, _)| *id == r.node);
+        if !live || !env.shared.engine.forward_emulation(&r.node, &r.session, Bytes::from(r.data)) {
             return error(env, conn, req, 404, "no such node");
         }
         return accepted(env, conn, req);
@@ -120,12 +122,27 @@ fn accepted(env: &mut Env, conn: &mut Session, req: &Req) {
     respond(env, conn, resp.empty(), keep);
 }
 
+/// Most `/emulation` posts that may wait behind a session's engine or proxy answer. A
+/// WebSocket client waiting that way is simply not read; an emulation client posts on other
+/// connections, so its posts are held, and this bounds what they hold (64 KiB each).
+pub const MAX_WAITING_POSTS: usize = 16;
+
 /// A command from `/emulation` reaches its session (inbox note on the session's worker).
 pub fn deliver<S: Sessions>(env: &mut Env, sessions: &mut S, session: &Arc<str>, data: &Bytes) {
     let Some(id) = env.emulation.get(session).copied() else { return };
     let Some(conn) = sessions.session(id.key as usize) else { return };
     if conn.id.gen != id.gen || conn.dead {
         return;
+    }
+    if env.deferred(conn) >= MAX_WAITING_POSTS {
+        log::info!(
+            "conn {}:{} from {}: {MAX_WAITING_POSTS} emulation posts wait already, closing",
+            env.id,
+            conn.id.key,
+            conn.peer
+        );
+        let d = crate::proto::centrifugo::Disconnect { code: 3013, reason: "too many requests" };
+        return client::disconnect(env, conn, d);
     }
     client::on_frame(env, conn, data);
 }

@@ -8,9 +8,12 @@
 pub mod api;
 pub mod client;
 pub mod emulation;
+pub mod proxy;
 pub mod uni;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_pb;
+#[cfg(test)]
+mod tests_proxy;

@@ -90,7 +90,7 @@ fn frame_decoder_reads_every_length_form() {
 }
 
 /// A WebSocket session on `/connection/websocket`, upgrade answered.
-fn ws(k: &mut Kit) -> usize {
+pub(super) fn ws(k: &mut Kit) -> usize {
     let c = k.open();
     let req = "GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -100,13 +100,13 @@ fn ws(k: &mut Kit) -> usize {
     c
 }
 
-fn send(k: &mut Kit, c: usize, cmd: Value) {
+pub(super) fn send(k: &mut Kit, c: usize, cmd: Value) {
     k.input(c, &client_frame(1, cmd.to_string().as_bytes()));
 }
 
 /// Everything the server sent: JSON messages of text frames (one per line), and the close
 /// code if a close frame came.
-fn read(k: &mut Kit, c: usize) -> (Vec<Value>, Option<u16>) {
+pub(super) fn read(k: &mut Kit, c: usize) -> (Vec<Value>, Option<u16>) {
     let mut msgs = Vec::new();
     let mut close = None;
     for (op, p) in server_frames(&k.output(c)) {
@@ -124,14 +124,14 @@ fn read(k: &mut Kit, c: usize) -> (Vec<Value>, Option<u16>) {
 }
 
 /// The one reply the server sent (no close).
-fn reply(k: &mut Kit, c: usize) -> Value {
+pub(super) fn reply(k: &mut Kit, c: usize) -> Value {
     let (mut msgs, close) = read(k, c);
     assert_eq!(close, None, "closed: {msgs:?}");
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     msgs.remove(0)
 }
 
-fn call(k: &mut Kit, c: usize, id: u32, method: &str, params: Value) -> Value {
+pub(super) fn call(k: &mut Kit, c: usize, id: u32, method: &str, params: Value) -> Value {
     send(k, c, json!({"id": id, method: params}));
     let r = reply(k, c);
     assert_eq!(r["id"], id, "{r}");
@@ -139,12 +139,12 @@ fn call(k: &mut Kit, c: usize, id: u32, method: &str, params: Value) -> Value {
 }
 
 /// Connect with `token` ("" for none); returns the reply.
-fn connect(k: &mut Kit, c: usize, token: &str) -> Value {
+pub(super) fn connect(k: &mut Kit, c: usize, token: &str) -> Value {
     call(k, c, 1, "connect", json!({"token": token}))
 }
 
 /// A connected session for `user` ("" for anonymous, which the config must allow).
-fn user(k: &mut Kit, user: &str) -> usize {
+pub(super) fn user(k: &mut Kit, user: &str) -> usize {
     let c = ws(k);
     let t = if user.is_empty() { String::new() } else { token(json!({"sub": user})) };
     let r = connect(k, c, &t);
@@ -152,16 +152,16 @@ fn user(k: &mut Kit, user: &str) -> usize {
     c
 }
 
-fn subscribe(k: &mut Kit, c: usize, params: Value) -> Value {
+pub(super) fn subscribe(k: &mut Kit, c: usize, params: Value) -> Value {
     call(k, c, 2, "subscribe", params)
 }
 
-fn error_code(r: &Value) -> u64 {
+pub(super) fn error_code(r: &Value) -> u64 {
     r["error"]["code"].as_u64().unwrap_or_else(|| panic!("no error in {r}"))
 }
 
 /// The close code after a command that must disconnect.
-fn closed_with(k: &mut Kit, c: usize) -> u16 {
+pub(super) fn closed_with(k: &mut Kit, c: usize) -> u16 {
     let (msgs, close) = read(k, c);
     assert!(msgs.is_empty(), "{msgs:?}");
     assert!(k.closed(c));
@@ -183,11 +183,11 @@ fn anonymous_connect_allowed() {
 }
 
 #[test]
-fn anonymous_connect_refused_closes_3500() {
+fn anonymous_connect_refused_closes_3501() {
     let mut k = kit(json!({}), channels());
     let c = ws(&mut k);
     send(&mut k, c, json!({"id": 1, "connect": {}}));
-    assert_eq!(closed_with(&mut k, c), 3500);
+    assert_eq!(closed_with(&mut k, c), 3501);
 }
 
 #[test]
@@ -271,9 +271,10 @@ fn private_channel_needs_a_subscription_token() {
     let t = token(json!({"sub": "alice", "channel": "$secret", "exp": now + 60, "info": {"role": "x"}}));
     let r = subscribe(&mut k, c, json!({"channel": "$secret", "token": t}));
     assert_eq!(r["subscribe"], json!({"expires": true, "ttl": 60}), "{r}");
-    let sub = &k.s(c).cf.as_ref().unwrap().subs[0];
+    let cf = k.s(c).cf.as_ref().unwrap();
+    let sub = &cf.subs[0];
     assert_eq!(sub.expires_at, Some(now + 60));
-    let info: Value = serde_json::from_slice(&sub.info).unwrap();
+    let info: Value = serde_json::from_slice(&cf.sub_info(sub)).unwrap();
     assert_eq!(info["user"], "alice");
     assert_eq!(info["chan_info"]["role"], "x");
 }

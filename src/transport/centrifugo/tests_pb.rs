@@ -472,3 +472,40 @@ fn garbage_frames_never_panic() {
         assert!(matches!(close, None | Some(3501) | Some(3500)), "{close:?}");
     }
 }
+
+#[test]
+fn proxies_on_a_protobuf_connection() {
+    let mut k = super::tests_proxy::kit(json!({}));
+    let c = ws(&mut k);
+    let connect = pb::ConnectRequest {
+        data: br#"{"u":1}"#.to_vec(),
+        headers: [("X-Token".to_string(), "t".to_string())].into_iter().collect(),
+        ..Default::default()
+    };
+    send(&mut k, c, &[pb::Command { id: 1, connect: Some(connect), ..Default::default() }]);
+    let calls = k.proxy_calls();
+    assert_eq!(calls[0].1["protocol"], "protobuf");
+    assert_eq!(calls[0].1["data"], json!({"u": 1}));
+    assert!(k.proxy_headers().contains(&("X-Token".to_string(), "t".to_string())));
+    k.proxy_answer(Ok(r#"{"result":{"user":"p","data":{"hello":true}}}"#));
+    let r = one(&mut k, c);
+    assert_eq!(r.connect.expect("connect").data, br#"{"hello":true}"#.to_vec());
+    let rpc = pb::RpcRequest { method: "m".into(), data: br#"[1,2]"#.to_vec() };
+    send(&mut k, c, &[pb::Command { id: 2, rpc: Some(rpc), ..Default::default() }]);
+    assert_eq!(k.proxy_calls()[0].1["data"], json!([1, 2]));
+    k.proxy_answer(Ok(r#"{"result":{"data":{"sum":3}}}"#));
+    let r = one(&mut k, c);
+    assert_eq!((r.id, r.rpc.expect("rpc").data), (2, br#"{"sum":3}"#.to_vec()));
+    send(
+        &mut k,
+        c,
+        &[pb::Command {
+            id: 3,
+            rpc: Some(pb::RpcRequest { method: "m".into(), ..Default::default() }),
+            ..Default::default()
+        }],
+    );
+    k.proxy_answer(Ok(r#"{"error":{"code":1500,"message":"no","temporary":true}}"#));
+    let e = one(&mut k, c).error.expect("error");
+    assert_eq!((e.code, e.message.as_str(), e.temporary), (1500, "no", true));
+}

@@ -54,6 +54,6 @@ pub fn stream(env: &mut Env, conn: &mut Session, req: &Req, kind: StreamKind) {
     env.queue(conn, crate::transport::pubsub::stream_head(env, req, ct));
     conn.state =
         State::Stream { kind, next_keepalive_ms: env.now_ms + env.shared.cfg.client.ping_interval.0, multi: false };
-    client::attach(env, conn, true);
+    client::attach(env, conn, true, req);
     client::connect(env, conn, 0, r);
 }

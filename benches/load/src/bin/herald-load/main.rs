@@ -2,7 +2,9 @@
 //! `ws`), built on mio and Herald's own codecs.
 //!
 //! Opens N subscribers (WebSocket, SSE or long-poll) spread over channels and over source
-//! addresses 127.0.1.x, publishes over HTTP at a fixed rate or as fast as a window of
+//! addresses 127.0.1.x (WebSocket subscribers may speak Centrifugo's JSON client protocol:
+//! `connect`, then `subscribe`, answering `{}` pings), publishes over HTTP (a plain POST of
+//! the message, or Centrifugo's `POST /api/publish`) at a fixed rate or as fast as a window of
 //! undelivered messages allows, and reports connect rate, publishes/s, deliveries/s, loss,
 //! duplicates, latency percentiles and, given the server's PID, its RSS per connection. A
 //! progress line goes to stderr every second (connections, messages published and
@@ -18,14 +20,17 @@
 //!   herald-load --target nchan --addr 127.0.0.1:9001 --conns 10000 --server-pid 1234
 //!   herald-load --tls --tls-addr 127.0.0.1:8443 --ca server.crt --conns 10000   (wss://)
 //!   herald-load --sub-url 'ws://127.0.0.1:9002/sub?cid={ch}' --pub-url 'http://127.0.0.1:9002/pub?cid={ch}'
+//!   herald-load --target centrifugo --addr 127.0.0.1:8000 --token-secret S --api-key K
+//!       (real Centrifugo, or Herald's Centrifugo endpoint with the same config)
 
 mod run;
 mod wire;
 
 use clap::Parser;
+use herald::proto::jwt::Secret;
 use herald_bench_tools::tls::{self, Verify};
 use herald_bench_tools::{procfs, rlimit::raise_nofile};
-use run::{pct, Opts, Transport};
+use run::{pct, CfClient, Opts, PubApi, Transport};
 use std::time::Duration;
 use wire::UrlTemplate;
 
@@ -34,9 +39,31 @@ use wire::UrlTemplate;
 #[derive(Parser, Debug)]
 #[command(name = "herald-load", version, about)]
 struct Cli {
-    /// URL shapes to use: herald, nchan, uws, node-ws (overridden by --sub-url/--pub-url).
+    /// URL shapes to use: herald, nchan, uws, node-ws, centrifugo (overridden by
+    /// --sub-url/--pub-url). `centrifugo` subscribes on `/connection/websocket` with the JSON
+    /// client protocol and publishes with `POST /api/publish`: real Centrifugo, or Herald's
+    /// Centrifugo endpoint.
     #[arg(long, default_value = "herald")]
     target: String,
+    /// What WebSocket subscribers speak after the upgrade: `plain` (receive messages) or
+    /// `centrifugo` (JSON protocol: connect, subscribe, answer pings) [default: centrifugo
+    /// for --target centrifugo, else plain].
+    #[arg(long)]
+    sub_proto: Option<String>,
+    /// How messages are published: `plain` (POST of the message to the publish URL) or
+    /// `centrifugo-api` (POST `{"channel":..,"data":MESSAGE}`; an answer with an `error`
+    /// counts as a failed publish) [default: centrifugo-api for --target centrifugo].
+    #[arg(long)]
+    pub_proto: Option<String>,
+    /// `X-API-Key` header on every publish (Centrifugo's `http_api.key`; Herald's
+    /// `publish_api_key` takes the same header).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Centrifugo protocol: sign an HS256 connection token per subscriber (user `loadN`,
+    /// valid 1 h) with this `client.token.hmac_secret_key`; without it subscribers connect
+    /// anonymously (the server must allow it).
+    #[arg(long)]
+    token_secret: Option<String>,
     /// Server address for the --target URL shapes.
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
@@ -160,6 +187,8 @@ fn templates_at(cli: &Cli, tr: Transport, a: &str) -> Result<(String, String), S
         ("uws" | "node-ws", Transport::Ws) => {
             (format!("ws://{a}/sub?cid={{ch}}"), format!("http://{a}/pub?cid={{ch}}"))
         }
+        // The channel goes in the subscribe command and in the publish body.
+        ("centrifugo", Transport::Ws) => (format!("ws://{a}/connection/websocket"), format!("http://{a}/api/publish")),
         (t, tr) => return Err(format!("no URL shapes for --target {t} with {tr:?}; pass --sub-url and --pub-url")),
     };
     Ok((sub, publ))
@@ -211,6 +240,30 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let centrifugo = cli.target == "centrifugo";
+    let sub_cf = match cli.sub_proto.as_deref() {
+        None => centrifugo,
+        Some("plain") => false,
+        Some("centrifugo") => true,
+        Some(p) => {
+            eprintln!("herald-load: --sub-proto {p}: use plain or centrifugo");
+            std::process::exit(2);
+        }
+    };
+    let pub_api = match cli.pub_proto.as_deref() {
+        None if centrifugo => PubApi::Centrifugo,
+        None | Some("plain") => PubApi::Plain,
+        Some("centrifugo-api") => PubApi::Centrifugo,
+        Some(p) => {
+            eprintln!("herald-load: --pub-proto {p}: use plain or centrifugo-api");
+            std::process::exit(2);
+        }
+    };
+    if sub_cf && tr != Transport::Ws {
+        eprintln!("herald-load: --sub-proto centrifugo needs --transport ws");
+        std::process::exit(2);
+    }
+    let cf = sub_cf.then(|| CfClient { token_secret: cli.token_secret.as_deref().map(|k| Secret::new(k.as_bytes())) });
     let nofile = raise_nofile();
     if cli.conns as u64 + cli.pub_conns.unwrap_or(16) as u64 + 16 > nofile {
         eprintln!("herald-load: warning: {} subscribers need more descriptors than the limit {nofile}", cli.conns);
@@ -239,6 +292,9 @@ fn main() {
         deflate: cli.deflate,
         json: cli.json_payload,
         tls,
+        cf,
+        pub_api,
+        api_key: cli.api_key.clone(),
     };
     let mut t = run::run(&o);
     t.lat_us.sort_unstable();
@@ -313,8 +369,17 @@ fn main() {
             serde_json::Value::Null
         },
     });
-    if let (Some(o), serde_json::Value::Object(d)) = (summary.as_object_mut(), deflate) {
-        o.extend(d);
+    // Protocols (one json! macro cannot hold every field: recursion limit).
+    let protocols = serde_json::json!({
+        "sub_proto": if sub_cf { "centrifugo" } else { "plain" },
+        "pub_proto": match pub_api { PubApi::Plain => "plain", PubApi::Centrifugo => "centrifugo-api" },
+        "pub_url": o.publ.scheme.clone() + "://" + &o.publ.host + &o.publ.path,
+        "centrifugo_pings_answered": t.cf_pings,
+    });
+    for extra in [deflate, protocols] {
+        if let (Some(o), serde_json::Value::Object(d)) = (summary.as_object_mut(), extra) {
+            o.extend(d);
+        }
     }
     if cli.json {
         println!("{summary}");

@@ -1,6 +1,11 @@
 //! The load run: one mio event loop (no async runtime) that opens the subscribers, publishes,
 //! counts what arrives and times it.
 //!
+//! Centrifugo subscribers (`Opts::cf`): after the WebSocket upgrade a subscriber sends
+//! `connect`, and `subscribe` once that is answered, as Centrifugo's SDKs do; it counts as
+//! open (and towards the connect rate) when the subscribe reply arrives. `{}` pings are
+//! answered with `{}`; publications are scanned out of the newline-delimited pushes.
+//!
 //! Phases: connect (at most `connect_concurrency` handshakes in flight, until every
 //! subscriber is open or `connect_timeout`), settle (idle; server memory is read here), publish
 //! (`duration`; at a fixed rate or as fast as a window of undelivered messages allows), drain
@@ -68,6 +73,28 @@ pub struct Opts {
     pub json: bool,
     /// `wss://` subscribers: the client configuration and the server name to verify.
     pub tls: Option<TlsClient>,
+    /// WebSocket subscribers speak Centrifugo's JSON client protocol.
+    pub cf: Option<CfClient>,
+    /// How publishes are sent.
+    pub pub_api: PubApi,
+    /// `X-API-Key` on every publish.
+    pub api_key: Option<String>,
+}
+
+/// Centrifugo subscribers: how they authenticate.
+pub struct CfClient {
+    /// Sign a connection token per subscriber with this HMAC key; None = anonymous connect.
+    pub token_secret: Option<herald::proto::jwt::Secret>,
+}
+
+/// How a message is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubApi {
+    /// `POST` of the message itself to the publish URL (channel in the URL).
+    Plain,
+    /// Centrifugo's server API: `POST {"channel":..,"data":MESSAGE}`; an `error` in the
+    /// answer (Centrifugo answers API errors with 200) is a failed publish.
+    Centrifugo,
 }
 
 /// A TLS client configuration and the server name to send and verify.
@@ -85,6 +112,8 @@ struct Msg {
 enum SubState {
     Connecting,
     Handshake,
+    /// Centrifugo protocol: upgraded, `connect` (then `subscribe`) not answered yet.
+    Joining,
     Open,
 }
 
@@ -148,6 +177,8 @@ pub struct Tally {
     pub compressed_msgs: u64,
     /// Bytes subscribers read while publishing (the window of `deliveries_in_window`).
     pub sub_bytes_in_window: u64,
+    /// Centrifugo `{}` pings answered.
+    pub cf_pings: u64,
 }
 
 const MAX_FRAME: usize = 16 << 20;
@@ -283,7 +314,7 @@ impl<'a> Run<'a> {
     fn sub_failed(&mut self, key: usize, why: String) {
         let Some(s) = self.subs.get(key) else { return };
         match s.state {
-            SubState::Connecting | SubState::Handshake => {
+            SubState::Connecting | SubState::Handshake | SubState::Joining => {
                 self.pending -= 1;
                 self.t.connect_errors += 1;
             }
@@ -371,6 +402,15 @@ impl<'a> Run<'a> {
                         self.t.deflate_negotiated += 1;
                     }
                     buf.drain(..h.head_len);
+                    if let Some(cf) = &self.o.cf {
+                        // Open once subscribed (cf_reply).
+                        let token =
+                            cf.token_secret.as_ref().map(|k| wire::cf::token(k, &format!("load{key}"), unix_now()));
+                        let s = &mut self.subs[key];
+                        s.out.extend_from_slice(&ws::client_frame(ws::op::TEXT, &wire::cf::connect(token.as_deref())));
+                        s.state = SubState::Joining;
+                        return self.ws_input(key, buf, now);
+                    }
                 }
                 Transport::Sse => {
                     if h.status != 200 {
@@ -409,19 +449,26 @@ impl<'a> Run<'a> {
                     s.frag.extend_from_slice(p);
                     if f.fin {
                         let frag = std::mem::take(&mut s.frag);
-                        if s.frag_z {
-                            self.scan_compressed(&frag, &mut found)?;
-                        } else {
-                            wire::scan(&frag, &mut found);
+                        let z = s.frag_z;
+                        if let Err(e) = self.message(key, &frag, z, &mut found) {
+                            r = Err(e);
+                            break;
                         }
                     }
                 }
-                1 | 2 if rsv1 => self.scan_compressed(p, &mut found)?,
-                1 | 2 => wire::scan(p, &mut found),
+                1 | 2 => {
+                    if let Err(e) = self.message(key, p, rsv1, &mut found) {
+                        r = Err(e);
+                        break;
+                    }
+                }
                 9 => s.out.extend_from_slice(&ws::client_frame(ws::op::PONG, p)),
                 10 => {}
                 8 => {
-                    r = Err("server sent a close frame".to_string());
+                    // Centrifugo says why in the close frame (3012 no pong, 3501 bad request, ...).
+                    let code = p.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]).to_string()).unwrap_or_default();
+                    let why = String::from_utf8_lossy(p.get(2..).unwrap_or_default());
+                    r = Err(format!("server sent a close frame {code} {why}").trim_end().to_string());
                     break;
                 }
                 op => {
@@ -435,6 +482,63 @@ impl<'a> Run<'a> {
         self.deliver(key, &mut found, now);
         self.found = found;
         r
+    }
+
+    /// One complete WebSocket data message (`z`: compressed): its load messages go to
+    /// `found`; Centrifugo lines are acted on.
+    fn message(&mut self, key: usize, m: &[u8], z: bool, found: &mut Vec<(u64, u64)>) -> Result<(), String> {
+        if self.o.cf.is_none() {
+            return if z {
+                self.scan_compressed(m, found)
+            } else {
+                wire::scan(m, found);
+                Ok(())
+            };
+        }
+        if !z {
+            return self.cf_message(key, m, found);
+        }
+        // Compressed Centrifugo frames are inflated every time (pings and replies must be
+        // seen per connection, so the per-payload cache is not used).
+        self.t.compressed_msgs += 1;
+        let mut inflated = std::mem::take(&mut self.inflated);
+        let r = ws::inflate(&mut self.inflater, m, &mut inflated)
+            .map_err(String::from)
+            .and_then(|()| self.cf_message(key, &inflated, found));
+        self.inflated = inflated;
+        r
+    }
+
+    /// The lines of one Centrifugo frame: pushes scanned, pings answered, the `connect` and
+    /// `subscribe` replies move the subscriber on; an error reply fails it.
+    fn cf_message(&mut self, key: usize, m: &[u8], found: &mut Vec<(u64, u64)>) -> Result<(), String> {
+        for line in wire::cf::lines(m) {
+            match line {
+                wire::cf::Line::Push(l) => wire::scan(l, found),
+                wire::cf::Line::Ping => {
+                    self.t.cf_pings += 1;
+                    self.subs[key].out.extend_from_slice(&ws::client_frame(ws::op::TEXT, wire::cf::PONG));
+                }
+                wire::cf::Line::Reply { id, error: Some(e) } => {
+                    let what = if id == wire::cf::CONNECT_ID { "connect" } else { "subscribe" };
+                    return Err(format!("centrifugo {what} answered error {e}"));
+                }
+                wire::cf::Line::Reply { id, error: None } => {
+                    let s = &mut self.subs[key];
+                    if s.state != SubState::Joining {
+                        continue;
+                    }
+                    if id == wire::cf::CONNECT_ID {
+                        let ch = chan_name(self.o, s.ch);
+                        s.out.extend_from_slice(&ws::client_frame(ws::op::TEXT, &wire::cf::subscribe(&ch)));
+                    } else if id == wire::cf::SUBSCRIBE_ID {
+                        self.sub_opened(key);
+                    }
+                }
+                wire::cf::Line::Other => self.t.strays += 1,
+            }
+        }
+        Ok(())
     }
 
     /// Inflate a compressed message (once per distinct payload) and scan it.
@@ -573,6 +677,11 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Seconds since the Unix epoch (token expiry).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 fn lp_target(target: &str, since: u64) -> String {
     let sep = if target.contains('?') { '&' } else { '?' };
     format!("{target}{sep}since={since}")
@@ -677,7 +786,7 @@ pub fn run(o: &Opts) -> Tally {
     let stuck: Vec<usize> = r
         .subs
         .iter()
-        .filter(|(_, s)| matches!(s.state, SubState::Connecting | SubState::Handshake))
+        .filter(|(_, s)| matches!(s.state, SubState::Connecting | SubState::Handshake | SubState::Joining))
         .map(|(k, _)| k)
         .collect();
     for k in stuck {

@@ -1,16 +1,18 @@
 //! The publisher side of the load run: HTTP keep-alive connections (channel `c` on
 //! connection `c % pub_conns`, so each channel's messages are published in order), each
 //! with up to `pub_pipeline` requests in flight; answers are matched to requests in order
-//! and a non-2xx answer marks its message as expecting no deliveries.
+//! and a non-2xx answer (or, with Centrifugo's API, an answer carrying an `error`) marks its
+//! message as expecting no deliveries.
 //!
 //! Called from `run.rs`: `open_publishers` after connecting, `publish_next` at the rate or
 //! window, `pub_event` on readiness of a publisher connection.
 
-use super::{chan_name, read_in, Msg, Run, PUB_TOKEN_BASE};
+use super::{chan_name, read_in, Msg, PubApi, Run, PUB_TOKEN_BASE};
 use crate::wire;
 use herald::proto::http::ChunkedDecoder;
 use herald_bench_tools::http::{self, parse_response};
 use herald_bench_tools::sock::{connect_from, write_pending};
+use herald_bench_tools::text;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use std::collections::VecDeque;
@@ -34,7 +36,16 @@ pub(super) struct Publisher {
     inflight: VecDeque<u64>,
     /// Requests waiting for a pipeline slot.
     queued: VecDeque<u64>,
-    resp: Option<(u16, Option<usize>, Option<ChunkedDecoder>)>,
+    resp: Option<Resp>,
+}
+
+/// The answer being read: status, then the body by `Content-Length` or chunked.
+struct Resp {
+    status: u16,
+    len: Option<usize>,
+    dec: Option<ChunkedDecoder>,
+    /// The de-chunked body so far (chunked answers only).
+    body: Vec<u8>,
 }
 
 impl Run<'_> {
@@ -102,8 +113,15 @@ impl Run<'_> {
             } else {
                 wire::message(seq, now, self.o.size)
             };
-            let target = self.o.publ.target(&chan_name(self.o, m.ch));
-            p.out.extend_from_slice(&http::post_request(&self.o.publ.host, &target, &body));
+            let ch = chan_name(self.o, m.ch);
+            let target = self.o.publ.target(&ch);
+            let body = match self.o.pub_api {
+                PubApi::Plain => body,
+                PubApi::Centrifugo => wire::cf::publish_body(&ch, &body),
+            };
+            let key = self.o.api_key.as_deref().map(|k| [("X-API-Key", k)]);
+            let hdrs = key.as_ref().map(|k| &k[..]).unwrap_or(&[]);
+            p.out.extend_from_slice(&http::post_request_with(&self.o.publ.host, &target, &body, hdrs));
             p.inflight.push_back(seq);
         }
         if let Err(e) = write_pending(&mut p.sock, &mut p.out) {
@@ -131,6 +149,7 @@ impl Run<'_> {
             }
         }
         let alive = read_in(&mut p.sock, &mut self.scratch, &mut p.inbuf);
+        let api = self.o.pub_api;
         loop {
             let p = &mut self.pubs[pi];
             if p.resp.is_none() {
@@ -139,7 +158,7 @@ impl Run<'_> {
                         p.inbuf.drain(..h.head_len);
                         let dec = h.chunked.then(|| ChunkedDecoder::new(1 << 20));
                         let len = if h.chunked { None } else { Some(h.content_length.unwrap_or(0)) };
-                        p.resp = Some((h.status, len, dec));
+                        p.resp = Some(Resp { status: h.status, len, dec, body: Vec::new() });
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -149,16 +168,25 @@ impl Run<'_> {
                     }
                 }
             }
-            let Some((status, len, dec)) = p.resp.as_mut() else { break };
-            let complete = match (len, dec) {
-                (Some(n), _) if p.inbuf.len() >= *n => {
-                    p.inbuf.drain(..*n);
+            let Some(r) = p.resp.as_mut() else { break };
+            // Centrifugo's API answers its errors with 200 and `{"error":{...}}`: the body
+            // is looked at only then.
+            let mut api_error = None;
+            let complete = match (r.len, r.dec.as_mut()) {
+                (Some(n), _) if p.inbuf.len() >= n => {
+                    if api == PubApi::Centrifugo {
+                        api_error = api_error_in(&p.inbuf[..n]);
+                    }
+                    p.inbuf.drain(..n);
                     true
                 }
                 (Some(_), _) => false,
-                (None, Some(d)) => match d.feed(&p.inbuf, &mut Vec::new()) {
+                (None, Some(d)) => match d.feed(&p.inbuf, &mut r.body) {
                     Ok((used, done)) => {
                         p.inbuf.drain(..used);
+                        if done && api == PubApi::Centrifugo {
+                            api_error = api_error_in(&r.body);
+                        }
                         done
                     }
                     Err(_) => {
@@ -171,13 +199,18 @@ impl Run<'_> {
             if !complete {
                 break;
             }
-            let status = *status;
+            let status = r.status;
             p.resp = None;
             if let Some(seq) = p.inflight.pop_front() {
-                if !(200..300).contains(&status) {
+                let failed = match api_error {
+                    _ if !(200..300).contains(&status) => Some(format!("publish answered {status}")),
+                    Some(e) => Some(format!("publish answered {status} with {e}")),
+                    None => None,
+                };
+                if let Some(why) = failed {
                     self.t.pub_errors += 1;
                     self.msgs[seq as usize - 1].expected = 0;
-                    self.note_error(format!("publish answered {status}"));
+                    self.note_error(why);
                 }
             }
         }
@@ -188,5 +221,28 @@ impl Run<'_> {
                 self.note_error("publisher connection closed by the server".into());
             }
         }
+    }
+}
+
+/// The `error` of a Centrifugo API answer (`{"error":{"code":..,"message":..}}`), if any:
+/// the body is parsed only when it names an error at all.
+fn api_error_in(body: &[u8]) -> Option<String> {
+    text::find(body, b"\"error\"")?;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("error").map(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_error_in;
+
+    #[test]
+    fn centrifugo_api_errors() {
+        assert_eq!(api_error_in(br#"{"result":{}}"#), None);
+        assert_eq!(api_error_in(br#"{"result":{"offset":3,"epoch":"x"}}"#), None);
+        let e = api_error_in(br#"{"error":{"code":102,"message":"unknown channel"}}"#).unwrap();
+        assert!(e.contains("102"), "{e}");
+        // A message that merely contains the word is not an error.
+        assert_eq!(api_error_in(br#"{"result":{"note":"\"error\""}}"#), None);
     }
 }
