@@ -8,6 +8,11 @@
 #   publish:   POST http://127.0.0.1:PORT/pub/CH   (body = message; from 127.0.0.1 only)
 # Env: NCHAN_WORKERS  nginx worker processes (default 1; more adds `reuseport`)
 #      NCHAN_MODULE   path of ngx_nchan_module.so (default: Debian's)
+#      NCHAN_REDIS_URL  redis://HOST:PORT: keep channels and messages in that Redis (an
+#                     upstream with `nchan_redis_server`, `nchan_redis_pass` in both locations,
+#                     Nchan's default distributed storage mode), so several nginx instances
+#                     pointing at the same Redis act as one server: publish on one, subscribers
+#                     on another receive. Unset: Nchan's own shared memory (one nginx only).
 source "$(dirname "$0")/lib.sh"
 PORT=${1:?usage: start-nchan.sh PORT}
 WORKERS=${NCHAN_WORKERS:-1}
@@ -31,6 +36,17 @@ NOFILE=$PEER_NOFILE
 [ "$NOFILE" = unlimited ] && NOFILE=1048576
 REUSEPORT=""
 [ "$WORKERS" = 1 ] || REUSEPORT=" reuseport"
+REDIS_HTTP="" REDIS_LOC=""
+if [ -n "${NCHAN_REDIS_URL:-}" ]; then
+  [[ "$NCHAN_REDIS_URL" =~ ^redis://[A-Za-z0-9.:_@/-]+$ ]] || die "NCHAN_REDIS_URL '$NCHAN_REDIS_URL': expected redis://host:port"
+  REDIS_HTTP="
+  # NCHAN_REDIS_URL: channels and messages live in Redis, shared with other nginx instances.
+  upstream nchan_redis {
+    nchan_redis_server \"$NCHAN_REDIS_URL\";
+  }"
+  REDIS_LOC="
+      nchan_redis_pass nchan_redis;"
+fi
 
 PREFIX="$PEERS_CACHE/nchan-$PORT"
 mkdir -p "$PREFIX/logs" "$PREFIX/temp"
@@ -65,7 +81,7 @@ http {
   keepalive_timeout 120s;
   keepalive_requests 10000000;
   # Channel message buffers (shared by the workers).
-  nchan_shared_memory_size 256m;
+  nchan_shared_memory_size 256m;$REDIS_HTTP
 
   server {
     listen 127.0.0.1:$PORT backlog=4096$REUSEPORT;
@@ -76,13 +92,13 @@ http {
       nchan_publisher http;
       nchan_channel_id \$chan;
       nchan_message_buffer_length 100;
-      nchan_message_timeout 60s;
+      nchan_message_timeout 60s;$REDIS_LOC
     }
 
     location ~ ^/sub/(?<chan>[^/]+)\$ {
       nchan_subscriber websocket eventsource longpoll;
       nchan_channel_id \$chan;
-      nchan_subscriber_first_message newest;
+      nchan_subscriber_first_message newest;$REDIS_LOC
     }
 
     location / {

@@ -82,9 +82,11 @@ struct Cli {
     /// With TLS: accept any server certificate (benchmarks on self-signed certificates).
     #[arg(long)]
     insecure: bool,
-    /// Subscribe URL template, `{ch}` = channel (ws://, wss:// or http://).
+    /// Subscribe URL template, `{ch}` = channel (ws://, wss:// or http://). Repeat it to
+    /// spread subscribers over several servers (e.g. nodes of one cluster): subscriber i uses
+    /// template (i / channels) % n, so every channel has subscribers on every server.
     #[arg(long)]
-    sub_url: Option<String>,
+    sub_url: Vec<String>,
     /// Publish URL template, `{ch}` = channel (http://; POST, body = message).
     #[arg(long)]
     pub_url: Option<String>,
@@ -155,19 +157,20 @@ struct Cli {
     json_payload: bool,
 }
 
-fn templates(cli: &Cli, tr: Transport) -> Result<(String, String), String> {
+fn templates(cli: &Cli, tr: Transport) -> Result<(Vec<String>, String), String> {
     let a = &cli.addr;
     let (sub, publ) = templates_at(cli, tr, a)?;
-    let sub = match (&cli.tls, &cli.sub_url) {
-        (true, None) if tr == Transport::Ws => {
+    let sub = match (&cli.tls, cli.sub_url.is_empty()) {
+        (true, true) if tr == Transport::Ws => {
             let (_, rest) = sub.split_once("://").unwrap_or(("", &sub));
             let tls_addr = cli.tls_addr.as_deref().unwrap_or(a);
             format!("wss://{}", rest.replacen(a.as_str(), tls_addr, 1))
         }
-        (true, None) => return Err("--tls: only the ws transport has TLS here (wss://)".into()),
+        (true, true) => return Err("--tls: only the ws transport has TLS here (wss://)".into()),
         _ => sub,
     };
-    Ok((cli.sub_url.clone().unwrap_or(sub), cli.pub_url.clone().unwrap_or(publ)))
+    let subs = if cli.sub_url.is_empty() { vec![sub] } else { cli.sub_url.clone() };
+    Ok((subs, cli.pub_url.clone().unwrap_or(publ)))
 }
 
 fn templates_at(cli: &Cli, tr: Transport, a: &str) -> Result<(String, String), String> {
@@ -219,11 +222,15 @@ fn main() {
         }
     };
     let parsed = templates(&cli, tr).and_then(|(s, p)| {
-        let (s, p) = (UrlTemplate::parse(&s)?, UrlTemplate::parse(&p)?);
+        let s = s.iter().map(|s| UrlTemplate::parse(s)).collect::<Result<Vec<_>, _>>()?;
+        let p = UrlTemplate::parse(&p)?;
         if p.scheme != "http" {
             return Err(format!("publish URL `{}://{}`: http:// only", p.scheme, p.host));
         }
-        let tls = tls_setup(&cli, &s)?;
+        if s.iter().any(|t| t.scheme != s[0].scheme) {
+            return Err("--sub-url: every template needs the same scheme".into());
+        }
+        let tls = tls_setup(&cli, &s[0])?;
         Ok((s, p, tls))
     });
     let (sub, publ, tls) = match parsed {
@@ -306,7 +313,7 @@ fn main() {
     let summary = serde_json::json!({
         "label": cli.label,
         "target": cli.target,
-        "sub_url": o.sub.scheme.clone() + "://" + &o.sub.host + &o.sub.path,
+        "sub_url": o.sub.iter().map(|t| t.scheme.clone() + "://" + &t.host + &t.path).collect::<Vec<_>>().join(" "),
         "transport": cli.transport,
         "conns": cli.conns,
         "opened": t.opened,

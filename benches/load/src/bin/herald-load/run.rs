@@ -45,7 +45,8 @@ pub enum Transport {
 
 /// Everything a run needs (filled from the command line).
 pub struct Opts {
-    pub sub: UrlTemplate,
+    /// Subscribe URL templates (subscriber i uses `(i / channels) % len`).
+    pub sub: Vec<UrlTemplate>,
     pub publ: UrlTemplate,
     pub transport: Transport,
     pub conns: usize,
@@ -120,6 +121,8 @@ struct Sub {
     /// The socket, with its TLS state for `wss://`.
     sock: Stream<TcpStream>,
     ch: u32,
+    /// Which subscribe URL template (server) it uses.
+    tpl: usize,
     state: SubState,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -233,8 +236,8 @@ impl<'a> Run<'a> {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    fn src_ip(&self, i: usize) -> Option<IpAddr> {
-        if self.o.sources == 0 || !self.o.sub.addr.ip().is_loopback() || self.o.sub.addr.is_ipv6() {
+    fn src_ip(&self, i: usize, dst: &UrlTemplate) -> Option<IpAddr> {
+        if self.o.sources == 0 || !dst.addr.ip().is_loopback() || dst.addr.is_ipv6() {
             return None;
         }
         Some(loopback_source(i % self.o.sources))
@@ -250,7 +253,10 @@ impl<'a> Run<'a> {
         let i = self.started;
         self.started += 1;
         let ch = (i % self.o.channels) as u32;
-        let sock = match connect_from(self.src_ip(i), self.o.sub.addr) {
+        let tpl = (i / self.o.channels) % self.o.sub.len();
+        let o = self.o;
+        let url = &o.sub[tpl];
+        let sock = match connect_from(self.src_ip(i, url), url.addr) {
             Ok(s) => s,
             Err(e) => {
                 self.t.connect_errors += 1;
@@ -279,17 +285,18 @@ impl<'a> Run<'a> {
             self.note_error(format!("register: {e}"));
             return;
         }
-        let target = self.o.sub.target(&chan_name(self.o, ch));
+        let target = url.target(&chan_name(self.o, ch));
         let out = match self.o.transport {
-            Transport::Ws => ws::upgrade_request_with(&self.o.sub.host, &target, self.o.deflate),
-            Transport::Sse => http::get_request(&self.o.sub.host, &target, "text/event-stream", &[]),
+            Transport::Ws => ws::upgrade_request_with(&url.host, &target, self.o.deflate),
+            Transport::Sse => http::get_request(&url.host, &target, "text/event-stream", &[]),
             // since=0 on a fresh channel: anything published before the request is held
             // comes from history, so no message falls between two polls.
-            Transport::LongPoll => http::get_request(&self.o.sub.host, &lp_target(&target, 0), "application/json", &[]),
+            Transport::LongPoll => http::get_request(&url.host, &lp_target(&target, 0), "application/json", &[]),
         };
         entry.insert(Sub {
             sock,
             ch,
+            tpl,
             state: SubState::Connecting,
             inbuf: Vec::new(),
             out,
@@ -600,8 +607,9 @@ impl<'a> Run<'a> {
                     s.since = v;
                 }
             }
-            let target = lp_target(&self.o.sub.target(&chan_name(self.o, s.ch)), s.since);
-            s.out.extend_from_slice(&http::get_request(&self.o.sub.host, &target, "application/json", &[]));
+            let url = &self.o.sub[s.tpl];
+            let target = lp_target(&url.target(&chan_name(self.o, s.ch)), s.since);
+            s.out.extend_from_slice(&http::get_request(&url.host, &target, "application/json", &[]));
             let mut found = std::mem::take(&mut self.found);
             wire::scan(&body, &mut found);
             // Newest first in the body: count them oldest first.
