@@ -290,7 +290,7 @@ impl Inner {
         }
         let mut sha_args = args.clone();
         sha_args[0] = b"EVALSHA".to_vec();
-        sha_args[1] = script::sha1_hex(&args[1]).into_bytes();
+        sha_args[1] = script::sha_of(&args[1]).into_bytes();
         let me = self.clone();
         self.io().command(
             shard,

@@ -120,6 +120,20 @@ pub fn sha1_hex(script: &[u8]) -> String {
     sha1::Sha1::digest(script).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every script this module defines.
+pub const ALL: [&str; 6] = [PUBLISH, HISTORY, PRESENCE_ADD, PRESENCE_REMOVE, PRESENCE_GET, NODES];
+
+/// [`sha1_hex`] of one of [`ALL`], computed once per process (a publish would otherwise hash
+/// the script's text each time); any other text is hashed.
+pub fn sha_of(script: &[u8]) -> String {
+    static SHAS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    let known = SHAS.get_or_init(|| ALL.iter().map(|t| (*t, sha1_hex(t.as_bytes()))).collect());
+    match known.iter().find(|(t, _)| t.as_bytes() == script) {
+        Some((_, sha)) => sha.clone(),
+        None => sha1_hex(script),
+    }
+}
+
 /// The keys and pub/sub channel of one Herald channel.
 pub struct Keys {
     /// The meta hash (top offset, epoch).
@@ -284,6 +298,8 @@ mod tests {
 
     #[test]
     fn script_sha() {
+        assert_eq!(sha_of(PUBLISH.as_bytes()), sha1_hex(PUBLISH.as_bytes()));
+        assert_eq!(sha_of(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
         assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         assert_eq!(sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
     }

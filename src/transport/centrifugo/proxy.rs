@@ -153,6 +153,38 @@ fn failed(env: &Env, conn: &Session, kind: Kind, f: &Failure) {
     log::debug!("conn {}:{} from {}: proxy {}: {f}", env.id, conn.id.key, conn.peer, kind.as_str());
 }
 
+/// A command's proxy answer: its result fields, or `None` once the client got what stands
+/// in for them (Centrifugo's internal error for a failed call, the backend's error, or the
+/// backend's disconnect).
+fn answered(
+    env: &mut Env,
+    conn: &mut Session,
+    kind: Kind,
+    id: u32,
+    r: Result<Box<Answer>, Failure>,
+) -> Option<crate::proto::proxy::Fields> {
+    if conn.dead {
+        return None;
+    }
+    let a = match r {
+        Ok(a) => a,
+        Err(f) => {
+            failed(env, conn, kind, &f);
+            client::send_error(env, conn, id, proto::INTERNAL);
+            return None;
+        }
+    };
+    if let Some(d) = &a.disconnect {
+        close(env, conn, d);
+        return None;
+    }
+    if let Some(e) = &a.error {
+        client::send_backend_error(env, conn, id, e);
+        return None;
+    }
+    Some(a.result.unwrap_or_default())
+}
+
 /// The internal error, as a backend error (one path for both).
 fn internal() -> BackendError {
     BackendError { code: proto::INTERNAL.code.into(), message: proto::INTERNAL.message.into(), temporary: true }
@@ -337,23 +369,7 @@ pub(super) fn subscribe(env: &mut Env, conn: &mut Session, id: u32, req: Subscri
     };
     let call = build(conn, Kind::Subscribe, &p, r);
     env.proxy(conn, call, move |env, conn, r| {
-        if conn.dead {
-            return;
-        }
-        let a = match r {
-            Ok(a) => a,
-            Err(f) => {
-                failed(env, conn, Kind::Subscribe, &f);
-                return client::send_error(env, conn, id, proto::INTERNAL);
-            }
-        };
-        if let Some(d) = &a.disconnect {
-            return close(env, conn, d);
-        }
-        if let Some(e) = &a.error {
-            return client::send_backend_error(env, conn, id, e);
-        }
-        let f = a.result.unwrap_or_default();
+        let Some(f) = answered(env, conn, Kind::Subscribe, id, r) else { return };
         let now = env.unix_s;
         let expires_at = expiry(f.expire_at, now);
         if expires_at.is_some_and(|e| e <= now) {
@@ -456,23 +472,7 @@ pub(super) fn publish(env: &mut Env, conn: &mut Session, id: u32, req: PublishRe
         build(conn, Kind::Publish, &p, Request { channel: &req.channel, data: Some(&data), ..Default::default() });
     let channel = req.channel;
     env.proxy(conn, call, move |env, conn, r| {
-        if conn.dead {
-            return;
-        }
-        let a = match r {
-            Ok(a) => a,
-            Err(f) => {
-                failed(env, conn, Kind::Publish, &f);
-                return client::send_error(env, conn, id, proto::INTERNAL);
-            }
-        };
-        if let Some(d) = &a.disconnect {
-            return close(env, conn, d);
-        }
-        if let Some(e) = &a.error {
-            return client::send_backend_error(env, conn, id, e);
-        }
-        let f = a.result.unwrap_or_default();
+        let Some(f) = answered(env, conn, Kind::Publish, id, r) else { return };
         let Some(cf) = conn.cf.as_ref() else { return };
         let meta = PubMeta {
             info: Some(client::publisher_info(cf, &channel)),
@@ -520,25 +520,8 @@ pub(super) fn rpc(env: &mut Env, conn: &mut Session, id: u32, req: RpcReq) {
     let r = Request { method: &req.method, data: req.data.as_ref().map(|d| d.get().as_bytes()), ..Default::default() };
     let call = build(conn, Kind::Rpc, &p, r);
     env.proxy(conn, call, move |env, conn, r| {
-        if conn.dead {
-            return;
-        }
-        match r {
-            Err(f) => {
-                failed(env, conn, Kind::Rpc, &f);
-                client::send_error(env, conn, id, proto::INTERNAL)
-            }
-            Ok(a) => {
-                if let Some(d) = &a.disconnect {
-                    return close(env, conn, d);
-                }
-                if let Some(e) = &a.error {
-                    return client::send_backend_error(env, conn, id, e);
-                }
-                let data = json(a.result.and_then(|r| r.data));
-                send_rpc(env, conn, id, data)
-            }
-        }
+        let Some(f) = answered(env, conn, Kind::Rpc, id, r) else { return };
+        send_rpc(env, conn, id, json(f.data))
     });
 }
 
