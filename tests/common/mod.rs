@@ -63,6 +63,10 @@ impl Herald {
                 c
             }
         };
+        // HERALD_TEST_IO=uring runs the same tests against the io_uring backend.
+        if let Ok(io) = std::env::var("HERALD_TEST_IO") {
+            cmd.args(["--io", &io]);
+        }
         let mut child = cmd
             .args(["--bind", "127.0.0.1", "--port", "0", "--config"])
             .arg(&path)
