@@ -64,7 +64,9 @@ impl Herald {
             }
         };
         // HERALD_TEST_IO=uring runs the same tests against the io_uring backend.
-        if let Ok(io) = std::env::var("HERALD_TEST_IO") {
+        // A test that names its backend (`--io` in extra_args) keeps it.
+        let io_env = std::env::var("HERALD_TEST_IO").ok().filter(|_| !extra_args.contains(&"--io"));
+        if let Some(io) = io_env {
             cmd.args(["--io", &io]);
         }
         let mut child = cmd

@@ -345,7 +345,8 @@ impl Worker {
             }
             transport::on_bytes(ctx, &mut slot.session, ring.recv_buf(bid, n));
             ring.recycle(bid);
-            if ctx.budget == 0 {
+            // The budget ran out with input left: `process` listed it for the next turn.
+            if ctx.budget == 0 && !slot.session.inbuf.is_empty() {
                 slot.held = true;
             }
             // Over the high-water mark, or waiting for an engine answer: stop receiving.
@@ -416,7 +417,7 @@ impl Worker {
             }
             self.ctx.budget = transport::env::TURN_BUDGET;
             transport::reprocess(&mut self.ctx, &mut slot.session);
-            slot.held = self.ctx.budget == 0;
+            slot.held = self.ctx.budget == 0 && !slot.session.inbuf.is_empty();
         }
     }
 
