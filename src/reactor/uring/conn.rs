@@ -44,6 +44,8 @@ pub struct Conn {
     pub held: bool,
     /// The multishot receive.
     pub recv: Recv,
+    /// Registered in the ring's fixed-file table at its slab key.
+    pub fixed: bool,
     /// The send in flight (its id in the ring, plus one), if any: one at a time per
     /// connection. See [`Conn::sending`].
     send_id: Option<NonZeroU32>,
@@ -61,8 +63,15 @@ impl Conn {
             paused: false,
             held: false,
             recv: Recv::Off,
+            fixed: false,
             send_id: None,
         }
+    }
+
+    /// How the ring names this connection's socket.
+    pub fn sock(&self) -> super::ring::Sock {
+        use std::os::fd::AsRawFd;
+        super::ring::Sock { fd: self.fd.as_raw_fd(), key: self.session.id.key, fixed: self.fixed }
     }
 
     /// The id of the send in flight, if any.

@@ -121,6 +121,7 @@ impl Worker {
         }
         self.ctx.local.shrink();
         self.ctx.cf_users.shrink_to_fit();
+        self.ring.trim();
         crate::alloc::release_thread_cache();
     }
 }

@@ -5,7 +5,8 @@
 //! backpressure policy; only how bytes move differs.
 //!
 //! - Accept: one multishot accept per listener; a new socket's peer address is read with
-//!   `getpeername` (a multishot accept gives none).
+//!   `getpeername` (a multishot accept gives none), and the socket is registered in the
+//!   ring's fixed-file table at its slab key, so its operations skip the descriptor lookup.
 //! - Receive: one multishot receive per connection into a provided-buffer ring shared by
 //!   the worker (`ring::Sizes`), so an idle connection holds no receive buffer: a buffer is
 //!   taken only when bytes arrive and is handed back as soon as the transport has them
@@ -308,8 +309,9 @@ impl Worker {
         let (admitted, refusal) =
             super::limits::admission(&self.ip_limits, stats, max, total, peer.ip(), self.ctx.now_ms);
         slot.admitted = admitted;
+        slot.fixed = self.ring.register(id.key, raw).fixed;
         // Receive from the start: a refused client's FIN ends its lingering close.
-        self.ring.recv(raw, id.key, id.gen);
+        self.ring.recv(slot.sock(), id.gen);
         slot.recv = Recv::Armed;
         if let Some((status, why)) = refusal {
             log::debug!("conn {}:{} from {peer}: refused: {why}", self.ctx.id, key);
@@ -401,7 +403,7 @@ impl Worker {
                 c.recv = Recv::Cancelling;
             }
             (Recv::Off, true) => {
-                self.ring.recv(c.fd.as_raw_fd(), c.session.id.key, c.session.id.gen);
+                self.ring.recv(c.sock(), c.session.id.gen);
                 c.recv = Recv::Armed;
             }
             _ => {}
@@ -497,6 +499,9 @@ impl Worker {
         let mut rounds = 0;
         loop {
             if !slot.session.out.is_empty() && bytes.len() < SEND_MAX {
+                if bytes.capacity() == 0 {
+                    bytes = ring.send_buf(slot.session.out.len().min(SEND_MAX));
+                }
                 bytes.reserve(slot.session.out.len().min(SEND_MAX - bytes.len()));
                 let mut w = 0;
                 // Staging into memory cannot fail; a full stage is `Blocked`.
@@ -515,8 +520,10 @@ impl Worker {
         }
         if !bytes.is_empty() {
             let id = slot.session.id;
-            let sid = ring.send(slot.fd.as_raw_fd(), id.key, id.gen, bytes);
+            let sid = ring.send(slot.sock(), id.gen, bytes);
             slot.set_sending(Some(sid));
+        } else {
+            ring.unused_buf(bytes);
         }
         if slot.paused && slot.session.out.len() <= ctx.low_water {
             slot.paused = false;
@@ -566,6 +573,7 @@ impl Worker {
             if let Some(s) = slot.sending() {
                 self.ring.cancel_send(s);
             }
+            self.ring.unregister(slot.sock());
             if slot.admitted {
                 self.ip_limits.release(slot.session.peer.ip());
             }
