@@ -387,11 +387,16 @@ impl Worker {
         if d.res < 0 || (d.res as u32) < len {
             log::debug!("conn {}:{} from {}: write error: {}", self.ctx.id, key, slot.session.peer, err(d.res));
             self.ctx.kill(&mut slot.session);
-        } else {
-            self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(u64::from(len), Ordering::Relaxed);
-            self.flush(key);
+            return;
         }
-        self.after(key);
+        self.ctx.shared.gauges[self.ctx.id].bytes_out.fetch_add(u64::from(len), Ordering::Relaxed);
+        let closing = slot.session.close_after_flush;
+        self.flush(key);
+        // A plain send completion changes nothing else (the common case: one per subscriber
+        // per fan-out turn); a refilled replay or a close in progress gets the bookkeeping.
+        if closing || !self.ctx.fx.ready.is_empty() || !self.ctx.fx.pressure.is_empty() {
+            self.after(key);
+        }
     }
 
     /// Arm or cancel a connection's receive to match whether it can take input now.
