@@ -108,6 +108,8 @@ pub fn spawn(
 pub struct Worker {
     ring: Ring,
     listener: Option<std::net::TcpListener>,
+    /// The listener has TCP_NODELAY (its connections inherit it).
+    nodelay: bool,
     accept_armed: bool,
     accept_paused_until: Option<u64>,
     wake: Arc<EventFd>,
@@ -145,6 +147,9 @@ impl Worker {
         // io_uring waits on the listener itself; a non-blocking one would have accepts
         // answered EAGAIN rather than queued.
         listener.set_nonblocking(false)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies the socket's
+        // options into each child): one setsockopt here instead of one per connection.
+        let nodelay = socket2::SockRef::from(&listener).set_nodelay(true).is_ok();
         let ctx = Env::new(id, shared, clock.seed(id as u64), clock.now_ms(), clock.unix_s());
         log::debug!(
             "worker {id}: io_uring, {} receive buffers of {} B, sends up to {SEND_MAX} B",
@@ -154,6 +159,7 @@ impl Worker {
         Ok(Worker {
             ring,
             listener: Some(listener),
+            nodelay,
             accept_armed: false,
             accept_paused_until: None,
             wake,
@@ -288,7 +294,9 @@ impl Worker {
         let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return;
         };
-        let _ = sock.set_nodelay(true);
+        if !self.nodelay {
+            let _ = sock.set_nodelay(true);
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if key >= u32::MAX as usize {
