@@ -45,6 +45,9 @@ struct Cli {
     /// start-up fails when the address is already in use.
     #[arg(long)]
     reuse_port: bool,
+    /// Reactor backend, epoll or uring (config `io`) [default: epoll].
+    #[arg(long, value_name = "BACKEND", value_parser = ["epoll", "uring"])]
+    io: Option<String>,
     /// Log level [default: info, or the config file's log_level].
     #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: Option<String>,
@@ -120,6 +123,9 @@ fn load(cli: &Cli) -> Result<Config, String> {
     }
     if cli.reuse_port {
         cfg.reuse_port = true;
+    }
+    if let Some(io) = &cli.io {
+        cfg.io = io.clone();
     }
     if let Some(l) = &cli.log_level {
         cfg.log_level = l.clone();
@@ -198,7 +204,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    log::info!("herald {} listening on {} with {workers} workers", env!("CARGO_PKG_VERSION"), server.addr);
+    log::info!(
+        "herald {} listening on {} with {workers} workers ({})",
+        env!("CARGO_PKG_VERSION"),
+        server.addr,
+        if server.shared.cfg.io == "uring" { "io_uring" } else { "epoll" }
+    );
     match &cli.config {
         Some(path) => log::info!("config: {path}"),
         None => log::info!("config: defaults (no --config file)"),

@@ -28,6 +28,10 @@ pub struct Config {
     /// processes behind one shared engine). When false, start-up fails if another process
     /// already listens on the address, instead of silently splitting its traffic.
     pub reuse_port: bool,
+    /// The reactor backend: "epoll" (mio; the default) or "uring" (io_uring: multishot
+    /// accept and receive into a shared provided-buffer ring, sends batched per loop turn).
+    /// "uring" needs Linux 6.1 or later with io_uring enabled, and does not serve TLS yet.
+    pub io: String,
     /// error, warn, info, debug or trace.
     pub log_level: String,
 
@@ -170,6 +174,7 @@ impl Default for Config {
             port: 8000,
             workers: 0,
             reuse_port: false,
+            io: "epoll".into(),
             log_level: "info".into(),
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
@@ -387,6 +392,12 @@ impl Config {
         if self.workers > 64 {
             return bad("workers", "must be 0 (one per core) to 64");
         }
+        if !matches!(self.io.as_str(), "epoll" | "uring") {
+            return bad("io", "must be \"epoll\" or \"uring\"");
+        }
+        if self.io == "uring" && self.http_server.tls.enabled {
+            return bad("io", "\"uring\" does not serve TLS yet: use \"epoll\" with http_server.tls");
+        }
         if !matches!(self.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
             return bad("log_level", "must be one of error, warn, info, debug, trace");
         }
@@ -568,6 +579,10 @@ mod tests {
         assert_eq!(Config::from_json("{}").unwrap().port, 8000);
         assert!(!Config::default().reuse_port, "sharing a port is opt-in");
         assert!(Config::from_json(r#"{"reuse_port": true}"#).unwrap().reuse_port);
+        assert_eq!(Config::default().io, "epoll");
+        assert_eq!(Config::from_json(r#"{"io": "uring"}"#).unwrap().io, "uring");
+        let e = Config::from_json(r#"{"io": "kqueue"}"#).unwrap_err();
+        assert!(e.contains("key `io`"), "{e}");
     }
 
     #[test]

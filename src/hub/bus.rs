@@ -1,4 +1,5 @@
-//! The cross-worker bus: one inbox per worker, a lock-free MPSC queue plus a `mio::Waker`.
+//! The cross-worker bus: one inbox per worker, a lock-free MPSC queue plus a waker (the
+//! epoll worker's `mio::Waker`, or the io_uring worker's eventfd: anything [`Wake`]).
 //!
 //! Owns: handing messages from whoever publishes (any worker, the main thread) to a worker.
 //! A pending flag makes a burst of sends cost one wake-up; the worker drains the whole queue
@@ -109,11 +110,24 @@ pub enum Note {
     Shutdown,
 }
 
+/// How a sender wakes a worker that sleeps in its poll: the epoll worker's `mio::Waker`, the
+/// io_uring worker's eventfd. Called at most once per burst (the inbox's pending flag).
+pub trait Wake: Send + Sync {
+    /// Wake the worker (a failure is ignored: the worker drains its inbox every turn).
+    fn wake(&self) -> std::io::Result<()>;
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) -> std::io::Result<()> {
+        mio::Waker::wake(self)
+    }
+}
+
 /// The sending side of one worker's inbox, shared by all senders.
 pub struct Inbox {
     // `Sender` is Sync since Rust 1.72: senders share it without a lock.
     tx: Sender<Note>,
-    waker: std::sync::OnceLock<Arc<mio::Waker>>,
+    waker: std::sync::OnceLock<Arc<dyn Wake>>,
     pending: AtomicBool,
     depth: std::sync::atomic::AtomicUsize,
 }
@@ -129,6 +143,11 @@ impl Inbox {
 
     /// Install the worker's waker (once, when the worker's Poll exists).
     pub fn set_waker(&self, w: Arc<mio::Waker>) {
+        let _ = self.waker.set(w);
+    }
+
+    /// Install another kind of waker (the io_uring worker's eventfd), once.
+    pub fn set_wake(&self, w: Arc<dyn Wake>) {
         let _ = self.waker.set(w);
     }
 

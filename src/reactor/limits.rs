@@ -235,6 +235,44 @@ impl IpLimits {
     }
 }
 
+/// Admission of a freshly accepted connection, the policy both backends apply:
+/// `max_connections` first (`total` is the open count including this one, `max` 0 = no
+/// limit), then the per-address table. Counts each refusal in `stats`. Returns whether the
+/// address was counted in the table (release it when the connection closes) and, when the
+/// connection is refused, the status and reason to answer it with before closing.
+pub fn admission(
+    limits: &IpLimits,
+    stats: &crate::transport::Stats,
+    max: usize,
+    total: usize,
+    ip: IpAddr,
+    now_ms: u64,
+) -> (bool, Option<(u16, &'static str)>) {
+    if max > 0 && total > max {
+        stats.refused_max_conns.fetch_add(1, Ordering::Relaxed);
+        return (false, Some((503, "server at max_connections")));
+    }
+    if !limits.enabled() {
+        return (false, None);
+    }
+    let refusal = match limits.admit(ip, now_ms) {
+        Ok(()) => return (true, None),
+        Err(Refusal::PerIp) => {
+            stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            (503, "too many connections from this address (max_connections_per_ip)")
+        }
+        Err(Refusal::Rate) => {
+            stats.refused_rate.fetch_add(1, Ordering::Relaxed);
+            (429, "connecting too fast from this address (connect_rate_per_ip)")
+        }
+        Err(Refusal::TableFull) => {
+            stats.refused_rate.fetch_add(1, Ordering::Relaxed);
+            (429, "too many client addresses connecting at once (max_tracked_ips)")
+        }
+    };
+    (false, Some(refusal))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

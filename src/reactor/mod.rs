@@ -1,6 +1,7 @@
-//! The reactor: the only IO layer. One single-threaded mio event loop per worker thread,
-//! each with its own SO_REUSEPORT listener, a slab of connections, a timer wheel and an
-//! inbox for messages from other workers.
+//! The reactor: the only IO layer. One single-threaded event loop per worker thread (mio
+//! over epoll in [`worker`], or io_uring in [`uring`], chosen by the `io` key), each with
+//! its own SO_REUSEPORT listener, a slab of connections, a timer wheel and an inbox for
+//! messages from other workers.
 //!
 //! Owns: sockets, readiness, timers, the clock, admission. Calls into `transport` with
 //! bytes and a `Session`, and applies the effects handlers record (flush, close,
@@ -15,6 +16,7 @@ pub mod redis;
 pub mod slot;
 pub mod timer;
 pub mod tls;
+pub mod uring;
 pub mod worker;
 
 use crate::config::Config;
@@ -208,6 +210,10 @@ impl Server {
         }
         let mut threads = Vec::new();
         for (i, (l, rx)) in listeners.into_iter().zip(receivers).enumerate() {
+            if cfg.io == "uring" {
+                threads.push(uring::spawn(i, shared.clone(), clock, ip_limits.clone(), l, rx)?);
+                continue;
+            }
             let w = worker::Worker::new(i, shared.clone(), clock, ip_limits.clone(), l, rx)?;
             threads.push(std::thread::Builder::new().name(format!("herald-w{i}")).spawn(move || w.run())?);
         }

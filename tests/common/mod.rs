@@ -63,6 +63,12 @@ impl Herald {
                 c
             }
         };
+        // HERALD_TEST_IO=uring runs the same tests against the io_uring backend.
+        // A test that names its backend (`--io` in extra_args) keeps it.
+        let io_env = std::env::var("HERALD_TEST_IO").ok().filter(|_| !extra_args.contains(&"--io"));
+        if let Some(io) = io_env {
+            cmd.args(["--io", &io]);
+        }
         let mut child = cmd
             .args(["--bind", "127.0.0.1", "--port", "0", "--config"])
             .arg(&path)
