@@ -238,12 +238,16 @@ impl Worker {
             Op::Recv { key, gen } => self.on_recv(key as usize, gen, d),
             Op::Send => self.on_sent(d),
             Op::Wake => {
-                if d.res >= 0 {
-                    self.ring.read_wake(self.wake.fd());
-                    self.drain_inbox();
-                } else if d.res != -libc::ECANCELED {
-                    log::error!("worker {}: inbox eventfd read failed: {}", self.ctx.id, err(d.res));
+                // Cancelled only at teardown; any other failure is retried (the inbox must
+                // keep waking the worker) and the inbox drained meanwhile.
+                if d.res == -libc::ECANCELED {
+                    return;
                 }
+                if d.res < 0 {
+                    log::warn!("worker {}: inbox eventfd read failed: {}", self.ctx.id, err(d.res));
+                }
+                self.ring.read_wake(self.wake.fd());
+                self.drain_inbox();
             }
             Op::Cancel => {}
         }

@@ -326,22 +326,32 @@ impl Ring {
     /// Whatever memory `e` names must stay valid until its last completion.
     unsafe fn push(&mut self, e: &squeue::Entry) {
         self.in_flight += 1;
+        let mut failures = 0;
         loop {
             // SAFETY: the caller vouches for the entry's memory.
             if unsafe { self.ring.submission().push(e) }.is_ok() {
                 return;
             }
-            // Full: hand what is queued to the kernel (completions wait in the CQ).
-            self.submit_now();
+            // Full: hand what is queued to the kernel (completions wait in the CQ, or in the
+            // kernel's overflow list: IORING_FEAT_NODROP).
+            if let Err(err) = self.submit_now() {
+                // Only a broken ring fails again and again; the worker cannot go on without
+                // losing operations silently, so it stops loudly.
+                failures += 1;
+                assert!(failures < 1000, "io_uring submission keeps failing: {err}");
+            }
         }
     }
 
-    /// Submit what is queued now (without waiting).
-    fn submit_now(&mut self) {
+    /// Submit what is queued now (without waiting). Transient failures (a signal, a full
+    /// completion queue, no memory for a moment) are errors the caller may retry.
+    fn submit_now(&mut self) -> io::Result<()> {
         match self.ring.submit() {
-            Ok(_) => self.clearing.clear(),
-            Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
-            Err(err) => log::error!("io_uring submit: {err}"),
+            Ok(_) => {
+                self.clearing.clear();
+                Ok(())
+            }
+            Err(err) => Err(err),
         }
     }
 
@@ -352,8 +362,9 @@ impl Ring {
         let mut sock = Sock { fd, key, fixed: false };
         if key < self.files {
             if self.clearing.contains(&key) {
-                // The previous holder's slot is still to be cleared: do that first.
-                self.submit_now();
+                // The previous holder's slot is still to be cleared: do that first (if that
+                // fails, this connection names its descriptor instead).
+                let _ = self.submit_now();
             }
             sock.fixed =
                 !self.clearing.contains(&key) && self.ring.submitter().register_files_update(key, &[fd]).is_ok();
