@@ -8,6 +8,14 @@
                                      two snapshots, and each core's busy percent (JSON)
   cluster.py merge LINE KEY=JSON...  add fields to a JSON object line
   cluster.py rss PID ...             sum of VmRSS in bytes of the processes (children added)
+  cluster.py mem LABEL GROUP=PID,PID ...   one JSON line: MemAvailable, Slab (reclaimable and
+                                     not), /proc/net/sockstat TCP (of this network namespace),
+                                     and the summed RSS (children added) of each group of PIDs
+  cluster.py watch SECS PID ...      until every PID has exited (at most SECS): the lowest
+                                     MemAvailable and the highest sockstat TCP mem, every 0.25 s
+  cluster.py p5sum MEM.jsonl GENS.jsonl KEY=JSON...   part 5's result line: the generators'
+                                     summaries summed per transport, and memory per connection
+                                     for each stage (ws, then sse, then longpoll opened)
   cluster.py table RESULTS.jsonl     the markdown tables of every part
 """
 import json
@@ -116,6 +124,10 @@ def merge(line, kvs):
 
 
 def rss(pids):
+    print(rss_of(pids))
+
+
+def rss_of(pids):
     total = 0
     for pid in pids:
         for p in [int(pid)] + children(int(pid)):
@@ -126,7 +138,107 @@ def rss(pids):
                             total += int(line.split()[1]) * 1024
             except OSError:
                 pass
-    print(total)
+    return total
+
+
+def sockstat_tcp():
+    """TCP line of /proc/net/sockstat (this process's network namespace) as a dict."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                v = line.split()[1:]
+                return {v[i]: int(v[i + 1]) for i in range(0, len(v) - 1, 2)}
+    return {}
+
+
+def mem(label, groups):
+    out = {"label": label, "t": round(time.time(), 2)}
+    for k in ("MemAvailable", "Slab", "SReclaimable", "SUnreclaim", "MemFree"):
+        out[k + "_kb"] = meminfo(k)
+    out["sockstat_tcp"] = sockstat_tcp()
+    out["rss"] = {}
+    for g in groups:
+        name, pids = g.split("=", 1)
+        out["rss"][name] = rss_of([p for p in pids.split(",") if p])
+    print(json.dumps(out))
+
+
+def watch(secs, pids):
+    end = time.monotonic() + float(secs)
+    low_avail, high_tcp = None, None
+    while time.monotonic() < end and any(os.path.exists(f"/proc/{p}") for p in pids):
+        a = meminfo("MemAvailable")
+        t = sockstat_tcp().get("mem", 0)
+        low_avail = a if low_avail is None else min(low_avail, a)
+        high_tcp = t if high_tcp is None else max(high_tcp, t)
+        time.sleep(0.25)
+    print(json.dumps({"min_mem_available_kb": low_avail, "max_tcp_mem_pages": high_tcp}))
+
+
+def p5sum(mem_path, gens_path, kvs):
+    reads = {r["label"]: r for r in (json.loads(l) for l in open(mem_path) if l.startswith("{"))}
+    gens = [json.loads(l) for l in open(gens_path) if l.startswith("{")]
+    out = {"part": "5", "kind": "box"}
+    for kv in kvs:
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    keys = ("conns", "opened", "open_at_end", "connect_errors", "connect_timeouts", "closed_by_server",
+            "published", "publish_errors", "expected", "delivered", "lost", "duplicates", "strays")
+    by = {}
+    for g in gens:
+        t = by.setdefault(g["transport"], {"generators": 0, **{k: 0 for k in keys}, "p50_ms": 0, "p99_ms": 0,
+                                           "connect_secs_max": 0, "first_errors": []})
+        t["generators"] += 1
+        for k in keys:
+            t[k] += g.get(k) or 0
+        t["p50_ms"] = max(t["p50_ms"], g["latency_ms"]["p50"])
+        t["p99_ms"] = max(t["p99_ms"], g["latency_ms"]["p99"])
+        t["connect_secs_max"] = max(t["connect_secs_max"], g["connect_secs"])
+        if g.get("first_error"):
+            t["first_errors"].append(g["first_error"])
+    out["by_transport"] = by
+    out["total"] = {k: sum(t[k] for t in by.values()) for k in keys}
+    # Memory per connection of each stage: the readings before and after that transport's
+    # generators connected, over the connections they opened.
+    stages, prev = {}, "servers_idle"
+    for tr in ("ws", "sse", "longpoll"):
+        if tr not in reads or prev not in reads or tr not in by:
+            continue
+        stages[tr] = delta(reads[prev], reads[tr], by[tr]["opened"])
+        prev = tr
+    if stages and "servers_idle" in reads:
+        stages["all"] = delta(reads["servers_idle"], reads[prev], out["total"]["opened"])
+    out["per_conn"] = stages
+    out["readings"] = reads
+    print(json.dumps(out))
+
+
+def delta(a, b, n):
+    """Bytes per connection between readings a and b for n connections (both ends on this box)."""
+    if not n:
+        return None
+    per = lambda kb_a, kb_b: round((kb_a - kb_b) * 1024 / n)
+    rs = lambda g: b["rss"].get(g, 0) - a["rss"].get(g, 0)
+    box = per(a["MemAvailable_kb"], b["MemAvailable_kb"])
+    d = {
+        "conns": n,
+        "box_mem_available": box,
+        "slab": per(b["Slab_kb"], a["Slab_kb"]),
+        "slab_unreclaimable": per(b["SUnreclaim_kb"], a["SUnreclaim_kb"]),
+        "tcp_mem_pages_delta": b["sockstat_tcp"].get("mem", 0) - a["sockstat_tcp"].get("mem", 0),
+        "tcp_inuse_delta": b["sockstat_tcp"].get("inuse", 0) - a["sockstat_tcp"].get("inuse", 0),
+        "herald_rss": round(rs("herald") / n),
+        "gen_rss": round(rs("gens") / n),
+        "redis_rss": round(rs("redis") / n),
+    }
+    # What is left of the box-wide figure once the measured user space is taken out: the
+    # kernel's share, two sockets per connection (server end and client end).
+    d["kernel_est"] = box - d["herald_rss"] - d["gen_rss"] - d["redis_rss"]
+    d["kernel_est_per_socket"] = round(d["kernel_est"] / 2)
+    return d
 
 
 def f(v, d=0):
@@ -156,6 +268,28 @@ def table(path):
                         f(r.get("server_rss_bytes_per_conn")), f(r.get("gen_rss_bytes_per_conn")),
                         " / ".join(str(x) for x in r.get("per_process", [])), r.get("loadavg", "-")]) + " |")
             continue
+        if part == "5":
+            for r in rs:
+                print(f"netns {r.get('netns')}: tcp_rmem {r.get('tcp_rmem')}, tcp_wmem {r.get('tcp_wmem')}; load avg {r.get('loadavg')}; "
+                      f"descriptors per herald process {' / '.join(str(x) for x in r.get('per_process', []))}\n")
+                print("| transport | generators | wanted | opened | open at end | publishes | expected | delivered | lost | dup | p50 ms | p99 ms |")
+                print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                rows = list(r["by_transport"].items()) + [("all", dict(r["total"], generators="-", p50_ms=None, p99_ms=None))]
+                for tr, t in rows:
+                    print("| " + " | ".join([tr, f(t["generators"]), f(t["conns"]), f(t["opened"]), f(t["open_at_end"]),
+                        f(t["published"]), f(t["expected"]), f(t["delivered"]), f(t["lost"]), f(t["duplicates"]),
+                        f(t.get("p50_ms"), 1), f(t.get("p99_ms"), 1)]) + " |")
+                print("\n| stage (bytes per connection) | conns | box (MemAvailable) | slab | herald RSS | generators' RSS | redis RSS | kernel est. (box - user) | per socket | sockstat TCP mem pages |")
+                print("|---|---|---|---|---|---|---|---|---|---|")
+                for st, d in (r.get("per_conn") or {}).items():
+                    if d:
+                        print("| " + " | ".join([st, f(d["conns"]), f(d["box_mem_available"]), f(d["slab"]), f(d["herald_rss"]),
+                            f(d["gen_rss"]), f(d["redis_rss"]), f(d["kernel_est"]), f(d["kernel_est_per_socket"]),
+                            f(d["tcp_mem_pages_delta"])]) + " |")
+                pk = r.get("publish_peak") or {}
+                print(f"\nduring the broadcasts: MemAvailable at most {f(pk.get('mem_drop_kb'))} KiB below all-connected, "
+                      f"sockstat TCP mem at most {f(pk.get('max_tcp_mem_pages'))} pages\n")
+            continue
         print("| run | subs | pub/s | deliv/s | lost | dup | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core (window) | cores busy % | load avg |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
@@ -183,6 +317,12 @@ if __name__ == "__main__":
         merge(args[0], args[1:])
     elif cmd == "rss":
         rss(args)
+    elif cmd == "mem":
+        mem(args[0], args[1:])
+    elif cmd == "watch":
+        watch(args[0], args[1:])
+    elif cmd == "p5sum":
+        p5sum(args[0], args[1], args[2:])
     elif cmd == "table":
         table(args[0])
     else:

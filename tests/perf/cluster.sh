@@ -16,6 +16,19 @@
 #           connections each, one herald-load process per PER_PROC (each with its own channel,
 #           so every channel's subscribers are spread over all processes by the kernel), every
 #           broadcast counted; memory per connection box-wide (MemAvailable) and in user space.
+#   part 5  the box (issue #15 part 2): P5_PROCS herald processes on one port (`reuse_port`)
+#           over Redis and at least 100,000 connections of three transports, one generator
+#           process per P5_WS_PER WebSocket subscribers plus one of SSE and one of long-poll,
+#           each generator on its own channel broadcasting P5_RATE/s for P5_DURATION s to all
+#           its subscribers (spread over every herald process by the kernel), every delivery
+#           counted per transport; memory read after each transport's generators connected
+#           (MemAvailable, Slab, sockstat TCP, RSS of the herald processes, the generators and
+#           redis-server), so bytes per connection are per transport; during the broadcasts,
+#           the lowest MemAvailable and the highest sockstat TCP mem. With NETNS=default or
+#           NETNS=tuned the whole part runs in a network namespace of its own
+#           (`ip netns add herald-tune-PID`, deleted at the end) with that namespace's
+#           net.ipv4.tcp_rmem/tcp_wmem set to the kernel's defaults or to tuning/99-herald.conf's
+#           (both are per namespace): the machine's own settings are not touched.
 #
 # Usage: tests/perf/cluster.sh [OUTDIR]         (from a clean clone: builds both binaries)
 # Env:   PARTS          parts to run                               (default "1 2 3 4")
@@ -30,6 +43,18 @@
 #        DRAIN          part 3: seconds to wait for deliveries after the last publish (default
 #                       10); what has not arrived by then counts as lost
 #        PROCS / PER_PROC   part 4                                  (default 5 / 19000)
+#        P5_PROCS / P5_WS_GENS / P5_WS_PER / P5_SSE_PER / P5_LP_PER   part 5: herald processes,
+#                       WebSocket generators and subscribers per generator, SSE and long-poll
+#                       subscribers (one generator each; 0: none) (default 6 / 5 / 16000 /
+#                       10000 / 10000: 100,000 connections, about 16,700 per herald process)
+#        P5_RATE / P5_DURATION / P5_SETTLE   part 5's broadcasts per second and seconds per
+#                       generator, and the WebSocket generators' idle time after connecting
+#                       (the later generators' is cut so all publish together) (2 / 5 / 40)
+#        NETNS          default | tuned: run part 5 in a network namespace of its own with
+#                       tcp_rmem/tcp_wmem at the kernel's defaults (4096 131072 33554432 /
+#                       4096 16384 4194304 on this 6.18 kernel; NETNS_RMEM/NETNS_WMEM override)
+#                       or at 99-herald.conf's (4096 16384 4194304 both); needs root
+#        BUILD          0: do not build (the binaries in target/release are used)
 #        REDIS_CPU / NODE_CPU   part 1's split: redis-server alone on REDIS_CPU, the nodes and
 #                       the generator on NODE_CPU                   (default 0 / 1)
 #        SERVER_CPU / LOAD_CPU  parts 2 and 3: every server process (redis-server, nodes,
@@ -75,9 +100,41 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/tests/perf/peers}
 PY="python3 $ROOT/tests/perf/cluster.py"
 RESULTS=$OUT/results.jsonl
 CMDS=$OUT/commands.txt
-: >"$RESULTS"
-: >"$CMDS"
+BUILD=${BUILD:-1}
+NETNS=${NETNS:-}
 say() { echo "[cluster] $*" >&2; }
+
+# NETNS: build here, then run this script again inside a network namespace of its own, with
+# the namespace's TCP buffer settings set (they are per namespace; the machine's stay as they
+# are), and delete the namespace at the end. Everything the inner run starts is in it.
+if [ -n "$NETNS" ] && [ -z "${NETNS_INNER:-}" ]; then
+  case $NETNS in
+    default) rmem=${NETNS_RMEM:-"4096 131072 33554432"}; wmem=${NETNS_WMEM:-"4096 16384 4194304"} ;;
+    tuned)
+      rmem=${NETNS_RMEM:-$(sed -n 's/^net.ipv4.tcp_rmem *= *//p' tuning/99-herald.conf)}
+      wmem=${NETNS_WMEM:-$(sed -n 's/^net.ipv4.tcp_wmem *= *//p' tuning/99-herald.conf)} ;;
+    *) say "NETNS=$NETNS: use default or tuned"; exit 2 ;;
+  esac
+  if [ "$BUILD" != 0 ]; then
+    cargo build --release -p herald -p herald-bench-tools --bin herald --bin herald-load >&2 || exit 1
+  fi
+  NS=herald-tune-$$
+  ip netns add "$NS" || { say "ip netns add $NS failed (needs root / CAP_SYS_ADMIN)"; exit 1; }
+  trap 'ip netns del "$NS" 2>/dev/null' EXIT
+  ip netns exec "$NS" ip link set lo up || exit 1
+  ip netns exec "$NS" sysctl -q -w "net.ipv4.tcp_rmem=$rmem" "net.ipv4.tcp_wmem=$wmem" || exit 1
+  say "network namespace $NS: tcp_rmem $(ip netns exec "$NS" sysctl -n net.ipv4.tcp_rmem | tr '\t' ' '), tcp_wmem $(ip netns exec "$NS" sysctl -n net.ipv4.tcp_wmem | tr '\t' ' ')"
+  : >"$RESULTS"
+  { echo "# NETNS=$NETNS: ip netns add $NS; ip netns exec $NS ip link set lo up"
+    echo "# ip netns exec $NS sysctl -w net.ipv4.tcp_rmem='$rmem' net.ipv4.tcp_wmem='$wmem'"
+    echo "# ip netns exec $NS $0 $OUT    (PARTS=$PARTS BUILD=0)"; } >"$CMDS"
+  NETNS_INNER=$NS NETNS_RMEM=$rmem NETNS_WMEM=$wmem BUILD=0 ip netns exec "$NS" "$0" "$OUT"
+  exit $?
+fi
+if [ -z "${NETNS_INNER:-}" ]; then
+  : >"$RESULTS"
+  : >"$CMDS"
+fi
 
 command -v python3 >/dev/null || { say "python3 is needed"; exit 1; }
 command -v taskset >/dev/null || { say "taskset (util-linux) is needed"; exit 1; }
@@ -88,8 +145,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools >&2 || exit 1
 fi
 
-say "building herald and herald-load (release)..."
-cargo build --release -p herald -p herald-bench-tools --bin herald --bin herald-load >&2 || exit 1
+if [ "$BUILD" != 0 ]; then
+  say "building herald and herald-load (release)..."
+  cargo build --release -p herald -p herald-bench-tools --bin herald --bin herald-load >&2 || exit 1
+fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN=${TARGET_DIR:-$ROOT/target}/release
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -436,6 +495,103 @@ out = {
 print(json.dumps(out))
 PY
   tail -1 "$RESULTS" | cut -c1-600 >&2
+  cleanup
+}
+
+# ---------------------------------------------------------------------------------------
+P5_PROCS=${P5_PROCS:-6}
+P5_WS_GENS=${P5_WS_GENS:-5}
+P5_WS_PER=${P5_WS_PER:-16000}
+P5_SSE_PER=${P5_SSE_PER:-10000}
+P5_LP_PER=${P5_LP_PER:-10000}
+P5_RATE=${P5_RATE:-2}
+P5_DURATION=${P5_DURATION:-5}
+P5_SETTLE=${P5_SETTLE:-40}
+part5() {
+  local total=$((P5_WS_GENS * P5_WS_PER + P5_SSE_PER + P5_LP_PER))
+  local rmem wmem
+  rmem=$(sysctl -n net.ipv4.tcp_rmem | tr '\t' ' '); wmem=$(sysctl -n net.ipv4.tcp_wmem | tr '\t' ' ')
+  say "== part 5: $P5_PROCS herald processes on one port (reuse_port) over Redis; $P5_WS_GENS x $P5_WS_PER WebSocket + $P5_SSE_PER SSE + $P5_LP_PER long-poll = $total; netns ${NETNS_INNER:-none}, tcp_rmem $rmem, tcp_wmem $wmem"
+  echo "# part 5 in netns ${NETNS_INNER:-none, the machine namespace}: tcp_rmem $rmem; tcp_wmem $wmem" >>"$CMDS"
+  local memf=$OUT/p5-mem.jsonl gensf=$OUT/p5-gens.jsonl
+  : >"$memf"; : >"$gensf"
+  next_port; local rp=$port
+  $PY mem before_servers >>"$memf"
+  start_redis $rp "" || { cleanup; return; }; local rpid=$LAST_PID
+  # handshake_timeout_ms: as in part 4 (each generator's publisher connection is idle until
+  # its settle ends).
+  node_conf "$OUT/p5.json" $rp p5 true '"handshake_timeout_ms":120000'
+  next_port; local sp=$port
+  local pids=() i pid
+  for i in $(seq 1 "$P5_PROCS"); do
+    start_herald "p5-$i" $sp "" "$OUT/p5.json" "$([ "$i" -gt 1 ] && echo shared)" || { cleanup; return; }; pid=$LAST_PID
+    pids+=("$pid")
+    for _ in $(seq 1 100); do ss -Hltnp "sport = :$sp" 2>/dev/null | grep -q "pid=$pid," && break; sleep 0.1; done
+  done
+  sleep 2
+  local hl; hl=$(IFS=,; echo "${pids[*]}")
+  local lps=() jsons=() logs=()
+  memread() { # LABEL: memory now, with the RSS of the herald processes, redis and generators so far
+    local gl; gl=$(IFS=,; echo "${lps[*]}")
+    $PY mem "$1" "herald=$hl" "redis=$rpid" "gens=$gl" >>"$memf"
+  }
+  memread servers_idle
+  local la; la=$(loadavg)
+  local t_start; t_start=$(date +%s.%N)
+  local publish_at=""
+  # gen TRANSPORT N INDEX: start one generator in the background (settle cut so that it
+  # publishes with the first ones), then wait until it is connected (its settle phase).
+  gen() {
+    local tr=$1 n=$2 idx=$3 settle=$P5_SETTLE
+    if [ -n "$publish_at" ]; then
+      settle=$(python3 -c "import time; print(max(5, round($publish_at - time.time(), 1)))")
+    fi
+    local cmd=("$BIN/herald-load" --json --label "box $tr gen $idx" --target herald --transport "$tr"
+      --addr "127.0.0.1:$sp" --conns "$n" --sources 64 --connect-concurrency 128 --connect-timeout 150
+      --settle "$settle" --rate "$P5_RATE" --duration "$P5_DURATION" --drain 15 --chan-prefix "p5${tr}${idx}x$RANDOM")
+    echo "[part 5] $(q "${cmd[@]}") &" >>"$CMDS"
+    timeout 400 "${cmd[@]}" >"$OUT/p5-$tr$idx.json" 2>"$OUT/p5-$tr$idx.log" &
+    lps+=($!); jsons+=("$OUT/p5-$tr$idx.json"); logs+=("$OUT/p5-$tr$idx.log")
+  }
+  settled() { # wait until every generator started so far is in its settle phase
+    local t=0 ready l
+    while [ $t -lt 1800 ]; do
+      ready=0
+      for l in "${logs[@]}"; do grep -q '^\[ *settle\]' "$l" && ready=$((ready + 1)); done
+      [ $ready -eq ${#logs[@]} ] && return 0
+      for l in "${lps[@]}"; do kill -0 "$l" 2>/dev/null || { say "  a generator exited early (see $OUT/p5-*.log)"; return 1; }; done
+      sleep 0.1; t=$((t + 1))
+    done
+    say "  generators not connected after 180 s"; return 1
+  }
+  for i in $(seq 1 "$P5_WS_GENS"); do gen ws "$P5_WS_PER" "$i"; done
+  settled || { cleanup; return; }
+  # The WebSocket generators publish P5_SETTLE s after they connected; the others are cut to that.
+  publish_at=$(python3 -c "import time; print(time.time() + $P5_SETTLE - 1.5)")
+  local t_ws; t_ws=$(python3 -c "print(round($(date +%s.%N) - $t_start, 1))")
+  sleep 3; memread ws
+  if [ "$P5_SSE_PER" -gt 0 ]; then gen sse "$P5_SSE_PER" 1; settled || { cleanup; return; }; sleep 3; memread sse; fi
+  if [ "$P5_LP_PER" -gt 0 ]; then gen longpoll "$P5_LP_PER" 1; settled || { cleanup; return; }; sleep 3; memread longpoll; fi
+  local t_all; t_all=$(python3 -c "print(round($(date +%s.%N) - $t_start, 1))")
+  local per=()
+  for pid in "${pids[@]}"; do per+=("$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)"); done
+  say "  all ${#lps[@]} generators connected (ws after $t_ws s, all read at $t_all s); fds per herald process: ${per[*]}"
+  # A sample of socket memory (skmem: rb = receive buffer limit, tb = send buffer limit).
+  { echo "# server side"; ss -tmnH state established "( sport = :$sp )" 2>/dev/null | head -6
+    echo "# client side"; ss -tmnH state established "( dport = :$sp )" 2>/dev/null | head -6; } >"$OUT/p5-skmem.txt"
+  local before_pub; before_pub=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)
+  local watchf=$OUT/p5-watch.json
+  $PY watch 300 "${lps[@]}" >"$watchf" &
+  local wpid=$!
+  for p in "${lps[@]}"; do wait "$p"; done
+  wait "$wpid"
+  for j in "${jsons[@]}"; do tail -1 "$j"; done >"$gensf"
+  local peak; peak=$(python3 -c "import json,sys; w=json.load(open('$watchf')); print(json.dumps({'max_tcp_mem_pages': w['max_tcp_mem_pages'], 'mem_drop_kb': ($before_pub - w['min_mem_available_kb']) if w['min_mem_available_kb'] is not None else None}))")
+  $PY p5sum "$memf" "$gensf" "procs=$P5_PROCS" "wanted=$total" "netns=\"${NETNS:-none}\"" \
+    "tcp_rmem=\"$rmem\"" "tcp_wmem=\"$wmem\"" "loadavg=\"$la\"" "loadavg_end=\"$(loadavg)\"" \
+    "per_process=[$(IFS=,; echo "${per[*]}")]" "connected_secs={\"ws\": $t_ws, \"all\": $t_all}" \
+    "rate=$P5_RATE" "duration=$P5_DURATION" "publish_peak=$peak" >>"$RESULTS"
+  tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"by_transport": r["by_transport"], "per_conn": r["per_conn"]}))' >&2
   cleanup
 }
 
