@@ -151,11 +151,28 @@ def sockstat_tcp():
     return {}
 
 
+def slab_caches():
+    """Bytes held by each slab cache (its slabs' pages), from /proc/slabinfo (root only)."""
+    out = {}
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith(("slabinfo", "#")):
+                    continue
+                v = line.split()
+                # name active_objs num_objs objsize objperslab pagesperslab : tunables ... : slabdata active_slabs num_slabs ...
+                out[v[0]] = int(v[14]) * int(v[5]) * 4096
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
 def mem(label, groups):
     out = {"label": label, "t": round(time.time(), 2)}
     for k in ("MemAvailable", "Slab", "SReclaimable", "SUnreclaim", "MemFree"):
         out[k + "_kb"] = meminfo(k)
     out["sockstat_tcp"] = sockstat_tcp()
+    out["slab_caches"] = slab_caches()
     out["rss"] = {}
     for g in groups:
         name, pids = g.split("=", 1)
@@ -212,7 +229,8 @@ def p5sum(mem_path, gens_path, kvs):
     if stages and "servers_idle" in reads:
         stages["all"] = delta(reads["servers_idle"], reads[prev], out["total"]["opened"])
     out["per_conn"] = stages
-    out["readings"] = reads
+    # (every cache's figures stay in the readings file)
+    out["readings"] = {k: {kk: vv for kk, vv in r.items() if kk != "slab_caches"} for k, r in reads.items()}
     print(json.dumps(out))
 
 
@@ -238,6 +256,9 @@ def delta(a, b, n):
     # kernel's share, two sockets per connection (server end and client end).
     d["kernel_est"] = box - d["herald_rss"] - d["gen_rss"] - d["redis_rss"]
     d["kernel_est_per_socket"] = round(d["kernel_est"] / 2)
+    ca, cb = a.get("slab_caches", {}), b.get("slab_caches", {})
+    top = sorted(((k, cb[k] - ca.get(k, 0)) for k in cb), key=lambda kv: -kv[1])[:8]
+    d["slab_caches_top"] = {k: round(v / n) for k, v in top}
     return d
 
 
@@ -286,6 +307,10 @@ def table(path):
                         print("| " + " | ".join([st, f(d["conns"]), f(d["box_mem_available"]), f(d["slab"]), f(d["herald_rss"]),
                             f(d["gen_rss"]), f(d["redis_rss"]), f(d["kernel_est"]), f(d["kernel_est_per_socket"]),
                             f(d["tcp_mem_pages_delta"])]) + " |")
+                for st, d in (r.get("per_conn") or {}).items():
+                    if d and d.get("slab_caches_top"):
+                        print(f"\nslab caches grown most, {st} (bytes per connection, both ends): "
+                              + ", ".join(f"{k} {f(v)}" for k, v in d["slab_caches_top"].items()))
                 pk = r.get("publish_peak") or {}
                 print(f"\nduring the broadcasts: MemAvailable at most {f(pk.get('mem_drop_kb'))} KiB below all-connected, "
                       f"sockstat TCP mem at most {f(pk.get('max_tcp_mem_pages'))} pages\n")
