@@ -600,6 +600,7 @@ impl<'a> Run<'a> {
             }
             let body: Vec<u8> = buf.drain(..len).collect();
             s.lp_body = None;
+            let asked = s.since;
             if let Some(p) = text::find(&body, b"\"last_id\":") {
                 let digits: String =
                     body[p + 10..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
@@ -614,6 +615,12 @@ impl<'a> Run<'a> {
             wire::scan(&body, &mut found);
             // Newest first in the body: count them oldest first.
             found.sort_unstable();
+            let last_seq = self.subs[key].last_seq;
+            if found.iter().any(|&(seq, _)| seq <= last_seq) && self.t.dups < 5 {
+                // An answer carrying what this subscriber already had: show it (the first few).
+                let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                eprintln!("herald-load: long-poll subscriber {key} asked since={asked} (seq {last_seq} seen) and got: {shown}");
+            }
             self.deliver(key, &mut found, now);
             self.found = found;
         }
@@ -627,7 +634,9 @@ impl<'a> Run<'a> {
                 self.t.strays += 1;
                 continue;
             };
-            if m.ch != s.ch {
+            // Another channel's or another generator's message with the same number (its
+            // send time differs: each message carries the time its request left).
+            if m.ch != s.ch || m.sent_ns != t {
                 self.t.strays += 1;
                 continue;
             }
