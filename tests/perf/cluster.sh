@@ -22,6 +22,11 @@
 #        DURATION       seconds of publishing at max rate / 1,000/s (default 10)
 #        SLOW_DURATION  seconds of publishing at 2/s                (default 30)
 #        FEW            subscribers of part 2 (one channel)         (default 16)
+#        PUB_BATCH_LIST  part 1 again with the publishes carried N to a request over
+#                       Centrifugo's server API (`POST /api/batch`, herald-load --pub-batch N),
+#                       BATCH_CONNS connections x BATCH_PIPELINE requests in flight, one run per
+#                       N (default "64"; "" skips); all of a batch's publishes go to Redis in
+#                       one write                                   (BATCH_CONNS 4, BATCH_PIPELINE 4)
 #        PUB_CONNS_LIST / PUB_PIPELINE / MAX_WINDOW   part 1's publisher connections (one run
 #                       each, with as many channels and one subscriber each; default "16 64"),
 #                       requests pipelined on each (32), most messages in flight (4096);
@@ -60,6 +65,9 @@ PUB_CONNS_LIST=${PUB_CONNS_LIST:-"16 64"}
 PUB_CONNS=${PUB_CONNS_LIST%% *}
 PUB_PIPELINE=${PUB_PIPELINE:-32}
 MAX_WINDOW=${MAX_WINDOW:-4096}
+PUB_BATCH_LIST=${PUB_BATCH_LIST-64}
+BATCH_CONNS=${BATCH_CONNS:-4}
+BATCH_PIPELINE=${BATCH_PIPELINE:-4}
 FANOUT_CONNS=${FANOUT_CONNS:-10000}
 DRAIN=${DRAIN:-10}
 PROCS=${PROCS:-5}
@@ -241,7 +249,7 @@ part1() {
   say "== part 1: publishes/s through Redis at max rate; redis-server on core $REDIS_CPU, nodes + generator on core $NODE_CPU"
   next_port; local rp=$port
   start_redis $rp "$REDIS_CPU" || { cleanup; return; }; local rpid=$LAST_PID
-  node_conf "$OUT/p1.json" $rp p1 false
+  node_conf "$OUT/p1.json" $rp p1 false '"http_api":{"key":"bench"}'
   next_port; local pa=$port; start_herald p1-A $pa "$NODE_CPU" "$OUT/p1.json" || { cleanup; return; }; local apid=$LAST_PID
   next_port; local pb=$port; start_herald p1-B $pb "$NODE_CPU" "$OUT/p1.json" || { cleanup; return; }; local bpid=$LAST_PID
   local watch="redis=$rpid A=$apid B=$bpid"
@@ -253,6 +261,19 @@ part1() {
     run_load 1 "cluster max-rate publish A->B, $pc pub conns x $PUB_PIPELINE pipelined, $pc channels x 1 sub" "$NODE_CPU" "$watch" \
       --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" \
       --conns "$pc" --channels "$pc" --pub-conns "$pc" --pub-pipeline "$PUB_PIPELINE" --window "$MAX_WINDOW" \
+      --rate 0 --duration "$DURATION" --settle 2 --size 100 --server-pid "$apid"
+  done
+  # The same through /api/batch: N publishes per HTTP request, so the nodes and the
+  # generator spend far less per publish on HTTP and each request's publishes reach Redis
+  # in one write (pipelined, answered in order).
+  local nb chans
+  for nb in $PUB_BATCH_LIST; do
+    chans=64
+    run_load 1 "cluster max-rate publish A->B via /api/batch, $BATCH_CONNS conns x $BATCH_PIPELINE requests x $nb publishes, $chans channels x 1 sub" "$NODE_CPU" "$watch" \
+      --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/api/publish" \
+      --pub-proto centrifugo-api --api-key bench --pub-batch "$nb" \
+      --conns "$chans" --channels "$chans" --pub-conns "$BATCH_CONNS" --pub-pipeline "$BATCH_PIPELINE" \
+      --window $((BATCH_CONNS * BATCH_PIPELINE * nb * 2)) \
       --rate 0 --duration "$DURATION" --settle 2 --size 100 --server-pid "$apid"
   done
   # redis-benchmark on the same redis-server, same connections and pipelining.
