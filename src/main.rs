@@ -242,6 +242,7 @@ fn main() {
         log::warn!("cannot handle SIGHUP: {e}");
     }
     let shared = server.shared.clone();
+    herald::alloc::sample();
     let mut last_sweep = 0;
     while !stop.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
@@ -262,6 +263,7 @@ fn main() {
             shared.engine.sweep(now);
             server.sweep(now);
             herald::alloc::release_thread_cache();
+            herald::alloc::sample();
             last_sweep = now;
         }
     }
