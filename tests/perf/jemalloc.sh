@@ -17,8 +17,9 @@
 #        ROUNDS (1; even rounds run the configurations in reverse order), IDLE (19000),
 #        CONNS (10000), DURATION (6) s per publishing phase, RATE (8), AFTER (4) s,
 #        SAMPLE_S (0.5), HERALD (target/release/herald), LOCK (/tmp/herald-perf.lock)
-# Server pinned to CPU 0 (all its workers), generator to CPU 1. Each run holds LOCK
-# (flock) so it never overlaps another benchmark that takes it; every run is bounded
+# Server pinned to CPU 0 (all its workers), generator to CPU 1. The runs of one (round,
+# workers) hold LOCK (flock) together, so they never overlap another benchmark that takes
+# it and are not spread over an hour of waiting for it; every run is bounded
 # (timeout) and only the processes this script started are stopped, by PID.
 # Outputs in OUTDIR: commands.txt, results.jsonl (herald-load summaries), samples.tsv,
 # runs.tsv (machine load per run), stats-*.txt (jemalloc at exit), summary.txt.
@@ -84,6 +85,18 @@ if [ "${1:-}" = --run ]; then
   exit 0
 fi
 
+# One group = every configuration for one (round, workers), back to back under one hold of
+# LOCK (taken by the caller): jemalloc.sh --group OUTDIR ROUND WORKERS PORT NAME=CONF...
+if [ "${1:-}" = --group ]; then
+  OUT=$2 R=$3 W=$4 port=$5; shift 5
+  for c in "$@"; do
+    port=$((port + 1))
+    echo "  $ROOT/tests/perf/jemalloc.sh --run $OUT ${c%%=*} ${c#*=} $W $R $port" >>"$OUT/commands.txt"
+    timeout 600 "$ROOT/tests/perf/jemalloc.sh" --run "$OUT" "${c%%=*}" "${c#*=}" "$W" "$R" "$port"
+  done
+  exit 0
+fi
+
 OUT=${1:-$ROOT/target/perf-jemalloc-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 [ -x "$HERALD" ] && [ -x "$LOAD" ] || {
@@ -110,12 +123,10 @@ for r in $(seq 1 "$ROUNDS"); do
     rev=(); for ((i = ${#list[@]} - 1; i >= 0; i--)); do rev+=("${list[i]}"); done; list=("${rev[@]}")
   fi
   for w in $WORKERS_LIST; do
-    for c in "${list[@]}"; do
-      port=$((port + 1))
-      cmd=(flock "$LOCK" timeout 600 "$ROOT/tests/perf/jemalloc.sh" --run "$OUT" "${c%%=*}" "${c#*=}" "$w" "$r" "$port")
-      echo "${cmd[*]}" >>"$OUT/commands.txt"
-      "${cmd[@]}"
-    done
+    cmd=(flock "$LOCK" timeout 1800 "$ROOT/tests/perf/jemalloc.sh" --group "$OUT" "$r" "$w" "$port" "${list[@]}")
+    echo "${cmd[*]}" >>"$OUT/commands.txt"
+    "${cmd[@]}"
+    port=$((port + ${#list[@]}))
   done
 done
 
