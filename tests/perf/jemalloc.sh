@@ -16,7 +16,10 @@
 # Env:   CONFIGS "name=conf ..." (default: the survey below), WORKERS_LIST ("1 2"),
 #        ROUNDS (1; even rounds run the configurations in reverse order), IDLE (19000),
 #        CONNS (10000), DURATION (6) s per publishing phase, RATE (8), AFTER (4) s,
-#        SAMPLE_S (0.5), HERALD (target/release/herald), LOCK (/tmp/herald-perf.lock)
+#        SAMPLE_S (0.5), HERALD (target/release/herald), LOCK (/tmp/herald-perf.lock),
+#        ONE_LOCK (0; 1: every run of every round under a single hold of LOCK, for an A/B
+#        whose rounds should see the same machine)
+#        tests/perf/jemalloc.sh --summary OUTDIR   the tables again
 # Server pinned to CPU 0 (all its workers), generator to CPU 1. The runs of one (round,
 # workers) hold LOCK (flock) together, so they never overlap another benchmark that takes
 # it and are not spread over an hour of waiting for it; every run is bounded
@@ -85,18 +88,25 @@ if [ "${1:-}" = --run ]; then
   exit 0
 fi
 
-# One group = every configuration for one (round, workers), back to back under one hold of
-# LOCK (taken by the caller): jemalloc.sh --group OUTDIR ROUND WORKERS PORT NAME=CONF...
+# One group = runs back to back under one hold of LOCK (taken by the caller):
+# jemalloc.sh --group OUTDIR PORT ROUND/WORKERS/NAME=CONF...
 if [ "${1:-}" = --group ]; then
-  OUT=$2 R=$3 W=$4 port=$5; shift 5
-  for c in "$@"; do
+  OUT=$2 port=$3; shift 3
+  entries=("$@")
+  case "${1:-}" in */*) ;; *) # the older form: OUTDIR ROUND WORKERS PORT NAME=CONF...
+    r=$port w=$1 port=$2; shift 2; entries=(); for c in "$@"; do entries+=("$r/$w/$c"); done ;;
+  esac
+  for e in "${entries[@]}"; do
     port=$((port + 1))
-    echo "  $ROOT/tests/perf/jemalloc.sh --run $OUT ${c%%=*} ${c#*=} $W $R $port" >>"$OUT/commands.txt"
-    timeout 600 "$ROOT/tests/perf/jemalloc.sh" --run "$OUT" "${c%%=*}" "${c#*=}" "$W" "$R" "$port"
+    r=${e%%/*} rest=${e#*/}; w=${rest%%/*} c=${rest#*/}
+    echo "  $ROOT/tests/perf/jemalloc.sh --run $OUT ${c%%=*} ${c#*=} $w $r $port" >>"$OUT/commands.txt"
+    timeout 600 "$ROOT/tests/perf/jemalloc.sh" --run "$OUT" "${c%%=*}" "${c#*=}" "$w" "$r" "$port"
   done
   exit 0
 fi
 
+if [ "${1:-}" = --summary ]; then OUT=$2 SUMMARY_ONLY=1; else SUMMARY_ONLY=0; fi
+[ $SUMMARY_ONLY = 1 ] || {
 OUT=${1:-$ROOT/target/perf-jemalloc-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 [ -x "$HERALD" ] && [ -x "$LOAD" ] || {
@@ -110,25 +120,34 @@ mkdir -p "$OUT"
 CONFIGS=${CONFIGS:-"default=- narenas8=narenas:8 narenas2=narenas:2 tcache_off=tcache:false \
 tcache_max4k=tcache_max:4096 dirty0=dirty_decay_ms:0 stock_decay=dirty_decay_ms:10000,muzzy_decay_ms:10000 \
 no_bg=background_thread:false"}
-WORKERS_LIST=${WORKERS_LIST:-"1 2"} ROUNDS=${ROUNDS:-1}
+WORKERS_LIST=${WORKERS_LIST:-"1 2"} ROUNDS=${ROUNDS:-1} ONE_LOCK=${ONE_LOCK:-0}
 {
   echo "# $(date -Is) $(git rev-parse --short HEAD 2>/dev/null) $0 $*"
   echo "# HERALD=$HERALD IDLE=$IDLE CONNS=$CONNS DURATION=$DURATION RATE=$RATE AFTER=$AFTER ROUNDS=$ROUNDS"
   echo "# WORKERS_LIST=$WORKERS_LIST CONFIGS=$CONFIGS"
 } >>"$OUT/commands.txt"
 port=19800
+all=()
 for r in $(seq 1 "$ROUNDS"); do
   list=($CONFIGS)
   if [ $((r % 2)) = 0 ]; then
     rev=(); for ((i = ${#list[@]} - 1; i >= 0; i--)); do rev+=("${list[i]}"); done; list=("${rev[@]}")
   fi
   for w in $WORKERS_LIST; do
-    cmd=(flock "$LOCK" timeout 1800 "$ROOT/tests/perf/jemalloc.sh" --group "$OUT" "$r" "$w" "$port" "${list[@]}")
+    group=(); for c in "${list[@]}"; do group+=("$r/$w/$c"); done
+    if [ "$ONE_LOCK" = 1 ]; then all+=("${group[@]}"); continue; fi
+    cmd=(flock "$LOCK" timeout 1800 "$ROOT/tests/perf/jemalloc.sh" --group "$OUT" "$port" "${group[@]}")
     echo "${cmd[*]}" >>"$OUT/commands.txt"
     "${cmd[@]}"
-    port=$((port + ${#list[@]}))
+    port=$((port + ${#group[@]}))
   done
 done
+if [ "$ONE_LOCK" = 1 ]; then
+  cmd=(flock "$LOCK" timeout 3600 "$ROOT/tests/perf/jemalloc.sh" --group "$OUT" "$port" "${all[@]}")
+  echo "${cmd[*]}" >>"$OUT/commands.txt"
+  "${cmd[@]}"
+fi
+}
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import json, sys, statistics, collections
@@ -145,6 +164,10 @@ for l in open(f"{out}/samples.tsv"):
     d = {"rss": int(f[5]) * 1024}
     for kv in f[6].split():
         k, v = kv.split("="); d[k] = float(v)
+    if "resident_bytes" in d and "active_bytes" in d:
+        # What is resident besides live pages and freed ones kept: the allocator's metadata
+        # actually touched (stats.metadata counts its radix-tree leaves whole, mostly untouched).
+        d["meta_res"] = d["resident_bytes"] - d["active_bytes"] - d.get("dirty_bytes", 0) - d.get("muzzy_bytes", 0)
     S[(f[0], f[1], f[2], f[3])].append(d)
 def peak(key, k):
     v = [d.get(k) for d in S.get(key, []) if d.get(k) is not None]
@@ -159,6 +182,9 @@ for (n, w, rd) in runs:
     rows.append(dict(name=n, w=w, r=rd,
         idle_b=g("idle", "rss_per_conn_bytes"),
         idle_rss=peak((n, w, rd, "idle"), "rss"), idle_meta=peak((n, w, rd, "idle"), "metadata_bytes"),
+        idle_mres=peak((n, w, rd, "idle"), "meta_res"), max_mres=peak((n, w, rd, "max"), "meta_res"),
+        max_frag=None if peak((n, w, rd, "max"), "active_bytes") is None else
+            peak((n, w, rd, "max"), "active_bytes") - peak((n, w, rd, "max"), "allocated_bytes"),
         idle_frag=None if peak((n, w, rd, "idle"), "active_bytes") is None else
             peak((n, w, rd, "idle"), "active_bytes") - peak((n, w, rd, "idle"), "allocated_bytes"),
         max_dps=g("max", "deliveries_per_s"), max_cpu=g("max", "server_cpu_pct"),
@@ -175,10 +201,11 @@ M = 1 << 20
 def f(v, d=1, scale=1):
     return "-" if v is None else f"{v / scale:,.{d}f}"
 cols = [("config", "name", None), ("w", "w", None), ("rd", "r", None), ("arenas", "arenas", (0, 1)),
-        ("idle B/conn", "idle_b", (0, 1)), ("idle RSS MiB", "idle_rss", (1, M)), ("idle meta MiB", "idle_meta", (2, M)),
+        ("idle B/conn", "idle_b", (0, 1)), ("idle RSS MiB", "idle_rss", (1, M)), ("idle meta MiB", "idle_meta", (2, M)), ("idle meta resident MiB", "idle_mres", (2, M)),
         ("idle active-alloc MiB", "idle_frag", (2, M)), ("max dl/s", "max_dps", (0, 1)), ("max CPU%", "max_cpu", (0, 1)),
         ("max RSS MiB", "max_rss", (1, M)), ("max alloc MiB", "max_alloc", (1, M)), ("max dirty MiB", "max_dirty", (1, M)),
-        ("max meta MiB", "max_meta", (2, M)), ("max tcache MiB", "max_tc", (2, M)), ("steady CPU%", "st_cpu", (1, 1)),
+        ("max meta MiB", "max_meta", (2, M)), ("max meta resident MiB", "max_mres", (2, M)),
+        ("max active-alloc MiB", "max_frag", (2, M)), ("max tcache MiB", "max_tc", (2, M)), ("steady CPU%", "st_cpu", (1, 1)),
         ("steady p99 ms", "st_p99", (1, 1)), ("steady RSS MiB", "st_rss", (1, M)), ("after RSS MiB", "after_rss", (1, M)),
         ("after resident MiB", "after_res", (1, M)), ("after dirty MiB", "after_dirty", (2, M)),
         ("after meta MiB", "after_meta", (2, M)), ("after retained MiB", "after_ret", (1, M)), ("lost", "lost", (0, 1))]
