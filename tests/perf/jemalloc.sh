@@ -61,7 +61,9 @@ if [ "${1:-}" = --run ]; then
     while kill -0 "$pid" 2>/dev/null; do
       t=$(date +%s.%N)
       rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+      anon=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null)
       m=$(curl -s -m 2 "http://127.0.0.1:$PORT/metrics" | awk '/^herald_allocator_/ {sub("herald_allocator_", "", $1); printf "%s=%s ", $1, $2}')
+      m="anon_kb=$anon $m"
       [ -n "$rss" ] && printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "$W" "$R" "$(cat "$PHASE")" "$t" "$rss" "$m" >>"$OUT/samples.tsv"
       sleep "$SAMPLE_S"
     done
@@ -165,9 +167,15 @@ for l in open(f"{out}/samples.tsv"):
     for kv in f[6].split():
         k, v = kv.split("="); d[k] = float(v)
     if "resident_bytes" in d and "active_bytes" in d:
-        # What is resident besides live pages and freed ones kept: the allocator's metadata
-        # actually touched (stats.metadata counts its radix-tree leaves whole, mostly untouched).
+        # jemalloc's own figure for what is resident besides live and dirty pages: its metadata
+        # as it counts it (whole radix-tree leaves, 2 MiB each, though only touched entries are
+        # resident; see anon_over below for what really is).
         d["meta_res"] = d["resident_bytes"] - d["active_bytes"] - d.get("dirty_bytes", 0) - d.get("muzzy_bytes", 0)
+    if "anon_kb" in d and "allocated_bytes" in d:
+        d["anon"] = d["anon_kb"] * 1024
+        # Anonymous RSS (the heap, metadata pages touched, thread stacks, .bss) beyond what the
+        # program holds: the real allocator overhead, with the stacks.
+        d["anon_over"] = d["anon"] - d["allocated_bytes"]
     S[(f[0], f[1], f[2], f[3])].append(d)
 def peak(key, k):
     v = [d.get(k) for d in S.get(key, []) if d.get(k) is not None]
@@ -183,6 +191,9 @@ for (n, w, rd) in runs:
         idle_b=g("idle", "rss_per_conn_bytes"),
         idle_rss=peak((n, w, rd, "idle"), "rss"), idle_meta=peak((n, w, rd, "idle"), "metadata_bytes"),
         idle_mres=peak((n, w, rd, "idle"), "meta_res"), max_mres=peak((n, w, rd, "max"), "meta_res"),
+        idle_anon=peak((n, w, rd, "idle"), "anon"), max_anon=peak((n, w, rd, "max"), "anon"),
+        idle_over=peak((n, w, rd, "idle"), "anon_over"), max_over=peak((n, w, rd, "max"), "anon_over"),
+        after_anon=last((n, w, rd, "after"), "anon"),
         max_frag=None if peak((n, w, rd, "max"), "active_bytes") is None else
             peak((n, w, rd, "max"), "active_bytes") - peak((n, w, rd, "max"), "allocated_bytes"),
         idle_frag=None if peak((n, w, rd, "idle"), "active_bytes") is None else
@@ -201,12 +212,14 @@ M = 1 << 20
 def f(v, d=1, scale=1):
     return "-" if v is None else f"{v / scale:,.{d}f}"
 cols = [("config", "name", None), ("w", "w", None), ("rd", "r", None), ("arenas", "arenas", (0, 1)),
-        ("idle B/conn", "idle_b", (0, 1)), ("idle RSS MiB", "idle_rss", (1, M)), ("idle meta MiB", "idle_meta", (2, M)), ("idle meta resident MiB", "idle_mres", (2, M)),
+        ("idle B/conn", "idle_b", (0, 1)), ("idle RSS MiB", "idle_rss", (1, M)), ("idle anon MiB", "idle_anon", (1, M)), ("idle anon-alloc MiB", "idle_over", (2, M)),
+        ("idle meta MiB", "idle_meta", (2, M)), ("idle jemalloc resident-active-dirty MiB", "idle_mres", (2, M)),
         ("idle active-alloc MiB", "idle_frag", (2, M)), ("max dl/s", "max_dps", (0, 1)), ("max CPU%", "max_cpu", (0, 1)),
-        ("max RSS MiB", "max_rss", (1, M)), ("max alloc MiB", "max_alloc", (1, M)), ("max dirty MiB", "max_dirty", (1, M)),
-        ("max meta MiB", "max_meta", (2, M)), ("max meta resident MiB", "max_mres", (2, M)),
+        ("max RSS MiB", "max_rss", (1, M)), ("max anon MiB", "max_anon", (1, M)),
+        ("max anon-alloc MiB", "max_over", (2, M)), ("max alloc MiB", "max_alloc", (1, M)), ("max dirty MiB", "max_dirty", (1, M)),
+        ("max meta MiB", "max_meta", (2, M)), ("max jemalloc resident-active-dirty MiB", "max_mres", (2, M)),
         ("max active-alloc MiB", "max_frag", (2, M)), ("max tcache MiB", "max_tc", (2, M)), ("steady CPU%", "st_cpu", (1, 1)),
-        ("steady p99 ms", "st_p99", (1, 1)), ("steady RSS MiB", "st_rss", (1, M)), ("after RSS MiB", "after_rss", (1, M)),
+        ("steady p99 ms", "st_p99", (1, 1)), ("steady RSS MiB", "st_rss", (1, M)), ("after RSS MiB", "after_rss", (1, M)), ("after anon MiB", "after_anon", (1, M)),
         ("after resident MiB", "after_res", (1, M)), ("after dirty MiB", "after_dirty", (2, M)),
         ("after meta MiB", "after_meta", (2, M)), ("after retained MiB", "after_ret", (1, M)), ("lost", "lost", (0, 1))]
 print("| " + " | ".join(c[0] for c in cols) + " |")
@@ -215,7 +228,7 @@ for row in rows:
     print("| " + " | ".join(str(row[k]) if fm is None else f(row[k], *fm) for _, k, fm in cols) + " |")
 # Ratios to `default` of the same workers and round, medians over rounds.
 print()
-print("median ratio to default (same workers, same round): max RSS, max dl/s, idle B/conn, steady CPU, after RSS")
+print("median ratio to default (same workers, same round; each round's ratio in brackets)")
 by = {(r["name"], r["w"], r["r"]): r for r in rows}
 for w in sorted({r["w"] for r in rows}):
     for n in dict.fromkeys(r["name"] for r in rows):
@@ -224,7 +237,7 @@ for w in sorted({r["w"] for r in rows}):
         for r in [r for r in rows if r["name"] == n and r["w"] == w]:
             d = by.get(("default", w, r["r"]))
             if not d: continue
-            for k in ("max_rss", "max_dps", "idle_b", "st_cpu", "after_rss"):
+            for k in ("max_rss", "max_anon", "max_dps", "idle_b", "st_cpu", "after_rss"):
                 if r[k] and d[k]: rat[k].append(r[k] / d[k])
         if rat:
             print(f"  w={w} {n:14s} " + "  ".join(f"{k} {statistics.median(v):.3f} ({' '.join(f'{x:.2f}' for x in v)})" for k, v in rat.items()))
