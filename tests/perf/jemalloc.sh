@@ -51,7 +51,10 @@ if [ "${1:-}" = --run ]; then
   echo "== $ID  _RJEM_MALLOC_CONF=$conf  (load $l1, machine ${busy}% busy before)" >&2
   _RJEM_MALLOC_CONF=$conf taskset -c 0 "$HERALD" --bind 127.0.0.1 --port "$PORT" --workers "$W" \
     --log-level warn >"$OUT/herald-$ID.log" 2>"$OUT/stats-$ID.txt" &
-  pid=$!
+  pid=$! sampler=
+  # Stopped on any exit (timeout included; bash runs the trap once the current, itself
+  # bounded, command returns): this herald and its sampler, by PID, nothing else.
+  trap 'kill "$pid" $sampler 2>/dev/null' EXIT
   up=0
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && { up=1; break; }; sleep 0.1; done
   [ $up = 1 ] || { kill "$pid"; echo "herald did not start" >&2; exit 1; }
