@@ -14,7 +14,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc options, read at its start-up: a background thread returns freed pages to the
 /// kernel one second after they go unused (default 10 s, and only while the program is
-/// allocating), so an idle server's RSS follows its clients down.
+/// allocating), so an idle server's RSS follows its clients down. Measured against the other
+/// settings (arenas, thread cache, other decays) under fan-out in tuning/PERFORMANCE.md run 14;
+/// `_RJEM_MALLOC_CONF` overrides it option by option at run time.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
@@ -242,6 +244,7 @@ fn main() {
         log::warn!("cannot handle SIGHUP: {e}");
     }
     let shared = server.shared.clone();
+    herald::alloc::sample();
     let mut last_sweep = 0;
     while !stop.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
@@ -262,6 +265,7 @@ fn main() {
             shared.engine.sweep(now);
             server.sweep(now);
             herald::alloc::release_thread_cache();
+            herald::alloc::sample();
             last_sweep = now;
         }
     }

@@ -499,6 +499,45 @@ fn pipelined_publishes_through_redis_are_answered_in_order() {
     assert!(rest.is_empty());
 }
 
+#[test]
+fn a_batch_of_publishes_crosses_nodes_in_order_with_per_command_answers() {
+    let redis = Redis::start();
+    let n = nodes(&[redis.port], "t12", 2);
+    let mut a = ws_open(&n[1], "/ws/?cid=bat1");
+    let mut b = ws_open(&n[1], "/ws/?cid=bat2");
+    std::thread::sleep(Duration::from_millis(300));
+    // 200 publishes over two channels in one request, one to an unknown namespace in the
+    // middle: it fails alone, every other command gets its offset, in order.
+    let mut cmds = Vec::new();
+    for i in 0..200 {
+        let ch = if i % 2 == 0 { "bat1" } else { "bat2" };
+        cmds.push(json!({"publish": {"channel": ch, "data": {"i": i}}}));
+        if i == 100 {
+            cmds.push(json!({"publish": {"channel": "nosuchns:x", "data": {"i": -1}}}));
+        }
+    }
+    let r = api(&n[0], "batch", json!({ "commands": cmds }));
+    let replies = r["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 201, "{r}");
+    assert_eq!(replies[101]["error"]["code"], 102, "unknown namespace: {}", replies[101]);
+    let offsets: Vec<u64> = replies
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != 101)
+        .map(|(_, x)| x["publish"]["offset"].as_u64().unwrap_or_else(|| panic!("{x}")))
+        .collect();
+    let want: Vec<u64> = (1..=100).flat_map(|k| [k, k]).collect();
+    assert_eq!(offsets, want, "each channel's offsets in command order");
+    // Node 1's subscribers get their channel's 100 messages in order, ids equal to offsets.
+    for (ws, first) in [(&mut a, 0), (&mut b, 1)] {
+        for k in 0..100u64 {
+            let m = ws_next(ws);
+            assert_eq!(m["id"].as_u64(), Some(k + 1), "{m}");
+            assert_eq!(m["data"]["i"].as_u64(), Some(first + 2 * k), "{m}");
+        }
+    }
+}
+
 /// Send one command to Redis over a raw socket; the reply's first line.
 fn redis_cmd(port: u16, args: &[&str]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -64,6 +64,37 @@ fn metrics_and_stats_are_scraped() {
     assert_eq!(get(&h2, "/metrics").status, 200);
 }
 
+/// Issue #15 part 4: jemalloc's accounting on /metrics, sampled by the main thread (so a
+/// scrape reads the last second's figures), with the options the allocator runs with: the
+/// environment's `_RJEM_MALLOC_CONF` (the prefixed name; plain `MALLOC_CONF` is ignored)
+/// overrides the built-in `malloc_conf` option by option.
+#[test]
+fn allocator_figures_and_options_on_metrics() {
+    let gauges = |h: &Herald| {
+        let t = get(h, "/metrics").text();
+        let v: Vec<f64> =
+            ["allocated", "active", "resident", "metadata", "mapped", "retained", "dirty", "muzzy", "tcache"]
+                .iter()
+                .map(|k| metric(&t, &format!("herald_allocator_{k}_bytes")))
+                .collect();
+        (v, metric(&t, "herald_allocator_arenas"))
+    };
+    let h = Herald::start("{}");
+    let (v, arenas) = gauges(&h);
+    let (allocated, active, resident, metadata) = (v[0], v[1], v[2], v[3]);
+    assert!(allocated > 0.0 && allocated <= active && active <= resident, "{v:?}");
+    assert!(metadata > 0.0, "{v:?}");
+    assert!(v.iter().all(|x| *x >= 0.0), "{v:?}");
+    // Four arenas per CPU by default, plus jemalloc's arena for huge allocations.
+    assert!(arenas >= 2.0, "{arenas} arenas");
+
+    let one = Herald::start_env("{}", &[("_RJEM_MALLOC_CONF", "narenas:1")]);
+    let (_, arenas_one) = gauges(&one);
+    assert!((1.0..=2.0).contains(&arenas_one), "narenas:1 gave {arenas_one} arenas");
+    let plain = Herald::start_env("{}", &[("MALLOC_CONF", "narenas:1")]);
+    assert_eq!(gauges(&plain).1, arenas, "MALLOC_CONF is not jemalloc's variable here");
+}
+
 #[test]
 fn per_address_limits() {
     let h = Herald::start(r#"{"max_connections_per_ip": 2}"#);

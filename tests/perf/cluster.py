@@ -315,7 +315,7 @@ def table(path):
                 print(f"\nduring the broadcasts: MemAvailable at most {f(pk.get('mem_drop_kb'))} KiB below all-connected, "
                       f"sockstat TCP mem at most {f(pk.get('max_tcp_mem_pages'))} pages\n")
             continue
-        print("| run | subs | pub/s | deliv/s | lost | dup | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core (window) | cores busy % | load avg |")
+        print("| run | subs | pub/s | deliv/s | lost | dup | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core (window) | cores busy % | load avg (machine busy before) |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
             c = r.get("cpu") or {}
@@ -329,7 +329,21 @@ def table(path):
             print("| " + " | ".join([r.get("label", ""), f(r.get("open_at_end")), f(r.get("publishes_per_s")),
                 f(r.get("deliveries_per_s")), f(r.get("lost")), f(r.get("duplicates")), f(l.get("p50"), 2),
                 f(l.get("p99"), 2), f(l.get("p99.9"), 2), f(l.get("max"), 2), procs or "-", cores or "-",
-                r.get("loadavg", "-")]) + " |")
+                r.get("loadavg", "-") + (f" ({r['busy_before_pct']}%)" if r.get("busy_before_pct") is not None else "")]) + " |")
+        # Rounds of one kind (labels ending ", round N"): the median of each figure.
+        kinds = {}
+        for r in rs:
+            lab = r.get("label", "")
+            if ", round " in lab:
+                kinds.setdefault(lab.rsplit(", round ", 1)[0], []).append(r)
+        for k, group in kinds.items():
+            def med(xs):
+                xs = sorted(x for x in xs if x is not None)
+                return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2 if xs else None
+            p50 = med([g.get("latency_ms", {}).get("p50") for g in group])
+            p99 = med([g.get("latency_ms", {}).get("p99") for g in group])
+            print(f"\n{k}: median of {len(group)} rounds p50 {f(p50, 2)} ms, p99 {f(p99, 2)} ms "
+                  f"(p99 per round: {', '.join(f(g.get('latency_ms', {}).get('p99'), 2) for g in group)})")
 
 
 if __name__ == "__main__":

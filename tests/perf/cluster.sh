@@ -34,7 +34,17 @@
 # Env:   PARTS          parts to run                               (default "1 2 3 4")
 #        DURATION       seconds of publishing at max rate / 1,000/s (default 10)
 #        SLOW_DURATION  seconds of publishing at 2/s                (default 30)
+#        P2_ROUNDS      part 2's rounds at 1,000/s, the cluster and one node alternating
+#                       (default 3)
+#        QUIET_PCT / QUIET_WAIT  part 2: before each run wait up to QUIET_WAIT s (default
+#                       120) for the machine to be under QUIET_PCT % busy (default 25); the
+#                       figure is recorded with the run (busy_before_pct)
 #        FEW            subscribers of part 2 (one channel)         (default 16)
+#        PUB_BATCH_LIST  part 1 again with the publishes carried N to a request over
+#                       Centrifugo's server API (`POST /api/batch`, herald-load --pub-batch N),
+#                       BATCH_CONNS connections x BATCH_PIPELINE requests in flight, one run per
+#                       N (default "64"; "" skips); all of a batch's publishes go to Redis in
+#                       one write                                   (BATCH_CONNS 4, BATCH_PIPELINE 4)
 #        PUB_CONNS_LIST / PUB_PIPELINE / MAX_WINDOW   part 1's publisher connections (one run
 #                       each, with as many channels and one subscriber each; default "16 64"),
 #                       requests pipelined on each (32), most messages in flight (4096);
@@ -81,10 +91,16 @@ PARTS=${PARTS:-"1 2 3 4"}
 DURATION=${DURATION:-10}
 SLOW_DURATION=${SLOW_DURATION:-30}
 FEW=${FEW:-16}
+P2_ROUNDS=${P2_ROUNDS:-3}
+QUIET_PCT=${QUIET_PCT:-25}
+QUIET_WAIT=${QUIET_WAIT:-120}
 PUB_CONNS_LIST=${PUB_CONNS_LIST:-"16 64"}
 PUB_CONNS=${PUB_CONNS_LIST%% *}
 PUB_PIPELINE=${PUB_PIPELINE:-32}
 MAX_WINDOW=${MAX_WINDOW:-4096}
+PUB_BATCH_LIST=${PUB_BATCH_LIST-64}
+BATCH_CONNS=${BATCH_CONNS:-4}
+BATCH_PIPELINE=${BATCH_PIPELINE:-4}
 FANOUT_CONNS=${FANOUT_CONNS:-10000}
 DRAIN=${DRAIN:-10}
 PROCS=${PROCS:-5}
@@ -253,6 +269,27 @@ start_nchan() { # PORT CPU REDIS_URL -> LAST_PID
 # summary merged with the command, the load average and, when WATCH ("label=pid ...") is not
 # empty, the CPU of those processes, threads and cores over the middle of the publish phase
 # (from the second progress line of publishing to DURATION-3 s later).
+# Percent of all CPUs busy over one second (/proc/stat).
+busy_pct() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+
+# Wait up to QUIET_WAIT s for the machine to be under QUIET_PCT % busy; BUSY_BEFORE is
+# recorded with the next run.
+wait_quiet() {
+  local waited=0
+  BUSY_BEFORE=$(busy_pct)
+  while [ "$BUSY_BEFORE" -ge "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+    sleep 2; waited=$((waited + 3)); BUSY_BEFORE=$(busy_pct)
+  done
+  [ "$BUSY_BEFORE" -ge "$QUIET_PCT" ] && say "  note: machine ${BUSY_BEFORE}% busy before the next run (waited ${waited} s)"
+  return 0
+}
+
 run_load() {
   local part=$1 label=$2 cpu=$3 watch=$4; shift 4
   local la; la=$(loadavg)
@@ -284,7 +321,8 @@ run_load() {
   wait "$lp"
   local line; line=$(tail -1 "$json")
   if [[ "$line" != \{* ]]; then say "  no summary (failed or timed out; see $log)"; tail -3 "$log" >&2; return 1; fi
-  line=$($PY merge "$line" "part=\"$part\"" "loadavg=\"$la\"" "cmd=$(printf '%s' "$shown" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" "cpu=$cpujson")
+  line=$($PY merge "$line" "part=\"$part\"" "loadavg=\"$la\"" "cmd=$(printf '%s' "$shown" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" "cpu=$cpujson" "busy_before_pct=${BUSY_BEFORE:-null}")
+  BUSY_BEFORE=
   echo "$line" >>"$RESULTS"
   echo "$line" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); l=r["latency_ms"]; print("  open %s pub/s %s deliv/s %s lost %s dup %s p50 %s p99 %s ms; cpu %s" % (r["open_at_end"], r["publishes_per_s"], r["deliveries_per_s"], r["lost"], r["duplicates"], l["p50"], l["p99"], (r.get("cpu") or {}).get("procs")))' >&2
 }
@@ -300,7 +338,7 @@ part1() {
   say "== part 1: publishes/s through Redis at max rate; redis-server on core $REDIS_CPU, nodes + generator on core $NODE_CPU"
   next_port; local rp=$port
   start_redis $rp "$REDIS_CPU" || { cleanup; return; }; local rpid=$LAST_PID
-  node_conf "$OUT/p1.json" $rp p1 false
+  node_conf "$OUT/p1.json" $rp p1 false '"http_api":{"key":"bench"}'
   next_port; local pa=$port; start_herald p1-A $pa "$NODE_CPU" "$OUT/p1.json" || { cleanup; return; }; local apid=$LAST_PID
   next_port; local pb=$port; start_herald p1-B $pb "$NODE_CPU" "$OUT/p1.json" || { cleanup; return; }; local bpid=$LAST_PID
   local watch="redis=$rpid A=$apid B=$bpid"
@@ -314,11 +352,24 @@ part1() {
       --conns "$pc" --channels "$pc" --pub-conns "$pc" --pub-pipeline "$PUB_PIPELINE" --window "$MAX_WINDOW" \
       --rate 0 --duration "$DURATION" --settle 2 --size 100 --server-pid "$apid"
   done
+  # The same through /api/batch: N publishes per HTTP request, so the nodes and the
+  # generator spend far less per publish on HTTP and each request's publishes reach Redis
+  # in one write (pipelined, answered in order).
+  local nb chans
+  for nb in $PUB_BATCH_LIST; do
+    chans=64
+    run_load 1 "cluster max-rate publish A->B via /api/batch, $BATCH_CONNS conns x $BATCH_PIPELINE requests x $nb publishes, $chans channels x 1 sub" "$NODE_CPU" "$watch" \
+      --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/api/publish" \
+      --pub-proto centrifugo-api --api-key bench --pub-batch "$nb" \
+      --conns "$chans" --channels "$chans" --pub-conns "$BATCH_CONNS" --pub-pipeline "$BATCH_PIPELINE" \
+      --window $((BATCH_CONNS * BATCH_PIPELINE * nb * 2)) \
+      --rate 0 --duration "$DURATION" --settle 2 --size 100 --server-pid "$apid"
+  done
   # redis-benchmark on the same redis-server, same connections and pipelining.
   local payload; payload=$(printf 'x%.0s' $(seq 1 100))
   bench() { # LABEL N ARGS...
     local label=$1 n=$2; shift 2
-    local cmd=(redis-benchmark -h 127.0.0.1 -p $rp -c "$PUB_CONNS" -P "$PUB_PIPELINE" -n "$n" --csv "$@")
+    local cmd=(redis-benchmark -h 127.0.0.1 -p $rp -c "${BENCH_C:-$PUB_CONNS}" -P "${BENCH_P:-$PUB_PIPELINE}" -n "$n" --csv "$@")
     local shown; shown="taskset -c $NODE_CPU $(q "${cmd[@]}")"
     echo "[part 1] $shown" >>"$CMDS"
     say "part 1: $label"
@@ -344,6 +395,14 @@ part1() {
   if [[ "$sha" =~ ^[0-9a-f]{40}$ ]]; then
     bench "redis-benchmark EVALSHA herald's publish script (history 100)" 1000000 EVALSHA "$sha" 3 \
       p1b.meta.ch p1b.stream.ch p1b.idem. "$payload" 100 300 p1b.pub.ch ep0 300 ""
+    # The shape of the /api/batch runs: node A keeps at most connections x requests x
+    # publishes in flight on its one Redis connection; here as many, over one connection.
+    local last_nb=${PUB_BATCH_LIST##* }
+    if [ -n "$last_nb" ]; then
+      BENCH_C=1 BENCH_P=$((BATCH_CONNS * BATCH_PIPELINE * last_nb)) bench "redis-benchmark EVALSHA herald's publish script, 1 conn x $((BATCH_CONNS * BATCH_PIPELINE * last_nb)) pipelined" 1000000 EVALSHA "$sha" 3 \
+        p1b.meta.ch p1b.stream.ch p1b.idem. "$payload" 100 300 p1b.pub.ch ep0 300 ""
+      BENCH_C=1 BENCH_P=$((BATCH_CONNS * BATCH_PIPELINE * last_nb)) bench "redis-benchmark PUBLISH, 1 conn x $((BATCH_CONNS * BATCH_PIPELINE * last_nb)) pipelined" 4000000 -r 16 PUBLISH "p1.bench.__rand_int__" "$payload"
+    fi
   else
     say "  could not load herald's publish script into redis ($sha)"
   fi
@@ -352,21 +411,30 @@ part1() {
 
 # ---------------------------------------------------------------------------------------
 part2() {
-  say "== part 2: latency of the Redis hop; servers on core $SERVER_CPU, generator on core $LOAD_CPU"
+  say "== part 2: latency of the Redis hop; servers on core $SERVER_CPU, generator on core $LOAD_CPU, $P2_ROUNDS round(s)"
   next_port; local rp=$port
   start_redis $rp "$SERVER_CPU" || { cleanup; return; }; local rpid=$LAST_PID
   node_conf "$OUT/p2.json" $rp p2 false
   next_port; local pa=$port; start_herald p2-A $pa "$SERVER_CPU" "$OUT/p2.json" || { cleanup; return; }; local apid=$LAST_PID
   next_port; local pb=$port; start_herald p2-B $pb "$SERVER_CPU" "$OUT/p2.json" || { cleanup; return; }; local bpid=$LAST_PID
-  local c=(--sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" --conns "$FEW")
-  DUR_OF_RUN=$SLOW_DURATION run_load 2 "cluster A->B 2/s x$FEW" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid" "${c[@]}" --rate 2 --duration "$SLOW_DURATION"
-  run_load 2 "cluster A->B 1000/s x$FEW" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid" "${c[@]}" --rate 1000 --duration "$DURATION"
-  cleanup
   node_conf "$OUT/mem.json" "" "" false
   next_port; local p1=$port; start_herald p2-single $p1 "$SERVER_CPU" "$OUT/mem.json" || { cleanup; return; }; local spid=$LAST_PID
-  c=(--target herald --addr "127.0.0.1:$p1" --conns "$FEW")
-  DUR_OF_RUN=$SLOW_DURATION run_load 2 "single node (memory) 2/s x$FEW" "$LOAD_CPU" "node=$spid" "${c[@]}" --rate 2 --duration "$SLOW_DURATION"
-  run_load 2 "single node (memory) 1000/s x$FEW" "$LOAD_CPU" "node=$spid" "${c[@]}" --rate 1000 --duration "$DURATION"
+  local c=(--sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" --conns "$FEW")
+  local s=(--target herald --addr "127.0.0.1:$p1" --conns "$FEW")
+  wait_quiet; DUR_OF_RUN=$SLOW_DURATION run_load 2 "cluster A->B 2/s x$FEW" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid" "${c[@]}" --rate 2 --duration "$SLOW_DURATION"
+  wait_quiet; DUR_OF_RUN=$SLOW_DURATION run_load 2 "single node (memory) 2/s x$FEW" "$LOAD_CPU" "node=$spid" "${s[@]}" --rate 2 --duration "$SLOW_DURATION"
+  # 1,000/s: the cluster and the single node alternate, round by round (which goes first
+  # alternates too), each run after waiting for a quiet machine.
+  local r
+  for r in $(seq 1 "$P2_ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then
+      wait_quiet; run_load 2 "cluster A->B 1000/s x$FEW, round $r" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid" "${c[@]}" --rate 1000 --duration "$DURATION"
+      wait_quiet; run_load 2 "single node (memory) 1000/s x$FEW, round $r" "$LOAD_CPU" "node=$spid" "${s[@]}" --rate 1000 --duration "$DURATION"
+    else
+      wait_quiet; run_load 2 "single node (memory) 1000/s x$FEW, round $r" "$LOAD_CPU" "node=$spid" "${s[@]}" --rate 1000 --duration "$DURATION"
+      wait_quiet; run_load 2 "cluster A->B 1000/s x$FEW, round $r" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid" "${c[@]}" --rate 1000 --duration "$DURATION"
+    fi
+  done
   cleanup
 }
 

@@ -126,6 +126,11 @@ struct Cli {
     /// Requests pipelined per publisher connection.
     #[arg(long, default_value_t = 4)]
     pub_pipeline: usize,
+    /// With `--pub-proto centrifugo-api`: up to N publishes per request, sent as one
+    /// `POST /api/batch` (`{"commands":[{"publish":{..}},..]}`, the path taken from the
+    /// publish URL's directory); each reply's `error` fails only its own message.
+    #[arg(long, default_value_t = 1)]
+    pub_batch: usize,
     /// Message size in bytes (the published body).
     #[arg(long, default_value_t = 100)]
     size: usize,
@@ -259,6 +264,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if cli.pub_batch > 1 && pub_api != PubApi::Centrifugo {
+        eprintln!("herald-load: --pub-batch needs --pub-proto centrifugo-api");
+        std::process::exit(2);
+    }
     if sub_cf && tr != Transport::Ws {
         eprintln!("herald-load: --sub-proto centrifugo needs --transport ws");
         std::process::exit(2);
@@ -284,6 +293,7 @@ fn main() {
         window: cli.window.max(1),
         pub_conns: cli.pub_conns.unwrap_or(channels.min(16)).max(1),
         pub_pipeline: cli.pub_pipeline.max(1),
+        pub_batch: cli.pub_batch.max(1),
         size: cli.size,
         duration: Duration::from_secs_f64(cli.duration),
         drain: Duration::from_secs_f64(cli.drain),
@@ -373,6 +383,7 @@ fn main() {
     let protocols = serde_json::json!({
         "sub_proto": if sub_cf { "centrifugo" } else { "plain" },
         "pub_proto": match pub_api { PubApi::Plain => "plain", PubApi::Centrifugo => "centrifugo-api" },
+        "pub_batch": o.pub_batch,
         "pub_url": o.publ.scheme.clone() + "://" + &o.publ.host + &o.publ.path,
         "centrifugo_pings_answered": t.cf_pings,
     });

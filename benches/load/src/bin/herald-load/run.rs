@@ -62,6 +62,8 @@ pub struct Opts {
     pub window: usize,
     pub pub_conns: usize,
     pub pub_pipeline: usize,
+    /// Publishes per request (`/api/batch`) when more than 1.
+    pub pub_batch: usize,
     pub size: usize,
     pub duration: Duration,
     pub drain: Duration,

@@ -32,8 +32,9 @@ pub(super) struct Publisher {
     state: PubState,
     out: Vec<u8>,
     inbuf: Vec<u8>,
-    /// Sequence numbers of requests sent and not yet answered, in order.
-    inflight: VecDeque<u64>,
+    /// The messages of each request sent and not yet answered, in order (one per request,
+    /// or up to `pub_batch` with `/api/batch`).
+    inflight: VecDeque<Vec<u64>>,
     /// Requests waiting for a pipeline slot.
     queued: VecDeque<u64>,
     resp: Option<Resp>,
@@ -103,26 +104,46 @@ impl Run<'_> {
             return;
         }
         let now = self.epoch.elapsed().as_nanos() as u64;
-        while p.inflight.len() < self.o.pub_pipeline {
-            let Some(seq) = p.queued.pop_front() else { break };
-            let m = &mut self.msgs[seq as usize - 1];
-            // The send time is when the request leaves, not when it was queued.
-            m.sent_ns = now;
-            let body = if self.o.json {
-                wire::json_message(seq, now, self.o.size)
-            } else {
-                wire::message(seq, now, self.o.size)
-            };
-            let ch = chan_name(self.o, m.ch);
-            let target = self.o.publ.target(&ch);
-            let body = match self.o.pub_api {
-                PubApi::Plain => body,
-                PubApi::Centrifugo => wire::cf::publish_body(&ch, &body),
-            };
+        let batch = self.o.pub_batch > 1;
+        while p.inflight.len() < self.o.pub_pipeline && !p.queued.is_empty() {
+            let n = p.queued.len().min(self.o.pub_batch);
+            let seqs: Vec<u64> = p.queued.drain(..n).collect();
+            let mut target = String::new();
+            let mut body = Vec::new();
+            if batch {
+                body.extend_from_slice(b"{\"commands\":[");
+            }
+            for (i, &seq) in seqs.iter().enumerate() {
+                let m = &mut self.msgs[seq as usize - 1];
+                // The send time is when the request leaves, not when it was queued.
+                m.sent_ns = now;
+                let msg = if self.o.json {
+                    wire::json_message(seq, now, self.o.size)
+                } else {
+                    wire::message(seq, now, self.o.size)
+                };
+                let ch = chan_name(self.o, m.ch);
+                target = self.o.publ.target(&ch);
+                let one = match self.o.pub_api {
+                    PubApi::Plain => msg,
+                    PubApi::Centrifugo => wire::cf::publish_body(&ch, &msg),
+                };
+                if batch {
+                    body.extend_from_slice(if i == 0 { b"{\"publish\":" } else { b",{\"publish\":" });
+                    body.extend_from_slice(&one);
+                    body.push(b'}');
+                } else {
+                    body = one;
+                }
+            }
+            if batch {
+                body.extend_from_slice(b"]}");
+                target = batch_path(&target);
+            }
             let key = self.o.api_key.as_deref().map(|k| [("X-API-Key", k)]);
             let hdrs = key.as_ref().map(|k| &k[..]).unwrap_or(&[]);
             p.out.extend_from_slice(&http::post_request_with(&self.o.publ.host, &target, &body, hdrs));
-            p.inflight.push_back(seq);
+            p.inflight.push_back(seqs);
         }
         if let Err(e) = write_pending(&mut p.sock, &mut p.out) {
             p.state = PubState::Dead;
@@ -171,11 +192,12 @@ impl Run<'_> {
             let Some(r) = p.resp.as_mut() else { break };
             // Centrifugo's API answers its errors with 200 and `{"error":{...}}`: the body
             // is looked at only then.
-            let mut api_error = None;
+            let mut api_error = Vec::new();
+            let batch = p.inflight.front().map_or(0, |s| if self.o.pub_batch > 1 { s.len() } else { 0 });
             let complete = match (r.len, r.dec.as_mut()) {
                 (Some(n), _) if p.inbuf.len() >= n => {
                     if api == PubApi::Centrifugo {
-                        api_error = api_error_in(&p.inbuf[..n]);
+                        api_error = api_errors_in(&p.inbuf[..n], batch);
                     }
                     p.inbuf.drain(..n);
                     true
@@ -185,7 +207,7 @@ impl Run<'_> {
                     Ok((used, done)) => {
                         p.inbuf.drain(..used);
                         if done && api == PubApi::Centrifugo {
-                            api_error = api_error_in(&r.body);
+                            api_error = api_errors_in(&r.body, batch);
                         }
                         done
                     }
@@ -201,16 +223,18 @@ impl Run<'_> {
             }
             let status = r.status;
             p.resp = None;
-            if let Some(seq) = p.inflight.pop_front() {
-                let failed = match api_error {
-                    _ if !(200..300).contains(&status) => Some(format!("publish answered {status}")),
-                    Some(e) => Some(format!("publish answered {status} with {e}")),
-                    None => None,
-                };
-                if let Some(why) = failed {
-                    self.t.pub_errors += 1;
-                    self.msgs[seq as usize - 1].expected = 0;
-                    self.note_error(why);
+            if let Some(seqs) = p.inflight.pop_front() {
+                for (i, seq) in seqs.into_iter().enumerate() {
+                    let failed = match api_error.get(i).or(api_error.first()) {
+                        _ if !(200..300).contains(&status) => Some(format!("publish answered {status}")),
+                        Some(Some(e)) => Some(format!("publish answered {status} with {e}")),
+                        _ => None,
+                    };
+                    if let Some(why) = failed {
+                        self.t.pub_errors += 1;
+                        self.msgs[seq as usize - 1].expected = 0;
+                        self.note_error(why);
+                    }
                 }
             }
         }
@@ -220,6 +244,36 @@ impl Run<'_> {
                 self.pubs[pi].state = PubState::Dead;
                 self.note_error("publisher connection closed by the server".into());
             }
+        }
+    }
+}
+
+/// `/api/batch` next to the publish URL's path (`/api/publish?x` -> `/api/batch`).
+fn batch_path(target: &str) -> String {
+    let path = target.split('?').next().unwrap_or(target);
+    match path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/batch"),
+        None => "/api/batch".into(),
+    }
+}
+
+/// The errors of an API answer carrying `n` publishes: with `n` 0 (one plain API call),
+/// one entry from [`api_error_in`]; for a batch (`{"replies":[..]}`), one per reply in
+/// order, and a whole-answer error (or an answer that is not the expected shape) for
+/// every message.
+fn api_errors_in(body: &[u8], n: usize) -> Vec<Option<String>> {
+    if n == 0 {
+        return vec![api_error_in(body)];
+    }
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return vec![Some(format!("batch answer is not JSON: {e}"))],
+    };
+    match v.get("replies").and_then(|r| r.as_array()) {
+        Some(r) if r.len() == n => r.iter().map(|one| one.get("error").map(|e| e.to_string())).collect(),
+        Some(r) => vec![Some(format!("batch answer has {} replies for {n} publishes", r.len()))],
+        None => {
+            vec![Some(v.get("error").map_or_else(|| format!("batch answer without replies: {v}"), |e| e.to_string()))]
         }
     }
 }
@@ -234,7 +288,21 @@ fn api_error_in(body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::api_error_in;
+    use super::{api_error_in, api_errors_in, batch_path};
+
+    #[test]
+    fn batch_answers() {
+        assert_eq!(batch_path("/api/publish"), "/api/batch");
+        assert_eq!(batch_path("/api/publish?x=1"), "/api/batch");
+        let ok = br#"{"replies":[{"publish":{"offset":1}},{"error":{"code":102,"message":"unknown channel"}}]}"#;
+        let e = api_errors_in(ok, 2);
+        assert_eq!(e.len(), 2);
+        assert!(e[0].is_none());
+        assert!(e[1].as_deref().unwrap().contains("102"));
+        // Too few replies, or a whole-request error, fail every message.
+        assert!(api_errors_in(br#"{"replies":[]}"#, 2)[0].is_some());
+        assert!(api_errors_in(br#"{"error":{"code":100}}"#, 2)[0].as_deref().unwrap().contains("100"));
+    }
 
     #[test]
     fn centrifugo_api_errors() {
