@@ -84,6 +84,8 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$(pwd)
+# busy_pct
+source "$ROOT/tests/perf/lib.sh"
 OUT=${1:-$ROOT/target/perf-cluster-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -265,19 +267,6 @@ start_nchan() { # PORT CPU REDIS_URL -> LAST_PID
   LAST_PID=$pid
 }
 
-# run_load PART LABEL CPU WATCH ARGS... : one herald-load run (progress to a log), its JSON
-# summary merged with the command, the load average and, when WATCH ("label=pid ...") is not
-# empty, the CPU of those processes, threads and cores over the middle of the publish phase
-# (from the second progress line of publishing to DURATION-3 s later).
-# Percent of all CPUs busy over one second (/proc/stat).
-busy_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
-}
-
 # Wait up to QUIET_WAIT s for the machine to be under QUIET_PCT % busy; BUSY_BEFORE is
 # recorded with the next run.
 wait_quiet() {
@@ -290,6 +279,10 @@ wait_quiet() {
   return 0
 }
 
+# run_load PART LABEL CPU WATCH ARGS... : one herald-load run (progress to a log), its JSON
+# summary merged with the command, the load average and, when WATCH ("label=pid ...") is not
+# empty, the CPU of those processes, threads and cores over the middle of the publish phase
+# (from the second progress line of publishing to DURATION-3 s later).
 run_load() {
   local part=$1 label=$2 cpu=$3 watch=$4; shift 4
   local la; la=$(loadavg)

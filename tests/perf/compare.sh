@@ -40,6 +40,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
+# busy_pct
+source "$ROOT/tests/perf/lib.sh"
 TABLE_ONLY=
 if [ "${1:-}" = --table ]; then TABLE_ONLY=${2:?usage: compare.sh --table RESULTS.jsonl}; fi
 OUT=${1:-$ROOT/target/perf-$(date +%Y%m%d-%H%M%S)}
@@ -191,16 +193,6 @@ echo "building herald and herald-load (release)..." >&2
 cargo build --release -p herald -p herald-bench-tools --bin herald --bin herald-load >&2 || exit 1
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN=${TARGET_DIR:-$ROOT/target}/release
-
-# Percent of all CPUs busy over one second (from /proc/stat): other work on the machine
-# skews every figure, so it is recorded with each run.
-busy_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
-}
 
 # run_load LABEL SERVERPID ARGS... : one herald-load run, its summary appended to RESULTS.
 run_load() {

@@ -23,6 +23,8 @@
 # by PID.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# busy_pct
+source tests/perf/lib.sh
 ROUNDS=${1:-5}
 CONNS=${CONNS:-10000} IDLE=${IDLE:-19000} DURATION=${DURATION:-10}
 BIN=${BIN:-target/release/herald}
@@ -39,14 +41,6 @@ start() { # IO PORT -> PID
   local pid=$!
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && { echo $pid; return; }; sleep 0.1; done
   kill $pid; return 1
-}
-# Percent of all CPUs busy over one second (from /proc/stat).
-busy_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
 }
 # Busy % of CPU 0 (the server's core: herald and the softirq work its sends cause, some of
 # which runs in ksoftirqd/0 rather than in herald) from /proc/stat, sampled over the

@@ -18,6 +18,8 @@
 # (timeout 180 s); only the servers this script started are stopped, by PID.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# busy_pct
+source tests/perf/lib.sh
 ROUNDS=${1:-3}
 CONNS=${CONNS:-10000} DURATION=${DURATION:-10} SIZE=${SIZE:-100} PEERS=${PEERS:-1}
 QUIET_PCT=${QUIET_PCT:-25} QUIET_WAIT=${QUIET_WAIT:-60}
@@ -31,14 +33,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null || exit 1
 port=19720
 
-# Percent of all CPUs busy over one second (from /proc/stat), as compare.sh.
-busy_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
-}
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stop() { kill "$1" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return; sleep 0.1; done; kill -9 "$1"; }
