@@ -35,7 +35,9 @@
 #        DURATION       seconds of publishing at max rate / 1,000/s (default 10)
 #        SLOW_DURATION  seconds of publishing at 2/s                (default 30)
 #        P2_ROUNDS      part 2's rounds at 1,000/s, the cluster and one node alternating
-#                       (default 3)
+#                       (default 3); part 2's generator runs --quiet and its CPU figures
+#                       are read before and after each run, not during it (nothing of this
+#                       script may run on the cores while latency is measured)
 #        QUIET_PCT / QUIET_WAIT  part 2: before each run wait up to QUIET_WAIT s (default
 #                       120) for the machine to be under QUIET_PCT % busy (default 25); the
 #                       figure is recorded with the run (busy_before_pct)
@@ -293,10 +295,20 @@ run_load() {
   RUN_NO=$((${RUN_NO:-0} + 1))
   local log=$OUT/load-$RUN_NO.log json=$OUT/load-$RUN_NO.json
   : >"$log"
+  # shellcheck disable=SC2086
+  [ -n "$watch" ] && [ -n "${WATCH_AROUND:-}" ] && $PY snap $watch >"$OUT/snap-a.json"
   (if [ -n "$cpu" ]; then exec timeout 300 taskset -c "$cpu" "${cmd[@]}"; else exec timeout 300 "${cmd[@]}"; fi) >"$json" 2>"$log" &
   local lp=$!
   local cpujson=null
-  if [ -n "$watch" ]; then
+  if [ -n "$watch" ] && [ -n "${WATCH_AROUND:-}" ]; then
+    # Latency runs: nothing of this script runs while the generator measures (a python
+    # snapshot or a grep loop in the window delays the threads it shares a core with); the
+    # CPU figures then cover the whole run (connect, settle and drain included).
+    wait "$lp"
+    # shellcheck disable=SC2086
+    $PY snap $watch >"$OUT/snap-b.json"
+    cpujson=$($PY cpu "$OUT/snap-a.json" "$OUT/snap-b.json")
+  elif [ -n "$watch" ]; then
     local t=0
     while kill -0 "$lp" 2>/dev/null && [ "$(grep -c '^\[publish\]' "$log")" -lt 2 ] && [ $t -lt 3000 ]; do
       sleep 0.1; t=$((t + 1))
@@ -311,7 +323,7 @@ run_load() {
       cpujson=$($PY cpu "$OUT/snap-a.json" "$OUT/snap-b.json")
     fi
   fi
-  wait "$lp"
+  wait "$lp" 2>/dev/null
   local line; line=$(tail -1 "$json")
   if [[ "$line" != \{* ]]; then say "  no summary (failed or timed out; see $log)"; tail -3 "$log" >&2; return 1; fi
   line=$($PY merge "$line" "part=\"$part\"" "loadavg=\"$la\"" "cmd=$(printf '%s' "$shown" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" "cpu=$cpujson" "busy_before_pct=${BUSY_BEFORE:-null}")
@@ -404,6 +416,7 @@ part1() {
 
 # ---------------------------------------------------------------------------------------
 part2() {
+  local WATCH_AROUND=1
   say "== part 2: latency of the Redis hop; servers on core $SERVER_CPU, generator on core $LOAD_CPU, $P2_ROUNDS round(s)"
   next_port; local rp=$port
   start_redis $rp "$SERVER_CPU" || { cleanup; return; }; local rpid=$LAST_PID
@@ -412,8 +425,8 @@ part2() {
   next_port; local pb=$port; start_herald p2-B $pb "$SERVER_CPU" "$OUT/p2.json" || { cleanup; return; }; local bpid=$LAST_PID
   node_conf "$OUT/mem.json" "" "" false
   next_port; local p1=$port; start_herald p2-single $p1 "$SERVER_CPU" "$OUT/mem.json" || { cleanup; return; }; local spid=$LAST_PID
-  local c=(--sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" --conns "$FEW")
-  local s=(--target herald --addr "127.0.0.1:$p1" --conns "$FEW")
+  local c=(--quiet --sub-url "ws://127.0.0.1:$pb/ws/?cid={ch}" --pub-url "http://127.0.0.1:$pa/publish/?cid={ch}" --conns "$FEW")
+  local s=(--quiet --target herald --addr "127.0.0.1:$p1" --conns "$FEW")
   wait_quiet; DUR_OF_RUN=$SLOW_DURATION run_load 2 "cluster A->B 2/s x$FEW" "$LOAD_CPU" "redis=$rpid A=$apid B=$bpid" "${c[@]}" --rate 2 --duration "$SLOW_DURATION"
   wait_quiet; DUR_OF_RUN=$SLOW_DURATION run_load 2 "single node (memory) 2/s x$FEW" "$LOAD_CPU" "node=$spid" "${s[@]}" --rate 2 --duration "$SLOW_DURATION"
   # 1,000/s: the cluster and the single node alternate, round by round (which goes first
