@@ -349,26 +349,62 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Start one on a free port.
+    /// Start one on a free port. A port found free can be taken by another test's process
+    /// before redis-server binds it: then that redis-server exits and another port is tried.
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Redis::on(port)
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if let Some(r) = Redis::try_on(port) {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 10 free ports");
     }
 
     /// Start one on `port` (a restart on the same address).
     pub fn on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
+        Redis::try_on(port).unwrap_or_else(|| panic!("redis-server did not start on 127.0.0.1:{port}"))
+    }
+
+    /// Start one on `port`; `None` when it exits (the port is taken) or does not answer
+    /// within 10 s. Ready means the server on the port says it is this child (`INFO
+    /// server` names its process id), not merely that something accepts connections there.
+    fn try_on(port: u16) -> Option<Redis> {
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (tests/all.sh installs Debian's package)");
         let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+        let me = format!("process_id:{}\r\n", child.id());
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut info = Vec::new();
+                if s.write_all(b"INFO server\r\n").is_ok() {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        info.extend_from_slice(&buf[..n]);
+                        if info.ends_with(b"\r\n\r\n") || info.len() > 64 * 1024 {
+                            break;
+                        }
+                    }
+                }
+                if String::from_utf8_lossy(&info).contains(&me) {
+                    return Some(Redis { child, port });
+                }
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
     }
 
     /// Kill it now (SIGKILL) and reap it.
