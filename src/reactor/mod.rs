@@ -277,3 +277,65 @@ impl Server {
         self.shared.stats.connections.load(Ordering::Relaxed)
     }
 }
+
+/// The loop-time accounting both worker loops (epoll and io_uring) do each turn, and once
+/// a second the gauges `/metrics` reads (connections by kind, subscriptions, channels),
+/// counted over `sessions`. Returns whether the once-a-second part ran, so the caller can
+/// do its own once-a-second housekeeping.
+pub(crate) fn account_turn<'a, I>(
+    ctx: &crate::transport::Env,
+    turn_start: Instant,
+    next_gauges_ms: &mut u64,
+    sessions: impl FnOnce() -> I,
+) -> bool
+where
+    I: Iterator<Item = &'a crate::transport::Session>,
+{
+    let g = &ctx.shared.gauges[ctx.id];
+    let us = turn_start.elapsed().as_micros() as u64;
+    g.busy_us.fetch_add(us, Ordering::Relaxed);
+    g.turns.fetch_add(1, Ordering::Relaxed);
+    g.max_turn_us.fetch_max(us, Ordering::Relaxed);
+    if ctx.now_ms < *next_gauges_ms {
+        return false;
+    }
+    *next_gauges_ms = ctx.now_ms + 1000;
+    let mut counts = [0usize; crate::transport::Kind::LABELS.len()];
+    let mut subs = 0;
+    for s in sessions() {
+        counts[s.kind() as usize] += 1;
+        subs += s.subs.len();
+    }
+    for (i, n) in counts.iter().enumerate() {
+        g.conns[i].store(*n, Ordering::Relaxed);
+    }
+    g.subscriptions.store(subs, Ordering::Relaxed);
+    g.channels.store(ctx.local.counts().0, Ordering::Relaxed);
+    g.max_turn_us.store(0, Ordering::Relaxed);
+    true
+}
+
+/// The slow-consumer rule of both worker loops, after the out-queue was flushed as far as
+/// the socket takes: a connection still holding more than `max` bytes is dropped (counted,
+/// logged; it reconnects and resumes from history). Returns whether it was.
+pub(crate) fn drop_if_slow(
+    ctx: &mut crate::transport::Env,
+    key: usize,
+    conn: &mut crate::transport::Session,
+    max: usize,
+) -> bool {
+    if conn.dead || conn.out.len() <= max {
+        return false;
+    }
+    ctx.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
+    log::info!(
+        "conn {}:{} from {}: slow consumer ({} bytes queued > max_out_queue {max}), dropped",
+        ctx.id,
+        key,
+        conn.peer,
+        conn.out.len()
+    );
+    conn.out.clear();
+    ctx.kill(conn);
+    true
+}

@@ -202,27 +202,12 @@ impl Worker {
 
     /// Loop-time accounting, and once a second the gauges `/metrics` reads.
     fn account(&mut self, turn_start: std::time::Instant) {
-        let g = &self.ctx.shared.gauges[self.ctx.id];
-        let us = turn_start.elapsed().as_micros() as u64;
-        g.busy_us.fetch_add(us, Ordering::Relaxed);
-        g.turns.fetch_add(1, Ordering::Relaxed);
-        g.max_turn_us.fetch_max(us, Ordering::Relaxed);
-        if self.ctx.now_ms < self.next_gauges_ms {
+        let conns = &self.conns;
+        if !super::account_turn(&self.ctx, turn_start, &mut self.next_gauges_ms, || {
+            conns.iter().map(|(_, c)| &c.session)
+        }) {
             return;
         }
-        self.next_gauges_ms = self.ctx.now_ms + 1000;
-        let mut counts = [0usize; transport::Kind::LABELS.len()];
-        let mut subs = 0;
-        for (_, c) in self.conns.iter() {
-            counts[c.session.kind() as usize] += 1;
-            subs += c.session.subs.len();
-        }
-        for (i, n) in counts.iter().enumerate() {
-            g.conns[i].store(*n, Ordering::Relaxed);
-        }
-        g.subscriptions.store(subs, Ordering::Relaxed);
-        g.channels.store(self.ctx.local.counts().0, Ordering::Relaxed);
-        g.max_turn_us.store(0, Ordering::Relaxed);
         // Give back what a crowd left behind: the slab frees its vacant tail, lists their
         // excess (a soak showed RSS staying up through container capacity after clients left).
         if self.conns.len() < self.conns.capacity() / 4 {
@@ -492,19 +477,7 @@ impl Worker {
             }
             self.flush(key);
             let Some(slot) = self.conns.get_mut(key) else { continue };
-            let conn = &mut slot.session;
-            if !conn.dead && conn.out.len() > max {
-                self.ctx.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
-                log::info!(
-                    "conn {}:{} from {}: slow consumer ({} bytes queued > max_out_queue {max}), dropped",
-                    self.ctx.id,
-                    key,
-                    conn.peer,
-                    conn.out.len()
-                );
-                conn.out.clear();
-                self.ctx.kill(conn);
-            }
+            super::drop_if_slow(&mut self.ctx, key, &mut slot.session, max);
         }
         self.ctx.fx.pressure = keys;
     }

@@ -4,7 +4,6 @@
 use super::Worker;
 use crate::hub::bus::Note;
 use crate::transport;
-use std::sync::atomic::Ordering;
 
 impl Worker {
     pub(super) fn run_timers(&mut self) {
@@ -82,27 +81,12 @@ impl Worker {
 
     /// Loop-time accounting, and once a second the gauges `/metrics` reads.
     pub(super) fn account(&mut self, turn_start: std::time::Instant) {
-        let g = &self.ctx.shared.gauges[self.ctx.id];
-        let us = turn_start.elapsed().as_micros() as u64;
-        g.busy_us.fetch_add(us, Ordering::Relaxed);
-        g.turns.fetch_add(1, Ordering::Relaxed);
-        g.max_turn_us.fetch_max(us, Ordering::Relaxed);
-        if self.ctx.now_ms < self.next_gauges_ms {
+        let conns = &self.conns;
+        if !crate::reactor::account_turn(&self.ctx, turn_start, &mut self.next_gauges_ms, || {
+            conns.iter().map(|(_, c)| &c.session)
+        }) {
             return;
         }
-        self.next_gauges_ms = self.ctx.now_ms + 1000;
-        let mut counts = [0usize; transport::Kind::LABELS.len()];
-        let mut subs = 0;
-        for (_, c) in self.conns.iter() {
-            counts[c.session.kind() as usize] += 1;
-            subs += c.session.subs.len();
-        }
-        for (i, n) in counts.iter().enumerate() {
-            g.conns[i].store(*n, Ordering::Relaxed);
-        }
-        g.subscriptions.store(subs, Ordering::Relaxed);
-        g.channels.store(self.ctx.local.counts().0, Ordering::Relaxed);
-        g.max_turn_us.store(0, Ordering::Relaxed);
         if self.conns.len() < self.conns.capacity() / 4 {
             self.conns.shrink_to_fit();
         }

@@ -485,19 +485,7 @@ impl Worker {
             }
             self.flush(key);
             let Some(slot) = self.conns.get_mut(key) else { continue };
-            let conn = &mut slot.session;
-            if !conn.dead && conn.out.len() > max {
-                self.ctx.shared.stats.slow_drops.fetch_add(1, Ordering::Relaxed);
-                log::info!(
-                    "conn {}:{} from {}: slow consumer ({} bytes queued > max_out_queue {max}), dropped",
-                    self.ctx.id,
-                    key,
-                    conn.peer,
-                    conn.out.len()
-                );
-                conn.out.clear();
-                self.ctx.kill(conn);
-            }
+            crate::reactor::drop_if_slow(&mut self.ctx, key, &mut slot.session, max);
         }
         self.ctx.fx.pressure = keys;
     }
